@@ -1,0 +1,28 @@
+# The two commands of the README: `make demo` and `make test`. Both work
+# on a fresh Debian machine as root; they install missing packages first.
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin
+
+.PHONY: demo test deps build fuzz bench
+
+demo:
+	scripts/demo.sh
+
+test: deps
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	go vet ./...
+	go test -race -count=1 -timeout 20m ./...
+
+deps:
+	scripts/install-deps.sh
+
+build:
+	go build -o bin/ ./proxy/cmd/pcap-server-api ./cellagent/cmd/pcap-server ./cli/cmd/pcap-server-cli
+
+# Fuzz every target for FUZZTIME each (seed corpora run in `make test`).
+FUZZTIME ?= 30s
+fuzz:
+	scripts/fuzz.sh $(FUZZTIME)
+
+bench:
+	scripts/bench.sh

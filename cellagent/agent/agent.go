@@ -1,0 +1,260 @@
+// Package agent serves capture streams: it reads a capture request, finds
+// the container, runs the capture and streams its packets, counters and
+// end back to the API.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloudfoundry/pcap-server-release/cellagent/capture"
+	"github.com/cloudfoundry/pcap-server-release/wire"
+)
+
+// Locator finds the container a capture request names.
+type Locator interface {
+	Locate(ctx context.Context, req *wire.CaptureRequest) (Container, error)
+}
+
+// Container is where to capture.
+type Container struct {
+	// Handle is the garden handle, for logs.
+	Handle    string
+	NetnsPath string
+}
+
+// LocateError is a lookup failure the API can show to the user.
+type LocateError struct {
+	Code wire.ErrorCode
+	Msg  string
+	Err  error
+}
+
+func (e *LocateError) Error() string { return e.Msg }
+func (e *LocateError) Unwrap() error { return e.Err }
+
+// StaticLocator maps "APP_GUID/INDEX" to a network namespace path: the dev
+// mode of the config, for the local demo and trials without garden.
+type StaticLocator map[string]string
+
+func (s StaticLocator) Locate(_ context.Context, req *wire.CaptureRequest) (Container, error) {
+	key := req.AppGUID + "/" + strconv.Itoa(req.Index)
+	path, ok := s[key]
+	if !ok {
+		return Container{}, &LocateError{Code: wire.ErrContainerNotFound, Msg: fmt.Sprintf("no container for app %s instance %d on this cell (dev.netns has no %q)", req.AppGUID, req.Index, key)}
+	}
+	return Container{Handle: key, NetnsPath: path}, nil
+}
+
+// Options configure the agent.
+type Options struct {
+	MaxCaptures int
+	// RingBytes is the kernel ring of each capture; the agent's queue per
+	// capture is as large, so that it absorbs a whole ring handed over at
+	// once.
+	RingBytes   int
+	ReadTimeout time.Duration
+	AllowHost   bool
+	Locator     Locator
+	Logger      *slog.Logger
+}
+
+const (
+	requestTimeout = 10 * time.Second
+	statsInterval  = time.Second
+	// closeWait bounds how long a finished stream waits for the API to
+	// close its side.
+	closeWait = 5 * time.Second
+)
+
+// Agent serves capture streams.
+type Agent struct {
+	opts   Options
+	log    *slog.Logger
+	active atomic.Int64
+}
+
+// New returns an agent.
+func New(o Options) *Agent {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Agent{opts: o, log: log}
+}
+
+// Active is the number of running captures.
+func (a *Agent) Active() int64 { return a.active.Load() }
+
+// ServeStream runs one capture stream to its end. When ctx ends (the agent
+// shuts down) the capture ends with agent_draining after draining.
+func (a *Agent) ServeStream(ctx context.Context, stream net.Conn) {
+	r, w := wire.NewReader(stream), wire.NewWriter(stream)
+	_ = stream.SetReadDeadline(time.Now().Add(requestTimeout))
+	req, err := wire.Expect[wire.CaptureRequest](r)
+	if err != nil {
+		a.log.Warn("bad capture stream", "error", err)
+		return
+	}
+	_ = stream.SetReadDeadline(time.Time{})
+	log := a.log.With("capture_id", req.CaptureID, "app_guid", req.AppGUID, "index", req.Index)
+
+	c, container, werr := a.start(ctx, req, log)
+	if werr != nil {
+		log.Info("capture refused", "code", werr.Code, "error", werr.Message)
+		_ = w.WriteMessage(werr)
+		return
+	}
+	defer a.active.Add(-1)
+	started := &wire.Started{LinkType: c.LinkType(), Snaplen: req.Snaplen, Device: req.Device, Container: container.Handle}
+	if err := w.WriteMessage(started); err != nil {
+		c.Start()
+		c.Stop(wire.EndClientGone, false)
+		<-c.Done()
+		log.Warn("API gone before the capture started", "error", err)
+		return
+	}
+	c.Start()
+	log.Info("capture started", "container", container.Handle, "device", req.Device, "filter", req.Filter, "snaplen", req.Snaplen)
+
+	apiDone := make(chan struct{})
+	go func() {
+		defer close(apiDone)
+		a.readAPI(r, c, log)
+	}()
+	stopOnShutdown := context.AfterFunc(ctx, func() { c.Stop(wire.EndAgentDraining, true) })
+	defer stopOnShutdown()
+
+	a.pump(w, c, log)
+
+	reason, endErr := c.Result()
+	end := &wire.End{Reason: reason, Stats: c.Stats()}
+	if endErr != nil {
+		end.Message = endErr.Error()
+	}
+	if err := w.WriteMessage(end); err != nil {
+		log.Warn("could not send end of capture", "error", err)
+	}
+	log.Info("capture ended", "reason", reason, "error", endErr, "packets", end.Stats.Packets, "bytes", end.Stats.Bytes,
+		"kernel_dropped", end.Stats.KernelDropped, "agent_dropped", end.Stats.AgentDropped)
+	// Half-close, then give the API a moment to close its side before the
+	// reader goroutine is cut off.
+	_ = stream.Close()
+	_ = stream.SetReadDeadline(time.Now().Add(closeWait))
+	<-apiDone
+}
+
+// start checks limits, finds the container and opens the capture. On
+// failure it returns the Error to send.
+func (a *Agent) start(ctx context.Context, req *wire.CaptureRequest, log *slog.Logger) (*capture.Capture, Container, *wire.Error) {
+	if err := req.Validate(); err != nil {
+		return nil, Container{}, &wire.Error{Code: wire.ErrBadRequest, Message: err.Error()}
+	}
+	if ctx.Err() != nil {
+		return nil, Container{}, &wire.Error{Code: wire.ErrDraining, Message: "the agent is shutting down"}
+	}
+	if n := a.active.Add(1); n > int64(a.opts.MaxCaptures) {
+		a.active.Add(-1)
+		return nil, Container{}, &wire.Error{Code: wire.ErrLimit, Message: fmt.Sprintf("the cell's agent already runs its maximum of %d captures", a.opts.MaxCaptures)}
+	}
+	fail := func(code wire.ErrorCode, msg string) (*capture.Capture, Container, *wire.Error) {
+		a.active.Add(-1)
+		return nil, Container{}, &wire.Error{Code: code, Message: msg}
+	}
+	lctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	container, err := a.opts.Locator.Locate(lctx, req)
+	if err != nil {
+		var le *LocateError
+		if errors.As(err, &le) {
+			return fail(le.Code, le.Msg)
+		}
+		return fail(wire.ErrInternal, err.Error())
+	}
+	c, err := capture.Open(capture.Options{
+		NetnsPath:   container.NetnsPath,
+		AllowHost:   a.opts.AllowHost,
+		Device:      req.Device,
+		Filter:      req.Filter,
+		Snaplen:     req.Snaplen,
+		RingBytes:   a.opts.RingBytes,
+		ReadTimeout: a.opts.ReadTimeout,
+		QueueBytes:  a.opts.RingBytes,
+		MaxPackets:  req.MaxPackets,
+		Duration:    req.Duration(),
+	})
+	if err != nil {
+		var oe *capture.OpenError
+		if errors.As(err, &oe) {
+			return fail(oe.Code, oe.Msg)
+		}
+		return fail(wire.ErrInternal, err.Error())
+	}
+	return c, container, nil
+}
+
+// readAPI waits for Stop; the stream's end means the API is gone.
+func (a *Agent) readAPI(r *wire.Reader, c *capture.Capture, log *slog.Logger) {
+	for {
+		f, err := r.NextKnown(func(t wire.Type) { log.Debug("skipping unknown frame", "type", t) })
+		if err != nil {
+			c.Stop(wire.EndClientGone, false)
+			return
+		}
+		if f.Type != wire.TypeStop {
+			log.Warn("unexpected frame from API", "type", f.Type)
+			continue
+		}
+		m, err := wire.Decode(f)
+		if err != nil {
+			log.Warn("bad stop frame", "error", err)
+			c.Stop(wire.EndRequested, true)
+			continue
+		}
+		c.Stop(m.(*wire.Stop).Reason, true)
+	}
+}
+
+// pump sends batches and periodic counters until the capture has ended and
+// its last batch is sent. If the stream fails, the capture is aborted and
+// the rest is discarded.
+func (a *Agent) pump(w *wire.Writer, c *capture.Capture, log *slog.Logger) {
+	ticker := time.NewTicker(statsInterval)
+	defer ticker.Stop()
+	broken := false
+	fail := func(err error) {
+		if !broken {
+			broken = true
+			log.Warn("capture stream broken", "error", err)
+			c.Stop(wire.EndClientGone, false)
+		}
+	}
+	for {
+		select {
+		case b, ok := <-c.Batches():
+			if !ok {
+				return
+			}
+			if !broken {
+				if err := w.WriteBatch(b); err != nil {
+					fail(err)
+				}
+			}
+			c.Release(b)
+		case <-ticker.C:
+			if broken {
+				continue
+			}
+			s := c.Stats()
+			if err := w.WriteMessage(&s); err != nil {
+				fail(err)
+			}
+		}
+	}
+}

@@ -1,0 +1,401 @@
+// Package capture runs one libpcap capture inside a container's network
+// namespace and hands its packets over in wire batches, bounded in memory.
+//
+// The reader loop owns the libpcap handle. It appends packets to a batch
+// and queues the batch for the consumer (the tunnel stream) when it is big
+// or old enough, or when libpcap's read timeout fires. The queue is bounded
+// in bytes: when the consumer falls behind, packets are dropped and
+// counted, never buffered without bound, so a slow client cannot make the
+// agent grow on a cell that runs apps.
+package capture
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gopacket/gopacket/pcap"
+
+	"github.com/cloudfoundry/pcap-server-release/cellagent/nsenter"
+	"github.com/cloudfoundry/pcap-server-release/wire"
+)
+
+// Options describe one capture.
+type Options struct {
+	// NetnsPath is the network namespace to capture in.
+	NetnsPath string
+	// AllowHost permits NetnsPath to be the agent's own namespace.
+	AllowHost bool
+	Device    string
+	Filter    string
+	Snaplen   int
+	// RingBytes is the kernel ring size (libpcap's buffer size).
+	RingBytes int
+	// ReadTimeout is libpcap's packet buffer timeout: a ring block is
+	// handed over when full or this long after its first packet.
+	ReadTimeout time.Duration
+	// QueueBytes bounds the packet bytes waiting for the consumer.
+	QueueBytes int
+	// MaxPackets ends the capture after that many packets; 0: no limit.
+	MaxPackets uint64
+	// Duration ends the capture after that long; 0: no limit.
+	Duration time.Duration
+}
+
+const (
+	// flushBytes sends a batch once it holds this much: big enough that
+	// frame overhead vanishes, small enough to keep latency low.
+	flushBytes = 128 << 10
+	// statsInterval is how often libpcap's counters are read.
+	statsInterval = time.Second
+	// queueSlots bounds the number of queued batches besides their bytes;
+	// many tiny batches (sparse traffic) must not grow the queue either.
+	queueSlots = 512
+)
+
+// OpenError is a capture that could not start, typed for the API.
+type OpenError struct {
+	Code wire.ErrorCode
+	Msg  string
+	Err  error
+}
+
+func (e *OpenError) Error() string { return e.Msg }
+func (e *OpenError) Unwrap() error { return e.Err }
+
+// Capture is a running capture.
+type Capture struct {
+	opts     Options
+	handle   *pcap.Handle
+	linkType int
+
+	out     chan *wire.Batch
+	pool    sync.Pool
+	queued  atomic.Int64 // bytes in out and in the consumer's hands
+	stopReq atomic.Pointer[stopRequest]
+
+	packets, bytes     atomic.Uint64
+	kernelDrop, ifDrop atomic.Uint64
+	agentDrop          atomic.Uint64
+	reason             wire.EndReason
+	endErr             error
+	done               chan struct{}
+}
+
+type stopRequest struct {
+	reason wire.EndReason
+	drain  bool
+}
+
+// Open enters the namespace and activates libpcap there. The returned
+// capture is not reading yet: call Start.
+func Open(o Options) (*Capture, error) {
+	if o.ReadTimeout <= 0 {
+		return nil, &OpenError{Code: wire.ErrInternal, Msg: "read timeout must be positive"}
+	}
+	var h *pcap.Handle
+	err := nsenter.Do(o.NetnsPath, o.AllowHost, func() error {
+		var err error
+		h, err = activate(o)
+		return err
+	})
+	if err != nil {
+		var oe *OpenError
+		if errors.As(err, &oe) {
+			return nil, oe
+		}
+		if errors.Is(err, nsenter.ErrOwnNamespace) {
+			return nil, &OpenError{Code: wire.ErrNoNetns, Msg: "refusing to capture in the host's network namespace", Err: err}
+		}
+		return nil, &OpenError{Code: wire.ErrNoNetns, Msg: fmt.Sprintf("cannot enter the container's network namespace: %v", err), Err: err}
+	}
+	c := &Capture{
+		opts:     o,
+		handle:   h,
+		linkType: int(h.LinkType()),
+		out:      make(chan *wire.Batch, queueSlots),
+		done:     make(chan struct{}),
+	}
+	c.pool.New = func() any { return new(wire.Batch) }
+	return c, nil
+}
+
+// activate runs inside the target namespace: the socket libpcap creates
+// here stays in it.
+func activate(o Options) (*pcap.Handle, error) {
+	inactive, err := pcap.NewInactiveHandle(o.Device)
+	if err != nil {
+		return nil, &OpenError{Code: wire.ErrInternal, Msg: fmt.Sprintf("create capture on %s: %v", o.Device, err), Err: err}
+	}
+	defer inactive.CleanUp()
+	for _, set := range []func() error{
+		func() error { return inactive.SetSnapLen(o.Snaplen) },
+		func() error { return inactive.SetPromisc(false) },
+		func() error { return inactive.SetTimeout(o.ReadTimeout) },
+		func() error { return inactive.SetBufferSize(o.RingBytes) },
+		// Immediate mode would force TPACKET_V2 and halve the packet rate.
+		func() error { return inactive.SetImmediateMode(false) },
+	} {
+		if err := set(); err != nil {
+			return nil, &OpenError{Code: wire.ErrInternal, Msg: fmt.Sprintf("configure capture on %s: %v", o.Device, err), Err: err}
+		}
+	}
+	h, err := inactive.Activate()
+	if err != nil {
+		code := wire.ErrInternal
+		if strings.Contains(err.Error(), "No Such Device") {
+			code = wire.ErrNoSuchDevice
+		}
+		return nil, &OpenError{Code: code, Msg: fmt.Sprintf("open device %s in the container: %v", o.Device, err), Err: err}
+	}
+	// libpcap filters in user space whatever reached the ring before the
+	// kernel filter was set, so no unfiltered packet gets through here.
+	if err := h.SetBPFFilter(o.Filter); err != nil {
+		h.Close()
+		return nil, &OpenError{Code: wire.ErrBadFilter, Msg: fmt.Sprintf("bad filter %q: %v", o.Filter, err), Err: err}
+	}
+	return h, nil
+}
+
+// LinkType is libpcap's DLT of the capture.
+func (c *Capture) LinkType() int { return c.linkType }
+
+// Batches delivers the captured packets. It is closed when the capture has
+// ended and everything it captured has been queued. The consumer must
+// Release every batch once it has sent it.
+func (c *Capture) Batches() <-chan *wire.Batch { return c.out }
+
+// Release returns a batch's memory to the capture's budget.
+func (c *Capture) Release(b *wire.Batch) {
+	c.queued.Add(-int64(b.Size()))
+	b.Reset()
+	c.pool.Put(b)
+}
+
+// Start begins reading in a goroutine of its own. It ends by itself on a
+// limit or a read error, or after Stop.
+func (c *Capture) Start() {
+	go c.read()
+}
+
+// Stop ends the capture. With drain, the reader first collects what the
+// kernel still holds (up to one read timeout: TPACKET_V3 hands a partly
+// filled block over only when the timeout fires), so no packet captured
+// before the stop is lost. Without drain (the consumer is gone) it ends at
+// once. The first reason is the one reported.
+func (c *Capture) Stop(reason wire.EndReason, drain bool) {
+	next := &stopRequest{reason: reason, drain: drain}
+	for {
+		cur := c.stopReq.Load()
+		// The first reason wins; an abort may still cut a drain short.
+		if cur != nil && (!cur.drain || drain) {
+			return
+		}
+		if cur != nil {
+			next.reason = cur.reason
+		}
+		if c.stopReq.CompareAndSwap(cur, next) {
+			return
+		}
+	}
+}
+
+// Done is closed when the reader has finished and the handle is closed.
+func (c *Capture) Done() <-chan struct{} { return c.done }
+
+// Result is why the capture ended, valid after Done. err is non-nil for
+// EndError and EndContainerGone and says what libpcap reported.
+func (c *Capture) Result() (wire.EndReason, error) { return c.reason, c.endErr }
+
+// Stats returns the counters so far; safe to call at any time.
+func (c *Capture) Stats() wire.Stats {
+	return wire.Stats{
+		Packets:          c.packets.Load(),
+		Bytes:            c.bytes.Load(),
+		KernelDropped:    c.kernelDrop.Load(),
+		InterfaceDropped: c.ifDrop.Load(),
+		AgentDropped:     c.agentDrop.Load(),
+	}
+}
+
+func (c *Capture) read() {
+	defer close(c.done)
+	defer close(c.out)
+	// The handle is closed before out is closed and Done fires, so that the
+	// final counters are in when the consumer sends End.
+	defer c.handle.Close()
+
+	r := reader{c: c, batch: c.pool.Get().(*wire.Batch), lastStats: time.Now()}
+	if c.opts.Duration > 0 {
+		r.deadline = r.lastStats.Add(c.opts.Duration)
+	}
+	reason, err := r.loop()
+	r.flush()
+	c.sampleStats()
+	c.reason, c.endErr = reason, err
+}
+
+// reader is the state of the read loop.
+type reader struct {
+	c          *Capture
+	batch      *wire.Batch
+	batchStart time.Time
+	captured   uint64
+	deadline   time.Time
+	drainUntil time.Time
+	lastStats  time.Time
+	gone       error // the interface vanished: the container is gone
+}
+
+func (r *reader) loop() (wire.EndReason, error) {
+	c, o := r.c, &r.c.opts
+	for {
+		if reason, done := r.tick(false); done {
+			return reason, nil
+		}
+		data, ci, err := c.handle.ZeroCopyReadPacketData()
+		switch {
+		case err == nil:
+			need := wire.RecordHeaderSize + len(data)
+			if c.queued.Load()+int64(r.batch.Size()+need) > int64(o.QueueBytes) {
+				c.agentDrop.Add(1)
+				continue
+			}
+			if !r.batch.Fits(len(data)) {
+				r.flush()
+			}
+			if r.batch.Count() == 0 {
+				r.batchStart = ci.Timestamp
+			}
+			r.batch.Append(ci.Timestamp.UnixNano(), ci.Length, data)
+			r.captured++
+			if o.MaxPackets > 0 && r.captured >= o.MaxPackets {
+				return wire.EndPackets, nil
+			}
+			// Packet timestamps stand in for the clock: no syscall per packet.
+			if r.batch.Size() >= flushBytes || ci.Timestamp.Sub(r.batchStart) >= o.ReadTimeout {
+				r.flush()
+				if reason, done := r.tick(true); done {
+					return reason, r.gone
+				}
+			}
+		case errors.Is(err, pcap.NextErrorTimeoutExpired):
+			r.flush()
+			if reason, done := r.tick(true); done {
+				return reason, r.gone
+			}
+		case errors.Is(err, io.EOF):
+			return wire.EndError, errors.New("capture handle closed")
+		default:
+			// gopacket reports only "Read Error"; libpcap's own text says
+			// what happened.
+			if errors.Is(err, pcap.NextErrorReadError) {
+				err = fmt.Errorf("%w: %v", err, c.handle.Error())
+			}
+			if !interfaceGone(err) {
+				return wire.EndError, fmt.Errorf("read packets on %s: %w", o.Device, err)
+			}
+			// The ring still holds what arrived before the interface
+			// vanished; the kernel hands it over shortly. Keep reading
+			// for one drain period, pacing the failing reads.
+			if r.gone == nil {
+				r.gone = fmt.Errorf("capture on %s: %w", o.Device, err)
+				r.c.Stop(wire.EndContainerGone, true)
+				r.startDrain()
+			}
+			if !time.Now().Before(r.drainUntil) {
+				return wire.EndContainerGone, r.gone
+			}
+			time.Sleep(o.ReadTimeout / 5)
+		}
+	}
+}
+
+// tick handles stop requests; with clock set also the duration limit, the
+// end of a drain and the periodic counters. It reports whether the loop
+// must end, and why.
+func (r *reader) tick(clock bool) (wire.EndReason, bool) {
+	req := r.c.stopReq.Load()
+	if req != nil && !req.drain {
+		return req.reason, true
+	}
+	if !clock {
+		if req != nil && r.drainUntil.IsZero() {
+			r.startDrain()
+		}
+		return "", false
+	}
+	now := time.Now()
+	if now.Sub(r.lastStats) >= statsInterval {
+		r.c.sampleStats()
+		r.lastStats = now
+	}
+	if !r.deadline.IsZero() && !now.Before(r.deadline) {
+		r.c.Stop(wire.EndDuration, true)
+		req = r.c.stopReq.Load()
+	}
+	if req == nil {
+		return "", false
+	}
+	if r.drainUntil.IsZero() {
+		r.startDrain()
+	}
+	return req.reason, !now.Before(r.drainUntil)
+}
+
+// startDrain sets how long to keep reading after a stop: a ring block is
+// handed over at most one read timeout after its first packet; as much
+// again covers scheduling.
+func (r *reader) startDrain() {
+	r.drainUntil = time.Now().Add(2 * r.c.opts.ReadTimeout)
+}
+
+// flush queues the current batch. When every queue slot is taken (the
+// consumer is stuck and the traffic sparse) the batch is dropped.
+func (r *reader) flush() {
+	b := r.batch
+	if b.Count() == 0 {
+		return
+	}
+	c := r.c
+	// Once sent, the batch belongs to the consumer: read it before.
+	count, size := b.Count(), b.Size()
+	c.queued.Add(int64(size))
+	select {
+	case c.out <- b:
+		c.packets.Add(uint64(count))
+		c.bytes.Add(uint64(size - count*wire.RecordHeaderSize))
+		r.batch = c.pool.Get().(*wire.Batch)
+	default:
+		c.agentDrop.Add(uint64(count))
+		c.queued.Add(-int64(size))
+		b.Reset()
+	}
+}
+
+// sampleStats runs on the reader goroutine only: pcap_stats and
+// pcap_next_ex share libpcap's state.
+func (c *Capture) sampleStats() {
+	s, err := c.handle.Stats()
+	if err != nil {
+		return
+	}
+	c.kernelDrop.Store(uint64(s.PacketsDropped))
+	c.ifDrop.Store(uint64(s.PacketsIfDropped))
+}
+
+// interfaceGone recognises libpcap's messages for an interface that went
+// away, which in a container means the container was destroyed.
+func interfaceGone(err error) bool {
+	msg := strings.ToLower(err.Error())
+	for _, s := range []string{"went down", "disappeared", "no such device", "network is down"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}

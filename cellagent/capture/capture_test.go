@@ -1,0 +1,255 @@
+package capture
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloudfoundry/pcap-server-release/internal/netnstest"
+	"github.com/cloudfoundry/pcap-server-release/wire"
+)
+
+const udpPort = 9999
+
+func options(p *netnstest.Pair) Options {
+	return Options{
+		NetnsPath:   p.App.Path(),
+		Device:      "eth0",
+		Filter:      fmt.Sprintf("udp dst port %d", udpPort),
+		Snaplen:     65535,
+		RingBytes:   8 << 20,
+		ReadTimeout: 50 * time.Millisecond,
+		QueueBytes:  8 << 20,
+	}
+}
+
+// payload is the unique content of datagram i.
+func payload(i int) []byte { return fmt.Appendf(nil, "pcap-test-datagram-%06d", i) }
+
+// send sends n datagrams with unique payloads from the peer to the app.
+func send(t *testing.T, p *netnstest.Pair, n int) {
+	t.Helper()
+	// The app listens, so that no ICMP port-unreachable refuses the sender.
+	p.App.ListenUDP(t, netip.AddrPortFrom(netnstest.AppIP, udpPort))
+	conn := p.Peer.DialUDP(t, netip.AddrPortFrom(netnstest.AppIP, udpPort))
+	for i := range n {
+		if _, err := conn.Write(payload(i)); err != nil {
+			t.Fatalf("send datagram %d: %v", i, err)
+		}
+	}
+}
+
+// collect consumes every batch until the capture ends.
+func collect(t *testing.T, c *Capture) []wire.Packet {
+	t.Helper()
+	var pkts []wire.Packet
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case b, ok := <-c.Batches():
+			if !ok {
+				<-c.Done()
+				return pkts
+			}
+			var err error
+			f := bytes.Clone(b.Frame()[wire.HeaderSize:])
+			c.Release(b)
+			if pkts, err = wire.DecodePackets(f, pkts); err != nil {
+				t.Fatal(err)
+			}
+		case <-timeout:
+			t.Fatal("capture did not end within 30s")
+		}
+	}
+}
+
+// udpPayload extracts the UDP payload of an Ethernet/IPv4/UDP frame.
+func udpPayload(t *testing.T, frame []byte) []byte {
+	t.Helper()
+	const eth, ip, udp = 14, 20, 8
+	if len(frame) < eth+ip+udp || frame[12] != 0x08 || frame[13] != 0x00 || frame[eth+9] != 17 {
+		t.Fatalf("not an Ethernet/IPv4/UDP frame: % x", frame[:min(len(frame), 40)])
+	}
+	return frame[eth+ip+udp:]
+}
+
+func assertDatagrams(t *testing.T, pkts []wire.Packet, n int) {
+	t.Helper()
+	if len(pkts) != n {
+		t.Fatalf("captured %d packets, want %d", len(pkts), n)
+	}
+	for i, p := range pkts {
+		if got := udpPayload(t, p.Data); !bytes.Equal(got, payload(i)) {
+			t.Fatalf("packet %d carries %q, want %q", i, got, payload(i))
+		}
+		if i > 0 && p.Timestamp < pkts[i-1].Timestamp {
+			t.Fatalf("packet %d is older than packet %d", i, i-1)
+		}
+	}
+}
+
+func TestStopDrainsWhatTheKernelHolds(t *testing.T) {
+	p := netnstest.NewPair(t)
+	o := options(p)
+	// A long read timeout keeps the packets in a partly filled ring block:
+	// without the drain they would be lost when the handle closes.
+	o.ReadTimeout = 500 * time.Millisecond
+	c, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.LinkType() != 1 {
+		t.Fatalf("link type %d, want Ethernet", c.LinkType())
+	}
+	c.Start()
+	send(t, p, 40)
+	c.Stop(wire.EndRequested, true)
+	pkts := collect(t, c)
+	assertDatagrams(t, pkts, 40)
+	reason, err := c.Result()
+	if reason != wire.EndRequested || err != nil {
+		t.Fatalf("ended %s, %v", reason, err)
+	}
+	if s := c.Stats(); s.Packets != 40 || s.AgentDropped != 0 || s.Bytes != uint64(40*len(pkts[0].Data)) {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestMaxPacketsStopsExactly(t *testing.T) {
+	p := netnstest.NewPair(t)
+	o := options(p)
+	o.MaxPackets = 7
+	c, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Start()
+	send(t, p, 20)
+	pkts := collect(t, c)
+	assertDatagrams(t, pkts, 7)
+	if reason, _ := c.Result(); reason != wire.EndPackets {
+		t.Fatalf("ended %s", reason)
+	}
+}
+
+func TestDurationEndsCaptureIdleOrNot(t *testing.T) {
+	p := netnstest.NewPair(t)
+	o := options(p)
+	o.Duration = 300 * time.Millisecond
+	c, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	c.Start()
+	send(t, p, 3)
+	pkts := collect(t, c)
+	assertDatagrams(t, pkts, 3)
+	if reason, _ := c.Result(); reason != wire.EndDuration {
+		t.Fatalf("ended %s", reason)
+	}
+	if d := time.Since(start); d < o.Duration {
+		t.Fatalf("ended after %v, before its duration", d)
+	}
+}
+
+func TestSnaplenTruncates(t *testing.T) {
+	p := netnstest.NewPair(t)
+	o := options(p)
+	o.Snaplen = 50
+	c, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Start()
+	send(t, p, 3)
+	c.Stop(wire.EndRequested, true)
+	pkts := collect(t, c)
+	if len(pkts) != 3 {
+		t.Fatalf("%d packets", len(pkts))
+	}
+	for _, pk := range pkts {
+		if len(pk.Data) != 50 || pk.Length != 14+20+8+len(payload(0)) {
+			t.Fatalf("captured %d of %d bytes", len(pk.Data), pk.Length)
+		}
+	}
+}
+
+// The consumer never reads: the queue fills, the rest is dropped and
+// counted, and captured + dropped accounts for every datagram sent.
+func TestSlowConsumerDropsAndCounts(t *testing.T) {
+	p := netnstest.NewPair(t)
+	o := options(p)
+	rec := wire.RecordHeaderSize + 14 + 20 + 8 + len(payload(0))
+	o.QueueBytes = 10 * rec
+	c, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Start()
+	const sent = 50
+	send(t, p, sent)
+	c.Stop(wire.EndRequested, true)
+	<-c.Done()
+	s := c.Stats()
+	if s.Packets != 10 || s.AgentDropped != sent-10 || s.KernelDropped != 0 {
+		t.Fatalf("stats %+v, want 10 queued and %d dropped by the agent", s, sent-10)
+	}
+	assertDatagrams(t, collect(t, c), 10)
+}
+
+func TestBadFilterCarriesLibpcapMessage(t *testing.T) {
+	p := netnstest.NewPair(t)
+	o := options(p)
+	o.Filter = "tcp port eighty"
+	_, err := Open(o)
+	var oe *OpenError
+	if !errors.As(err, &oe) || oe.Code != wire.ErrBadFilter || !strings.Contains(oe.Msg, "eighty") {
+		t.Fatalf("err %v", err)
+	}
+	if !strings.Contains(oe.Msg, "unknown port") && !strings.Contains(oe.Msg, "syntax error") {
+		t.Fatalf("no libpcap message in %q", oe.Msg)
+	}
+}
+
+func TestNoSuchDevice(t *testing.T) {
+	p := netnstest.NewPair(t)
+	o := options(p)
+	o.Device = "eth9"
+	_, err := Open(o)
+	var oe *OpenError
+	if !errors.As(err, &oe) || oe.Code != wire.ErrNoSuchDevice {
+		t.Fatalf("err %v", err)
+	}
+}
+
+func TestRefusesHostNamespace(t *testing.T) {
+	netnstest.RequireRoot(t)
+	o := Options{NetnsPath: "/proc/self/ns/net", Device: "lo", Snaplen: 100, RingBytes: 1 << 20, ReadTimeout: 10 * time.Millisecond, QueueBytes: 1 << 20}
+	_, err := Open(o)
+	var oe *OpenError
+	if !errors.As(err, &oe) || oe.Code != wire.ErrNoNetns || !strings.Contains(oe.Msg, "host") {
+		t.Fatalf("err %v", err)
+	}
+}
+
+func TestInterfaceRemovedEndsAsContainerGone(t *testing.T) {
+	p := netnstest.NewPair(t)
+	c, err := Open(options(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Start()
+	send(t, p, 5)
+	netnstest.IP(t, "-n", p.App.Name, "link", "del", "eth0")
+	pkts := collect(t, c)
+	reason, err := c.Result()
+	if reason != wire.EndContainerGone || err == nil {
+		t.Fatalf("ended %s, %v", reason, err)
+	}
+	assertDatagrams(t, pkts, 5)
+}

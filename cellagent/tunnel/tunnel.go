@@ -1,0 +1,338 @@
+// Package tunnel is the agent's side of the tunnel: it dials every API
+// replica, holds one yamux session to each and serves the capture streams
+// the API opens on them.
+//
+// Every configured address is resolved to all its IPs (a BOSH DNS name
+// resolves to every API VM) and re-resolved periodically, so that whichever
+// replica the gorouter picks can reach this cell. Sessions are
+// deduplicated by the API's id: two addresses that lead to the same
+// replica keep one session.
+package tunnel
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/cloudfoundry/pcap-server-release/internal/muxconfig"
+	"github.com/cloudfoundry/pcap-server-release/wire"
+)
+
+// Config configures the tunnel client.
+type Config struct {
+	// Addresses are host:port pairs; each host is resolved to all its IPs.
+	Addresses []string
+	// TLS is the client configuration: certificate, CA and server name.
+	TLS               *tls.Config
+	ResolveInterval   time.Duration
+	KeepaliveInterval time.Duration
+	// Hello is what the agent says about itself; the versions are filled in.
+	Hello wire.Hello
+	// Handle serves one capture stream; it must return once ctx is done
+	// and the capture has ended.
+	Handle func(ctx context.Context, stream net.Conn)
+	Logger *slog.Logger
+
+	// LookupHost resolves names; nil means the system resolver.
+	LookupHost func(ctx context.Context, host string) ([]string, error)
+	// LocalAddr, when set, is the local address tunnel connections use.
+	LocalAddr net.Addr
+	// RetryBase and RetryMax shape the reconnect backoff; zero means
+	// 250ms and 8s.
+	RetryBase, RetryMax time.Duration
+}
+
+// Peer is a connected API replica.
+type Peer struct {
+	APIID   string
+	Address string
+	Since   time.Time
+	session *yamux.Session
+}
+
+// Client keeps the sessions.
+type Client struct {
+	cfg   Config
+	log   *slog.Logger
+	mu    sync.Mutex
+	peers map[string]*Peer // by address
+}
+
+// New returns a client; Run starts it.
+func New(cfg Config) *Client {
+	if cfg.LookupHost == nil {
+		cfg.LookupHost = net.DefaultResolver.LookupHost
+	}
+	if cfg.RetryBase <= 0 {
+		cfg.RetryBase = 250 * time.Millisecond
+	}
+	if cfg.RetryMax <= 0 {
+		cfg.RetryMax = 8 * time.Second
+	}
+	if cfg.ResolveInterval <= 0 {
+		cfg.ResolveInterval = 30 * time.Second
+	}
+	if cfg.KeepaliveInterval <= 0 {
+		cfg.KeepaliveInterval = 10 * time.Second
+	}
+	cfg.Hello.MinVersion, cfg.Hello.MaxVersion = wire.MinVersion, wire.MaxVersion
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Client{cfg: cfg, log: log, peers: map[string]*Peer{}}
+}
+
+// Peers lists the connected API replicas.
+func (c *Client) Peers() []Peer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]Peer, 0, len(c.peers))
+	for _, p := range c.peers {
+		out = append(out, Peer{APIID: p.APIID, Address: p.Address, Since: p.Since})
+	}
+	slices.SortFunc(out, func(a, b Peer) int { return strings.Compare(a.Address, b.Address) })
+	return out
+}
+
+// Run keeps a session to every resolved API address until ctx is done.
+// Then it tells each API to open no more streams, waits for the running
+// captures to end (their handlers see ctx too) and closes the sessions.
+func (c *Client) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	running := map[string]context.CancelFunc{}
+	defer func() {
+		for _, cancel := range running {
+			cancel()
+		}
+	}()
+	retry := backoff{base: c.cfg.RetryBase, max: c.cfg.RetryMax}
+	for {
+		targets, err := c.resolve(ctx)
+		if err != nil {
+			c.log.Warn("resolve API addresses", "error", err)
+		}
+		if err == nil || len(targets) > 0 {
+			// Keep the sessions we have when resolution fails outright: a
+			// DNS hiccup must not cut working tunnels.
+			for addr, cancel := range running {
+				if !slices.Contains(targets, addr) {
+					c.log.Info("API address gone from DNS", "address", addr)
+					cancel()
+					delete(running, addr)
+				}
+			}
+			for _, addr := range targets {
+				if _, ok := running[addr]; !ok {
+					tctx, cancel := context.WithCancel(ctx)
+					running[addr] = cancel
+					wg.Go(func() { c.keep(tctx, addr) })
+				}
+			}
+		}
+		wait := c.cfg.ResolveInterval
+		if len(running) == 0 {
+			wait = min(wait, retry.next())
+		} else {
+			retry.reset()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+// resolve turns the configured addresses into ip:port targets.
+func (c *Client) resolve(ctx context.Context) ([]string, error) {
+	var targets []string
+	var errs []error
+	for _, a := range c.cfg.Addresses {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("API address %q: %w", a, err))
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		ips, err := c.cfg.LookupHost(rctx, host)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("resolve %s: %w", host, err))
+			continue
+		}
+		for _, ip := range ips {
+			t := net.JoinHostPort(ip, port)
+			if !slices.Contains(targets, t) {
+				targets = append(targets, t)
+			}
+		}
+	}
+	slices.Sort(targets)
+	return targets, errors.Join(errs...)
+}
+
+var errDuplicate = errors.New("already connected to this API replica through another address")
+
+// keep holds a session to addr, reconnecting with backoff.
+func (c *Client) keep(ctx context.Context, addr string) {
+	retry := backoff{base: c.cfg.RetryBase, max: c.cfg.RetryMax}
+	for {
+		started := time.Now()
+		err := c.session(ctx, addr)
+		if ctx.Err() != nil {
+			return
+		}
+		var wait time.Duration
+		switch {
+		case errors.Is(err, errDuplicate):
+			wait = c.cfg.ResolveInterval
+			c.log.Debug("tunnel duplicate", "address", addr, "error", err)
+		default:
+			// A session that lived a while was healthy: start over.
+			if time.Since(started) > c.cfg.RetryMax {
+				retry.reset()
+			}
+			wait = retry.next()
+			c.log.Warn("tunnel down", "address", addr, "error", err, "retry_in", wait.String())
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// session dials addr, says hello and serves streams until the session ends.
+func (c *Client) session(ctx context.Context, addr string) error {
+	sess, welcome, err := c.connect(ctx, addr)
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	if !c.claim(addr, welcome.APIID, sess) {
+		return fmt.Errorf("%w: %s", errDuplicate, welcome.APIID)
+	}
+	defer c.release(addr)
+	c.log.Info("tunnel up", "address", addr, "api_id", welcome.APIID, "version", welcome.Version, "cell_ips", welcome.CellIPs)
+
+	var handlers sync.WaitGroup
+	// On shutdown: no new streams (GoAway), let the running captures end,
+	// then close, which also ends the accept loop below.
+	stop := context.AfterFunc(ctx, func() {
+		_ = sess.GoAway()
+		handlers.Wait()
+		_ = sess.Close()
+	})
+	defer stop()
+	for {
+		stream, err := sess.AcceptStream()
+		if err != nil {
+			handlers.Wait()
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("session with %s ended: %w", welcome.APIID, err)
+		}
+		handlers.Go(func() {
+			defer stream.Close()
+			c.cfg.Handle(ctx, stream)
+		})
+	}
+}
+
+// connect dials, handshakes TLS and the protocol.
+func (c *Client) connect(ctx context.Context, addr string) (*yamux.Session, *wire.Welcome, error) {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	d := net.Dialer{LocalAddr: c.cfg.LocalAddr, KeepAlive: c.cfg.KeepaliveInterval}
+	raw, err := d.DialContext(dctx, "tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dial API %s: %w", addr, err)
+	}
+	conn := tls.Client(raw, c.cfg.TLS)
+	if err := conn.HandshakeContext(dctx); err != nil {
+		raw.Close()
+		return nil, nil, fmt.Errorf("TLS handshake with API %s: %w", addr, err)
+	}
+	sess, err := yamux.Client(conn, muxconfig.Config(c.cfg.KeepaliveInterval, c.log))
+	if err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("start session with API %s: %w", addr, err)
+	}
+	welcome, err := c.hello(dctx, sess)
+	if err != nil {
+		sess.Close()
+		return nil, nil, fmt.Errorf("handshake with API %s: %w", addr, err)
+	}
+	return sess, welcome, nil
+}
+
+func (c *Client) hello(ctx context.Context, sess *yamux.Session) (*wire.Welcome, error) {
+	ctl, err := sess.OpenStream()
+	if err != nil {
+		return nil, fmt.Errorf("open control stream: %w", err)
+	}
+	deadline, _ := ctx.Deadline()
+	_ = ctl.SetDeadline(deadline)
+	hello := c.cfg.Hello
+	// A refusing API closes the session right after answering, which can
+	// fail this write although the hello got through: read the answer
+	// before judging.
+	werr := wire.NewWriter(ctl).WriteMessage(&hello)
+	f, err := wire.NewReader(ctl).NextKnown(nil)
+	if err != nil {
+		return nil, fmt.Errorf("read answer to hello: %w", errors.Join(err, werr))
+	}
+	m, err := wire.Decode(f)
+	if err != nil {
+		return nil, err
+	}
+	switch m := m.(type) {
+	case *wire.Welcome:
+		_ = ctl.SetDeadline(time.Time{})
+		// The control stream stays open for the session's life; the API
+		// closing it ends the session.
+		go func() {
+			_, _ = io.Copy(io.Discard, ctl)
+			sess.Close()
+		}()
+		return m, nil
+	case *wire.Refused:
+		return nil, fmt.Errorf("refused (%s): %s", m.Reason, m.Message)
+	default:
+		return nil, fmt.Errorf("unexpected %s frame in answer to hello", f.Type)
+	}
+}
+
+// claim registers the session unless another address already reached the
+// same API replica.
+func (c *Client) claim(addr, apiID string, sess *yamux.Session) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for a, p := range c.peers {
+		if p.APIID == apiID && a != addr {
+			return false
+		}
+	}
+	c.peers[addr] = &Peer{APIID: apiID, Address: addr, Since: time.Now(), session: sess}
+	return true
+}
+
+func (c *Client) release(addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.peers, addr)
+}

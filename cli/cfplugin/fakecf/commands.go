@@ -1,0 +1,102 @@
+package fakecf
+
+// coreCommands is a representative part of `cf help -a` (cf CLI v8): names
+// with their aliases ("" when there is none).
+var coreCommands = [][2]string{
+	{"help", "h"},
+	{"version", ""},
+	{"login", "l"},
+	{"logout", "lo"},
+	{"passwd", "pw"},
+	{"target", "t"},
+	{"api", ""},
+	{"auth", ""},
+	{"apps", "a"},
+	{"app", ""},
+	{"push", "p"},
+	{"scale", ""},
+	{"delete", "d"},
+	{"rename", ""},
+	{"start", "st"},
+	{"stop", "sp"},
+	{"restart", "rs"},
+	{"restage", "rg"},
+	{"restart-app-instance", ""},
+	{"run-task", "rt"},
+	{"tasks", ""},
+	{"terminate-task", ""},
+	{"events", ""},
+	{"files", "f"},
+	{"logs", ""},
+	{"env", "e"},
+	{"set-env", "se"},
+	{"unset-env", ""},
+	{"stacks", ""},
+	{"stack", ""},
+	{"copy-source", ""},
+	{"create-app-manifest", ""},
+	{"get-health-check", ""},
+	{"set-health-check", ""},
+	{"enable-ssh", ""},
+	{"disable-ssh", ""},
+	{"ssh-enabled", ""},
+	{"ssh", ""},
+	{"ssh-code", ""},
+	{"marketplace", "m"},
+	{"services", "s"},
+	{"service", ""},
+	{"create-service", "cs"},
+	{"update-service", ""},
+	{"delete-service", "ds"},
+	{"rename-service", ""},
+	{"create-service-key", "csk"},
+	{"service-keys", "sk"},
+	{"service-key", ""},
+	{"delete-service-key", "dsk"},
+	{"bind-service", "bs"},
+	{"unbind-service", "us"},
+	{"create-user-provided-service", "cups"},
+	{"update-user-provided-service", "uups"},
+	{"orgs", "o"},
+	{"org", ""},
+	{"create-org", "co"},
+	{"delete-org", ""},
+	{"spaces", ""},
+	{"space", ""},
+	{"create-space", ""},
+	{"delete-space", ""},
+	{"domains", ""},
+	{"routes", "r"},
+	{"create-route", ""},
+	{"map-route", ""},
+	{"unmap-route", ""},
+	{"delete-route", ""},
+	{"network-policies", ""},
+	{"add-network-policy", ""},
+	{"buildpacks", ""},
+	{"create-buildpack", ""},
+	{"feature-flags", ""},
+	{"curl", ""},
+	{"config", ""},
+	{"oauth-token", ""},
+	{"plugins", ""},
+	{"install-plugin", ""},
+	{"uninstall-plugin", ""},
+	{"repo-plugins", ""},
+	{"add-plugin-repo", ""},
+	{"remove-plugin-repo", ""},
+	{"list-plugin-repos", ""},
+}
+
+// CoreCommandNames lists cf core command names and aliases, for the install
+// clash check. The slice is fresh on every call.
+func CoreCommandNames() []string {
+	names := make([]string, 0, 2*len(coreCommands))
+	for _, c := range coreCommands {
+		names = append(names, c[0])
+		if c[1] != "" {
+			names = append(names, c[1])
+		}
+	}
+	return names
+}

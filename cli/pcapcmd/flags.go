@@ -1,0 +1,182 @@
+package pcapcmd
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Options are the parsed command line of `pcap APP ...`.
+type Options struct {
+	App       string
+	Output    string
+	Instances []int // nil: every running instance
+	Filter    string
+	Device    string
+	Snaplen   int
+	Duration  time.Duration
+	Count     uint64
+	Format    string
+	Process   string
+	APIURL    string
+	Force     bool
+	// Token and AppGUID skip the cf login and the Cloud Controller lookup.
+	Token   string
+	AppGUID string
+	// SkipSSLValidation turns TLS verification off, as `cf api
+	// --skip-ssl-validation` does for the cf CLI.
+	SkipSSLValidation bool
+}
+
+// flagSpec describes a flag once for the parser and the help texts.
+type flagSpec struct {
+	long, short, arg, usage string
+}
+
+// Flags lists every option: the cf plugin metadata and the standalone
+// usage are generated from it. -h and -v are not among them: the cf CLI
+// keeps those for itself.
+var Flags = []flagSpec{
+	{"output", "o", "FILE", "write the capture to FILE (- for stdout, to pipe into wireshark -k -i -); default APP.pcap or APP.pcapng"},
+	{"instance", "i", "INDEXES", "instance indexes to capture, comma-separated, or all (default all running instances)"},
+	{"filter", "f", "FILTER", "BPF filter, as for tcpdump, for example 'tcp port 8080'"},
+	{"device", "d", "DEVICE", "network interface in the container (default eth0)"},
+	{"snaplen", "s", "BYTES", "bytes to keep of each packet (default 65535)"},
+	{"duration", "", "DURATION", "stop after this long, for example 30s or 5m (default and maximum set by the operator)"},
+	{"count", "c", "N", "stop after N packets"},
+	{"format", "", "FORMAT", "pcap or pcapng (default pcap for one instance, pcapng with one interface per instance for several)"},
+	{"process", "", "TYPE", "process type of the app (default web)"},
+	{"api-url", "", "URL", "pcap-server API URL (default pcap. plus the Cloud Controller's domain; or $PCAP_API_URL)"},
+	{"force", "", "", "overwrite the output file if it exists"},
+	{"token", "", "TOKEN", "use this access token instead of the cf login (or $PCAP_TOKEN)"},
+	{"app-guid", "", "GUID", "capture the app with this GUID, skipping the lookup by name"},
+	{"skip-ssl-validation", "", "", "do not verify the API's TLS certificate"},
+}
+
+// UsageLine is the synopsis shown by `cf help pcap`.
+const UsageLine = "cf pcap APP [-i INDEXES] [-f FILTER] [-o FILE] [-c N] [--duration D] [-s BYTES] [-d DEVICE] [--format pcap|pcapng] [--process TYPE] [--force]"
+
+// UsageError is a bad command line.
+type UsageError struct{ Msg string }
+
+func (e *UsageError) Error() string { return e.Msg }
+
+// Parse parses args (after the command name). Flags and the app name may
+// come in any order, as cf users are used to.
+func Parse(args []string, getenv func(string) string) (Options, error) {
+	o := Options{Device: "eth0", Snaplen: 65535, Process: "web"}
+	fs := flag.NewFlagSet("pcap", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var instances string
+	str := func(p *string, long, short string) {
+		fs.StringVar(p, long, *p, "")
+		if short != "" {
+			fs.StringVar(p, short, *p, "")
+		}
+	}
+	str(&o.Output, "output", "o")
+	str(&instances, "instance", "i")
+	str(&o.Filter, "filter", "f")
+	str(&o.Device, "device", "d")
+	fs.IntVar(&o.Snaplen, "snaplen", o.Snaplen, "")
+	fs.IntVar(&o.Snaplen, "s", o.Snaplen, "")
+	fs.DurationVar(&o.Duration, "duration", 0, "")
+	fs.Uint64Var(&o.Count, "count", 0, "")
+	fs.Uint64Var(&o.Count, "c", 0, "")
+	str(&o.Format, "format", "")
+	str(&o.Process, "process", "")
+	str(&o.APIURL, "api-url", "")
+	fs.BoolVar(&o.Force, "force", false, "")
+	str(&o.Token, "token", "")
+	str(&o.AppGUID, "app-guid", "")
+	fs.BoolVar(&o.SkipSSLValidation, "skip-ssl-validation", false, "")
+
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return Options{}, &UsageError{Msg: strings.TrimPrefix(err.Error(), "flag provided but not defined: ")}
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	switch len(positional) {
+	case 0:
+		return Options{}, &UsageError{Msg: "missing app name"}
+	case 1:
+		o.App = positional[0]
+	default:
+		return Options{}, &UsageError{Msg: fmt.Sprintf("one app at a time, got %s", strings.Join(positional, " "))}
+	}
+	var err error
+	if o.Instances, err = parseInstances(instances); err != nil {
+		return Options{}, err
+	}
+	switch o.Format {
+	case "", "pcap", "pcapng":
+	default:
+		return Options{}, &UsageError{Msg: fmt.Sprintf("--format %q: want pcap or pcapng", o.Format)}
+	}
+	if o.Format == "" {
+		o.Format = "pcapng"
+		if len(o.Instances) == 1 {
+			o.Format = "pcap"
+		}
+	}
+	if o.Snaplen < 1 {
+		return Options{}, &UsageError{Msg: "--snaplen must be positive"}
+	}
+	if o.Duration < 0 {
+		return Options{}, &UsageError{Msg: "--duration must be positive"}
+	}
+	if o.APIURL == "" {
+		o.APIURL = getenv("PCAP_API_URL")
+	}
+	if o.Token == "" {
+		o.Token = getenv("PCAP_TOKEN")
+	}
+	if o.Output == "" {
+		o.Output = o.App + "." + o.Format
+	}
+	return o, nil
+}
+
+func parseInstances(s string) ([]int, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "all" {
+		return nil, nil
+	}
+	var out []int
+	for _, part := range strings.Split(s, ",") {
+		i, err := strconv.Atoi(strings.TrimSpace(part))
+		if err != nil || i < 0 {
+			return nil, &UsageError{Msg: fmt.Sprintf("--instance %q: want indexes such as 0,2 or all", s)}
+		}
+		if !slices.Contains(out, i) {
+			out = append(out, i)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// Usage writes the standalone usage.
+func Usage(w io.Writer, prog string) {
+	fmt.Fprintf(w, "Usage: %s pcap APP [options]\n\nCapture the network traffic of a Cloud Foundry app's instances into a pcap file.\n\nOptions:\n", prog)
+	for _, f := range Flags {
+		name := "--" + f.long
+		if f.short != "" {
+			name = "-" + f.short + ", " + name
+		}
+		if f.arg != "" {
+			name += " " + f.arg
+		}
+		fmt.Fprintf(w, "  %-28s %s\n", name, f.usage)
+	}
+}

@@ -1,0 +1,306 @@
+// Package pcapcmd is the `pcap` command: it asks the pcap-server API for a
+// capture of an app's instances and writes it to a file or stdout, showing
+// progress and a summary. The cf CLI plugin and the standalone binary
+// share it; they differ only in where the token and the app come from.
+package pcapcmd
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cloudfoundry/pcap-server-release/cli/pcapstream"
+)
+
+// Session is what the command needs from a cf login.
+type Session interface {
+	// Token returns an access token without the "bearer " prefix. After
+	// a 401 the command calls it once more, expecting a fresh one.
+	Token(ctx context.Context) (string, error)
+	// APIURL is the pcap-server API's URL derived from the cf target.
+	APIURL(ctx context.Context) (string, error)
+	// AppGUID finds the app by name in the targeted space.
+	AppGUID(ctx context.Context, name string) (string, error)
+}
+
+// Env is the command's surroundings.
+type Env struct {
+	Stdout, Stderr io.Writer
+	// StderrTerminal enables live progress.
+	StderrTerminal bool
+	// Session is nil when the options carry both a token and an app GUID.
+	Session Session
+	// Transport, if set, replaces the default HTTP transport (tests).
+	Transport http.RoundTripper
+	// TLSInsecure turns off TLS verification (the cf target's
+	// --skip-ssl-validation).
+	TLSInsecure bool
+}
+
+// Exit codes.
+const (
+	ExitOK    = 0
+	ExitError = 1
+	ExitUsage = 2
+)
+
+// Run runs the command and returns its exit code. Cancelling ctx (Ctrl-C)
+// stops the capture and keeps a valid file.
+func Run(ctx context.Context, o Options, env Env) int {
+	p := &printer{w: env.Stderr}
+	code, err := run(ctx, o, env, p)
+	if err != nil {
+		p.clearProgress()
+		fmt.Fprintf(env.Stderr, "pcap: %v\n", err)
+	}
+	return code
+}
+
+func run(ctx context.Context, o Options, env Env, p *printer) (int, error) {
+	sess := env.Session
+	if o.Token != "" || sess == nil {
+		sess = staticSession{token: o.Token, apiURL: o.APIURL, inner: sess}
+	}
+	if o.Output != "-" && !o.Force {
+		if _, err := os.Stat(o.Output); err == nil {
+			return ExitError, fmt.Errorf("%s exists: use --force to overwrite it, or -o another file", o.Output)
+		}
+	}
+	apiURL := o.APIURL
+	if apiURL == "" {
+		u, err := sess.APIURL(ctx)
+		if err != nil {
+			return ExitError, err
+		}
+		apiURL = u
+	}
+	guid := o.AppGUID
+	if guid == "" {
+		g, err := sess.AppGUID(ctx, o.App)
+		if err != nil {
+			return ExitError, err
+		}
+		guid = g
+	}
+	reqURL, err := captureURL(apiURL, guid, o)
+	if err != nil {
+		return ExitError, err
+	}
+	client := newClient(env)
+	resp, err := get(ctx, client, reqURL, sess)
+	if err != nil {
+		return ExitError, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return ExitError, problemError(resp)
+	}
+
+	out, closeOut, err := openOutput(o, env.Stdout)
+	if err != nil {
+		return ExitError, err
+	}
+	start := time.Now()
+	instances := resp.Header.Get("Pcap-Instances")
+	fmt.Fprintf(env.Stderr, "Capturing app %s, instance(s) %s, into %s (capture %s). Press Ctrl-C to stop.\n",
+		o.App, instances, displayName(o.Output), resp.Header.Get("Pcap-Capture-Id"))
+	if msg := resp.Header.Get("Pcap-Instance-Errors"); msg != "" {
+		fmt.Fprintf(env.Stderr, "Not captured: %s\n", msg)
+	}
+
+	copier := pcapstream.NewCopier(out, resp.Body)
+	stopProgress := func() {}
+	if env.StderrTerminal {
+		stopProgress = p.startProgress(copier, start)
+	}
+	copyErr := copier.Copy()
+	stopProgress()
+	if err := closeOut(); err != nil && copyErr == nil {
+		copyErr = err
+	}
+	p.clearProgress()
+	return summarize(ctx, o, env, copier.Progress(), resp.Trailer, copyErr, time.Since(start))
+}
+
+// captureURL builds GET /v1/apps/{guid}/capture with the query.
+func captureURL(apiURL, guid string, o Options) (string, error) {
+	base, err := url.Parse(strings.TrimRight(apiURL, "/"))
+	if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" {
+		return "", fmt.Errorf("API URL %q is not an http(s) URL", apiURL)
+	}
+	q := url.Values{}
+	for _, i := range o.Instances {
+		q.Add("instance", strconv.Itoa(i))
+	}
+	set := func(k, v, def string) {
+		if v != def {
+			q.Set(k, v)
+		}
+	}
+	set("filter", o.Filter, "")
+	set("device", o.Device, "eth0")
+	set("process", o.Process, "web")
+	set("snaplen", strconv.Itoa(o.Snaplen), "65535")
+	set("format", o.Format, "pcap")
+	if o.Duration > 0 {
+		q.Set("duration", o.Duration.String())
+	}
+	if o.Count > 0 {
+		q.Set("packets", strconv.FormatUint(o.Count, 10))
+	}
+	base.Path += "/v1/apps/" + url.PathEscape(guid) + "/capture"
+	base.RawQuery = q.Encode()
+	return base.String(), nil
+}
+
+func newClient(env Env) *http.Client {
+	tr := env.Transport
+	if tr == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		// The API answers once every agent has: allow for container
+		// lookups and Cloud Controller calls, not for the capture itself.
+		t.ResponseHeaderTimeout = time.Minute
+		t.DialContext = (&net.Dialer{Timeout: 15 * time.Second, KeepAlive: 15 * time.Second}).DialContext
+		if env.TLSInsecure {
+			t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+		}
+		tr = t
+	}
+	return &http.Client{Transport: tr}
+}
+
+// get sends the request with a fresh token, and once more with a newer
+// token after a 401: the token may have expired between the two.
+func get(ctx context.Context, client *http.Client, reqURL string, sess Session) (*http.Response, error) {
+	for attempt := 0; ; attempt++ {
+		token, err := sess.Token(ctx)
+		if err != nil {
+			return nil, err
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, reqURL, nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "bearer "+token)
+		req.Header.Set("Accept", "application/vnd.tcpdump.pcap, application/x-pcapng, application/problem+json")
+		resp, err := client.Do(req)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, errors.New("interrupted before the capture started")
+			}
+			return nil, fmt.Errorf("cannot reach the pcap-server API at %s: %w", hostOf(reqURL), unwrapURLError(err))
+		}
+		if resp.StatusCode == http.StatusUnauthorized && attempt == 0 {
+			resp.Body.Close()
+			continue
+		}
+		return resp, nil
+	}
+}
+
+func hostOf(u string) string {
+	if p, err := url.Parse(u); err == nil {
+		return p.Scheme + "://" + p.Host
+	}
+	return u
+}
+
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// problemError turns an error response into the API's message.
+func problemError(resp *http.Response) error {
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var p struct {
+		Title  string `json:"title"`
+		Detail string `json:"detail"`
+	}
+	if err := json.Unmarshal(body, &p); err == nil && (p.Detail != "" || p.Title != "") {
+		msg := p.Detail
+		if msg == "" {
+			msg = p.Title
+		}
+		if e := resp.Header.Get("Pcap-Instance-Errors"); e != "" && !strings.Contains(msg, e) {
+			msg += " (" + e + ")"
+		}
+		return fmt.Errorf("%s (HTTP %d)", msg, resp.StatusCode)
+	}
+	snippet := strings.TrimSpace(string(body))
+	if len(snippet) > 200 {
+		snippet = snippet[:200] + "..."
+	}
+	return fmt.Errorf("the API answered %s: %s", resp.Status, snippet)
+}
+
+// openOutput opens the file only once the capture has started, so that a
+// refused capture leaves nothing behind.
+func openOutput(o Options, stdout io.Writer) (io.Writer, func() error, error) {
+	if o.Output == "-" {
+		return stdout, func() error { return nil }, nil
+	}
+	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
+	if o.Force {
+		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	}
+	f, err := os.OpenFile(o.Output, flags, 0o644)
+	if err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return nil, nil, fmt.Errorf("%s exists: use --force to overwrite it, or -o another file", o.Output)
+		}
+		return nil, nil, fmt.Errorf("open output: %w", err)
+	}
+	return f, f.Close, nil
+}
+
+func displayName(output string) string {
+	if output == "-" {
+		return "stdout"
+	}
+	return output
+}
+
+// staticSession serves --token (and falls back to the cf login for the
+// rest).
+type staticSession struct {
+	token, apiURL string
+	inner         Session
+}
+
+func (s staticSession) Token(ctx context.Context) (string, error) {
+	if s.token != "" {
+		return s.token, nil
+	}
+	if s.inner == nil {
+		return "", errors.New("no token: log in with cf login, or pass --token")
+	}
+	return s.inner.Token(ctx)
+}
+
+func (s staticSession) APIURL(ctx context.Context) (string, error) {
+	if s.inner == nil {
+		return "", errors.New("no API URL: pass --api-url or set PCAP_API_URL")
+	}
+	return s.inner.APIURL(ctx)
+}
+
+func (s staticSession) AppGUID(ctx context.Context, name string) (string, error) {
+	if s.inner == nil {
+		return "", fmt.Errorf("cannot look up app %s without a cf login: pass --app-guid", name)
+	}
+	return s.inner.AppGUID(ctx, name)
+}

@@ -1,0 +1,414 @@
+// Package api is the HTTP side of pcap-server-api: authentication,
+// authorization, limits, the capture endpoint, the agent list, health,
+// the CLI downloads and draining.
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloudfoundry/pcap-server-release/proxy/apiconfig"
+	"github.com/cloudfoundry/pcap-server-release/proxy/audit"
+	"github.com/cloudfoundry/pcap-server-release/proxy/capture"
+	"github.com/cloudfoundry/pcap-server-release/proxy/problem"
+	"github.com/cloudfoundry/pcap-server-release/proxy/tunnel"
+	"github.com/cloudfoundry/pcap-server-release/wire"
+)
+
+// Identity is an authenticated caller.
+type Identity struct {
+	UserID   string
+	UserName string
+	ClientID string
+	Admin    bool
+	// Token is the caller's access token, for calling the Cloud
+	// Controller as the caller. It is never logged.
+	Token string `json:"-"`
+}
+
+// Subject is the key limits and audit lines use for the caller.
+func (i *Identity) Subject() string {
+	if i.UserID != "" {
+		return i.UserID
+	}
+	return "client:" + i.ClientID
+}
+
+// Authenticator checks the Authorization header. Its errors are
+// *problem.Error (401 with a message that says what is wrong, 503 when
+// the token keys cannot be fetched).
+type Authenticator interface {
+	Authenticate(ctx context.Context, authorization string) (*Identity, error)
+}
+
+// App is the app a capture is for.
+type App struct {
+	GUID string
+	Name string
+}
+
+// Resolver decides whether the caller may capture the app and finds its
+// instances. Its errors are *problem.Error (403, 404, 409, 502, 503).
+type Resolver interface {
+	Resolve(ctx context.Context, id *Identity, appGUID, process string, indices []int) (App, []capture.Target, error)
+}
+
+// Options configure the server.
+type Options struct {
+	Limits       apiconfig.Limits
+	DrainTimeout time.Duration
+	// CLIDir holds the CLI binaries served under /cli/; empty: none.
+	CLIDir string
+	Logger *slog.Logger
+	Audit  *audit.Log
+}
+
+// Server serves the HTTP API.
+type Server struct {
+	opts     Options
+	log      *slog.Logger
+	auth     Authenticator
+	resolver Resolver
+	agents   *tunnel.Registry
+	ready    atomic.Bool
+
+	mu       sync.Mutex
+	draining bool
+	running  map[string]*running
+	perUser  map[string]int
+	idle     chan struct{} // closed when the last capture ends
+}
+
+// running is a capture in progress.
+type running struct {
+	subject string
+	stop    chan wire.EndReason
+}
+
+// New returns a server; it is not ready until SetReady(true).
+func New(opts Options, auth Authenticator, resolver Resolver, agents *tunnel.Registry) *Server {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{
+		opts:     opts,
+		log:      log,
+		auth:     auth,
+		resolver: resolver,
+		agents:   agents,
+		running:  map[string]*running{},
+		perUser:  map[string]int{},
+	}
+}
+
+// SetReady marks the server ready (the tunnel listener is up).
+func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
+
+// Handler routes the API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/apps/{app_guid}/capture", s.handleCapture)
+	mux.HandleFunc("GET /v1/agents", s.handleAgents)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.handleReady)
+	mux.Handle("GET /cli/", cliHandler(s.opts.CLIDir))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		problem.Write(w, problem.New(http.StatusNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	draining := s.draining
+	s.mu.Unlock()
+	switch {
+	case draining:
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
+	case !s.ready.Load():
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "starting"})
+	default:
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "agents": len(s.agents.Agents())})
+	}
+}
+
+// agentInfo is one entry of GET /v1/agents.
+type agentInfo struct {
+	ID             string    `json:"id"`
+	CellIPs        []string  `json:"cell_ips"`
+	Version        string    `json:"version"`
+	RemoteAddr     string    `json:"remote_addr"`
+	ConnectedSince time.Time `json:"connected_since"`
+	ActiveCaptures int64     `json:"active_captures"`
+	MaxCaptures    int       `json:"max_captures"`
+}
+
+func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request) {
+	id, err := s.auth.Authenticate(r.Context(), r.Header.Get("Authorization"))
+	if err != nil {
+		s.writeProblem(w, problem.From(err))
+		return
+	}
+	if !id.Admin {
+		s.writeProblem(w, problem.New(http.StatusForbidden, "listing agents needs the cloud_controller.admin scope"))
+		return
+	}
+	list := []agentInfo{}
+	for _, a := range s.agents.Agents() {
+		info := agentInfo{ID: a.ID, Version: a.Version, RemoteAddr: a.Remote.String(), ConnectedSince: a.Since.UTC(),
+			ActiveCaptures: a.Active(), MaxCaptures: a.MaxCaptures}
+		for _, ip := range a.IPs {
+			info.CellIPs = append(info.CellIPs, ip.String())
+		}
+		list = append(list, info)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"agents": list})
+}
+
+// trailers are announced before the body and set after it.
+var trailers = []string{"Pcap-End-Reason", "Pcap-Packets", "Pcap-Bytes", "Pcap-Dropped", "Pcap-Dropped-Detail"}
+
+func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	captureID := newCaptureID()
+	w.Header().Set("Pcap-Capture-Id", captureID)
+	log := s.log.With("capture_id", captureID)
+	rec := audit.Record{Event: "refused", CaptureID: captureID, AppGUID: r.PathValue("app_guid"), Remote: r.RemoteAddr}
+	refuse := func(p *problem.Error) {
+		rec.Status, rec.Reason = p.Status, p.Detail
+		s.writeAudit(rec)
+		log.Info("capture refused", "status", p.Status, "detail", p.Detail, "error", p.Err)
+		s.writeProblem(w, p)
+	}
+
+	id, err := s.auth.Authenticate(ctx, r.Header.Get("Authorization"))
+	if err != nil {
+		refuse(problem.From(err))
+		return
+	}
+	rec.UserID, rec.UserName, rec.ClientID = id.UserID, id.UserName, id.ClientID
+	params, err := parseCaptureParams(r.URL.Query(), s.opts.Limits)
+	if err != nil {
+		refuse(problem.From(err))
+		return
+	}
+	rec.Device, rec.Filter, rec.Instances = params.device, params.filter, params.indices
+	app, targets, err := s.resolver.Resolve(ctx, id, rec.AppGUID, params.process, params.indices)
+	if err != nil {
+		refuse(problem.From(err))
+		return
+	}
+	rec.AppName = app.Name
+	rec.Instances = nil
+	for _, t := range targets {
+		rec.Instances = append(rec.Instances, t.Index)
+	}
+	run, perr := s.admit(captureID, id.Subject())
+	if perr != nil {
+		refuse(perr)
+		return
+	}
+	defer s.finish(captureID)
+
+	req := capture.Request{
+		CaptureID:  captureID,
+		Targets:    targets,
+		Device:     params.device,
+		Filter:     params.filter,
+		Snaplen:    params.snaplen,
+		Duration:   params.duration,
+		MaxPackets: params.maxPackets,
+		MaxBytes:   int64(s.opts.Limits.MaxBytes),
+		Format:     params.format,
+	}
+	sess, failed := capture.Start(ctx, s.agents, req, capture.Options{
+		PerAgentLimit: s.opts.Limits.CapturesPerAgent,
+		BufferBytes:   int(s.opts.Limits.BufferBytes),
+		Logger:        s.log,
+	})
+	if len(failed) > 0 {
+		w.Header().Set("Pcap-Instance-Errors", capture.FormatInstanceErrors(failed))
+	}
+	if sess == nil {
+		first := failed[0]
+		detail := first.Message
+		if len(targets) > 1 {
+			detail = fmt.Sprintf("no instance could be captured; instance %d: %s", first.Index, first.Message)
+		}
+		refuse(problem.New(first.Status, "%s", detail))
+		return
+	}
+
+	var indices []string
+	rec.Instances = nil
+	for _, t := range sess.Started() {
+		indices = append(indices, strconv.Itoa(t.Index))
+		rec.Instances = append(rec.Instances, t.Index)
+	}
+	h := w.Header()
+	h.Set("Content-Type", params.format.ContentType())
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Pcap-Instances", strings.Join(indices, ","))
+	h.Set("Pcap-Duration", params.duration.String())
+	h.Set("Trailer", strings.Join(trailers, ", "))
+	w.WriteHeader(http.StatusOK)
+	start := time.Now()
+	log.Info("capture started", "app_guid", app.GUID, "app_name", app.Name, "instances", indices, "user_id", id.UserID,
+		"user_name", id.UserName, "client_id", id.ClientID, "device", params.device, "filter", params.filter, "format", params.format)
+
+	rc := http.NewResponseController(w)
+	res := sess.Run(ctx, &deadlineWriter{w: w, rc: rc}, rc.Flush, run.stop)
+
+	h.Set("Pcap-End-Reason", string(res.Reason))
+	h.Set("Pcap-Packets", strconv.FormatUint(res.Packets, 10))
+	h.Set("Pcap-Bytes", strconv.FormatInt(res.Bytes, 10))
+	h.Set("Pcap-Dropped", strconv.FormatUint(res.Dropped.Total(), 10))
+	h.Set("Pcap-Dropped-Detail", res.Dropped.DropDetail())
+
+	rec.Event = "capture"
+	rec.Start = &start
+	rec.Duration = time.Since(start).Seconds()
+	rec.Bytes, rec.Packets, rec.Dropped, rec.EndReason = res.Bytes, res.Packets, res.Dropped.Total(), string(res.Reason)
+	s.writeAudit(rec)
+	log.Info("capture ended", "reason", res.Reason, "packets", res.Packets, "bytes", res.Bytes,
+		"dropped_kernel", res.Dropped.Kernel, "dropped_agent", res.Dropped.Agent, "dropped_api", res.Dropped.API,
+		"duration_seconds", rec.Duration)
+}
+
+// clientWriteTimeout ends a capture whose client stopped reading.
+const clientWriteTimeout = time.Minute
+
+// deadlineWriter gives every write to the client a deadline, so that a
+// client that stops reading cannot hold a capture open forever.
+type deadlineWriter struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	_ = d.rc.SetWriteDeadline(time.Now().Add(clientWriteTimeout))
+	return d.w.Write(p)
+}
+
+// admit counts a capture against the per-user and total limits.
+func (s *Server) admit(id, subject string) (*running, *problem.Error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.opts.Limits
+	switch {
+	case s.draining:
+		return nil, problem.New(http.StatusServiceUnavailable, "this API replica is shutting down; try again")
+	case len(s.running) >= l.CapturesTotal:
+		return nil, problem.New(http.StatusTooManyRequests, "this API replica already runs its maximum of %d captures; try again later", l.CapturesTotal)
+	case s.perUser[subject] >= l.CapturesPerUser:
+		return nil, problem.New(http.StatusTooManyRequests, "you already run %d captures, the maximum per user", l.CapturesPerUser)
+	}
+	r := &running{subject: subject, stop: make(chan wire.EndReason, 1)}
+	if len(s.running) == 0 {
+		s.idle = make(chan struct{})
+	}
+	s.running[id] = r
+	s.perUser[subject]++
+	return r, nil
+}
+
+func (s *Server) finish(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.running[id]
+	delete(s.running, id)
+	if s.perUser[r.subject]--; s.perUser[r.subject] == 0 {
+		delete(s.perUser, r.subject)
+	}
+	if len(s.running) == 0 {
+		close(s.idle)
+	}
+}
+
+// Drain turns the server unready and refuses new captures, lets running
+// ones go on for up to the drain timeout, then ends them with the reason
+// api_draining, and returns once they have ended (or ctx is done).
+func (s *Server) Drain(ctx context.Context) {
+	s.mu.Lock()
+	s.draining = true
+	idle, n := s.idle, len(s.running)
+	s.mu.Unlock()
+	if n == 0 {
+		return
+	}
+	s.log.Info("draining", "captures", n, "timeout", s.opts.DrainTimeout.String())
+	timer := time.NewTimer(s.opts.DrainTimeout)
+	defer timer.Stop()
+	select {
+	case <-idle:
+		return
+	case <-ctx.Done():
+		return
+	case <-timer.C:
+	}
+	s.mu.Lock()
+	for _, r := range s.running {
+		select {
+		case r.stop <- wire.EndAPIDraining:
+		default:
+		}
+	}
+	s.mu.Unlock()
+	select {
+	case <-idle:
+	case <-ctx.Done():
+	}
+}
+
+// Draining reports whether Drain was called.
+func (s *Server) Draining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
+}
+
+func (s *Server) writeProblem(w http.ResponseWriter, p *problem.Error) {
+	if p.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="pcap-server-api"`)
+	}
+	if p.Status >= 500 {
+		s.log.Warn("request failed", "status", p.Status, "detail", p.Detail, "error", p.Err)
+	}
+	problem.Write(w, p)
+}
+
+func (s *Server) writeAudit(r audit.Record) {
+	if s.opts.Audit == nil {
+		return
+	}
+	if err := s.opts.Audit.Write(r); err != nil {
+		s.log.Error("audit log", "error", err)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func newCaptureID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

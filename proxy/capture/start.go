@@ -1,0 +1,231 @@
+// Package capture runs one capture for the API: it opens a stream to the
+// agent of every requested instance, merges what they send into one pcap
+// or pcapng stream and decides when and why the capture ends.
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/cloudfoundry/pcap-server-release/proxy/tunnel"
+	"github.com/cloudfoundry/pcap-server-release/wire"
+)
+
+// Target is one app instance to capture.
+type Target struct {
+	AppGUID     string
+	AppName     string
+	ProcessType string
+	Index       int
+	// InstanceGUID is the garden handle, when the Cloud Controller says.
+	InstanceGUID string
+	CellIP       netip.Addr
+}
+
+// Request is a capture as the client asked for it, within the limits.
+type Request struct {
+	CaptureID  string
+	Targets    []Target
+	Device     string
+	Filter     string
+	Snaplen    int
+	Duration   time.Duration
+	MaxPackets uint64
+	MaxBytes   int64
+	Format     Format
+}
+
+// Agents finds agent sessions by cell IP: the tunnel registry.
+type Agents interface {
+	Lookup(ip netip.Addr) (*tunnel.Agent, bool)
+}
+
+// Options are the API's settings for captures.
+type Options struct {
+	// PerAgentLimit caps the captures one agent runs through this API.
+	PerAgentLimit int
+	// BufferBytes bounds the packets held for a slow client or for
+	// ordering; beyond it packets are dropped and counted.
+	BufferBytes int
+	Logger      *slog.Logger
+}
+
+const (
+	// startTimeout bounds the wait for an agent's Started or Error: it
+	// includes the container lookup on the cell.
+	startTimeout = 15 * time.Second
+	// stopTimeout bounds the wait for agents to drain and end after Stop.
+	stopTimeout = 5 * time.Second
+	// holdTime is how long a packet may wait for the other instances'
+	// packets to be ordered with: several agent read timeouts.
+	holdTime = 250 * time.Millisecond
+)
+
+// InstanceError says why one instance could not be captured.
+type InstanceError struct {
+	Index   int
+	Status  int
+	Message string
+}
+
+func (e *InstanceError) Error() string { return fmt.Sprintf("instance %d: %s", e.Index, e.Message) }
+
+// instance is one running stream.
+type instance struct {
+	target  Target
+	agent   *tunnel.Agent
+	stream  net.Conn
+	r       *wire.Reader
+	w       *wire.Writer
+	started *wire.Started
+
+	mu    sync.Mutex
+	stats wire.Stats
+	end   *wire.End // nil until the agent sent End
+	err   error     // why the stream broke, if it did
+	endAt time.Time
+}
+
+// Session is a started capture: every instance has answered and at least
+// one has started.
+type Session struct {
+	req       Request
+	opts      Options
+	log       *slog.Logger
+	instances []*instance
+}
+
+// Start asks the agent of every target to start capturing and waits for
+// all of them to answer. It returns the running session, nil if no
+// instance started, and the errors of those that did not, in target order.
+func Start(ctx context.Context, agents Agents, req Request, opts Options) (*Session, []*InstanceError) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("capture_id", req.CaptureID)
+	insts := make([]*instance, len(req.Targets))
+	errs := make([]*InstanceError, len(req.Targets))
+	var wg sync.WaitGroup
+	for i, t := range req.Targets {
+		wg.Go(func() { insts[i], errs[i] = startInstance(ctx, agents, req, t, opts) })
+	}
+	wg.Wait()
+
+	s := &Session{req: req, opts: opts, log: log}
+	var failed []*InstanceError
+	for i := range insts {
+		switch {
+		case errs[i] != nil:
+			failed = append(failed, errs[i])
+			log.Info("instance not captured", "index", req.Targets[i].Index, "status", errs[i].Status, "error", errs[i].Message)
+		case req.Format == FormatPcap && len(s.instances) > 0 && insts[i].started.LinkType != s.instances[0].started.LinkType:
+			// Classic pcap has one link type per file.
+			insts[i].abort()
+			failed = append(failed, &InstanceError{Index: req.Targets[i].Index, Status: http.StatusBadRequest,
+				Message: fmt.Sprintf("link type %d differs from the other instances' %d: use format pcapng", insts[i].started.LinkType, s.instances[0].started.LinkType)})
+		default:
+			s.instances = append(s.instances, insts[i])
+		}
+	}
+	if len(s.instances) == 0 {
+		return nil, failed
+	}
+	return s, failed
+}
+
+func startInstance(ctx context.Context, agents Agents, req Request, t Target, opts Options) (*instance, *InstanceError) {
+	fail := func(status int, format string, args ...any) (*instance, *InstanceError) {
+		return nil, &InstanceError{Index: t.Index, Status: status, Message: fmt.Sprintf(format, args...)}
+	}
+	agent, ok := agents.Lookup(t.CellIP)
+	if !ok {
+		return fail(http.StatusServiceUnavailable, "no agent connected for cell %s", t.CellIP)
+	}
+	if !agent.TryAcquire(opts.PerAgentLimit) {
+		return fail(http.StatusTooManyRequests, "the agent on cell %s already runs %d captures through this API replica", t.CellIP, opts.PerAgentLimit)
+	}
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	stream, err := agent.Open(ctx)
+	if err != nil {
+		agent.Release()
+		if errors.Is(err, tunnel.ErrAgentDraining) {
+			return fail(http.StatusServiceUnavailable, "the agent on cell %s is shutting down", t.CellIP)
+		}
+		return fail(http.StatusServiceUnavailable, "cannot reach the agent on cell %s: %v", t.CellIP, err)
+	}
+	inst := &instance{target: t, agent: agent, stream: stream, r: wire.NewReader(stream), w: wire.NewWriter(stream)}
+	creq := &wire.CaptureRequest{
+		CaptureID:      req.CaptureID,
+		AppGUID:        t.AppGUID,
+		ProcessType:    t.ProcessType,
+		Index:          t.Index,
+		InstanceGUID:   t.InstanceGUID,
+		Device:         req.Device,
+		Filter:         req.Filter,
+		Snaplen:        req.Snaplen,
+		DurationMillis: req.Duration.Milliseconds(),
+		MaxPackets:     req.MaxPackets,
+	}
+	// The deadline also ends the wait when the client goes away.
+	deadline, _ := ctx.Deadline()
+	_ = stream.SetDeadline(deadline)
+	stopWatch := context.AfterFunc(ctx, func() { _ = stream.SetDeadline(time.Now()) })
+	defer stopWatch()
+	if err := inst.w.WriteMessage(creq); err != nil {
+		inst.abort()
+		return fail(http.StatusServiceUnavailable, "cannot reach the agent on cell %s: %v", t.CellIP, err)
+	}
+	f, err := inst.r.NextKnown(nil)
+	if err == nil && f.Type != wire.TypeStarted && f.Type != wire.TypeError {
+		err = fmt.Errorf("unexpected %s frame", f.Type)
+	}
+	var m wire.Message
+	if err == nil {
+		m, err = wire.Decode(f)
+	}
+	if err != nil {
+		inst.abort()
+		if ctx.Err() != nil {
+			return fail(http.StatusServiceUnavailable, "the agent on cell %s did not answer within %s", t.CellIP, startTimeout)
+		}
+		return fail(http.StatusBadGateway, "bad answer from the agent on cell %s: %v", t.CellIP, err)
+	}
+	if e, ok := m.(*wire.Error); ok {
+		inst.abort()
+		return fail(statusOf(e.Code), "%s", e.Message)
+	}
+	_ = stream.SetDeadline(time.Time{})
+	inst.started = m.(*wire.Started)
+	return inst, nil
+}
+
+// statusOf maps an agent's error code to the HTTP status of the contract.
+func statusOf(c wire.ErrorCode) int {
+	switch c {
+	case wire.ErrBadRequest, wire.ErrBadFilter, wire.ErrNoSuchDevice:
+		return http.StatusBadRequest
+	case wire.ErrContainerNotFound:
+		return http.StatusNotFound
+	case wire.ErrLimit:
+		return http.StatusTooManyRequests
+	case wire.ErrDraining:
+		return http.StatusServiceUnavailable
+	default: // no_netns, garden_unavailable, internal: the cell cannot do it
+		return http.StatusBadGateway
+	}
+}
+
+// abort closes the stream of an instance that will not run.
+func (i *instance) abort() {
+	_ = i.stream.Close()
+	i.agent.Release()
+}

@@ -1,0 +1,367 @@
+package cfaccess_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloudfoundry/pcap-server-release/internal/cffake"
+	"github.com/cloudfoundry/pcap-server-release/proxy/cfaccess"
+	"github.com/cloudfoundry/pcap-server-release/proxy/cloudcontroller"
+	"github.com/cloudfoundry/pcap-server-release/proxy/problem"
+	"github.com/cloudfoundry/pcap-server-release/proxy/uaa"
+)
+
+// foundation is a UAA and a Cloud Controller with one org, two spaces and
+// an app in each, and the pcap-server side wired as the API wires it.
+type foundation struct {
+	uaa      *cffake.UAA
+	cc       *cffake.CloudController
+	verifier *uaa.Verifier
+	client   *cloudcontroller.Client
+	org      cffake.Org
+	space    cffake.Space // "dev", holds app
+	other    cffake.Space // "prod", holds otherApp
+	app      cffake.App   // "my-app"
+	otherApp cffake.App
+}
+
+func newFoundation(t *testing.T, ccTimeout time.Duration) *foundation {
+	t.Helper()
+	f := &foundation{uaa: cffake.NewUAA(t)}
+	f.cc = cffake.NewCloudController(t, f.uaa)
+	var err error
+	f.client, err = cloudcontroller.New(cloudcontroller.Config{URL: f.cc.URL, HTTPClient: f.cc.Client(), Timeout: ccTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuer, err := f.client.DiscoverIssuer(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.verifier, err = uaa.New(t.Context(), issuer, "", f.uaa.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.org = f.cc.AddOrg("org")
+	f.space = f.cc.AddSpace(f.org.GUID, "dev")
+	f.other = f.cc.AddSpace(f.org.GUID, "prod")
+	f.app = f.cc.AddApp(f.space.GUID, "my-app")
+	f.otherApp = f.cc.AddApp(f.other.GUID, "other-app")
+	f.cc.SetInstances(f.app.GUID, "web",
+		cffake.ProcessInstance{Index: 0, State: cffake.StateRunning, Host: "10.0.16.5", InstanceGUID: "ig-0"},
+		cffake.ProcessInstance{Index: 1, State: cffake.StateStarting},
+		cffake.ProcessInstance{Index: 2, State: cffake.StateRunning, Host: "10.0.16.6"}, // older CC: no instance_guid
+		cffake.ProcessInstance{Index: 3, State: cffake.StateDown},
+		cffake.ProcessInstance{Index: 4, State: cffake.StateCrashed, Host: "10.0.16.7"},
+		cffake.ProcessInstance{Index: 5, State: cffake.StateStopping, Host: "10.0.16.8"},
+		cffake.ProcessInstance{Index: 6, State: cffake.StateRunning},
+	)
+	return f
+}
+
+// resolve goes the way of the API: verify the header, then authorize.
+func (f *foundation) resolve(t *testing.T, mode cfaccess.Mode, header, appGUID, process string, indices []int) (*cfaccess.Target, error) {
+	t.Helper()
+	id, err := f.verifier.Verify(t.Context(), header)
+	if err != nil {
+		return nil, err
+	}
+	r := cfaccess.Resolver{CC: f.client, Mode: mode}
+	return r.Resolve(t.Context(), id, appGUID, process, indices)
+}
+
+func checkProblem(t *testing.T, err error, status int, parts ...string) {
+	t.Helper()
+	if status == 0 {
+		if err != nil {
+			t.Fatalf("refused: %v", err)
+		}
+		return
+	}
+	var p *problem.Error
+	if !errors.As(err, &p) {
+		t.Fatalf("err = %v (%T), want a %d *problem.Error", err, err, status)
+	}
+	t.Logf("%d %s", p.Status, p.Detail)
+	if p.Status != status {
+		t.Errorf("status = %d, want %d", p.Status, status)
+	}
+	for _, s := range parts {
+		if !strings.Contains(p.Detail, s) {
+			t.Errorf("detail %q lacks %q", p.Detail, s)
+		}
+	}
+}
+
+func TestAuthorizationMatrix(t *testing.T) {
+	f := newFoundation(t, 0)
+	roles := map[string][2]string{ // user -> role type, space or org
+		"dev":           {cffake.RoleSpaceDeveloper, f.space.GUID},
+		"prod-dev":      {cffake.RoleSpaceDeveloper, f.other.GUID},
+		"auditor":       {cffake.RoleSpaceAuditor, f.space.GUID},
+		"manager":       {cffake.RoleSpaceManager, f.space.GUID},
+		"supporter":     {cffake.RoleSpaceSupporter, f.space.GUID},
+		"org-manager":   {cffake.RoleOrgManager, f.org.GUID},
+		"ci-client":     {cffake.RoleSpaceDeveloper, f.space.GUID},
+		"admin-ro":      {cffake.RoleOrgUser, f.org.GUID},
+		"global-audit":  {cffake.RoleOrgUser, f.org.GUID},
+		"plain-org-usr": {cffake.RoleOrgUser, f.org.GUID},
+	}
+	for user, r := range roles {
+		f.cc.AddRole(r[0], user, r[1])
+	}
+	stranger, err := cffake.NewSigningKey("key-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bearer := func(tok string) string { return "bearer " + tok }
+	needsDev := []string{`"my-app"`, `SpaceDeveloper role in space "dev"`}
+
+	for _, tc := range []struct {
+		name     string
+		mode     cfaccess.Mode
+		header   string
+		status   int // 0: allowed
+		detail   []string
+		noCCCall bool
+	}{
+		{"admin", "", bearer(f.uaa.UserToken("root", cffake.AddScopes(cffake.ScopeAdmin))), 0, nil, false},
+		{"admin in admin_only mode", cfaccess.ModeAdminOnly, bearer(f.uaa.UserToken("root", cffake.AddScopes(cffake.ScopeAdmin))), 0, nil, false},
+		{"space developer", "", bearer(f.uaa.UserToken("dev")), 0, nil, false},
+		{"space developer, explicit mode", cfaccess.ModeSpaceDeveloper, bearer(f.uaa.UserToken("dev")), 0, nil, false},
+		{"client with space developer role", "", bearer(f.uaa.ClientToken("ci-client")), 0, nil, false},
+		{"developer of another space", "", bearer(f.uaa.UserToken("prod-dev")), 404, []string{"not found or not visible to you"}, false},
+		{"space auditor", "", bearer(f.uaa.UserToken("auditor")), 403, append([]string{`user "auditor"`}, needsDev...), false},
+		{"space manager", "", bearer(f.uaa.UserToken("manager")), 403, needsDev, false},
+		{"space supporter", "", bearer(f.uaa.UserToken("supporter")), 403, needsDev, false},
+		{"org manager", "", bearer(f.uaa.UserToken("org-manager")), 403, needsDev, false},
+		{"org user", "", bearer(f.uaa.UserToken("plain-org-usr")), 404, []string{"not found"}, false},
+		{"admin_read_only", "", bearer(f.uaa.UserToken("admin-ro", cffake.AddScopes(cffake.ScopeAdminReadOnly))), 403, needsDev, false},
+		{"global_auditor", "", bearer(f.uaa.UserToken("global-audit", cffake.AddScopes(cffake.ScopeGlobalAuditor))), 403, needsDev, false},
+		{"admin_only mode, space developer", cfaccess.ModeAdminOnly, bearer(f.uaa.UserToken("dev")), 403, []string{"restricted to admins"}, true},
+		{"expired token", "", bearer(f.uaa.UserToken("dev", cffake.Expired())), 401, []string{"expired at"}, true},
+		{"wrong signing key", "", bearer(f.uaa.UserToken("dev", cffake.SignedBy(stranger))), 401, []string{"signature"}, true},
+		{"wrong issuer", "", bearer(f.uaa.UserToken("dev", cffake.Issuer("https://uaa.evil.example.com/oauth/token"))), 401, []string{"issuer", "expected"}, true},
+		{"wrong audience", "", bearer(f.uaa.UserToken("dev", cffake.Audience("cf"))), 401, []string{"audience"}, true},
+		{"refresh token", "", bearer(f.uaa.RefreshToken("dev")), 401, []string{"refresh token"}, true},
+		{"opaque token", "", "bearer 0c3b9e3b0b5e4c4f9f1e2e1d7c6b5a49", 401, []string{"not a JWT"}, true},
+		{"no header", "", "", 401, []string{"missing Authorization header"}, true},
+		{"malformed header", "", "Token " + f.uaa.UserToken("dev"), 401, []string{"malformed Authorization header"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := f.cc.TotalRequests()
+			target, err := f.resolve(t, tc.mode, tc.header, f.app.GUID, "", nil)
+			checkProblem(t, err, tc.status, tc.detail...)
+			if tc.noCCCall && f.cc.TotalRequests() != before {
+				t.Errorf("the Cloud Controller was called %d times", f.cc.TotalRequests()-before)
+			}
+			if tc.status != 0 {
+				if target != nil {
+					t.Errorf("target %+v with an error", target)
+				}
+				return
+			}
+			if target.App.GUID != f.app.GUID || target.App.Name != "my-app" || target.App.SpaceGUID != f.space.GUID || target.ProcessType != "web" {
+				t.Errorf("target = %+v", target)
+			}
+			if got := indexes(target.Instances); !slices.Equal(got, []int{0, 2}) {
+				t.Errorf("instances %v, want the running ones [0 2]", got)
+			}
+		})
+	}
+}
+
+func indexes(in []cfaccess.Instance) []int {
+	out := make([]int, len(in))
+	for i, x := range in {
+		out[i] = x.Index
+	}
+	return out
+}
+
+func TestAdminStillNeedsTheAppToExist(t *testing.T) {
+	f := newFoundation(t, 0)
+	_, err := f.resolve(t, "", "bearer "+f.uaa.UserToken("root", cffake.AddScopes(cffake.ScopeAdmin)), "no-such-guid", "", nil)
+	checkProblem(t, err, 404, `app "no-such-guid" not found`)
+	if n := f.cc.Requests(cffake.CCRoles); n != 0 {
+		t.Errorf("admin's role was looked up %d times", n)
+	}
+}
+
+func TestInstanceSelection(t *testing.T) {
+	f := newFoundation(t, 0)
+	admin := "bearer " + f.uaa.UserToken("root", cffake.AddScopes(cffake.ScopeAdmin))
+	for _, tc := range []struct {
+		name    string
+		indices []int
+		want    []cfaccess.Instance
+		status  int
+		detail  []string
+	}{
+		{"all running", nil, []cfaccess.Instance{
+			{Index: 0, CellIP: "10.0.16.5", InstanceGUID: "ig-0", State: "RUNNING"},
+			{Index: 2, CellIP: "10.0.16.6", State: "RUNNING"},
+		}, 0, nil},
+		{"chosen, in the order asked, once each", []int{2, 0, 2}, []cfaccess.Instance{
+			{Index: 2, CellIP: "10.0.16.6", State: "RUNNING"},
+			{Index: 0, CellIP: "10.0.16.5", InstanceGUID: "ig-0", State: "RUNNING"},
+		}, 0, nil},
+		{"starting", []int{0, 1}, nil, 409, []string{`instance 1 of app "my-app" is STARTING`}},
+		{"down", []int{3}, nil, 409, []string{"instance 3", "DOWN"}},
+		{"crashed", []int{4}, nil, 409, []string{"CRASHED"}},
+		{"stopping", []int{5}, nil, 409, []string{"STOPPING"}},
+		{"running without a host", []int{6}, nil, 409, []string{"no cell address"}},
+		{"missing", []int{7}, nil, 404, []string{`app "my-app" has no instance 7`, "has 7 instances"}},
+		{"negative", []int{-1}, nil, 400, []string{"negative"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			target, err := f.resolve(t, "", admin, f.app.GUID, "web", tc.indices)
+			checkProblem(t, err, tc.status, tc.detail...)
+			if tc.status == 0 && fmt.Sprint(target.Instances) != fmt.Sprint(tc.want) {
+				t.Errorf("instances = %+v, want %+v", target.Instances, tc.want)
+			}
+		})
+	}
+}
+
+func TestNoRunningInstances(t *testing.T) {
+	f := newFoundation(t, 0)
+	dev := "bearer " + f.uaa.UserToken("dev")
+	f.cc.AddRole(cffake.RoleSpaceDeveloper, "dev", f.other.GUID)
+
+	_, err := f.resolve(t, "", dev, f.otherApp.GUID, "", nil)
+	checkProblem(t, err, 409, `app "other-app" has no running instances`, "web process has no instances")
+
+	f.cc.SetInstances(f.otherApp.GUID, "web",
+		cffake.ProcessInstance{Index: 0, State: cffake.StateCrashed, Host: "10.0.16.5"},
+		cffake.ProcessInstance{Index: 1, State: cffake.StateStarting})
+	_, err = f.resolve(t, "", dev, f.otherApp.GUID, "", nil)
+	checkProblem(t, err, 409, "has no running instances", "0 CRASHED, 1 STARTING")
+
+	f.cc.SetAppState(f.otherApp.GUID, "STOPPED")
+	f.cc.SetInstances(f.otherApp.GUID, "web")
+	_, err = f.resolve(t, "", dev, f.otherApp.GUID, "", nil)
+	checkProblem(t, err, 409, "has no running instances", "stopped")
+}
+
+func TestOtherProcessTypes(t *testing.T) {
+	f := newFoundation(t, 0)
+	dev := "bearer " + f.uaa.UserToken("dev")
+	f.cc.AddRole(cffake.RoleSpaceDeveloper, "dev", f.space.GUID)
+	f.cc.SetInstances(f.app.GUID, "worker", cffake.ProcessInstance{Index: 0, State: cffake.StateRunning, Host: "10.0.16.9", InstanceGUID: "w-0"})
+
+	target, err := f.resolve(t, "", dev, f.app.GUID, "worker", nil)
+	checkProblem(t, err, 0)
+	if target.ProcessType != "worker" || len(target.Instances) != 1 || target.Instances[0].CellIP != "10.0.16.9" {
+		t.Errorf("target = %+v", target)
+	}
+	_, err = f.resolve(t, "", dev, f.app.GUID, "clock", nil)
+	checkProblem(t, err, 404, `app "my-app" has no "clock" process`)
+}
+
+func TestCloudControllerFailures(t *testing.T) {
+	f := newFoundation(t, 300*time.Millisecond)
+	dev := "bearer " + f.uaa.UserToken("dev")
+	f.cc.AddRole(cffake.RoleSpaceDeveloper, "dev", f.space.GUID)
+
+	f.cc.Inject(cffake.CCApp, cffake.Fault{Delay: time.Hour})
+	start := time.Now()
+	_, err := f.resolve(t, "", dev, f.app.GUID, "", nil)
+	checkProblem(t, err, 503, "timed out")
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("took %v with a 300ms Cloud Controller timeout", d)
+	}
+
+	f.cc.Clear()
+	f.cc.Inject(cffake.CCRoles, cffake.Fault{Status: 500})
+	_, err = f.resolve(t, "", dev, f.app.GUID, "", nil)
+	checkProblem(t, err, 502, "Cloud Controller error")
+
+	f.cc.Clear()
+	f.cc.Inject(cffake.CCProcessStats, cffake.Fault{Status: 503, Errors: []cffake.CCError{cffake.KnownError(200002)}})
+	_, err = f.resolve(t, "", dev, f.app.GUID, "", nil)
+	checkProblem(t, err, 503, "CF-StatsUnavailable")
+
+	f.cc.Clear()
+	f.cc.Inject(cffake.CCAny, cffake.Fault{Drop: true})
+	_, err = f.resolve(t, "", dev, f.app.GUID, "", nil)
+	checkProblem(t, err, 503, "unreachable")
+}
+
+// The token the Resolver passes on is the caller's own: CC sees the
+// caller's roles, not pcap-server's.
+func TestCallsTheCloudControllerAsTheCaller(t *testing.T) {
+	f := newFoundation(t, 0)
+	cc := &recordingCC{CloudController: f.client}
+	id, err := f.verifier.Verify(t.Context(), "bearer "+f.uaa.UserToken("dev"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.cc.AddRole(cffake.RoleSpaceDeveloper, "dev", f.space.GUID)
+	if _, err := (&cfaccess.Resolver{CC: cc}).Resolve(t.Context(), id, f.app.GUID, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(cc.tokens) != 3 {
+		t.Fatalf("%d Cloud Controller calls, want 3", len(cc.tokens))
+	}
+	for _, tok := range cc.tokens {
+		if tok != id.Token {
+			t.Error("a call used another token than the caller's")
+		}
+	}
+	if cc.roleUser != "dev" {
+		t.Errorf("role looked up for %q", cc.roleUser)
+	}
+}
+
+type recordingCC struct {
+	cfaccess.CloudController
+	tokens   []string
+	roleUser string
+}
+
+func (r *recordingCC) App(ctx context.Context, token, guid string) (cloudcontroller.App, error) {
+	r.tokens = append(r.tokens, token)
+	return r.CloudController.App(ctx, token, guid)
+}
+
+func (r *recordingCC) HasSpaceRole(ctx context.Context, token, roleType, spaceGUID, userGUID string) (bool, error) {
+	r.tokens = append(r.tokens, token)
+	r.roleUser = userGUID
+	return r.CloudController.HasSpaceRole(ctx, token, roleType, spaceGUID, userGUID)
+}
+
+func (r *recordingCC) ProcessStats(ctx context.Context, token, appGUID, processType string) ([]cloudcontroller.InstanceStats, error) {
+	r.tokens = append(r.tokens, token)
+	return r.CloudController.ProcessStats(ctx, token, appGUID, processType)
+}
+
+func TestModes(t *testing.T) {
+	for in, want := range map[string]cfaccess.Mode{"": cfaccess.ModeSpaceDeveloper, "space_developer": cfaccess.ModeSpaceDeveloper, "admin_only": cfaccess.ModeAdminOnly} {
+		if got, err := cfaccess.ParseMode(in); err != nil || got != want {
+			t.Errorf("ParseMode(%q) = %q, %v", in, got, err)
+		}
+	}
+	if _, err := cfaccess.ParseMode("admin-only"); err == nil {
+		t.Error("ParseMode accepted admin-only")
+	}
+
+	f := newFoundation(t, 0)
+	id, err := f.verifier.Verify(t.Context(), "bearer "+f.uaa.UserToken("root", cffake.AddScopes(cffake.ScopeAdmin)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = (&cfaccess.Resolver{CC: f.client, Mode: "admins"}).Resolve(t.Context(), id, f.app.GUID, "", nil)
+	checkProblem(t, err, http.StatusInternalServerError, "not configured correctly")
+	_, err = (&cfaccess.Resolver{CC: f.client}).Resolve(t.Context(), nil, f.app.GUID, "", nil)
+	checkProblem(t, err, http.StatusUnauthorized)
+	if n := f.cc.TotalRequests(); n != 1 { // the root document, for the issuer
+		t.Errorf("%d Cloud Controller requests, want only the root document", n)
+	}
+}

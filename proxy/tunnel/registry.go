@@ -1,0 +1,187 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// Errors of Agent.Open, for the API to turn into 503s.
+var (
+	ErrAgentDraining = errors.New("agent is shutting down")
+	ErrAgentLost     = errors.New("agent session is closed")
+)
+
+// Agent is one connected agent session.
+type Agent struct {
+	ID          string
+	Version     string
+	IPs         []netip.Addr
+	Remote      netip.AddrPort
+	Since       time.Time
+	MaxCaptures int
+
+	sess   *yamux.Session
+	active atomic.Int64
+}
+
+// Open opens a capture stream to the agent.
+func (a *Agent) Open(ctx context.Context) (net.Conn, error) {
+	type result struct {
+		s   net.Conn
+		err error
+	}
+	// OpenStream can block while the agent's accept backlog is full; do
+	// not let a request wait on it beyond its context.
+	ch := make(chan result, 1)
+	go func() {
+		s, err := a.sess.OpenStream()
+		ch <- result{s, err}
+	}()
+	select {
+	case r := <-ch:
+		switch {
+		case r.err == nil:
+			return r.s, nil
+		case errors.Is(r.err, yamux.ErrRemoteGoAway):
+			return nil, fmt.Errorf("open stream to agent %s: %w", a.ID, ErrAgentDraining)
+		case a.sess.IsClosed():
+			return nil, fmt.Errorf("open stream to agent %s: %w", a.ID, ErrAgentLost)
+		default:
+			return nil, fmt.Errorf("open stream to agent %s: %w", a.ID, r.err)
+		}
+	case <-ctx.Done():
+		go func() {
+			if r := <-ch; r.s != nil {
+				r.s.Close()
+			}
+		}()
+		return nil, fmt.Errorf("open stream to agent %s: %w", a.ID, ctx.Err())
+	}
+}
+
+// Closed is closed when the session ends.
+func (a *Agent) Closed() <-chan struct{} { return a.sess.CloseChan() }
+
+// Active is the number of captures running on the agent through this API.
+func (a *Agent) Active() int64 { return a.active.Load() }
+
+// TryAcquire counts a capture against limit (0: no limit).
+func (a *Agent) TryAcquire(limit int) bool {
+	for {
+		n := a.active.Load()
+		if limit > 0 && n >= int64(limit) {
+			return false
+		}
+		if a.active.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// Release undoes TryAcquire.
+func (a *Agent) Release() { a.active.Add(-1) }
+
+// Registry maps cell IPs to agent sessions.
+type Registry struct {
+	mu   sync.RWMutex
+	byIP map[netip.Addr]*Agent
+	// changed is closed and replaced on every change, waking WaitFor.
+	changed chan struct{}
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry {
+	return &Registry{byIP: map[netip.Addr]*Agent{}, changed: make(chan struct{})}
+}
+
+// WaitFor returns the agent registered for ip once there is one and match
+// accepts it (nil: any), or ctx's error.
+func (r *Registry) WaitFor(ctx context.Context, ip netip.Addr, match func(*Agent) bool) (*Agent, error) {
+	for {
+		r.mu.RLock()
+		a, ok := r.byIP[ip.Unmap()]
+		changed := r.changed
+		r.mu.RUnlock()
+		if ok && (match == nil || match(a)) {
+			return a, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("wait for an agent on %s: %w", ip, ctx.Err())
+		}
+	}
+}
+
+// notify must be called with mu held for writing.
+func (r *Registry) notify() {
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+// Lookup finds the agent of the cell with that IP.
+func (r *Registry) Lookup(ip netip.Addr) (*Agent, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	a, ok := r.byIP[ip.Unmap()]
+	return a, ok
+}
+
+// Agents lists the connected agents, sorted by id.
+func (r *Registry) Agents() []*Agent {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []*Agent
+	for _, a := range r.byIP {
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	slices.SortFunc(out, func(x, y *Agent) int {
+		if x.ID != y.ID {
+			if x.ID < y.ID {
+				return -1
+			}
+			return 1
+		}
+		return x.Since.Compare(y.Since)
+	})
+	return out
+}
+
+// add registers a under its IPs. A previous session for the same IPs (the
+// agent restarted, or its old connection is dead but not yet noticed) is
+// returned so that the caller closes it.
+func (r *Registry) add(a *Agent) (replaced []*Agent) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, ip := range a.IPs {
+		if old, ok := r.byIP[ip]; ok && old != a && !slices.Contains(replaced, old) {
+			replaced = append(replaced, old)
+		}
+		r.byIP[ip] = a
+	}
+	r.notify()
+	return replaced
+}
+
+// remove unregisters a, leaving IPs that a newer session took over.
+func (r *Registry) remove(a *Agent) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, ip := range a.IPs {
+		if r.byIP[ip] == a {
+			delete(r.byIP, ip)
+		}
+	}
+	r.notify()
+}

@@ -1,0 +1,80 @@
+// Package wire is the protocol between the agent (pcap-server, on every
+// Diego cell) and the API (pcap-server-api). It defines frames, messages
+// and the version handshake; it knows nothing about Cloud Foundry, TLS or
+// yamux beyond the rules written here.
+//
+// # Transport
+//
+// The agent dials the API's tunnel port, speaks TLS (client certificate
+// required) and runs one hashicorp/yamux session over it, the agent being
+// the yamux client. Every yamux stream carries a sequence of frames.
+//
+//   - The control stream is the first stream, opened by the agent. It
+//     carries exactly one Hello (agent → API) answered by one Welcome or
+//     Refused (API → agent). Refused is followed by the API closing the
+//     session. After the handshake the stream stays open and idle; its
+//     end means the session ends.
+//
+//   - Capture streams are opened by the API, one per captured instance:
+//
+//     API → agent: CaptureRequest, later at most one Stop
+//     agent → API: Started or Error; after Started any number of Packets
+//     and Stats frames, then exactly one End, then the agent closes its
+//     write side.
+//
+//     Either side may stop: the API sends Stop and keeps reading until End;
+//     the agent sends End on its own when a limit is reached or the
+//     container goes away. A stream that dies without End means the agent
+//     (or the tunnel) is lost.
+//
+// # Frames
+//
+// All integers are big-endian.
+//
+//	offset  size  field
+//	0       1     type (see Type)
+//	1       4     payload length N, at most MaxPayload (1 MiB)
+//	5       N     payload
+//
+// A receiver reads the 5-byte header, rejects a length above MaxPayload
+// without reading or allocating it (the stream is then unusable and is
+// reset), and reads exactly N payload bytes. A receiver never allocates
+// more than MaxPayload for a frame whatever the input.
+//
+// Payloads of control frames (every type except Packets) are one JSON
+// object. Unknown JSON fields are ignored, so a newer peer may add fields
+// to a message without a version change.
+//
+// A Packets payload is a sequence of packet records, no count, no padding:
+//
+//	offset  size  field
+//	0       8     timestamp, nanoseconds since the Unix epoch (int64)
+//	8       4     captured length C (bytes of data that follow), at most MaxSnaplen
+//	12      4     original length on the wire, at least C
+//	16      C     packet data, starting with the link-layer header of the
+//	              link type announced in Started
+//
+// A record that does not fit in the remaining payload, or whose lengths
+// contradict each other, makes the whole frame malformed; the receiver
+// discards the frame, treats the stream as broken and says so.
+//
+// # Unknown frame types
+//
+// A receiver skips a frame whose type it does not know (its length is in
+// the header, so it can) and logs it once. Senders only send the types of
+// the negotiated version; a later revision may add optional frames that
+// older peers can safely ignore. Any change that an older peer cannot
+// ignore needs a new protocol version.
+//
+// # Version handshake
+//
+// Hello carries the range of protocol versions the agent speaks
+// (min_version..max_version). The API picks the highest version both speak
+// and answers Welcome with it; if the ranges do not overlap it answers
+// Refused with reason "unsupported_version" and the supported range, and
+// closes the session. The agent then logs the refusal and retries with its
+// normal backoff (an operator is expected to finish the rolling upgrade).
+// A newer API therefore keeps older agents working for as long as it still
+// speaks their version, and vice versa. Both sides send only frames of the
+// chosen version afterwards. This package speaks version 1 only.
+package wire

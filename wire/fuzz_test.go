@@ -1,0 +1,91 @@
+package wire
+
+import (
+	"bytes"
+	"testing"
+)
+
+// FuzzReader feeds arbitrary bytes to the frame reader and decodes every
+// frame it returns the way the API and the agent do. It must never panic,
+// never hold a buffer beyond the frame cap, and every packet it decodes
+// must lie inside its frame.
+func FuzzReader(f *testing.F) {
+	var stream bytes.Buffer
+	w := NewWriter(&stream)
+	for _, m := range allMessages() {
+		_ = w.WriteMessage(m)
+		f.Add(bytes.Clone(stream.Bytes()))
+	}
+	var b Batch
+	b.Append(1, 60, make([]byte, 60))
+	b.Append(2, 1500, make([]byte, 96))
+	_ = w.WriteBatch(&b)
+	f.Add(bytes.Clone(stream.Bytes()))
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := NewReader(bytes.NewReader(data))
+		var pkts []Packet
+		for range 1000 {
+			fr, err := r.Next()
+			if err != nil {
+				break
+			}
+			if cap(r.buf) > MaxPayload {
+				t.Fatalf("reader buffer grew to %d", cap(r.buf))
+			}
+			switch {
+			case fr.Type == TypePackets:
+				pkts, err = DecodePackets(fr.Payload, pkts[:0])
+				if err == nil {
+					total := 0
+					for _, p := range pkts {
+						total += RecordHeaderSize + len(p.Data)
+						if len(p.Data) > p.Length {
+							t.Fatalf("packet data %d longer than its length %d", len(p.Data), p.Length)
+						}
+					}
+					if total != len(fr.Payload) {
+						t.Fatalf("packets cover %d of %d payload bytes", total, len(fr.Payload))
+					}
+				}
+			case fr.Type.Known():
+				m, err := Decode(fr)
+				if err == nil && m.Type() != fr.Type {
+					t.Fatalf("decoded %s from a %s frame", m.Type(), fr.Type)
+				}
+				if req, ok := m.(*CaptureRequest); ok {
+					_ = req.Validate()
+				}
+				if h, ok := m.(*Hello); ok {
+					_ = ValidateHello(h)
+				}
+			}
+		}
+	})
+}
+
+// FuzzDecodePackets checks the record parser on its own, where the fuzzer
+// can reach deep record chains faster than through frame headers.
+func FuzzDecodePackets(f *testing.F) {
+	var b Batch
+	b.Append(1, 3, []byte{1, 2, 3})
+	b.Append(2, 10, []byte{4})
+	f.Add(b.Frame()[HeaderSize:])
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		pkts, err := DecodePackets(payload, nil)
+		if err != nil {
+			if len(pkts) != 0 {
+				t.Fatalf("error with %d packets", len(pkts))
+			}
+			return
+		}
+		var re Batch
+		for _, p := range pkts {
+			re.Append(p.Timestamp, p.Length, p.Data)
+		}
+		if !bytes.Equal(re.Frame()[HeaderSize:], payload) {
+			t.Fatal("re-encoding a decoded payload changed it")
+		}
+	})
+}

@@ -1,0 +1,298 @@
+package wire
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// Message is a control message: every frame type but Packets.
+type Message interface {
+	Type() Type
+}
+
+// Hello opens the control stream (agent → API).
+type Hello struct {
+	MinVersion   int      `json:"min_version"`
+	MaxVersion   int      `json:"max_version"`
+	AgentID      string   `json:"agent_id"`
+	AgentVersion string   `json:"agent_version"`
+	CellIPs      []string `json:"cell_ips"`
+	MaxCaptures  int      `json:"max_captures"`
+}
+
+// Welcome accepts a Hello (API → agent).
+type Welcome struct {
+	Version    int    `json:"version"`
+	APIID      string `json:"api_id"`
+	APIVersion string `json:"api_version"`
+	// CellIPs are the claimed addresses the API registered the session
+	// under; claims it did not accept are missing.
+	CellIPs []string `json:"cell_ips"`
+}
+
+// Refused rejects a Hello; the API closes the session after sending it.
+type Refused struct {
+	Reason     RefusalReason `json:"reason"`
+	Message    string        `json:"message"`
+	MinVersion int           `json:"min_version,omitempty"`
+	MaxVersion int           `json:"max_version,omitempty"`
+}
+
+// RefusalReason says why a Hello was refused.
+type RefusalReason string
+
+const (
+	RefusedVersion  RefusalReason = "unsupported_version"
+	RefusedIdentity RefusalReason = "identity"
+	RefusedInvalid  RefusalReason = "invalid_hello"
+	RefusedDraining RefusalReason = "draining"
+)
+
+// CaptureRequest starts a capture of one container (API → agent).
+type CaptureRequest struct {
+	CaptureID string `json:"capture_id"`
+	// The container: by InstanceGUID (the garden handle) when the Cloud
+	// Controller reported it, otherwise by app GUID, process type and index.
+	AppGUID      string `json:"app_guid"`
+	ProcessType  string `json:"process_type,omitempty"`
+	Index        int    `json:"index"`
+	InstanceGUID string `json:"instance_guid,omitempty"`
+
+	Device  string `json:"device"`
+	Filter  string `json:"filter,omitempty"`
+	Snaplen int    `json:"snaplen"`
+	// Duration and MaxPackets bound the capture on the agent's side too,
+	// so that a capture ends even if the API forgets it. Zero: no bound.
+	DurationMillis int64  `json:"duration_ms,omitempty"`
+	MaxPackets     uint64 `json:"max_packets,omitempty"`
+}
+
+// MaxFilterLength bounds the BPF filter text, as the HTTP API does.
+const MaxFilterLength = 5000
+
+// Duration is DurationMillis as a time.Duration.
+func (r *CaptureRequest) Duration() time.Duration {
+	return time.Duration(r.DurationMillis) * time.Millisecond
+}
+
+// Validate checks what the agent can check without libpcap.
+func (r *CaptureRequest) Validate() error {
+	switch {
+	case r.AppGUID == "" && r.InstanceGUID == "":
+		return errors.New("capture request names no container: app_guid and instance_guid are empty")
+	case r.Index < 0:
+		return fmt.Errorf("instance index %d is negative", r.Index)
+	case !ValidDevice(r.Device):
+		return fmt.Errorf("device %q is not a valid interface name", r.Device)
+	case r.Snaplen < 1 || r.Snaplen > MaxSnaplen:
+		return fmt.Errorf("snaplen %d is outside 1..%d", r.Snaplen, MaxSnaplen)
+	case len(r.Filter) > MaxFilterLength:
+		return fmt.Errorf("filter is %d characters long, maximum %d", len(r.Filter), MaxFilterLength)
+	case r.DurationMillis < 0:
+		return fmt.Errorf("duration %dms is negative", r.DurationMillis)
+	}
+	return nil
+}
+
+// ValidDevice reports whether name can be a Linux interface name (at most
+// 15 bytes, no slash, no whitespace, not "." or "..").
+func ValidDevice(name string) bool {
+	if name == "" || len(name) > 15 || name == "." || name == ".." {
+		return false
+	}
+	return !strings.ContainsAny(name, "/: \t\n\x00")
+}
+
+// Started says the capture runs (agent → API).
+type Started struct {
+	// LinkType is libpcap's DLT of the capture (1 for Ethernet).
+	LinkType int    `json:"link_type"`
+	Snaplen  int    `json:"snaplen"`
+	Device   string `json:"device"`
+	// Container is the garden handle of the captured container, for logs.
+	Container string `json:"container,omitempty"`
+}
+
+// Error refuses a CaptureRequest (agent → API) with a typed reason.
+type Error struct {
+	Code    ErrorCode `json:"code"`
+	Message string    `json:"message"`
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message) }
+
+// ErrorCode classifies an Error so that the API can choose an HTTP status.
+type ErrorCode string
+
+const (
+	ErrBadRequest        ErrorCode = "bad_request"         // invalid request fields
+	ErrBadFilter         ErrorCode = "bad_filter"          // libpcap could not compile the filter
+	ErrNoSuchDevice      ErrorCode = "no_such_device"      // the device does not exist in the container
+	ErrContainerNotFound ErrorCode = "container_not_found" // no such container on this cell
+	ErrNoNetns           ErrorCode = "no_netns"            // container found, its network namespace not
+	ErrGardenUnavailable ErrorCode = "garden_unavailable"  // the container runtime did not answer
+	ErrLimit             ErrorCode = "limit"               // the agent runs its maximum of captures
+	ErrDraining          ErrorCode = "draining"            // the agent is shutting down
+	ErrInternal          ErrorCode = "internal"            // anything else; the message says what
+)
+
+// Stats are cumulative counters of one capture (agent → API), sent
+// periodically and in End.
+type Stats struct {
+	// Packets and Bytes were handed to the API (Bytes counts captured bytes).
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+	// KernelDropped is libpcap's ps_drop: lost because the ring was full.
+	KernelDropped uint64 `json:"kernel_dropped"`
+	// InterfaceDropped is libpcap's ps_ifdrop: dropped by the interface.
+	InterfaceDropped uint64 `json:"interface_dropped"`
+	// AgentDropped were read from libpcap but found the agent's buffer full.
+	AgentDropped uint64 `json:"agent_dropped"`
+}
+
+// Stop asks the agent to end the capture (API → agent). The agent drains
+// what libpcap still holds, sends it and then End.
+type Stop struct {
+	Reason EndReason `json:"reason"`
+}
+
+// End is the last frame of a capture stream (agent → API).
+type End struct {
+	Reason  EndReason `json:"reason"`
+	Message string    `json:"message,omitempty"`
+	Stats   Stats     `json:"stats"`
+}
+
+// EndReason says why a capture ended. The values are the ones the HTTP API
+// reports in its Pcap-End-Reason trailer.
+type EndReason string
+
+const (
+	EndRequested     EndReason = "requested"
+	EndDuration      EndReason = "duration"
+	EndPackets       EndReason = "packets"
+	EndMaxBytes      EndReason = "max_bytes"
+	EndClientGone    EndReason = "client_gone"
+	EndAgentLost     EndReason = "agent_lost"
+	EndAgentDraining EndReason = "agent_draining"
+	EndAPIDraining   EndReason = "api_draining"
+	EndContainerGone EndReason = "container_gone"
+	EndError         EndReason = "error"
+)
+
+func (*Hello) Type() Type          { return TypeHello }
+func (*Welcome) Type() Type        { return TypeWelcome }
+func (*Refused) Type() Type        { return TypeRefused }
+func (*CaptureRequest) Type() Type { return TypeCaptureRequest }
+func (*Started) Type() Type        { return TypeStarted }
+func (*Error) Type() Type          { return TypeError }
+func (*Stats) Type() Type          { return TypeStats }
+func (*Stop) Type() Type           { return TypeStop }
+func (*End) Type() Type            { return TypeEnd }
+
+// Marshal encodes a control message's payload.
+func Marshal(m Message) ([]byte, error) {
+	p, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", m.Type(), err)
+	}
+	if len(p) > MaxPayload {
+		return nil, fmt.Errorf("encode %s: %w: %d bytes", m.Type(), ErrFrameTooLarge, len(p))
+	}
+	return p, nil
+}
+
+// Decode decodes a control frame into its message. Packets frames and
+// unknown types are errors here: use DecodePackets, and skip unknown types
+// before calling Decode.
+func Decode(f Frame) (Message, error) {
+	var m Message
+	switch f.Type {
+	case TypeHello:
+		m = new(Hello)
+	case TypeWelcome:
+		m = new(Welcome)
+	case TypeRefused:
+		m = new(Refused)
+	case TypeCaptureRequest:
+		m = new(CaptureRequest)
+	case TypeStarted:
+		m = new(Started)
+	case TypeError:
+		m = new(Error)
+	case TypeStats:
+		m = new(Stats)
+	case TypeStop:
+		m = new(Stop)
+	case TypeEnd:
+		m = new(End)
+	default:
+		return nil, fmt.Errorf("decode frame: %s is not a control message", f.Type)
+	}
+	if err := json.Unmarshal(f.Payload, m); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", f.Type, err)
+	}
+	return m, nil
+}
+
+// Expect reads the next known frame and decodes it as a *T, failing on
+// any other type. It is how both sides read the fixed parts of a stream.
+func Expect[T any, PT interface {
+	*T
+	Message
+}](r *Reader) (PT, error) {
+	want := PT(new(T)).Type()
+	f, err := r.NextKnown(nil)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", want, err)
+	}
+	if f.Type != want {
+		return nil, fmt.Errorf("read %s: got %s frame", want, f.Type)
+	}
+	m, err := Decode(f)
+	if err != nil {
+		return nil, err
+	}
+	return m.(PT), nil
+}
+
+// Versions this package speaks.
+const (
+	MinVersion = 1
+	MaxVersion = 1
+)
+
+// Negotiate picks the highest version in both ranges. It fails when the
+// ranges do not overlap or a range is empty.
+func Negotiate(peerMin, peerMax int) (int, error) {
+	if peerMin < 1 || peerMax < peerMin {
+		return 0, fmt.Errorf("invalid version range %d..%d", peerMin, peerMax)
+	}
+	v := min(peerMax, MaxVersion)
+	if v < max(peerMin, MinVersion) {
+		return 0, fmt.Errorf("peer speaks versions %d..%d, this side %d..%d", peerMin, peerMax, MinVersion, MaxVersion)
+	}
+	return v, nil
+}
+
+// ValidateHello checks a Hello's fields (not the version, see Negotiate).
+func ValidateHello(h *Hello) error {
+	switch {
+	case h.AgentID == "" || len(h.AgentID) > 256:
+		return errors.New("agent_id must be 1 to 256 characters")
+	case len(h.CellIPs) == 0:
+		return errors.New("cell_ips is empty")
+	case len(h.CellIPs) > 64:
+		return fmt.Errorf("%d cell_ips, at most 64", len(h.CellIPs))
+	}
+	for _, ip := range h.CellIPs {
+		if _, err := netip.ParseAddr(ip); err != nil {
+			return fmt.Errorf("cell_ips: %w", err)
+		}
+	}
+	return nil
+}

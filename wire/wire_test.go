@@ -1,0 +1,249 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"reflect"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+func allMessages() []Message {
+	return []Message{
+		&Hello{MinVersion: 1, MaxVersion: 3, AgentID: "6a3c-cell", AgentVersion: "1.2.3", CellIPs: []string{"10.0.16.5", "fd00::5"}, MaxCaptures: 5},
+		&Welcome{Version: 1, APIID: "pcap-server-api/0", APIVersion: "1.2.3", CellIPs: []string{"10.0.16.5"}},
+		&Refused{Reason: RefusedVersion, Message: "no common version", MinVersion: 1, MaxVersion: 1},
+		&CaptureRequest{CaptureID: "c1", AppGUID: "app", ProcessType: "web", Index: 2, InstanceGUID: "inst", Device: "eth0", Filter: "tcp port 8080", Snaplen: 96, DurationMillis: 1500, MaxPackets: 10},
+		&Started{LinkType: 1, Snaplen: 96, Device: "eth0", Container: "handle"},
+		&Error{Code: ErrBadFilter, Message: "syntax error"},
+		&Stats{Packets: 1, Bytes: 2, KernelDropped: 3, InterfaceDropped: 4, AgentDropped: 5},
+		&Stop{Reason: EndClientGone},
+		&End{Reason: EndDuration, Message: "m", Stats: Stats{Packets: 9}},
+	}
+}
+
+func TestMessagesRoundTrip(t *testing.T) {
+	var stream bytes.Buffer
+	w := NewWriter(&stream)
+	msgs := allMessages()
+	seen := map[Type]bool{}
+	for _, m := range msgs {
+		if err := w.WriteMessage(m); err != nil {
+			t.Fatal(err)
+		}
+		seen[m.Type()] = true
+	}
+	for typ := Type(0); typ < 255; typ++ {
+		if typ.Known() && typ != TypePackets && !seen[typ] {
+			t.Errorf("no round-trip case for %s", typ)
+		}
+	}
+	r := NewReader(&stream)
+	for _, want := range msgs {
+		f, err := r.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := Decode(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: got %+v, want %+v", want.Type(), got, want)
+		}
+	}
+	if _, err := r.Next(); err != io.EOF {
+		t.Fatalf("after last frame: %v, want io.EOF", err)
+	}
+}
+
+func TestExpect(t *testing.T) {
+	var stream bytes.Buffer
+	w := NewWriter(&stream)
+	_ = w.WriteFrame(Type(200), []byte("future"))
+	_ = w.WriteMessage(&Started{LinkType: 1})
+	_ = w.WriteMessage(&Stop{})
+	r := NewReader(&stream)
+	s, err := Expect[Started](r)
+	if err != nil || s.LinkType != 1 {
+		t.Fatalf("Expect[Started] skipping an unknown frame = %+v, %v", s, err)
+	}
+	if _, err := Expect[Welcome](r); err == nil || !strings.Contains(err.Error(), "got stop frame") {
+		t.Fatalf("Expect[Welcome] on a stop frame: %v", err)
+	}
+}
+
+func TestPacketsRoundTrip(t *testing.T) {
+	var b Batch
+	want := []Packet{
+		{Timestamp: 1700000000123456789, Length: 60, Data: bytes.Repeat([]byte{1}, 60)},
+		{Timestamp: -5, Length: 1500, Data: bytes.Repeat([]byte{2}, 96)},
+		{Timestamp: 0, Length: 0, Data: []byte{}},
+	}
+	for _, p := range want {
+		if !b.Fits(len(p.Data)) {
+			t.Fatal("small packets do not fit")
+		}
+		b.Append(p.Timestamp, p.Length, p.Data)
+	}
+	if b.Count() != 3 || b.Size() != 3*RecordHeaderSize+156 {
+		t.Fatalf("count %d size %d", b.Count(), b.Size())
+	}
+	var stream bytes.Buffer
+	if err := NewWriter(&stream).WriteBatch(&b); err != nil {
+		t.Fatal(err)
+	}
+	f, err := NewReader(&stream).Next()
+	if err != nil || f.Type != TypePackets {
+		t.Fatalf("frame %v, %v", f.Type, err)
+	}
+	got, err := DecodePackets(f.Payload, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %+v\nwant %+v", got, want)
+	}
+	b.Reset()
+	if b.Count() != 0 || b.Size() != 0 {
+		t.Fatal("Reset kept packets")
+	}
+}
+
+func TestBatchFitsAtMaximum(t *testing.T) {
+	var b Batch
+	big := make([]byte, MaxSnaplen)
+	n := 0
+	for b.Fits(len(big)) {
+		b.Append(1, len(big), big)
+		n++
+	}
+	if n != MaxPayload/(MaxSnaplen+RecordHeaderSize) || b.Size() > MaxPayload {
+		t.Fatalf("%d packets of MaxSnaplen fit, payload %d", n, b.Size())
+	}
+}
+
+func TestDecodePacketsRejects(t *testing.T) {
+	record := func(capLen, origLen uint32, data int) []byte {
+		p := binary.BigEndian.AppendUint64(nil, 1)
+		p = binary.BigEndian.AppendUint32(p, capLen)
+		p = binary.BigEndian.AppendUint32(p, origLen)
+		return append(p, make([]byte, data)...)
+	}
+	cases := map[string][]byte{
+		"stray bytes":        {1, 2, 3},
+		"truncated data":     record(10, 10, 9),
+		"caplen > origlen":   record(10, 9, 10),
+		"caplen > max":       record(MaxSnaplen+1, MaxSnaplen+1, 0),
+		"good then bad tail": append(record(2, 2, 2), 9),
+	}
+	for name, payload := range cases {
+		prev := []Packet{{Timestamp: 42}}
+		got, err := DecodePackets(payload, prev)
+		if !errors.Is(err, ErrMalformedPackets) {
+			t.Errorf("%s: err %v", name, err)
+		}
+		if len(got) != 1 {
+			t.Errorf("%s: a malformed frame added %d packets", name, len(got)-1)
+		}
+	}
+}
+
+func TestReaderRejectsOversizedFrameWithoutAllocating(t *testing.T) {
+	hdr := appendHeader(nil, TypePackets, 0)
+	binary.BigEndian.PutUint32(hdr[1:], 0xffffffff)
+	r := NewReader(bytes.NewReader(hdr))
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := r.Next()
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, ErrFrameTooLarge) {
+		t.Fatalf("err %v", err)
+	}
+	if d := after.TotalAlloc - before.TotalAlloc; d > 64<<10 {
+		t.Fatalf("rejecting a 4 GiB header allocated %d bytes", d)
+	}
+}
+
+func TestReaderTruncated(t *testing.T) {
+	var stream bytes.Buffer
+	_ = NewWriter(&stream).WriteMessage(&Stop{Reason: EndRequested})
+	full := stream.Bytes()
+	for n := 1; n < len(full); n++ {
+		_, err := NewReader(bytes.NewReader(full[:n])).Next()
+		if !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Fatalf("%d of %d bytes: %v, want unexpected EOF", n, len(full), err)
+		}
+	}
+}
+
+func TestWriterRejectsOversizedPayload(t *testing.T) {
+	var stream bytes.Buffer
+	err := NewWriter(&stream).WriteFrame(TypeStats, make([]byte, MaxPayload+1))
+	if !errors.Is(err, ErrFrameTooLarge) || stream.Len() != 0 {
+		t.Fatalf("err %v, wrote %d bytes", err, stream.Len())
+	}
+}
+
+func TestNegotiate(t *testing.T) {
+	cases := []struct {
+		min, max, want int
+		ok             bool
+	}{
+		{1, 1, 1, true},
+		{1, 7, 1, true}, // a newer agent that still speaks 1
+		{2, 7, 0, false},
+		{0, 1, 0, false},
+		{3, 2, 0, false},
+	}
+	for _, c := range cases {
+		got, err := Negotiate(c.min, c.max)
+		if (err == nil) != c.ok || got != c.want {
+			t.Errorf("Negotiate(%d, %d) = %d, %v", c.min, c.max, got, err)
+		}
+	}
+}
+
+func TestCaptureRequestValidate(t *testing.T) {
+	good := CaptureRequest{AppGUID: "a", Device: "eth0", Snaplen: 65535}
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	bad := map[string]func(*CaptureRequest){
+		"no container":   func(r *CaptureRequest) { r.AppGUID = "" },
+		"device slash":   func(r *CaptureRequest) { r.Device = "../x" },
+		"device long":    func(r *CaptureRequest) { r.Device = "abcdefghijklmnop" },
+		"device empty":   func(r *CaptureRequest) { r.Device = "" },
+		"snaplen 0":      func(r *CaptureRequest) { r.Snaplen = 0 },
+		"snaplen huge":   func(r *CaptureRequest) { r.Snaplen = MaxSnaplen + 1 },
+		"filter long":    func(r *CaptureRequest) { r.Filter = strings.Repeat("x", MaxFilterLength+1) },
+		"index negative": func(r *CaptureRequest) { r.Index = -1 },
+		"duration neg":   func(r *CaptureRequest) { r.DurationMillis = -1 },
+	}
+	for name, mutate := range bad {
+		r := good
+		mutate(&r)
+		if err := r.Validate(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestValidateHello(t *testing.T) {
+	good := Hello{MinVersion: 1, MaxVersion: 1, AgentID: "a", CellIPs: []string{"10.0.0.1"}}
+	if err := ValidateHello(&good); err != nil {
+		t.Fatal(err)
+	}
+	for name, h := range map[string]Hello{
+		"no id":  {AgentID: "", CellIPs: []string{"10.0.0.1"}},
+		"no ips": {AgentID: "a"},
+		"bad ip": {AgentID: "a", CellIPs: []string{"cell-1"}},
+	} {
+		if err := ValidateHello(&h); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
