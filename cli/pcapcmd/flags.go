@@ -1,6 +1,7 @@
 package pcapcmd
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -66,7 +67,8 @@ type UsageError struct{ Msg string }
 func (e *UsageError) Error() string { return e.Msg }
 
 // Parse parses args (after the command name). Flags and the app name may
-// come in any order, as cf users are used to.
+// come in any order, as cf users are used to. -h and --help give
+// flag.ErrHelp; in the cf CLI they never arrive here.
 func Parse(args []string, getenv func(string) string) (Options, error) {
 	o := Options{Device: "eth0", Snaplen: 65535, Process: "web"}
 	fs := flag.NewFlagSet("pcap", flag.ContinueOnError)
@@ -98,7 +100,10 @@ func Parse(args []string, getenv func(string) string) (Options, error) {
 	var positional []string
 	for {
 		if err := fs.Parse(args); err != nil {
-			return Options{}, &UsageError{Msg: strings.TrimPrefix(err.Error(), "flag provided but not defined: ")}
+			if errors.Is(err, flag.ErrHelp) {
+				return Options{}, err
+			}
+			return Options{}, &UsageError{Msg: err.Error()}
 		}
 		if fs.NArg() == 0 {
 			break

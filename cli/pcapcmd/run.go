@@ -158,7 +158,10 @@ func captureURL(apiURL, guid string, o Options) (string, error) {
 	if o.Count > 0 {
 		q.Set("packets", strconv.FormatUint(o.Count, 10))
 	}
-	base.Path += "/v1/apps/" + url.PathEscape(guid) + "/capture"
+	if guid == "" || strings.ContainsAny(guid, "/?#%") {
+		return "", fmt.Errorf("app GUID %q is not a GUID", guid)
+	}
+	base.Path += "/v1/apps/" + guid + "/capture"
 	base.RawQuery = q.Encode()
 	return base.String(), nil
 }

@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -33,6 +34,10 @@ func runStandalone(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return pcapcmd.ExitUsage
 	}
 	o, err := pcapcmd.Parse(args[1:], os.Getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		pcapcmd.Usage(stdout, "pcap-server-cli")
+		return pcapcmd.ExitOK
+	}
 	if err != nil {
 		var ue *pcapcmd.UsageError
 		if errors.As(err, &ue) {

@@ -1,0 +1,73 @@
+package agentconfig
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func load(t *testing.T, yaml string) (*Config, error) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "agent.yml")
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return Load(path)
+}
+
+func TestLoadWithDefaults(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{"c", "k", "ca"} {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := load(t, `
+id: 6a3c
+cell_ips: [10.0.16.5]
+api:
+  addresses: ["pcap-server-api.service.cf.internal:9494"]
+  tls: {certificate: `+dir+`/c, private_key: `+dir+`/k, ca: `+dir+`/ca}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Limits.BufferBytes != 8<<20 || c.Limits.ReadTimeout.D() != 50*time.Millisecond || c.Limits.MaxCaptures != 5 ||
+		c.Garden.Address != "/var/vcap/data/garden/garden.sock" || c.API.TLS.ServerName != "pcap-server-api.service.cf.internal" ||
+		c.ContainerNetnsDir != "/var/vcap/data/garden-cni/container-netns" || len(c.RuncRoots) != 2 || c.AllowHostCapture {
+		t.Fatalf("defaults not applied: %+v", c)
+	}
+}
+
+func TestValidateReportsEveryProblem(t *testing.T) {
+	_, err := load(t, `
+id: x
+cell_ips: [cell-1]
+api: {addresses: [no-port], resolve_interval: 10ms}
+garden: {network: udp}
+limits: {buffer_bytes: 100KiB, read_timeout: 5s, max_captures: 0}
+dev: {netns: {"no-index": /run/netns/x}}
+`)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{
+		`cell_ips: "cell-1" is not an IP address`,
+		`api.addresses: "no-port" is not host:port`,
+		"api.tls.certificate is required",
+		"api.resolve_interval 10ms is below 1s",
+		`dev.netns: key "no-index" is not APP_GUID/INDEX`,
+		"limits.max_captures must be at least 1",
+		"limits.buffer_bytes 100KiB is outside 1MiB..1GiB",
+		"limits.read_timeout 5s is outside 1ms..1s",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "garden.network") {
+		t.Error("garden is checked although dev mode replaces it")
+	}
+}

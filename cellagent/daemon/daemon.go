@@ -1,0 +1,90 @@
+// Package daemon is the pcap-server process on a cell: it wires the
+// container lookup, the capture service and the tunnel client together
+// from the configuration, and on shutdown lets running captures end with
+// agent_draining before the tunnels close.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+
+	"github.com/cloudfoundry/pcap-server-release/cellagent/agent"
+	"github.com/cloudfoundry/pcap-server-release/cellagent/agentconfig"
+	"github.com/cloudfoundry/pcap-server-release/cellagent/tunnel"
+	"github.com/cloudfoundry/pcap-server-release/internal/buildinfo"
+	"github.com/cloudfoundry/pcap-server-release/internal/logging"
+	"github.com/cloudfoundry/pcap-server-release/internal/tlsconfig"
+	"github.com/cloudfoundry/pcap-server-release/wire"
+)
+
+// Options are settings that are not in the configuration file.
+type Options struct {
+	// LogOutput receives the JSON log lines.
+	LogOutput io.Writer
+	// LocalAddr is the source address of tunnel connections (tests that
+	// play several cells on one machine).
+	LocalAddr net.Addr
+}
+
+// Daemon is a configured agent.
+type Daemon struct {
+	cfg    *agentconfig.Config
+	log    *slog.Logger
+	agent  *agent.Agent
+	client *tunnel.Client
+}
+
+// New builds the agent from its configuration.
+func New(cfg *agentconfig.Config, o Options) (*Daemon, error) {
+	log, err := logging.New(o.LogOutput, cfg.LogLevel, "pcap-server")
+	if err != nil {
+		return nil, err
+	}
+	tlsCfg, err := tlsconfig.MutualClient(cfg.API.TLS.Certificate, cfg.API.TLS.PrivateKey, cfg.API.TLS.CA, cfg.API.TLS.ServerName)
+	if err != nil {
+		return nil, err
+	}
+	var locator agent.Locator
+	if cfg.Dev != nil {
+		log.Warn("dev mode: containers are taken from dev.netns, not from garden")
+		locator = agent.StaticLocator(cfg.Dev.Netns)
+	} else {
+		return nil, errors.New("garden lookup is not available yet: configure dev.netns")
+	}
+	d := &Daemon{cfg: cfg, log: log}
+	d.agent = agent.New(agent.Options{
+		MaxCaptures: cfg.Limits.MaxCaptures,
+		RingBytes:   int(cfg.Limits.BufferBytes),
+		ReadTimeout: cfg.Limits.ReadTimeout.D(),
+		AllowHost:   cfg.AllowHostCapture,
+		Locator:     locator,
+		Logger:      log,
+	})
+	d.client = tunnel.New(tunnel.Config{
+		Addresses:         cfg.API.Addresses,
+		TLS:               tlsCfg,
+		ResolveInterval:   cfg.API.ResolveInterval.D(),
+		KeepaliveInterval: cfg.API.KeepaliveInterval.D(),
+		Hello: wire.Hello{
+			AgentID:      cfg.ID,
+			AgentVersion: buildinfo.Version(),
+			CellIPs:      cfg.CellIPs,
+			MaxCaptures:  cfg.Limits.MaxCaptures,
+		},
+		Handle:    d.agent.ServeStream,
+		Logger:    log,
+		LocalAddr: o.LocalAddr,
+	})
+	return d, nil
+}
+
+// Run holds the tunnels until ctx is done, then lets captures drain.
+func (d *Daemon) Run(ctx context.Context) error {
+	d.log.Info("starting", "version", buildinfo.Version(), "id", d.cfg.ID, "cell_ips", d.cfg.CellIPs, "api", d.cfg.API.Addresses)
+	err := d.client.Run(ctx)
+	d.log.Info("stopped")
+	return err
+}

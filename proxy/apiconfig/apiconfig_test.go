@@ -1,0 +1,93 @@
+package apiconfig
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeFiles(t *testing.T, names ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, n := range names {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func load(t *testing.T, yaml string) (*Config, error) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "api.yml")
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return Load(path)
+}
+
+func TestLoadDevConfigWithDefaults(t *testing.T) {
+	dir := writeFiles(t, "c", "k", "ca")
+	c, err := load(t, `
+id: api/0
+tunnel: {tls: {certificate: `+dir+`/c, private_key: `+dir+`/k, client_ca: `+dir+`/ca}}
+dev: {token: a-long-enough-token, targets: [{app_guid: 6a3c, index: 0, cell_ip: 10.0.0.1}]}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen.Address != "0.0.0.0:8080" || c.Tunnel.Address != "0.0.0.0:9494" || c.Limits.MaxDuration.D() != 15*time.Minute ||
+		c.Limits.MaxBytes != 2<<30 || c.Limits.CapturesPerUser != 3 || c.Authorization.Mode != ModeSpaceDeveloper || c.DrainTimeout.D() != 30*time.Second {
+		t.Fatalf("defaults not applied: %+v", c)
+	}
+}
+
+func TestValidateReportsEveryProblem(t *testing.T) {
+	_, err := load(t, `
+listen: {address: nowhere}
+tunnel: {tls: {certificate: /nonexistent/c}}
+cloud_controller: {url: "http://api.example.com"}
+dev: {token: short}
+authorization: {mode: everyone}
+limits: {captures_per_user: 0, max_duration: 1m, default_duration: 5m, max_snaplen: 300000}
+`)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{
+		`listen.address "nowhere" is not host:port`,
+		"tunnel.tls.certificate: open /nonexistent/c",
+		"tunnel.tls.private_key is required",
+		"tunnel.tls.client_ca is required",
+		"dev and cloud_controller are both set",
+		`authorization.mode "everyone"`,
+		"limits.captures_per_user must be at least 1",
+		"limits.default_duration 5m0s must be positive and at most limits.max_duration 1m0s",
+		"limits.max_snaplen 300000",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+}
+
+func TestUnknownKeyIsAnError(t *testing.T) {
+	_, err := load(t, "limits: {captures_per_usr: 2}\n")
+	if err == nil || !strings.Contains(err.Error(), "captures_per_usr") {
+		t.Fatalf("%v", err)
+	}
+}
+
+func TestCloudControllerMode(t *testing.T) {
+	dir := writeFiles(t, "c", "k", "ca")
+	_, err := load(t, `
+tunnel: {tls: {certificate: `+dir+`/c, private_key: `+dir+`/k, client_ca: `+dir+`/ca}}
+cloud_controller: {url: "https://api.sys.example.com"}
+uaa: {issuer: "uaa.sys.example.com"}
+`)
+	if err == nil || !strings.Contains(err.Error(), "uaa.issuer") {
+		t.Fatalf("%v", err)
+	}
+}
