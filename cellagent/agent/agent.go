@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cloudfoundry/pcap-server-release/cellagent/agentmetrics"
 	"github.com/cloudfoundry/pcap-server-release/cellagent/capture"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
@@ -63,6 +64,7 @@ type Options struct {
 	AllowHost   bool
 	Locator     Locator
 	Logger      *slog.Logger
+	Metrics     *agentmetrics.Metrics
 }
 
 const (
@@ -107,10 +109,14 @@ func (a *Agent) ServeStream(ctx context.Context, stream net.Conn) {
 
 	c, container, werr := a.start(ctx, req, log)
 	if werr != nil {
+		a.opts.Metrics.Request(string(werr.Code))
 		log.Info("capture refused", "code", werr.Code, "error", werr.Message)
 		_ = w.WriteMessage(werr)
 		return
 	}
+	a.opts.Metrics.Request("started")
+	a.opts.Metrics.CapturesChanged(1)
+	defer a.opts.Metrics.CapturesChanged(-1)
 	defer a.active.Add(-1)
 	started := &wire.Started{LinkType: c.LinkType(), Snaplen: req.Snaplen, Device: req.Device, Container: container.Handle}
 	if err := w.WriteMessage(started); err != nil {
@@ -169,14 +175,18 @@ func (a *Agent) start(ctx context.Context, req *wire.CaptureRequest, log *slog.L
 	}
 	lctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
+	started := time.Now()
 	container, err := a.opts.Locator.Locate(lctx, req)
 	if err != nil {
+		code, msg := wire.ErrInternal, err.Error()
 		var le *LocateError
 		if errors.As(err, &le) {
-			return fail(le.Code, le.Msg)
+			code, msg = le.Code, le.Msg
 		}
-		return fail(wire.ErrInternal, err.Error())
+		a.opts.Metrics.Lookup(time.Since(started), code)
+		return fail(code, msg)
 	}
+	a.opts.Metrics.Lookup(time.Since(started), "")
 	c, err := capture.Open(capture.Options{
 		NetnsPath:   container.NetnsPath,
 		AllowHost:   a.opts.AllowHost,
@@ -227,6 +237,13 @@ func (a *Agent) readAPI(r *wire.Reader, c *capture.Capture, log *slog.Logger) {
 func (a *Agent) pump(w *wire.Writer, c *capture.Capture, log *slog.Logger) {
 	ticker := time.NewTicker(statsInterval)
 	defer ticker.Stop()
+	var counted wire.Stats // what the metrics have seen
+	progress := func() {
+		now := c.Stats()
+		a.opts.Metrics.Progress(counted, now)
+		counted = now
+	}
+	defer progress()
 	broken := false
 	fail := func(err error) {
 		if !broken {
@@ -248,11 +265,11 @@ func (a *Agent) pump(w *wire.Writer, c *capture.Capture, log *slog.Logger) {
 			}
 			c.Release(b)
 		case <-ticker.C:
+			progress()
 			if broken {
 				continue
 			}
-			s := c.Stats()
-			if err := w.WriteMessage(&s); err != nil {
+			if err := w.WriteMessage(&counted); err != nil {
 				fail(err)
 			}
 		}

@@ -13,9 +13,11 @@ import (
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/agent"
 	"github.com/cloudfoundry/pcap-server-release/cellagent/agentconfig"
+	"github.com/cloudfoundry/pcap-server-release/cellagent/agentmetrics"
 	"github.com/cloudfoundry/pcap-server-release/cellagent/tunnel"
 	"github.com/cloudfoundry/pcap-server-release/internal/buildinfo"
 	"github.com/cloudfoundry/pcap-server-release/internal/logging"
+	"github.com/cloudfoundry/pcap-server-release/internal/metricsserver"
 	"github.com/cloudfoundry/pcap-server-release/internal/tlsconfig"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
@@ -31,10 +33,11 @@ type Options struct {
 
 // Daemon is a configured agent.
 type Daemon struct {
-	cfg    *agentconfig.Config
-	log    *slog.Logger
-	agent  *agent.Agent
-	client *tunnel.Client
+	cfg     *agentconfig.Config
+	log     *slog.Logger
+	agent   *agent.Agent
+	client  *tunnel.Client
+	metrics *metricsserver.Server
 }
 
 // New builds the agent from its configuration.
@@ -55,6 +58,11 @@ func New(cfg *agentconfig.Config, o Options) (*Daemon, error) {
 		return nil, errors.New("garden lookup is not available yet: configure dev.netns")
 	}
 	d := &Daemon{cfg: cfg, log: log}
+	reg := metricsserver.NewRegistry("pcap_agent")
+	m := agentmetrics.New(reg)
+	if d.metrics, err = metricsserver.Listen(cfg.Metrics.Address, reg, log); err != nil {
+		return nil, err
+	}
 	d.agent = agent.New(agent.Options{
 		MaxCaptures: cfg.Limits.MaxCaptures,
 		RingBytes:   int(cfg.Limits.BufferBytes),
@@ -62,6 +70,7 @@ func New(cfg *agentconfig.Config, o Options) (*Daemon, error) {
 		AllowHost:   cfg.AllowHostCapture,
 		Locator:     locator,
 		Logger:      log,
+		Metrics:     m,
 	})
 	d.client = tunnel.New(tunnel.Config{
 		Addresses:         cfg.API.Addresses,
@@ -77,14 +86,32 @@ func New(cfg *agentconfig.Config, o Options) (*Daemon, error) {
 		Handle:    d.agent.ServeStream,
 		Logger:    log,
 		LocalAddr: o.LocalAddr,
+		Metrics:   m,
 	})
 	return d, nil
 }
 
-// Run holds the tunnels until ctx is done, then lets captures drain.
+// MetricsAddr is the metrics listener's address, nil when disabled.
+func (d *Daemon) MetricsAddr() net.Addr {
+	if d.metrics == nil {
+		return nil
+	}
+	return d.metrics.Addr()
+}
+
+// Run holds the tunnels until ctx is done, then lets captures drain. The
+// metrics stay up until the captures have ended.
 func (d *Daemon) Run(ctx context.Context) error {
+	defer d.metrics.Close()
 	d.log.Info("starting", "version", buildinfo.Version(), "id", d.cfg.ID, "cell_ips", d.cfg.CellIPs, "api", d.cfg.API.Addresses)
+	metricsCtx, stopMetrics := context.WithCancel(context.Background())
+	metricsErr := make(chan error, 1)
+	go func() { metricsErr <- d.metrics.Serve(metricsCtx) }()
 	err := d.client.Run(ctx)
+	stopMetrics()
+	if merr := <-metricsErr; err == nil {
+		err = merr
+	}
 	d.log.Info("stopped")
 	return err
 }

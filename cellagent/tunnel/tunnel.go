@@ -24,6 +24,7 @@ import (
 
 	"github.com/hashicorp/yamux"
 
+	"github.com/cloudfoundry/pcap-server-release/cellagent/agentmetrics"
 	"github.com/cloudfoundry/pcap-server-release/internal/muxconfig"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
@@ -50,6 +51,7 @@ type Config struct {
 	// RetryBase and RetryMax shape the reconnect backoff; zero means
 	// 250ms and 8s.
 	RetryBase, RetryMax time.Duration
+	Metrics             *agentmetrics.Metrics
 }
 
 // Peer is a connected API replica.
@@ -66,6 +68,7 @@ type Client struct {
 	log   *slog.Logger
 	mu    sync.Mutex
 	peers map[string]*Peer // by address
+	known int              // resolved API addresses
 }
 
 // New returns a client; Run starts it.
@@ -99,7 +102,7 @@ func (c *Client) Peers() []Peer {
 	defer c.mu.Unlock()
 	out := make([]Peer, 0, len(c.peers))
 	for _, p := range c.peers {
-		out = append(out, Peer{APIID: p.APIID, Address: p.Address, Since: p.Since})
+		out = append(out, *p)
 	}
 	slices.SortFunc(out, func(a, b Peer) int { return strings.Compare(a.Address, b.Address) })
 	return out
@@ -141,6 +144,10 @@ func (c *Client) Run(ctx context.Context) error {
 				}
 			}
 		}
+		c.mu.Lock()
+		c.known = len(running)
+		c.reportLocked()
+		c.mu.Unlock()
 		wait := c.cfg.ResolveInterval
 		if len(running) == 0 {
 			wait = min(wait, retry.next())
@@ -205,6 +212,7 @@ func (c *Client) keep(ctx context.Context, addr string) {
 				retry.reset()
 			}
 			wait = retry.next()
+			c.cfg.Metrics.Reconnect(reasonOf(err))
 			c.log.Warn("tunnel down", "address", addr, "error", err, "retry_in", wait.String())
 		}
 		select {
@@ -222,11 +230,12 @@ func (c *Client) session(ctx context.Context, addr string) error {
 		return err
 	}
 	defer sess.Close()
-	if !c.claim(addr, welcome.APIID, sess) {
+	if !c.claim(addr, welcome.APIID) {
 		return fmt.Errorf("%w: %s", errDuplicate, welcome.APIID)
 	}
 	defer c.release(addr)
 	c.log.Info("tunnel up", "address", addr, "api_id", welcome.APIID, "version", welcome.Version, "cell_ips", welcome.CellIPs)
+	go c.measureRTT(sess)
 
 	var handlers sync.WaitGroup
 	// On shutdown: no new streams (GoAway), let the running captures end,
@@ -244,7 +253,7 @@ func (c *Client) session(ctx context.Context, addr string) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return fmt.Errorf("session with %s ended: %w", welcome.APIID, err)
+			return &connectError{reason: agentmetrics.ReasonSessionEnded, err: fmt.Errorf("session with %s ended: %w", welcome.APIID, err)}
 		}
 		handlers.Go(func() {
 			defer stream.Close()
@@ -260,22 +269,27 @@ func (c *Client) connect(ctx context.Context, addr string) (*yamux.Session, *wir
 	d := net.Dialer{LocalAddr: c.cfg.LocalAddr, KeepAlive: c.cfg.KeepaliveInterval}
 	raw, err := d.DialContext(dctx, "tcp", addr)
 	if err != nil {
-		return nil, nil, fmt.Errorf("dial API %s: %w", addr, err)
+		return nil, nil, &connectError{agentmetrics.ReasonDial, fmt.Errorf("dial API %s: %w", addr, err)}
 	}
 	conn := tls.Client(raw, c.cfg.TLS)
 	if err := conn.HandshakeContext(dctx); err != nil {
 		raw.Close()
-		return nil, nil, fmt.Errorf("TLS handshake with API %s: %w", addr, err)
+		return nil, nil, &connectError{agentmetrics.ReasonTLS, fmt.Errorf("TLS handshake with API %s: %w", addr, err)}
 	}
 	sess, err := yamux.Client(conn, muxconfig.Config(c.cfg.KeepaliveInterval, c.log))
 	if err != nil {
 		conn.Close()
-		return nil, nil, fmt.Errorf("start session with API %s: %w", addr, err)
+		return nil, nil, &connectError{agentmetrics.ReasonHandshake, fmt.Errorf("start session with API %s: %w", addr, err)}
 	}
 	welcome, err := c.hello(dctx, sess)
 	if err != nil {
 		sess.Close()
-		return nil, nil, fmt.Errorf("handshake with API %s: %w", addr, err)
+		reason := agentmetrics.ReasonHandshake
+		var r *refusedError
+		if errors.As(err, &r) {
+			reason = agentmetrics.ReasonRefused
+		}
+		return nil, nil, &connectError{reason, fmt.Errorf("handshake with API %s: %w", addr, err)}
 	}
 	return sess, welcome, nil
 }
@@ -311,15 +325,56 @@ func (c *Client) hello(ctx context.Context, sess *yamux.Session) (*wire.Welcome,
 		}()
 		return m, nil
 	case *wire.Refused:
-		return nil, fmt.Errorf("refused (%s): %s", m.Reason, m.Message)
+		return nil, &refusedError{m}
 	default:
 		return nil, fmt.Errorf("unexpected %s frame in answer to hello", f.Type)
 	}
 }
 
+// refusedError is the API's Refused answer.
+type refusedError struct{ r *wire.Refused }
+
+func (e *refusedError) Error() string {
+	return fmt.Sprintf("refused (%s): %s", e.r.Reason, e.r.Message)
+}
+
+// connectError is a failed or ended session with its reason for metrics.
+type connectError struct {
+	reason string
+	err    error
+}
+
+func (e *connectError) Error() string { return e.err.Error() }
+func (e *connectError) Unwrap() error { return e.err }
+
+func reasonOf(err error) string {
+	var ce *connectError
+	if errors.As(err, &ce) {
+		return ce.reason
+	}
+	return agentmetrics.ReasonSessionEnded
+}
+
+// measureRTT pings the API over the session every keepalive interval,
+// until the session closes.
+func (c *Client) measureRTT(sess *yamux.Session) {
+	t := time.NewTicker(c.cfg.KeepaliveInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-sess.CloseChan():
+			return
+		case <-t.C:
+			if rtt, err := sess.Ping(); err == nil {
+				c.cfg.Metrics.RTT(rtt)
+			}
+		}
+	}
+}
+
 // claim registers the session unless another address already reached the
 // same API replica.
-func (c *Client) claim(addr, apiID string, sess *yamux.Session) bool {
+func (c *Client) claim(addr, apiID string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for a, p := range c.peers {
@@ -327,7 +382,8 @@ func (c *Client) claim(addr, apiID string, sess *yamux.Session) bool {
 			return false
 		}
 	}
-	c.peers[addr] = &Peer{APIID: apiID, Address: addr, Since: time.Now(), session: sess}
+	c.peers[addr] = &Peer{APIID: apiID, Address: addr, Since: time.Now()}
+	c.reportLocked()
 	return true
 }
 
@@ -335,4 +391,12 @@ func (c *Client) release(addr string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.peers, addr)
+	c.reportLocked()
+}
+
+// reportLocked updates the session gauges; mu must be held. A replica
+// reached through two addresses counts once among the known ones only
+// after dedup, so connected can be lower than known for that reason too.
+func (c *Client) reportLocked() {
+	c.cfg.Metrics.SetSessions(len(c.peers), c.known)
 }

@@ -18,31 +18,18 @@ import (
 	"time"
 
 	"github.com/cloudfoundry/pcap-server-release/proxy/apiconfig"
+	"github.com/cloudfoundry/pcap-server-release/proxy/apimetrics"
 	"github.com/cloudfoundry/pcap-server-release/proxy/audit"
 	"github.com/cloudfoundry/pcap-server-release/proxy/capture"
 	"github.com/cloudfoundry/pcap-server-release/proxy/problem"
 	"github.com/cloudfoundry/pcap-server-release/proxy/tunnel"
+	"github.com/cloudfoundry/pcap-server-release/proxy/uaa"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
 
-// Identity is an authenticated caller.
-type Identity struct {
-	UserID   string
-	UserName string
-	ClientID string
-	Admin    bool
-	// Token is the caller's access token, for calling the Cloud
-	// Controller as the caller. It is never logged.
-	Token string `json:"-"`
-}
-
-// Subject is the key limits and audit lines use for the caller.
-func (i *Identity) Subject() string {
-	if i.UserID != "" {
-		return i.UserID
-	}
-	return "client:" + i.ClientID
-}
+// Identity is an authenticated caller: a verified UAA token, or the dev
+// mode's fixed admin.
+type Identity = uaa.Identity
 
 // Authenticator checks the Authorization header. Its errors are
 // *problem.Error (401 with a message that says what is wrong, 503 when
@@ -68,9 +55,10 @@ type Options struct {
 	Limits       apiconfig.Limits
 	DrainTimeout time.Duration
 	// CLIDir holds the CLI binaries served under /cli/; empty: none.
-	CLIDir string
-	Logger *slog.Logger
-	Audit  *audit.Log
+	CLIDir  string
+	Logger  *slog.Logger
+	Audit   *audit.Log
+	Metrics *apimetrics.Metrics
 }
 
 // Server serves the HTTP API.
@@ -162,7 +150,7 @@ func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request) {
 		s.writeProblem(w, problem.From(err))
 		return
 	}
-	if !id.Admin {
+	if !id.IsAdmin() {
 		s.writeProblem(w, problem.New(http.StatusForbidden, "listing agents needs the cloud_controller.admin scope"))
 		return
 	}
@@ -188,6 +176,7 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 	log := s.log.With("capture_id", captureID)
 	rec := audit.Record{Event: "refused", CaptureID: captureID, AppGUID: r.PathValue("app_guid"), Remote: r.RemoteAddr}
 	refuse := func(p *problem.Error) {
+		s.opts.Metrics.Request(p.Status)
 		rec.Status, rec.Reason = p.Status, p.Detail
 		s.writeAudit(rec)
 		log.Info("capture refused", "status", p.Status, "detail", p.Detail, "error", p.Err)
@@ -238,6 +227,7 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 		PerAgentLimit: s.opts.Limits.CapturesPerAgent,
 		BufferBytes:   int(s.opts.Limits.BufferBytes),
 		Logger:        s.log,
+		Metrics:       s.opts.Metrics,
 	})
 	if len(failed) > 0 {
 		w.Header().Set("Pcap-Instance-Errors", capture.FormatInstanceErrors(failed))
@@ -266,6 +256,8 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 	h.Set("Pcap-Duration", params.duration.String())
 	h.Set("Trailer", strings.Join(trailers, ", "))
 	w.WriteHeader(http.StatusOK)
+	s.opts.Metrics.Request(http.StatusOK)
+	s.opts.Metrics.CaptureStarted()
 	start := time.Now()
 	log.Info("capture started", "app_guid", app.GUID, "app_name", app.Name, "instances", indices, "user_id", id.UserID,
 		"user_name", id.UserName, "client_id", id.ClientID, "device", params.device, "filter", params.filter, "format", params.format)
@@ -279,6 +271,7 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 	h.Set("Pcap-Dropped", strconv.FormatUint(res.Dropped.Total(), 10))
 	h.Set("Pcap-Dropped-Detail", res.Dropped.DropDetail())
 
+	s.opts.Metrics.CaptureEnded(res.Reason, time.Since(start))
 	rec.Event = "capture"
 	rec.Start = &start
 	rec.Duration = time.Since(start).Seconds()
@@ -347,6 +340,7 @@ func (s *Server) Drain(ctx context.Context) {
 	s.draining = true
 	idle, n := s.idle, len(s.running)
 	s.mu.Unlock()
+	s.opts.Metrics.SetDraining(true)
 	if n == 0 {
 		return
 	}

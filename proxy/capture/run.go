@@ -11,6 +11,7 @@ import (
 
 	"github.com/gopacket/gopacket/layers"
 
+	"github.com/cloudfoundry/pcap-server-release/proxy/apimetrics"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
 
@@ -84,13 +85,16 @@ type run struct {
 	readers     sync.WaitGroup // stream readers and stop senders
 	start       time.Time
 
-	packets  uint64
-	planned  int64 // bytes written or buffered for the client
-	writing  bool  // false once the client is gone or a limit is hit
-	reason   wire.EndReason
-	stopping bool
-	lastEnd  wire.EndReason // the instance that ended last
-	endMu    sync.Mutex
+	packets uint64
+	planned int64 // bytes written or buffered for the client
+	// What the metrics have counted so far.
+	reportedPackets uint64
+	reportedBytes   int64
+	writing         bool // false once the client is gone or a limit is hit
+	reason          wire.EndReason
+	stopping        bool
+	lastEnd         wire.EndReason // the instance that ended last
+	endMu           sync.Mutex
 }
 
 func (r *run) open() error {
@@ -114,6 +118,7 @@ func (r *run) open() error {
 	if err == nil {
 		err = r.flush()
 	}
+	r.report()
 	r.writing = err == nil
 	r.planned = r.cw.n
 	return err
@@ -124,6 +129,12 @@ func appLabel(t Target) string {
 		return t.AppName
 	}
 	return t.AppGUID
+}
+
+// report counts what reached the client since the last report.
+func (r *run) report() {
+	r.opts.Metrics.Streamed(int(r.packets-r.reportedPackets), int(r.cw.n-r.reportedBytes))
+	r.reportedPackets, r.reportedBytes = r.packets, r.cw.n
 }
 
 func (r *run) flush() error {
@@ -201,7 +212,9 @@ func (r *run) write(batch []queued) {
 		r.planned += size
 		r.packets++
 	}
-	if err := r.flush(); err != nil {
+	err := r.flush()
+	r.report()
+	if err != nil {
 		r.clientGone(err)
 		return
 	}
@@ -259,7 +272,7 @@ func (r *run) read(i int) {
 				r.instanceEnded(inst, nil, err)
 				return
 			}
-			r.merge.push(i, pkts)
+			r.opts.Metrics.Drop(apimetrics.DropAPI, uint64(r.merge.push(i, pkts)))
 		case wire.TypeStats, wire.TypeEnd:
 			m, err := wire.Decode(f)
 			if err != nil {
@@ -267,9 +280,7 @@ func (r *run) read(i int) {
 				return
 			}
 			if st, ok := m.(*wire.Stats); ok {
-				inst.mu.Lock()
-				inst.stats = *st
-				inst.mu.Unlock()
+				r.updateStats(inst, st)
 				continue
 			}
 			r.instanceEnded(inst, m.(*wire.End), nil)
@@ -280,12 +291,31 @@ func (r *run) read(i int) {
 	}
 }
 
+// updateStats records an instance's counters and counts the new drops.
+func (r *run) updateStats(inst *instance, st *wire.Stats) {
+	inst.mu.Lock()
+	prev := inst.stats
+	inst.stats = *st
+	inst.mu.Unlock()
+	r.opts.Metrics.Drop(apimetrics.DropKernel, delta(st.KernelDropped+st.InterfaceDropped, prev.KernelDropped+prev.InterfaceDropped))
+	r.opts.Metrics.Drop(apimetrics.DropAgent, delta(st.AgentDropped, prev.AgentDropped))
+}
+
+// delta of cumulative counters; a counter that went back (it cannot, but
+// the agent is not trusted) adds nothing.
+func delta(now, before uint64) uint64 {
+	if now < before {
+		return 0
+	}
+	return now - before
+}
+
 func (r *run) instanceEnded(inst *instance, end *wire.End, err error) {
+	if end != nil {
+		r.updateStats(inst, &end.Stats)
+	}
 	inst.mu.Lock()
 	inst.end, inst.err, inst.endAt = end, err, time.Now()
-	if end != nil {
-		inst.stats = end.Stats
-	}
 	reason := inst.reasonLocked()
 	inst.mu.Unlock()
 	r.endMu.Lock()
@@ -359,6 +389,7 @@ func (r *run) result() Result {
 	if r.writing {
 		_ = r.flush()
 	}
+	r.report()
 	res.Bytes = r.cw.n
 	return res
 }

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cloudfoundry/pcap-server-release/proxy/apimetrics"
 	"github.com/cloudfoundry/pcap-server-release/proxy/tunnel"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
@@ -55,6 +56,7 @@ type Options struct {
 	// ordering; beyond it packets are dropped and counted.
 	BufferBytes int
 	Logger      *slog.Logger
+	Metrics     *apimetrics.Metrics
 }
 
 const (
@@ -184,7 +186,9 @@ func startInstance(ctx context.Context, agents Agents, req Request, t Target, op
 		inst.abort()
 		return fail(http.StatusServiceUnavailable, "cannot reach the agent on cell %s: %v", t.CellIP, err)
 	}
+	opened := time.Now()
 	f, err := inst.r.NextKnown(nil)
+	opts.Metrics.StreamOpened(err == nil && f.Type == wire.TypeStarted, time.Since(opened))
 	if err == nil && f.Type != wire.TypeStarted && f.Type != wire.TypeError {
 		err = fmt.Errorf("unexpected %s frame", f.Type)
 	}

@@ -19,21 +19,28 @@ import (
 
 	"github.com/cloudfoundry/pcap-server-release/internal/buildinfo"
 	"github.com/cloudfoundry/pcap-server-release/internal/logging"
+	"github.com/cloudfoundry/pcap-server-release/internal/metricsserver"
 	"github.com/cloudfoundry/pcap-server-release/internal/tlsconfig"
 	"github.com/cloudfoundry/pcap-server-release/proxy/api"
 	"github.com/cloudfoundry/pcap-server-release/proxy/apiconfig"
+	"github.com/cloudfoundry/pcap-server-release/proxy/apimetrics"
 	"github.com/cloudfoundry/pcap-server-release/proxy/audit"
+	"github.com/cloudfoundry/pcap-server-release/proxy/cfmode"
 	"github.com/cloudfoundry/pcap-server-release/proxy/devmode"
 	"github.com/cloudfoundry/pcap-server-release/proxy/tunnel"
 )
 
 // Daemon is a configured API, listening but not yet serving.
 type Daemon struct {
-	cfg      *apiconfig.Config
+	cfg *apiconfig.Config
+	// bg lives as long as the daemon: UAA's keys are fetched with it.
+	bg       context.Context
+	stopBg   context.CancelFunc
 	log      *slog.Logger
 	srv      *api.Server
 	tun      *tunnel.Server
 	httpSrv  *http.Server
+	metrics  *metricsserver.Server
 	tunnelLn net.Listener
 	httpLn   net.Listener
 	closers  []io.Closer
@@ -42,6 +49,7 @@ type Daemon struct {
 // New opens the listeners and the audit log. Logs go to logOut.
 func New(ctx context.Context, cfg *apiconfig.Config, logOut io.Writer) (_ *Daemon, err error) {
 	d := &Daemon{cfg: cfg}
+	d.bg, d.stopBg = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
 			d.close()
@@ -59,7 +67,9 @@ func New(ctx context.Context, cfg *apiconfig.Config, logOut io.Writer) (_ *Daemo
 		d.closers = append(d.closers, f)
 		auditOut = f
 	}
-	auth, resolver, err := d.access(ctx)
+	reg := metricsserver.NewRegistry("pcap_api")
+	m := apimetrics.New(reg)
+	auth, resolver, err := d.access(ctx, m)
 	if err != nil {
 		return nil, err
 	}
@@ -74,6 +84,7 @@ func New(ctx context.Context, cfg *apiconfig.Config, logOut io.Writer) (_ *Daemo
 		KeepaliveInterval: cfg.Tunnel.KeepaliveInterval.D(),
 		TrustClaimedIPs:   cfg.Tunnel.TrustClaimedIPs,
 		Logger:            d.log,
+		Metrics:           m,
 	})
 	if d.tunnelLn, err = net.Listen("tcp", cfg.Tunnel.Address); err != nil {
 		return nil, fmt.Errorf("tunnel listener: %w", err)
@@ -83,6 +94,10 @@ func New(ctx context.Context, cfg *apiconfig.Config, logOut io.Writer) (_ *Daemo
 		return nil, fmt.Errorf("HTTP listener: %w", err)
 	}
 	d.closers = append(d.closers, d.httpLn)
+	if d.metrics, err = metricsserver.Listen(cfg.Metrics.Address, reg, d.log); err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, d.metrics)
 	if t := cfg.Listen.TLS; t != nil {
 		tlsCfg, err := tlsconfig.Server(t.Certificate, t.PrivateKey)
 		if err != nil {
@@ -97,6 +112,7 @@ func New(ctx context.Context, cfg *apiconfig.Config, logOut io.Writer) (_ *Daemo
 		CLIDir:       cfg.CLIDir,
 		Logger:       d.log,
 		Audit:        audit.New(auditOut),
+		Metrics:      m,
 	}, auth, resolver, d.tun.Registry)
 	d.httpSrv = &http.Server{
 		Handler:           d.srv.Handler(),
@@ -108,16 +124,28 @@ func New(ctx context.Context, cfg *apiconfig.Config, logOut io.Writer) (_ *Daemo
 }
 
 // access picks who authenticates and authorizes captures.
-func (d *Daemon) access(ctx context.Context) (api.Authenticator, api.Resolver, error) {
+func (d *Daemon) access(ctx context.Context, m *apimetrics.Metrics) (api.Authenticator, api.Resolver, error) {
 	if d.cfg.Dev != nil {
 		return devmode.Auth{Token: d.cfg.Dev.Token}, devmode.Targets(d.cfg.Dev.Targets), nil
 	}
-	return nil, nil, errors.New("the Cloud Controller integration is not available yet: configure dev")
+	a, err := cfmode.New(ctx, d.bg, d.cfg, d.log, m.Transport)
+	if err != nil {
+		return nil, nil, err
+	}
+	return a, a, nil
 }
 
 // HTTPAddr and TunnelAddr are the bound addresses.
 func (d *Daemon) HTTPAddr() net.Addr   { return d.httpLn.Addr() }
 func (d *Daemon) TunnelAddr() net.Addr { return d.tunnelLn.Addr() }
+
+// MetricsAddr is the metrics listener's address, nil when disabled.
+func (d *Daemon) MetricsAddr() net.Addr {
+	if d.metrics == nil {
+		return nil
+	}
+	return d.metrics.Addr()
+}
 
 // Registry is the agent registry, for tests.
 func (d *Daemon) Registry() *tunnel.Registry { return d.tun.Registry }
@@ -131,7 +159,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	bgCtx, stopBackground := context.WithCancel(ctx)
 	defer stopBackground()
 	var wg sync.WaitGroup
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	wg.Go(func() {
 		if err := d.tun.Serve(tunnelCtx, d.tunnelLn); err != nil {
 			errc <- err
@@ -140,6 +168,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	wg.Go(func() {
 		if err := d.httpSrv.Serve(d.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("HTTP server: %w", err)
+		}
+	})
+	wg.Go(func() {
+		if err := d.metrics.Serve(bgCtx); err != nil {
+			errc <- err
 		}
 	})
 	if d.cfg.Dev != nil {
@@ -171,6 +204,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 }
 
 func (d *Daemon) close() {
+	d.stopBg()
 	for _, c := range d.closers {
 		_ = c.Close()
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/cloudfoundry/pcap-server-release/proxy/apiconfig"
 	"github.com/cloudfoundry/pcap-server-release/proxy/capture"
 	"github.com/cloudfoundry/pcap-server-release/proxy/problem"
+	"github.com/cloudfoundry/pcap-server-release/proxy/uaa"
 )
 
 // Auth accepts exactly one token.
@@ -34,7 +35,7 @@ func (a Auth) Authenticate(_ context.Context, authorization string) (*api.Identi
 	case subtle.ConstantTimeCompare([]byte(strings.TrimSpace(token)), []byte(a.Token)) != 1:
 		return nil, problem.New(http.StatusUnauthorized, "invalid token (dev mode accepts only its configured token)")
 	}
-	return &api.Identity{UserID: "dev", UserName: "dev", ClientID: "dev", Admin: true}, nil
+	return &api.Identity{UserID: "dev", UserName: "dev", ClientID: "dev", Scopes: []string{uaa.AdminScope}}, nil
 }
 
 // Targets resolves apps from the configured list.

@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/cloudfoundry/pcap-server-release/internal/muxconfig"
+	"github.com/cloudfoundry/pcap-server-release/proxy/apimetrics"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
 
@@ -33,6 +34,7 @@ type Config struct {
 	// behind NAT: it lets any holder of an agent certificate claim any cell.
 	TrustClaimedIPs bool
 	Logger          *slog.Logger
+	Metrics         *apimetrics.Metrics
 }
 
 // handshakeTimeout bounds TLS plus hello; a peer that stalls is dropped.
@@ -89,6 +91,7 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
 	if err := conn.HandshakeContext(hctx); err != nil {
 		// Without a valid client certificate nothing reaches yamux.
 		log.Warn("agent TLS handshake failed", "error", err)
+		s.cfg.Metrics.Handshake("tls_failed")
 		raw.Close()
 		return
 	}
@@ -102,8 +105,17 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
 	agent, ctl, err := s.handshake(hctx, sess, remote, log)
 	if err != nil {
 		log.Warn("agent refused", "error", err)
+		var r *refusal
+		if errors.As(err, &r) {
+			s.cfg.Metrics.Handshake(string(r.reason))
+		} else {
+			s.cfg.Metrics.Handshake("error")
+		}
 		return
 	}
+	s.cfg.Metrics.Handshake("accepted")
+	s.cfg.Metrics.SessionsChanged(1)
+	defer s.cfg.Metrics.SessionsChanged(-1)
 	log = log.With("agent_id", agent.ID)
 	for _, old := range s.Registry.add(agent) {
 		log.Info("agent session replaced by a newer one", "old_remote", old.Remote.String())
@@ -158,7 +170,7 @@ func (s *Server) handshake(ctx context.Context, sess *yamux.Session, remote neti
 	}
 	refuse := func(r wire.Refused) (*Agent, net.Conn, error) {
 		_ = w.WriteMessage(&r)
-		return nil, nil, fmt.Errorf("agent %q: %s: %s", hello.AgentID, r.Reason, r.Message)
+		return nil, nil, &refusal{agent: hello.AgentID, reason: r.Reason, msg: r.Message}
 	}
 	version, err := wire.Negotiate(hello.MinVersion, hello.MaxVersion)
 	if err != nil {
@@ -193,6 +205,15 @@ func (s *Server) handshake(ctx context.Context, sess *yamux.Session, remote neti
 	_ = ctl.SetDeadline(time.Time{})
 	return agent, ctl, nil
 }
+
+// refusal is a Hello the API answered with Refused.
+type refusal struct {
+	agent  string
+	reason wire.RefusalReason
+	msg    string
+}
+
+func (r *refusal) Error() string { return fmt.Sprintf("agent %q: %s: %s", r.agent, r.reason, r.msg) }
 
 // acceptedIPs decides which claimed IPs the session is registered under:
 // only the connection's own source address, unless claims are trusted.
