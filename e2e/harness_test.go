@@ -144,7 +144,7 @@ func startAPI(t *testing.T, p *pki, targets []apiconfig.DevTarget, mutate func(*
 	cfg.Tunnel.Address = "127.0.0.1:0"
 	cfg.Tunnel.TLS = apiconfig.TunnelTLS{Certificate: p.apiCert, PrivateKey: p.apiKey, ClientCA: p.ca}
 	cfg.Tunnel.KeepaliveInterval = configfile.Duration(time.Second)
-	cfg.Metrics.Address = ""
+	cfg.Metrics.Address = "127.0.0.1:0"
 	cfg.AuditLog = filepath.Join(t.TempDir(), "audit.log")
 	cfg.Dev = &apiconfig.Dev{Token: devToken, Targets: targets}
 	if mutate != nil {
@@ -183,7 +183,7 @@ func agentConfig(p *pki, api *apiProc, cellIP string, netns map[string]string) a
 	cfg.API.Addresses = []string{api.tunnel}
 	cfg.API.TLS = agentconfig.ClientTLS{Certificate: p.agentCert, PrivateKey: p.agentKey, CA: p.ca, ServerName: "pcap-server-api.service.cf.internal"}
 	cfg.API.KeepaliveInterval = configfile.Duration(time.Second)
-	cfg.Metrics.Address = ""
+	cfg.Metrics.Address = "127.0.0.1:0"
 	cfg.Dev = &agentconfig.Dev{Netns: netns}
 	return cfg
 }
@@ -192,10 +192,16 @@ func agentConfig(p *pki, api *apiProc, cellIP string, netns map[string]string) a
 // address it dials from) and waits until the API has registered it.
 func startAgent(t *testing.T, p *pki, api *apiProc, cellIP string, netns map[string]string) (stop func()) {
 	t.Helper()
-	return startAgentWith(t, api, agentConfig(p, api, cellIP, netns))
+	return startAgentWith(t, api, agentConfig(p, api, cellIP, netns)).stop
 }
 
-func startAgentWith(t *testing.T, api *apiProc, cfg agentconfig.Config) (stop func()) {
+// agentProc is an agent running in-process.
+type agentProc struct {
+	d    *agentdaemon.Daemon
+	stop func()
+}
+
+func startAgentWith(t *testing.T, api *apiProc, cfg agentconfig.Config) *agentProc {
 	t.Helper()
 	cellIP := cfg.CellIPs[0]
 	if err := cfg.Validate(); err != nil {
@@ -209,10 +215,10 @@ func startAgentWith(t *testing.T, api *apiProc, cfg agentconfig.Config) (stop fu
 	done := make(chan struct{})
 	go func() { defer close(done); _ = d.Run(ctx) }()
 	var once sync.Once
-	stop = func() { once.Do(func() { cancel(); <-done }) }
+	stop := func() { once.Do(func() { cancel(); <-done }) }
 	t.Cleanup(stop)
 	waitAgent(t, api, cellIP)
-	return stop
+	return &agentProc{d: d, stop: stop}
 }
 
 // startAgentProcess runs the built agent binary; the caller may kill it.

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -223,7 +224,7 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 		MaxBytes:   int64(s.opts.Limits.MaxBytes),
 		Format:     params.format,
 	}
-	sess, failed := capture.Start(ctx, s.agents, req, capture.Options{
+	sess, failed := capture.Start(ctx, captureAgents{s.agents}, req, capture.Options{
 		PerAgentLimit: s.opts.Limits.CapturesPerAgent,
 		BufferBytes:   int(s.opts.Limits.BufferBytes),
 		Logger:        s.log,
@@ -280,6 +281,18 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 	log.Info("capture ended", "reason", res.Reason, "packets", res.Packets, "bytes", res.Bytes,
 		"dropped_kernel", res.Dropped.Kernel, "dropped_agent", res.Dropped.Agent, "dropped_api", res.Dropped.API,
 		"duration_seconds", rec.Duration)
+}
+
+// captureAgents adapts the tunnel registry to what a capture needs.
+type captureAgents struct{ r *tunnel.Registry }
+
+func (c captureAgents) Lookup(ip netip.Addr) (capture.Agent, bool) {
+	a, ok := c.r.Lookup(ip)
+	if !ok {
+		// Not a typed nil: the capture compares with nil.
+		return nil, false
+	}
+	return a, true
 }
 
 // clientWriteTimeout ends a capture whose client stopped reading.

@@ -45,7 +45,17 @@ type Request struct {
 
 // Agents finds agent sessions by cell IP: the tunnel registry.
 type Agents interface {
-	Lookup(ip netip.Addr) (*tunnel.Agent, bool)
+	Lookup(ip netip.Addr) (Agent, bool)
+}
+
+// Agent is one agent session, as the capture uses it.
+type Agent interface {
+	// Open opens a capture stream; tunnel.ErrAgentDraining says the agent
+	// is shutting down.
+	Open(ctx context.Context) (net.Conn, error)
+	// TryAcquire counts a capture against limit; Release undoes it.
+	TryAcquire(limit int) bool
+	Release()
 }
 
 // Options are the API's settings for captures.
@@ -82,7 +92,7 @@ func (e *InstanceError) Error() string { return fmt.Sprintf("instance %d: %s", e
 // instance is one running stream.
 type instance struct {
 	target  Target
-	agent   *tunnel.Agent
+	agent   Agent
 	stream  net.Conn
 	r       *wire.Reader
 	w       *wire.Writer

@@ -1,0 +1,404 @@
+package capture
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket/pcapgo"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+
+	"github.com/cloudfoundry/pcap-server-release/proxy/apimetrics"
+	"github.com/cloudfoundry/pcap-server-release/wire"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// script is what a fake agent does on its stream after the request.
+type script func(t *testing.T, req *wire.CaptureRequest, r *wire.Reader, w *wire.Writer)
+
+// fakeAgent plays one agent over net.Pipe.
+type fakeAgent struct {
+	t      *testing.T
+	script script
+	wg     sync.WaitGroup
+	active int
+	mu     sync.Mutex
+}
+
+func (a *fakeAgent) Open(ctx context.Context) (net.Conn, error) {
+	api, agent := net.Pipe()
+	a.wg.Go(func() {
+		defer agent.Close()
+		r, w := wire.NewReader(agent), wire.NewWriter(agent)
+		req, err := wire.Expect[wire.CaptureRequest](r)
+		if err != nil {
+			return
+		}
+		a.script(a.t, req, r, w)
+	})
+	return api, nil
+}
+
+func (a *fakeAgent) TryAcquire(int) bool { a.mu.Lock(); a.active++; a.mu.Unlock(); return true }
+func (a *fakeAgent) Release()            { a.mu.Lock(); a.active--; a.mu.Unlock() }
+
+type fakeAgents map[netip.Addr]*fakeAgent
+
+func (f fakeAgents) Lookup(ip netip.Addr) (Agent, bool) {
+	a, ok := f[ip]
+	if !ok {
+		return nil, false
+	}
+	return a, true
+}
+
+func agentsFor(t *testing.T, scripts ...script) (fakeAgents, []Target) {
+	agents := fakeAgents{}
+	var targets []Target
+	for i, s := range scripts {
+		ip := netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)})
+		agents[ip] = &fakeAgent{t: t, script: s}
+		targets = append(targets, Target{AppGUID: "guid", AppName: "app", Index: i, CellIP: ip})
+	}
+	t.Cleanup(func() {
+		for _, a := range agents {
+			a.wg.Wait()
+			if a.active != 0 {
+				t.Errorf("agent slot not released: %d", a.active)
+			}
+		}
+	})
+	return agents, targets
+}
+
+func packetsFrame(w *wire.Writer, ts ...int64) error {
+	var b wire.Batch
+	for _, t := range ts {
+		b.Append(t, 100, bytes.Repeat([]byte{byte(t)}, 60))
+	}
+	return w.WriteBatch(&b)
+}
+
+// waitStop reads until the API's Stop and returns its reason.
+func waitStop(r *wire.Reader) wire.EndReason {
+	s, err := wire.Expect[wire.Stop](r)
+	if err != nil {
+		return ""
+	}
+	return s.Reason
+}
+
+func request(targets []Target) Request {
+	return Request{CaptureID: "c1", Targets: targets, Device: "eth0", Snaplen: 65535, Format: FormatPcap}
+}
+
+func newMetrics() (*apimetrics.Metrics, *prometheus.Registry) {
+	reg := prometheus.NewRegistry()
+	return apimetrics.New(reg), reg
+}
+
+func readPcap(t *testing.T, b []byte) []int64 {
+	t.Helper()
+	r, err := pcapgo.NewReader(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ts []int64
+	for {
+		_, ci, err := r.ReadPacketData()
+		if errors.Is(err, io.EOF) {
+			return ts
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts = append(ts, ci.Timestamp.UnixNano())
+	}
+}
+
+func noStop() <-chan wire.EndReason { return nil }
+
+func TestSessionCountsPacketsAndDrops(t *testing.T) {
+	agents, targets := agentsFor(t, func(t *testing.T, req *wire.CaptureRequest, r *wire.Reader, w *wire.Writer) {
+		_ = w.WriteMessage(&wire.Started{LinkType: 1, Snaplen: req.Snaplen, Device: req.Device})
+		_ = packetsFrame(w, 1, 2, 3)
+		_ = w.WriteMessage(&wire.Stats{Packets: 3, KernelDropped: 2, AgentDropped: 1})
+		_ = w.WriteMessage(&wire.End{Reason: wire.EndDuration, Stats: wire.Stats{Packets: 3, KernelDropped: 2, InterfaceDropped: 1, AgentDropped: 5}})
+	})
+	m, reg := newMetrics()
+	sess, failed := Start(context.Background(), agents, request(targets), Options{BufferBytes: 1 << 20, Metrics: m})
+	if sess == nil || len(failed) != 0 {
+		t.Fatalf("start: %v", failed)
+	}
+	var out bytes.Buffer
+	res := sess.Run(context.Background(), &out, func() error { return nil }, noStop())
+	if res.Reason != wire.EndDuration || res.Packets != 3 || res.Bytes != int64(out.Len()) {
+		t.Fatalf("result %+v", res)
+	}
+	if res.Dropped != (Drops{Kernel: 3, Agent: 5}) {
+		t.Fatalf("drops %+v", res.Dropped)
+	}
+	if got := readPcap(t, out.Bytes()); len(got) != 3 {
+		t.Fatalf("%d packets in the file", len(got))
+	}
+	for reason, want := range map[string]float64{"kernel": 3, "agent": 5, "api": 0} {
+		if got := testutil.ToFloat64(m.Dropped.WithLabelValues(reason)); got != want {
+			t.Errorf("dropped{%s} = %v, want %v", reason, got, want)
+		}
+	}
+	if got := testutil.ToFloat64(m.StreamedPackets); got != 3 {
+		t.Errorf("streamed packets %v", got)
+	}
+	if got := testutil.ToFloat64(m.StreamedBytes); got != float64(out.Len()) {
+		t.Errorf("streamed bytes %v, body %d", got, out.Len())
+	}
+	if got := histogramCount(t, reg, "pcap_api_stream_open_duration_seconds", "started"); got != 1 {
+		t.Errorf("stream opens observed: %d", got)
+	}
+}
+
+func TestSessionDropsBeyondItsBufferAndCountsThem(t *testing.T) {
+	agents, targets := agentsFor(t, func(t *testing.T, req *wire.CaptureRequest, r *wire.Reader, w *wire.Writer) {
+		_ = w.WriteMessage(&wire.Started{LinkType: 1, Snaplen: req.Snaplen})
+		_ = packetsFrame(w, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+		_ = w.WriteMessage(&wire.End{Reason: wire.EndDuration, Stats: wire.Stats{Packets: 10}})
+	})
+	m, _ := newMetrics()
+	// Room for three records: the frame's other seven are dropped at once.
+	sess, _ := Start(context.Background(), agents, request(targets), Options{BufferBytes: 3 * (wire.RecordHeaderSize + 60), Metrics: m})
+	var out bytes.Buffer
+	res := sess.Run(context.Background(), &out, func() error { return nil }, noStop())
+	if res.Dropped.API != 7 || res.Packets != 3 {
+		t.Fatalf("result %+v", res)
+	}
+	if got := testutil.ToFloat64(m.Dropped.WithLabelValues("api")); got != 7 {
+		t.Fatalf("dropped{api} = %v", got)
+	}
+	if got := readPcap(t, out.Bytes()); len(got) != 3 || got[0] != 1 || got[2] != 3 {
+		t.Fatalf("file holds %v", got)
+	}
+}
+
+func TestSessionMergesInstancesIntoPcapng(t *testing.T) {
+	send := func(ts ...int64) script {
+		return func(t *testing.T, req *wire.CaptureRequest, r *wire.Reader, w *wire.Writer) {
+			_ = w.WriteMessage(&wire.Started{LinkType: 1, Snaplen: req.Snaplen, Device: "eth0", Container: "h"})
+			for _, x := range ts {
+				_ = packetsFrame(w, x)
+			}
+			_ = w.WriteMessage(&wire.End{Reason: wire.EndDuration, Stats: wire.Stats{Packets: uint64(len(ts)), AgentDropped: 1}})
+		}
+	}
+	agents, targets := agentsFor(t, send(10, 30, 50), send(20, 40, 60))
+	req := request(targets)
+	req.Format = FormatPcapng
+	sess, _ := Start(context.Background(), agents, req, Options{BufferBytes: 1 << 20})
+	var out bytes.Buffer
+	res := sess.Run(context.Background(), &out, func() error { return nil }, noStop())
+	if res.Packets != 6 {
+		t.Fatalf("%+v", res)
+	}
+	r, err := pcapgo.NewNgReader(bytes.NewReader(out.Bytes()), pcapgo.DefaultNgReaderOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ts []int64
+	var ifaces []int
+	for {
+		_, ci, err := r.ReadPacketData()
+		if err != nil {
+			break
+		}
+		ts = append(ts, ci.Timestamp.UnixNano())
+		ifaces = append(ifaces, ci.InterfaceIndex)
+	}
+	if want := []int64{10, 20, 30, 40, 50, 60}; !equal(ts, want) {
+		t.Fatalf("timestamps %v, want %v", ts, want)
+	}
+	if r.NInterfaces() != 2 {
+		t.Fatalf("%d interfaces", r.NInterfaces())
+	}
+	for i := range 2 {
+		intf, _ := r.Interface(i)
+		if want := "app/" + string(rune('0'+i)); intf.Name != want {
+			t.Fatalf("interface %d named %q", i, intf.Name)
+		}
+		if intf.Statistics.PacketsDropped != 1 || intf.Statistics.PacketsReceived != 4 {
+			t.Fatalf("interface %d statistics %+v", i, intf.Statistics)
+		}
+	}
+	if want := []int{0, 1, 0, 1, 0, 1}; !equalInts(ifaces, want) {
+		t.Fatalf("interfaces %v", ifaces)
+	}
+}
+
+func TestStartReportsAgentErrorsWithStatus(t *testing.T) {
+	refuse := func(code wire.ErrorCode) script {
+		return func(t *testing.T, req *wire.CaptureRequest, r *wire.Reader, w *wire.Writer) {
+			_ = w.WriteMessage(&wire.Error{Code: code, Message: "because " + string(code)})
+		}
+	}
+	start := func(t *testing.T, req *wire.CaptureRequest, r *wire.Reader, w *wire.Writer) {
+		_ = w.WriteMessage(&wire.Started{LinkType: 1, Snaplen: req.Snaplen})
+		_ = w.WriteMessage(&wire.End{Reason: waitStop(r)})
+	}
+	agents, targets := agentsFor(t, refuse(wire.ErrBadFilter), start, refuse(wire.ErrContainerNotFound), refuse(wire.ErrLimit), refuse(wire.ErrGardenUnavailable))
+	targets = append(targets, Target{Index: 9, CellIP: netip.MustParseAddr("10.9.9.9")})
+	sess, failed := Start(context.Background(), agents, request(targets), Options{BufferBytes: 1 << 20})
+	if sess == nil || len(sess.Started()) != 1 || sess.Started()[0].Index != 1 {
+		t.Fatal("instance 1 should have started")
+	}
+	want := map[int]int{0: http.StatusBadRequest, 2: http.StatusNotFound, 3: http.StatusTooManyRequests, 4: http.StatusBadGateway, 9: http.StatusServiceUnavailable}
+	if len(failed) != len(want) {
+		t.Fatalf("failed %v", failed)
+	}
+	for _, f := range failed {
+		if want[f.Index] != f.Status {
+			t.Errorf("instance %d: status %d, want %d (%s)", f.Index, f.Status, want[f.Index], f.Message)
+		}
+	}
+	if h := FormatInstanceErrors(failed); !strings.Contains(h, "0: because bad_filter") || !strings.Contains(h, "9: no agent connected for cell 10.9.9.9") {
+		t.Fatalf("header %q", h)
+	}
+	stop := make(chan wire.EndReason, 1)
+	stop <- wire.EndAPIDraining
+	res := sess.Run(context.Background(), io.Discard, func() error { return nil }, stop)
+	if res.Reason != wire.EndAPIDraining {
+		t.Fatalf("reason %s", res.Reason)
+	}
+}
+
+// After Stop the agent drains: what it sends before End is still written.
+func TestStopKeepsDrainedPackets(t *testing.T) {
+	agents, targets := agentsFor(t, func(t *testing.T, req *wire.CaptureRequest, r *wire.Reader, w *wire.Writer) {
+		_ = w.WriteMessage(&wire.Started{LinkType: 1, Snaplen: req.Snaplen})
+		_ = packetsFrame(w, 1)
+		reason := waitStop(r)
+		_ = packetsFrame(w, 2, 3)
+		_ = w.WriteMessage(&wire.End{Reason: reason})
+	})
+	req := request(targets)
+	req.Duration = 50 * time.Millisecond
+	sess, _ := Start(context.Background(), agents, req, Options{BufferBytes: 1 << 20})
+	var out bytes.Buffer
+	res := sess.Run(context.Background(), &out, func() error { return nil }, noStop())
+	if res.Reason != wire.EndDuration || !equal(readPcap(t, out.Bytes()), []int64{1, 2, 3}) {
+		t.Fatalf("reason %s, packets %v", res.Reason, readPcap(t, out.Bytes()))
+	}
+}
+
+func TestMaxBytesKeepsWholeRecords(t *testing.T) {
+	agents, targets := agentsFor(t, func(t *testing.T, req *wire.CaptureRequest, r *wire.Reader, w *wire.Writer) {
+		_ = w.WriteMessage(&wire.Started{LinkType: 1, Snaplen: req.Snaplen})
+		_ = packetsFrame(w, 1, 2, 3, 4, 5)
+		_ = w.WriteMessage(&wire.End{Reason: waitStop(r)})
+	})
+	req := request(targets)
+	req.MaxBytes = 24 + 2*(16+60) + 10 // header, two packets and a bit
+	sess, _ := Start(context.Background(), agents, req, Options{BufferBytes: 1 << 20})
+	var out bytes.Buffer
+	res := sess.Run(context.Background(), &out, func() error { return nil }, noStop())
+	if res.Reason != wire.EndMaxBytes || int64(out.Len()) > req.MaxBytes || len(readPcap(t, out.Bytes())) != 2 {
+		t.Fatalf("reason %s, %d bytes", res.Reason, out.Len())
+	}
+}
+
+func TestClientGoneStopsAgents(t *testing.T) {
+	stopped := make(chan wire.EndReason, 1)
+	agents, targets := agentsFor(t, func(t *testing.T, req *wire.CaptureRequest, r *wire.Reader, w *wire.Writer) {
+		_ = w.WriteMessage(&wire.Started{LinkType: 1, Snaplen: req.Snaplen})
+		_ = packetsFrame(w, 1)
+		reason := waitStop(r)
+		stopped <- reason
+		_ = w.WriteMessage(&wire.End{Reason: reason})
+	})
+	sess, _ := Start(context.Background(), agents, request(targets), Options{BufferBytes: 1 << 20})
+	res := sess.Run(context.Background(), failingWriter{}, func() error { return nil }, noStop())
+	if res.Reason != wire.EndClientGone || <-stopped != wire.EndClientGone {
+		t.Fatalf("reason %s", res.Reason)
+	}
+}
+
+func TestMalformedFrameEndsTheInstanceNotTheFile(t *testing.T) {
+	agents, targets := agentsFor(t, func(t *testing.T, req *wire.CaptureRequest, r *wire.Reader, w *wire.Writer) {
+		_ = w.WriteMessage(&wire.Started{LinkType: 1, Snaplen: req.Snaplen})
+		_ = packetsFrame(w, 1)
+		_ = w.WriteFrame(wire.TypePackets, []byte{1, 2, 3})
+	})
+	sess, _ := Start(context.Background(), agents, request(targets), Options{BufferBytes: 1 << 20})
+	var out bytes.Buffer
+	res := sess.Run(context.Background(), &out, func() error { return nil }, noStop())
+	if res.Reason != wire.EndAgentLost || !strings.Contains(res.Instances[0].Message, "malformed") {
+		t.Fatalf("%+v", res)
+	}
+	if got := readPcap(t, out.Bytes()); len(got) != 1 {
+		t.Fatalf("%d packets", len(got))
+	}
+}
+
+func TestPcapRefusesASecondLinkType(t *testing.T) {
+	started := func(link int) script {
+		return func(t *testing.T, req *wire.CaptureRequest, r *wire.Reader, w *wire.Writer) {
+			_ = w.WriteMessage(&wire.Started{LinkType: link, Snaplen: req.Snaplen})
+			reason := waitStop(r)
+			_ = w.WriteMessage(&wire.End{Reason: reason})
+		}
+	}
+	agents, targets := agentsFor(t, started(1), started(276))
+	sess, failed := Start(context.Background(), agents, request(targets), Options{BufferBytes: 1 << 20})
+	if len(failed) != 1 || failed[0].Index != 1 || failed[0].Status != http.StatusBadRequest || !strings.Contains(failed[0].Message, "pcapng") {
+		t.Fatalf("failed %v", failed)
+	}
+	stop := make(chan wire.EndReason, 1)
+	stop <- wire.EndRequested
+	sess.Run(context.Background(), io.Discard, func() error { return nil }, stop)
+}
+
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("client went away") }
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// histogramCount is the sample count of the histogram name{result=result}.
+func histogramCount(t *testing.T, reg *prometheus.Registry, name, result string) uint64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" && l.GetValue() == result {
+					return m.GetHistogram().GetSampleCount()
+				}
+			}
+		}
+	}
+	return 0
+}
