@@ -266,32 +266,38 @@ func TestOtherProcessTypes(t *testing.T) {
 }
 
 func TestCloudControllerFailures(t *testing.T) {
-	f := newFoundation(t, 300*time.Millisecond)
-	dev := "bearer " + f.uaa.UserToken("dev")
-	f.cc.AddRole(cffake.RoleSpaceDeveloper, "dev", f.space.GUID)
-
-	f.cc.Inject(cffake.CCApp, cffake.Fault{Delay: time.Hour})
-	start := time.Now()
-	_, err := f.resolve(t, "", dev, f.app.GUID, "", nil)
-	checkProblem(t, err, 503, "timed out")
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("took %v with a 300ms Cloud Controller timeout", d)
+	t.Run("timeout", func(t *testing.T) {
+		f := newFoundation(t, 300*time.Millisecond)
+		f.cc.AddRole(cffake.RoleSpaceDeveloper, "dev", f.space.GUID)
+		f.cc.Inject(cffake.CCApp, cffake.Fault{Delay: time.Hour})
+		start := time.Now()
+		_, err := f.resolve(t, "", "bearer "+f.uaa.UserToken("dev"), f.app.GUID, "", nil)
+		checkProblem(t, err, 503, "timed out")
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("took %v with a 300ms Cloud Controller timeout", d)
+		}
+	})
+	// The other faults get the default timeout: a busy machine must not
+	// turn them into timeouts.
+	for _, c := range []struct {
+		name     string
+		endpoint string
+		fault    cffake.Fault
+		status   int
+		detail   string
+	}{
+		{"roles 500", cffake.CCRoles, cffake.Fault{Status: 500}, 502, "Cloud Controller error"},
+		{"stats unavailable", cffake.CCProcessStats, cffake.Fault{Status: 503, Errors: []cffake.CCError{cffake.KnownError(200002)}}, 503, "CF-StatsUnavailable"},
+		{"connection dropped", cffake.CCAny, cffake.Fault{Drop: true}, 503, "unreachable"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFoundation(t, 0)
+			f.cc.AddRole(cffake.RoleSpaceDeveloper, "dev", f.space.GUID)
+			f.cc.Inject(c.endpoint, c.fault)
+			_, err := f.resolve(t, "", "bearer "+f.uaa.UserToken("dev"), f.app.GUID, "", nil)
+			checkProblem(t, err, c.status, c.detail)
+		})
 	}
-
-	f.cc.Clear()
-	f.cc.Inject(cffake.CCRoles, cffake.Fault{Status: 500})
-	_, err = f.resolve(t, "", dev, f.app.GUID, "", nil)
-	checkProblem(t, err, 502, "Cloud Controller error")
-
-	f.cc.Clear()
-	f.cc.Inject(cffake.CCProcessStats, cffake.Fault{Status: 503, Errors: []cffake.CCError{cffake.KnownError(200002)}})
-	_, err = f.resolve(t, "", dev, f.app.GUID, "", nil)
-	checkProblem(t, err, 503, "CF-StatsUnavailable")
-
-	f.cc.Clear()
-	f.cc.Inject(cffake.CCAny, cffake.Fault{Drop: true})
-	_, err = f.resolve(t, "", dev, f.app.GUID, "", nil)
-	checkProblem(t, err, 503, "unreachable")
 }
 
 // The token the Resolver passes on is the caller's own: CC sees the
