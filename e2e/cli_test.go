@@ -207,3 +207,9 @@ func scanLinesOrCR(data []byte, atEOF bool) (int, []byte, error) {
 var escapes = regexp.MustCompile(`\x1b\[[0-9;]*[A-Za-z]`)
 
 func clean(b []byte) []byte { return escapes.ReplaceAll(bytes.Clone(b), nil) }
+
+// cliStandalone runs the built CLI with exactly args.
+func cliStandalone(t *testing.T, args ...string) *exec.Cmd {
+	t.Helper()
+	return exec.Command(binary(t, "pcap-server-cli"), args...)
+}

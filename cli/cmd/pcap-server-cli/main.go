@@ -1,5 +1,5 @@
 // Command pcap-server-cli captures the traffic of a Cloud Foundry app: as
-// the cf CLI plugin `cf pcap`, or on its own.
+// the cf CLI plugin `cf pcap`, or on its own with the same options.
 package main
 
 import (
@@ -14,49 +14,105 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/cloudfoundry/pcap-server-release/cli/cfconfig"
+	"github.com/cloudfoundry/pcap-server-release/cli/cfplugin"
+	"github.com/cloudfoundry/pcap-server-release/cli/cfsession"
 	"github.com/cloudfoundry/pcap-server-release/cli/pcapcmd"
 )
 
 func main() {
 	// SIGINT and SIGTERM end the capture cleanly: the file stays valid.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := runStandalone(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	code := cfplugin.Plugin{
+		Metadata:   pcapcmd.PluginMetadata(),
+		Run:        runPlugin,
+		Standalone: runStandalone,
+		Stderr:     os.Stderr,
+	}.Main(ctx, os.Args)
 	stop()
 	os.Exit(code)
 }
 
-func runStandalone(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] != "pcap" && args[0] != "tcpdump" {
-		fmt.Fprintln(stderr, "pcap-server-cli is a cf CLI plugin: install it with `cf install-plugin pcap-server-cli` and run `cf pcap APP`.")
-		fmt.Fprintln(stderr, "It also runs on its own, with the same options:")
-		fmt.Fprintln(stderr)
-		pcapcmd.Usage(stderr, "pcap-server-cli")
-		return pcapcmd.ExitUsage
+// runPlugin is `cf pcap ...`: args[0] is the command name.
+func runPlugin(ctx context.Context, conn *cfplugin.Connection, args []string) error {
+	o, err := parse(args[1:], os.Stdout)
+	if err != nil || o == nil {
+		return err
 	}
-	o, err := pcapcmd.Parse(args[1:], os.Getenv)
-	if errors.Is(err, flag.ErrHelp) {
-		pcapcmd.Usage(stdout, "pcap-server-cli")
-		return pcapcmd.ExitOK
-	}
-	if err != nil {
-		var ue *pcapcmd.UsageError
-		if errors.As(err, &ue) {
-			fmt.Fprintf(stderr, "pcap: %v\n\n", err)
-			pcapcmd.Usage(stderr, "pcap-server-cli")
-			return pcapcmd.ExitUsage
+	sess := cfsession.Plugin{Conn: conn}
+	if o.Token == "" {
+		if err := sess.Check(ctx); err != nil {
+			return err
 		}
-		fmt.Fprintf(stderr, "pcap: %v\n", err)
-		return pcapcmd.ExitError
 	}
-	return pcapcmd.Run(ctx, o, pcapcmd.Env{
-		Stdout:         stdout,
-		Stderr:         stderr,
-		StderrTerminal: isTerminal(stderr),
-		TLSInsecure:    o.SkipSSLValidation,
-	})
+	return capture(ctx, *o, sess)
 }
 
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
+// runStandalone is `pcap-server-cli pcap ...`.
+func runStandalone(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] != "pcap" && args[0] != "tcpdump" {
+		fmt.Fprintln(os.Stderr, "pcap-server-cli is a cf CLI plugin: install it with `cf install-plugin pcap-server-cli` and run `cf pcap APP`.")
+		fmt.Fprintln(os.Stderr, "It also runs on its own with the same options, using the cf CLI's login (~/.cf/config.json or $CF_HOME/.cf/config.json):")
+		fmt.Fprintln(os.Stderr)
+		pcapcmd.Usage(os.Stderr, "pcap-server-cli")
+		return &cfplugin.ExitError{Code: pcapcmd.ExitUsage}
+	}
+	o, err := parse(args[1:], os.Stdout)
+	if err != nil || o == nil {
+		return err
+	}
+	var sess pcapcmd.Session
+	if o.Token == "" || o.AppGUID == "" || o.APIURL == "" {
+		store, err := cfconfig.LoadDefault(cfconfig.Options{})
+		if err != nil {
+			return err
+		}
+		sess = cfsession.Standalone{Store: store}
+	}
+	return capture(ctx, *o, sess)
 }
+
+// parse parses the command line; nil options mean help was printed.
+func parse(args []string, stdout io.Writer) (*pcapcmd.Options, error) {
+	o, err := pcapcmd.Parse(args, os.Getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		pcapcmd.Usage(stdout, "pcap-server-cli")
+		return nil, nil
+	}
+	var ue *pcapcmd.UsageError
+	if errors.As(err, &ue) {
+		return nil, &cfplugin.ExitError{Code: pcapcmd.ExitUsage, Err: fmt.Errorf("pcap: %v (see cf help pcap)", err)}
+	}
+	return &o, err
+}
+
+// skipper is a session that knows whether cf skips TLS validation.
+type skipper interface {
+	SkipSSLValidation(ctx context.Context) (bool, error)
+}
+
+func capture(ctx context.Context, o pcapcmd.Options, sess pcapcmd.Session) error {
+	insecure := o.SkipSSLValidation
+	// cf's --skip-ssl-validation covers the foundation's own domain: the
+	// derived API URL, not one the user names.
+	if s, ok := sess.(skipper); ok && o.APIURL == "" && !insecure {
+		skip, err := s.SkipSSLValidation(ctx)
+		if err != nil {
+			return err
+		}
+		insecure = skip
+	}
+	code := pcapcmd.Run(ctx, o, pcapcmd.Env{
+		Stdout:         os.Stdout,
+		Stderr:         os.Stderr,
+		StderrTerminal: isTerminal(os.Stderr),
+		Session:        sess,
+		TLSInsecure:    insecure,
+	})
+	if code != pcapcmd.ExitOK {
+		return &cfplugin.ExitError{Code: code}
+	}
+	return nil
+}
+
+func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
