@@ -153,6 +153,8 @@ func (r *run) loop(ctx context.Context, stop <-chan wire.EndReason) {
 	}
 	hold := time.NewTimer(time.Hour)
 	defer hold.Stop()
+	statsTick := time.NewTicker(r.opts.StatsInterval)
+	defer statsTick.Stop()
 	var stopDeadline <-chan time.Time
 	var batch []queued
 	for {
@@ -166,6 +168,14 @@ func (r *run) loop(ctx context.Context, stop <-chan wire.EndReason) {
 			stop = nil
 		case <-r.merge.wake:
 		case <-hold.C:
+		case now := <-statsTick.C:
+			if r.writing && r.req.Format == FormatPcapng {
+				r.writeInterfaceStats(now)
+				if err := r.flush(); err != nil {
+					r.clientGone(err)
+				}
+				r.report()
+			}
 		case <-stopDeadline:
 			r.log.Warn("agents did not end in time after stop", "timeout", stopTimeout.String())
 			return
@@ -359,7 +369,6 @@ func (r *run) result() Result {
 		res.Reason = r.lastEnd
 		r.endMu.Unlock()
 	}
-	now := time.Now()
 	for i, inst := range r.instances {
 		inst.mu.Lock()
 		ir := InstanceResult{Index: inst.target.Index, Reason: inst.reasonLocked(), Stats: inst.stats, APIDrop: r.merge.droppedBy(i)}
@@ -374,17 +383,9 @@ func (r *run) result() Result {
 		res.Dropped.Kernel += ir.Stats.KernelDropped + ir.Stats.InterfaceDropped
 		res.Dropped.Agent += ir.Stats.AgentDropped
 		res.Dropped.API += ir.APIDrop
-		if r.writing {
-			err := r.out.writeStats(i, ifaceStats{
-				delivered: ir.Stats.Packets - ir.APIDrop,
-				dropped:   ir.Stats.KernelDropped + ir.Stats.InterfaceDropped + ir.Stats.AgentDropped + ir.APIDrop,
-				start:     r.start,
-				end:       now,
-			})
-			if err != nil {
-				r.writing = false
-			}
-		}
+	}
+	if r.writing {
+		r.writeInterfaceStats(time.Now())
 	}
 	if r.writing {
 		_ = r.flush()
@@ -392,6 +393,29 @@ func (r *run) result() Result {
 	r.report()
 	res.Bytes = r.cw.n
 	return res
+}
+
+// writeInterfaceStats writes every instance's counters so far (pcapng
+// only): a reader following the stream, the CLI among them, sees the
+// drops while the capture runs, and the last ones close the file.
+func (r *run) writeInterfaceStats(now time.Time) {
+	for i, inst := range r.instances {
+		inst.mu.Lock()
+		st := inst.stats
+		inst.mu.Unlock()
+		apiDrop := r.merge.droppedBy(i)
+		err := r.out.writeStats(i, ifaceStats{
+			// The agent's counters may lag behind the API's drops.
+			delivered: delta(st.Packets, apiDrop),
+			dropped:   st.KernelDropped + st.InterfaceDropped + st.AgentDropped + apiDrop,
+			start:     r.start,
+			end:       now,
+		})
+		if err != nil {
+			r.clientGone(err)
+			return
+		}
+	}
 }
 
 // DropDetail formats drops as the Pcap-Dropped-Detail trailer does.

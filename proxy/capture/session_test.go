@@ -8,6 +8,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -401,4 +404,44 @@ func histogramCount(t *testing.T, reg *prometheus.Registry, name, result string)
 		}
 	}
 	return 0
+}
+
+// pcapng streams carry interface statistics while they run, so that the
+// CLI can show drops live.
+func TestPcapngCarriesPeriodicStatistics(t *testing.T) {
+	agents, targets := agentsFor(t, func(t *testing.T, req *wire.CaptureRequest, r *wire.Reader, w *wire.Writer) {
+		_ = w.WriteMessage(&wire.Started{LinkType: 1, Snaplen: req.Snaplen})
+		_ = packetsFrame(w, 1)
+		_ = w.WriteMessage(&wire.Stats{Packets: 1, AgentDropped: 4})
+		_ = w.WriteMessage(&wire.End{Reason: waitStop(r), Stats: wire.Stats{Packets: 1, AgentDropped: 4}})
+	})
+	req := request(targets)
+	req.Format = FormatPcapng
+	req.Duration = 300 * time.Millisecond
+	sess, _ := Start(context.Background(), agents, req, Options{BufferBytes: 1 << 20, StatsInterval: 20 * time.Millisecond})
+	var out bytes.Buffer
+	sess.Run(context.Background(), &out, func() error { return nil }, noStop())
+	isbs := 0
+	for b := out.Bytes(); len(b) >= 12; {
+		n := int(uint32(b[4]) | uint32(b[5])<<8 | uint32(b[6])<<16 | uint32(b[7])<<24)
+		if b[0] == 5 && b[1] == 0 && b[2] == 0 && b[3] == 0 {
+			isbs++
+		}
+		b = b[n:]
+	}
+	if isbs < 3 {
+		t.Fatalf("%d interface statistics blocks in a 300ms capture with a 20ms interval", isbs)
+	}
+	// Wireshark's reader takes statistics blocks anywhere in the file.
+	file := filepath.Join(t.TempDir(), "stats.pcapng")
+	if err := os.WriteFile(file, out.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("tshark", "-r", file, "-T", "fields", "-e", "frame.number")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	got, err := cmd.Output()
+	if err != nil || strings.TrimSpace(string(got)) != "1" || strings.Contains(stderr.String(), "rror") {
+		t.Fatalf("tshark: %v %q %s", err, got, stderr.String())
+	}
 }

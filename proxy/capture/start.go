@@ -67,6 +67,9 @@ type Options struct {
 	BufferBytes int
 	Logger      *slog.Logger
 	Metrics     *apimetrics.Metrics
+	// StatsInterval is how often a pcapng stream gets interface
+	// statistics; 0 means every 5 seconds.
+	StatsInterval time.Duration
 }
 
 const (
@@ -123,6 +126,9 @@ func Start(ctx context.Context, agents Agents, req Request, opts Options) (*Sess
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("capture_id", req.CaptureID)
+	if opts.StatsInterval <= 0 {
+		opts.StatsInterval = 5 * time.Second
+	}
 	insts := make([]*instance, len(req.Targets))
 	errs := make([]*InstanceError, len(req.Targets))
 	var wg sync.WaitGroup
