@@ -126,6 +126,25 @@ type apiProc struct {
 	done   chan struct{} // closed when Run has returned
 	err    error         // what Run returned
 	audit  string
+	logs   *syncBuffer // everything the API logged
+}
+
+// syncBuffer is a bytes.Buffer safe for the API's concurrent loggers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // stop drains and stops the API, returning Run's error.
@@ -154,12 +173,13 @@ func startAPI(t *testing.T, p *pki, targets []apiconfig.DevTarget, mutate func(*
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d, err := apidaemon.New(ctx, &cfg, t.Output())
+	logs := &syncBuffer{}
+	d, err := apidaemon.New(ctx, &cfg, io.MultiWriter(t.Output(), logs))
 	if err != nil {
 		cancel()
 		t.Fatal(err)
 	}
-	a := &apiProc{d: d, url: "http://" + d.HTTPAddr().String(), tunnel: d.TunnelAddr().String(), cancel: cancel, done: make(chan struct{}), audit: cfg.AuditLog}
+	a := &apiProc{d: d, url: "http://" + d.HTTPAddr().String(), tunnel: d.TunnelAddr().String(), cancel: cancel, done: make(chan struct{}), audit: cfg.AuditLog, logs: logs}
 	go func() {
 		defer close(a.done)
 		a.err = d.Run(ctx)
