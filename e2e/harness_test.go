@@ -64,7 +64,7 @@ func TestMain(m *testing.M) {
 }
 
 // binary builds (once) and returns the path of pcap-server or pcap-server-cli.
-func binary(t *testing.T, name string) string {
+func binary(t testing.TB, name string) string {
 	t.Helper()
 	bins.once.Do(func() {
 		dir, err := os.MkdirTemp("", "pcap-e2e-bin")
@@ -89,7 +89,7 @@ type pki struct {
 	ca, apiCert, apiKey, agentCert, agentKey string
 }
 
-func newPKI(t *testing.T) *pki {
+func newPKI(t testing.TB) *pki {
 	t.Helper()
 	dir := t.TempDir()
 	ca, err := testpki.NewCA("e2e tunnel CA")
@@ -154,7 +154,7 @@ func (a *apiProc) stop() error {
 	return a.err
 }
 
-func startAPI(t *testing.T, p *pki, targets []apiconfig.DevTarget, mutate func(*apiconfig.Config)) *apiProc {
+func startAPI(t testing.TB, p *pki, targets []apiconfig.DevTarget, mutate func(*apiconfig.Config)) *apiProc {
 	t.Helper()
 	cfg := apiconfig.Default()
 	cfg.ID = "pcap-server-api/e2e"
@@ -210,7 +210,7 @@ func agentConfig(p *pki, api *apiProc, cellIP string, netns map[string]string) a
 
 // startAgent runs an agent in-process for the cell cellIP (a loopback
 // address it dials from) and waits until the API has registered it.
-func startAgent(t *testing.T, p *pki, api *apiProc, cellIP string, netns map[string]string) (stop func()) {
+func startAgent(t testing.TB, p *pki, api *apiProc, cellIP string, netns map[string]string) (stop func()) {
 	t.Helper()
 	return startAgentWith(t, api, agentConfig(p, api, cellIP, netns)).stop
 }
@@ -221,7 +221,7 @@ type agentProc struct {
 	stop func()
 }
 
-func startAgentWith(t *testing.T, api *apiProc, cfg agentconfig.Config) *agentProc {
+func startAgentWith(t testing.TB, api *apiProc, cfg agentconfig.Config) *agentProc {
 	t.Helper()
 	cellIP := cfg.CellIPs[0]
 	if err := cfg.Validate(); err != nil {
@@ -242,7 +242,7 @@ func startAgentWith(t *testing.T, api *apiProc, cfg agentconfig.Config) *agentPr
 }
 
 // startAgentProcess runs the built agent binary; the caller may kill it.
-func startAgentProcess(t *testing.T, p *pki, api *apiProc, cellIP string, netns map[string]string) *exec.Cmd {
+func startAgentProcess(t testing.TB, p *pki, api *apiProc, cellIP string, netns map[string]string) *exec.Cmd {
 	t.Helper()
 	cfg := agentConfig(p, api, cellIP, netns)
 	data, err := yaml.Marshal(cfg)
@@ -266,7 +266,7 @@ func startAgentProcess(t *testing.T, p *pki, api *apiProc, cellIP string, netns 
 	return cmd
 }
 
-func waitAgent(t *testing.T, api *apiProc, cellIP string) {
+func waitAgent(t testing.TB, api *apiProc, cellIP string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -286,7 +286,7 @@ type captureResp struct {
 
 // startCapture sends the request and returns once the status line is in:
 // every agent has answered, so the capture runs.
-func startCapture(t *testing.T, api *apiProc, query url.Values) *http.Response {
+func startCapture(t testing.TB, api *apiProc, query url.Values) *http.Response {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, api.url+"/v1/apps/"+appGUID+"/capture?"+query.Encode(), nil)
 	if err != nil {
@@ -302,7 +302,7 @@ func startCapture(t *testing.T, api *apiProc, query url.Values) *http.Response {
 }
 
 // finish reads the rest of the body (bounded in time) and writes it out.
-func finish(t *testing.T, resp *http.Response) *captureResp {
+func finish(t testing.TB, resp *http.Response) *captureResp {
 	t.Helper()
 	type result struct {
 		body []byte
@@ -331,7 +331,7 @@ func finish(t *testing.T, resp *http.Response) *captureResp {
 }
 
 // tshark reads the file and returns the fields of every packet.
-func tshark(t *testing.T, file string, fields ...string) [][]string {
+func tshark(t testing.TB, file string, fields ...string) [][]string {
 	t.Helper()
 	if _, err := exec.LookPath("tshark"); err != nil {
 		t.Fatal("tshark is not installed (make test installs it)")
@@ -372,7 +372,7 @@ type app struct {
 
 const udpPort = 9999
 
-func newApp(t *testing.T) *app {
+func newApp(t testing.TB) *app {
 	t.Helper()
 	p := netnstest.NewPair(t)
 	p.App.ListenUDP(t, netip.AddrPortFrom(netnstest.AppIP, udpPort))
@@ -382,7 +382,7 @@ func newApp(t *testing.T) *app {
 func payload(tag string, i int) []byte { return fmt.Appendf(nil, "%s-datagram-%06d", tag, i) }
 
 // send sends n datagrams tagged tag to the app.
-func (a *app) send(t *testing.T, tag string, n int) {
+func (a *app) send(t testing.TB, tag string, n int) {
 	t.Helper()
 	for i := range n {
 		if _, err := a.conn.Write(payload(tag, i)); err != nil {
