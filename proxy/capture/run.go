@@ -157,9 +157,12 @@ func (r *run) loop(ctx context.Context, stop <-chan wire.EndReason) {
 	defer statsTick.Stop()
 	var stopDeadline <-chan time.Time
 	var batch []queued
+	clientDone := ctx.Done()
 	for {
 		select {
-		case <-ctx.Done():
+		case <-clientDone:
+			// Once is enough: a closed channel would spin this loop.
+			clientDone = nil
 			r.decide(wire.EndClientGone)
 		case <-durationC:
 			r.decide(wire.EndDuration)

@@ -445,3 +445,20 @@ func TestPcapngCarriesPeriodicStatistics(t *testing.T) {
 		t.Fatalf("tshark: %v %q %s", err, got, stderr.String())
 	}
 }
+
+func TestCancelledRequestIsClientGone(t *testing.T) {
+	agents, targets := agentsFor(t, func(t *testing.T, req *wire.CaptureRequest, r *wire.Reader, w *wire.Writer) {
+		_ = w.WriteMessage(&wire.Started{LinkType: 1, Snaplen: req.Snaplen})
+		reason := waitStop(r)
+		// A slow drain: the API must wait for it without spinning.
+		time.Sleep(200 * time.Millisecond)
+		_ = w.WriteMessage(&wire.End{Reason: reason})
+	})
+	sess, _ := Start(context.Background(), agents, request(targets), Options{BufferBytes: 1 << 20})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	res := sess.Run(ctx, io.Discard, func() error { return nil }, noStop())
+	if res.Reason != wire.EndClientGone || res.Instances[0].Reason != wire.EndClientGone {
+		t.Fatalf("%+v", res)
+	}
+}
