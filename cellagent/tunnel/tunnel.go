@@ -114,12 +114,9 @@ func (c *Client) Peers() []Peer {
 func (c *Client) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	running := map[string]context.CancelFunc{}
-	defer func() {
-		for _, cancel := range running {
-			cancel()
-		}
-	}()
+	// retire is closed when an address leaves DNS: its session may finish
+	// (captures on it go on), but it is not dialled again.
+	running := map[string]chan struct{}{}
 	retry := backoff{base: c.cfg.RetryBase, max: c.cfg.RetryMax}
 	for {
 		targets, err := c.resolve(ctx)
@@ -129,18 +126,18 @@ func (c *Client) Run(ctx context.Context) error {
 		if err == nil || len(targets) > 0 {
 			// Keep the sessions we have when resolution fails outright: a
 			// DNS hiccup must not cut working tunnels.
-			for addr, cancel := range running {
+			for addr, retire := range running {
 				if !slices.Contains(targets, addr) {
-					c.log.Info("API address gone from DNS", "address", addr)
-					cancel()
+					c.log.Info("API address gone from DNS; not reconnecting to it", "address", addr)
+					close(retire)
 					delete(running, addr)
 				}
 			}
 			for _, addr := range targets {
 				if _, ok := running[addr]; !ok {
-					tctx, cancel := context.WithCancel(ctx)
-					running[addr] = cancel
-					wg.Go(func() { c.keep(tctx, addr) })
+					retire := make(chan struct{})
+					running[addr] = retire
+					wg.Go(func() { c.keep(ctx, addr, retire) })
 				}
 			}
 		}
@@ -192,8 +189,9 @@ func (c *Client) resolve(ctx context.Context) ([]string, error) {
 
 var errDuplicate = errors.New("already connected to this API replica through another address")
 
-// keep holds a session to addr, reconnecting with backoff.
-func (c *Client) keep(ctx context.Context, addr string) {
+// keep holds a session to addr, reconnecting with backoff, until ctx is
+// done or addr is retired.
+func (c *Client) keep(ctx context.Context, addr string, retire <-chan struct{}) {
 	retry := backoff{base: c.cfg.RetryBase, max: c.cfg.RetryMax}
 	for {
 		started := time.Now()
@@ -217,6 +215,8 @@ func (c *Client) keep(ctx context.Context, addr string) {
 		}
 		select {
 		case <-ctx.Done():
+			return
+		case <-retire:
 			return
 		case <-time.After(wait):
 		}
@@ -377,8 +377,10 @@ func (c *Client) measureRTT(sess *yamux.Session) {
 func (c *Client) claim(addr, apiID string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// One session per address (a retired address's session may still
+	// run) and one per API replica.
 	for a, p := range c.peers {
-		if p.APIID == apiID && a != addr {
+		if a == addr || p.APIID == apiID {
 			return false
 		}
 	}

@@ -328,3 +328,66 @@ func TestNewSessionReplacesOldForSameCell(t *testing.T) {
 	startAgent(t, p, []string{a.addr}, "127.0.0.1", "")
 	assertEcho(t, waitAgentMatching(t, a, "127.0.0.1", func(ag *tunnel.Agent) bool { return ag != old }))
 }
+
+// An API address that leaves DNS keeps its working session (captures on
+// it go on) but is not dialled again once that session ends.
+func TestAddressLeavingDNSIsNotRedialled(t *testing.T) {
+	p := newPKI(t)
+	first := startAPIStoppable(t, p, "127.0.0.1:0")
+	_, port, _ := net.SplitHostPort(first.addr)
+	var mu sync.Mutex
+	answer := []string{"127.0.0.1"}
+	lookups := make(chan struct{}, 100)
+	lookup := func(ctx context.Context, host string) ([]string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		select {
+		case lookups <- struct{}{}:
+		default:
+		}
+		return answer, nil
+	}
+	c := agenttunnel.New(agenttunnel.Config{
+		Addresses:         []string{net.JoinHostPort("pcap-server-api.service.cf.internal", port)},
+		TLS:               p.clientTLS(&p.agent),
+		KeepaliveInterval: time.Second,
+		ResolveInterval:   20 * time.Millisecond,
+		RetryBase:         10 * time.Millisecond,
+		RetryMax:          50 * time.Millisecond,
+		Hello:             wire.Hello{AgentID: "cell", CellIPs: []string{"127.0.0.1"}},
+		Handle:            echo,
+		LookupHost:        lookup,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	ag := waitAgent(t, first.api, "127.0.0.1")
+
+	drain := func() {
+		for len(lookups) > 0 {
+			<-lookups
+		}
+	}
+	mu.Lock()
+	answer = []string{"127.0.0.9"} // the replica left DNS; another appeared
+	mu.Unlock()
+	drain()
+	for range 3 { // resolved again at least twice after the change
+		<-lookups
+	}
+	if now, ok := first.api.srv.Registry.Lookup(netip.MustParseAddr("127.0.0.1")); !ok || now != ag {
+		t.Fatal("the session of the retired address was cut")
+	}
+	assertEcho(t, ag)
+
+	first.stop()
+	second := startAPI(t, p, "api/0", first.addr)
+	drain()
+	for range 10 { // many resolve and retry rounds
+		<-lookups
+	}
+	if _, ok := second.srv.Registry.Lookup(netip.MustParseAddr("127.0.0.1")); ok {
+		t.Fatal("the agent dialled an address that left DNS")
+	}
+}
