@@ -28,23 +28,9 @@ func cliCmd(t *testing.T, api *apiProc, args ...string) *exec.Cmd {
 func TestCLIWritesToStdout(t *testing.T) {
 	api, a := setup(t)
 	cmd := cliCmd(t, api, "-o", "-", "-f", "udp", "-c", "10")
-	var stdout, stderr bytes.Buffer
+	var stdout bytes.Buffer
 	cmd.Stdout = &stdout
-	errPipe, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(io.TeeReader(errPipe, &stderr))
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
+	lines, stderr := startWatchingStderr(t, cmd)
 	waitLine(t, lines, regexp.MustCompile(`^Capturing app my-app`))
 	a.send(t, "stdout", 10)
 	for range lines {
@@ -212,4 +198,27 @@ func clean(b []byte) []byte { return escapes.ReplaceAll(bytes.Clone(b), nil) }
 func cliStandalone(t *testing.T, args ...string) *exec.Cmd {
 	t.Helper()
 	return exec.Command(binary(t, "pcap-server-cli"), args...)
+}
+
+// startWatchingStderr starts cmd and returns its stderr line by line (the
+// channel closes when stderr does) and as a whole.
+func startWatchingStderr(t testing.TB, cmd *exec.Cmd) (<-chan string, *bytes.Buffer) {
+	t.Helper()
+	pipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var all bytes.Buffer
+	lines := make(chan string, 100)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(io.TeeReader(pipe, &all))
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	return lines, &all
 }

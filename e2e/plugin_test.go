@@ -1,11 +1,8 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -76,22 +73,7 @@ func (w *cfWorld) runPlugin(t *testing.T, send int, args ...string) (string, int
 		t.Fatal(err)
 	}
 	cmd := w.cf.Command(ctx, w.bin, append([]string{"pcap"}, args...)...)
-	errPipe, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	lines := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(io.TeeReader(errPipe, &stderr))
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
+	lines, stderr := startWatchingStderr(t, cmd)
 	if send > 0 {
 		waitLine(t, lines, regexp.MustCompile(`^Capturing app`))
 		w.app.send(t, "plugin", send)
@@ -249,19 +231,7 @@ func TestStandaloneRefreshesTheTokenFromCfConfig(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "s.pcap")
 	cmd := cliStandalone(t, "pcap", appName, "-i", "0", "-f", "udp", "-c", "4", "-o", out)
 	cmd.Env = append(os.Environ(), "CF_HOME="+home, "SSL_CERT_FILE="+w.f.caBundle, "PCAP_API_URL="+w.api.url, "PCAP_TOKEN=")
-	errPipe, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	lines := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(io.TeeReader(errPipe, &stderr))
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
+	lines, stderr := startWatchingStderr(t, cmd)
 	waitLine(t, lines, regexp.MustCompile(`^Capturing app`))
 	w.app.send(t, "standalone", 4)
 	for range lines {
