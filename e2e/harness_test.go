@@ -244,7 +244,12 @@ func startAgentWith(t testing.TB, api *apiProc, cfg agentconfig.Config) *agentPr
 // startAgentProcess runs the built agent binary; the caller may kill it.
 func startAgentProcess(t testing.TB, p *pki, api *apiProc, cellIP string, netns map[string]string) *exec.Cmd {
 	t.Helper()
-	cfg := agentConfig(p, api, cellIP, netns)
+	return startAgentProcessWith(t, api, agentConfig(p, api, cellIP, netns))
+}
+
+func startAgentProcessWith(t testing.TB, api *apiProc, cfg agentconfig.Config) *exec.Cmd {
+	t.Helper()
+	cellIP := cfg.CellIPs[0]
 	data, err := yaml.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)

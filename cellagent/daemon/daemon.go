@@ -6,7 +6,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -14,6 +13,7 @@ import (
 	"github.com/cloudfoundry/pcap-server-release/cellagent/agent"
 	"github.com/cloudfoundry/pcap-server-release/cellagent/agentconfig"
 	"github.com/cloudfoundry/pcap-server-release/cellagent/agentmetrics"
+	"github.com/cloudfoundry/pcap-server-release/cellagent/garden"
 	"github.com/cloudfoundry/pcap-server-release/cellagent/tunnel"
 	"github.com/cloudfoundry/pcap-server-release/internal/buildinfo"
 	"github.com/cloudfoundry/pcap-server-release/internal/logging"
@@ -38,6 +38,7 @@ type Daemon struct {
 	agent   *agent.Agent
 	client  *tunnel.Client
 	metrics *metricsserver.Server
+	garden  *garden.Locator // nil in dev mode
 }
 
 // New builds the agent from its configuration.
@@ -50,14 +51,25 @@ func New(cfg *agentconfig.Config, o Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	d := &Daemon{cfg: cfg, log: log}
 	var locator agent.Locator
 	if cfg.Dev != nil {
 		log.Warn("dev mode: containers are taken from dev.netns, not from garden")
 		locator = agent.StaticLocator(cfg.Dev.Netns)
 	} else {
-		return nil, errors.New("garden lookup is not available yet: configure dev.netns")
+		g, err := garden.New(garden.Config{
+			Network:           cfg.Garden.Network,
+			Address:           cfg.Garden.Address,
+			ContainerNetnsDir: cfg.ContainerNetnsDir,
+			RuncRoots:         cfg.RuncRoots,
+			Logger:            log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		d.garden = g
+		locator = g
 	}
-	d := &Daemon{cfg: cfg, log: log}
 	reg := metricsserver.NewRegistry("pcap_agent")
 	m := agentmetrics.New(reg)
 	if d.metrics, err = metricsserver.Listen(cfg.Metrics.Address, reg, log); err != nil {
@@ -103,6 +115,13 @@ func (d *Daemon) MetricsAddr() net.Addr {
 // metrics stay up until the captures have ended.
 func (d *Daemon) Run(ctx context.Context) error {
 	defer d.metrics.Close()
+	if d.garden != nil {
+		defer d.garden.Close()
+		// Say at once when garden is not there; lookups will retry anyway.
+		if err := d.garden.Ping(ctx); err != nil {
+			d.log.Warn("garden does not answer yet", "error", err)
+		}
+	}
 	d.log.Info("starting", "version", buildinfo.Version(), "id", d.cfg.ID, "cell_ips", d.cfg.CellIPs, "api", d.cfg.API.Addresses)
 	metricsCtx, stopMetrics := context.WithCancel(context.Background())
 	metricsErr := make(chan error, 1)

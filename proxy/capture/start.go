@@ -221,7 +221,12 @@ func startInstance(ctx context.Context, agents Agents, req Request, t Target, op
 	}
 	if e, ok := m.(*wire.Error); ok {
 		inst.abort()
-		return fail(statusOf(e.Code), "%s", e.Message)
+		switch e.Code {
+		case wire.ErrBadRequest, wire.ErrBadFilter, wire.ErrNoSuchDevice:
+			return fail(statusOf(e.Code), "%s", e.Message)
+		}
+		// The rest is about the cell: say which one, for the operator.
+		return fail(statusOf(e.Code), "cell %s: %s", t.CellIP, e.Message)
 	}
 	_ = stream.SetDeadline(time.Time{})
 	inst.started = m.(*wire.Started)

@@ -1,0 +1,148 @@
+package garden_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloudfoundry/pcap-server-release/cellagent/garden"
+	"github.com/cloudfoundry/pcap-server-release/internal/cffake"
+)
+
+func newClient(t *testing.T, g *cffake.Garden, timeout time.Duration) *garden.Client {
+	t.Helper()
+	c, err := garden.NewClient(g.Network, g.Address, timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func TestNewClientChecksArguments(t *testing.T) {
+	if _, err := garden.NewClient("udp", "x", 0); err == nil || !strings.Contains(err.Error(), "unix or tcp") {
+		t.Errorf("udp: %v", err)
+	}
+	if _, err := garden.NewClient("unix", "", 0); err == nil {
+		t.Error("empty address accepted")
+	}
+}
+
+func TestClientRoutes(t *testing.T) {
+	for _, tcp := range []bool{false, true} {
+		g := cffake.NewGarden(t)
+		if tcp {
+			g = cffake.NewGardenTCP(t)
+		}
+		c := newClient(t, g, 0)
+		ctx := t.Context()
+		a0 := g.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-a", Index: 0})
+		a1 := g.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-a", Index: 1})
+		g.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-b", Index: 0})
+
+		if err := c.Ping(ctx); err != nil {
+			t.Errorf("%s: ping: %v", g.Network, err)
+		}
+		handles, err := c.Containers(ctx, map[string]string{"network.app_id": "app-a", "executor:owner": "executor"})
+		slices.Sort(handles)
+		want := []string{a0, a1}
+		slices.Sort(want)
+		if err != nil || !slices.Equal(handles, want) {
+			t.Errorf("%s: containers = %v, %v; want %v", g.Network, handles, err, want)
+		}
+		props, err := c.Properties(ctx, a1)
+		if err != nil || props["network.app_id"] != "app-a" || !strings.Contains(props["log_config"], `"index":1`) {
+			t.Errorf("%s: properties = %v, %v", g.Network, props, err)
+		}
+		info, err := c.Info(ctx, a0)
+		if err != nil || info.State != "active" || info.Properties["network.app_id"] != "app-a" || info.ContainerPath == "" {
+			t.Errorf("%s: info = %+v, %v", g.Network, info, err)
+		}
+		_, err = c.Properties(ctx, "gone")
+		var ge *garden.Error
+		if !garden.IsContainerNotFound(err) || !errors.As(err, &ge) || ge.Status != 404 || ge.Handle != "gone" || ge.Message != "unknown handle: gone" {
+			t.Errorf("%s: missing container: %v", g.Network, err)
+		}
+		if _, err := c.Info(ctx, "gone"); !garden.IsContainerNotFound(err) {
+			t.Errorf("%s: info of a missing container: %v", g.Network, err)
+		}
+	}
+}
+
+// The filter goes on the wire as garden's client sends it, the colon of
+// executor:owner escaped.
+func TestClientEncodesFilter(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "g.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	queries := make(chan string, 1)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		queries <- r.Method + " " + r.Host + " " + r.URL.Path + "?" + r.URL.RawQuery
+		w.Write([]byte(`{"Handles":["h"]}`))
+	})}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(l) }()
+	t.Cleanup(func() { srv.Close(); <-done })
+
+	c, err := garden.NewClient("unix", sock, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Containers(t.Context(), map[string]string{"executor:owner": "executor", "network.app_id": "a b"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := <-queries, "GET api /containers?executor%3Aowner=executor&network.app_id=a+b"; got != want {
+		t.Errorf("request %q, want %q", got, want)
+	}
+}
+
+func TestClientFailures(t *testing.T) {
+	g := cffake.NewGarden(t)
+	c := newClient(t, g, 200*time.Millisecond)
+	ctx := t.Context()
+
+	g.Inject(cffake.GardenList, cffake.GardenFault{Status: 500, Body: "<html>\nproxy error</html>"})
+	_, err := c.Containers(ctx, nil)
+	var ge *garden.Error
+	if !errors.As(err, &ge) || ge.Status != 500 || ge.Message != "<html>" || garden.IsContainerNotFound(err) {
+		t.Errorf("non-JSON 500: %v", err)
+	}
+
+	g.Inject(cffake.GardenList, cffake.GardenFault{Status: 200, Body: `{"Handles":[` + strings.Repeat(`"x",`, 300000) + `"x"]}`})
+	if _, err := c.Containers(ctx, nil); err == nil || !strings.Contains(err.Error(), "exceeds") {
+		t.Errorf("oversized reply: %v", err)
+	}
+
+	g.Inject(cffake.GardenList, cffake.GardenFault{Status: 200, Body: `{"Handles":"h"}`})
+	if _, err := c.Containers(ctx, nil); err == nil || !strings.Contains(err.Error(), "decode") {
+		t.Errorf("malformed reply: %v", err)
+	}
+
+	g.Inject(cffake.GardenPing, cffake.GardenFault{Delay: time.Hour})
+	start := time.Now()
+	if err := c.Ping(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("slow garden: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("call timeout of 200ms took %v", d)
+	}
+
+	g.Clear()
+	if err := c.Ping(ctx); err != nil {
+		t.Errorf("after Clear: %v", err)
+	}
+	g.Close()
+	var oe *net.OpError
+	if err := c.Ping(ctx); !errors.As(err, &oe) || oe.Op != "dial" {
+		t.Errorf("garden down: %v", err)
+	}
+}
