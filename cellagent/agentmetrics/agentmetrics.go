@@ -109,6 +109,10 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.LookupFailures.WithLabelValues(string(c))
 	}
 	m.CaptureRequests.WithLabelValues("started")
+	for _, c := range []wire.ErrorCode{wire.ErrBadRequest, wire.ErrBadFilter, wire.ErrNoSuchDevice, wire.ErrContainerNotFound,
+		wire.ErrNoNetns, wire.ErrGardenUnavailable, wire.ErrLimit, wire.ErrDraining, wire.ErrInternal} {
+		m.CaptureRequests.WithLabelValues(string(c))
+	}
 	return m
 }
 

@@ -66,7 +66,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		CaptureDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "capture_duration_seconds",
 			Help:    "How long captures streamed.",
-			Buckets: []float64{1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600},
+			Buckets: []float64{0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600},
 		}),
 		StreamedBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "streamed_bytes_total",
@@ -78,7 +78,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 		Dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "dropped_packets_total",
-			Help: "Packets lost by where: kernel (capture ring full on the cell), agent (agent buffer full), api (this API's buffer full: client too slow).",
+			Help: "Packets lost by where: kernel (on the cell: capture ring full, or dropped by the interface), agent (agent buffer full: tunnel too slow), api (this API's buffer full: client too slow).",
 		}, []string{"reason"}),
 		UpstreamDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "upstream_request_duration_seconds",
@@ -111,6 +111,9 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	for _, r := range []string{"started", "error"} {
 		m.StreamOpenSeconds.WithLabelValues(r)
+	}
+	for _, code := range []int{200, 400, 401, 403, 404, 409, 429, 500, 502, 503} {
+		m.CaptureRequests.WithLabelValues(strconv.Itoa(code))
 	}
 	return m
 }
