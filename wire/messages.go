@@ -16,12 +16,17 @@ type Message interface {
 
 // Hello opens the control stream (agent → API).
 type Hello struct {
-	MinVersion   int      `json:"min_version"`
-	MaxVersion   int      `json:"max_version"`
-	AgentID      string   `json:"agent_id"`
-	AgentVersion string   `json:"agent_version"`
-	CellIPs      []string `json:"cell_ips"`
-	MaxCaptures  int      `json:"max_captures"`
+	MinVersion   int    `json:"min_version"`
+	MaxVersion   int    `json:"max_version"`
+	AgentID      string `json:"agent_id"`
+	AgentVersion string `json:"agent_version"`
+	// RunID is random per agent process: a second session of a running
+	// agent (the same replica reached through another address) is
+	// refused as a duplicate, while a restarted agent replaces its old
+	// session.
+	RunID       string   `json:"run_id,omitempty"`
+	CellIPs     []string `json:"cell_ips"`
+	MaxCaptures int      `json:"max_captures"`
 }
 
 // Welcome accepts a Hello (API → agent).
@@ -50,6 +55,9 @@ const (
 	RefusedIdentity RefusalReason = "identity"
 	RefusedInvalid  RefusalReason = "invalid_hello"
 	RefusedDraining RefusalReason = "draining"
+	// RefusedDuplicate: this agent process already has a session with
+	// this API replica. The agent keeps the one it has.
+	RefusedDuplicate RefusalReason = "duplicate"
 )
 
 // CaptureRequest starts a capture of one container (API → agent).
@@ -183,6 +191,16 @@ const (
 	EndContainerGone EndReason = "container_gone"
 	EndError         EndReason = "error"
 )
+
+// Valid reports whether r is one of the reasons above.
+func (r EndReason) Valid() bool {
+	switch r {
+	case EndRequested, EndDuration, EndPackets, EndMaxBytes, EndClientGone, EndAgentLost,
+		EndAgentDraining, EndAPIDraining, EndContainerGone, EndError:
+		return true
+	}
+	return false
+}
 
 func (*Hello) Type() Type          { return TypeHello }
 func (*Welcome) Type() Type        { return TypeWelcome }

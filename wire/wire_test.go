@@ -13,7 +13,7 @@ import (
 
 func allMessages() []Message {
 	return []Message{
-		&Hello{MinVersion: 1, MaxVersion: 3, AgentID: "6a3c-cell", AgentVersion: "1.2.3", CellIPs: []string{"10.0.16.5", "fd00::5"}, MaxCaptures: 5},
+		&Hello{MinVersion: 1, MaxVersion: 3, AgentID: "6a3c-cell", AgentVersion: "1.2.3", RunID: "run-1", CellIPs: []string{"10.0.16.5", "fd00::5"}, MaxCaptures: 5},
 		&Welcome{Version: 1, APIID: "pcap-server-api/0", APIVersion: "1.2.3", CellIPs: []string{"10.0.16.5"}},
 		&Refused{Reason: RefusedVersion, Message: "no common version", MinVersion: 1, MaxVersion: 1},
 		&CaptureRequest{CaptureID: "c1", AppGUID: "app", ProcessType: "web", Index: 2, InstanceGUID: "inst", Device: "eth0", Filter: "tcp port 8080", Snaplen: 96, DurationMillis: 1500, MaxPackets: 10},

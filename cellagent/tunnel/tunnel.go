@@ -11,6 +11,7 @@ package tunnel
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -89,6 +90,7 @@ func New(cfg Config) *Client {
 		cfg.KeepaliveInterval = 10 * time.Second
 	}
 	cfg.Hello.MinVersion, cfg.Hello.MaxVersion = wire.MinVersion, wire.MaxVersion
+	cfg.Hello.RunID = rand.Text()
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -117,28 +119,25 @@ func (c *Client) Run(ctx context.Context) error {
 	// retire is closed when an address leaves DNS: its session may finish
 	// (captures on it go on), but it is not dialled again.
 	running := map[string]chan struct{}{}
+	lastGood := map[string][]string{}
 	retry := backoff{base: c.cfg.RetryBase, max: c.cfg.RetryMax}
 	for {
-		targets, err := c.resolve(ctx)
+		targets, err := c.resolve(ctx, lastGood)
 		if err != nil {
 			c.log.Warn("resolve API addresses", "error", err)
 		}
-		if err == nil || len(targets) > 0 {
-			// Keep the sessions we have when resolution fails outright: a
-			// DNS hiccup must not cut working tunnels.
-			for addr, retire := range running {
-				if !slices.Contains(targets, addr) {
-					c.log.Info("API address gone from DNS; not reconnecting to it", "address", addr)
-					close(retire)
-					delete(running, addr)
-				}
+		for addr, retire := range running {
+			if !slices.Contains(targets, addr) {
+				c.log.Info("API address gone from DNS; not reconnecting to it", "address", addr)
+				close(retire)
+				delete(running, addr)
 			}
-			for _, addr := range targets {
-				if _, ok := running[addr]; !ok {
-					retire := make(chan struct{})
-					running[addr] = retire
-					wg.Go(func() { c.keep(ctx, addr, retire) })
-				}
+		}
+		for _, addr := range targets {
+			if _, ok := running[addr]; !ok {
+				retire := make(chan struct{})
+				running[addr] = retire
+				wg.Go(func() { c.keep(ctx, addr, retire) })
 			}
 		}
 		c.mu.Lock()
@@ -159,8 +158,10 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 }
 
-// resolve turns the configured addresses into ip:port targets.
-func (c *Client) resolve(ctx context.Context) ([]string, error) {
+// resolve turns the configured addresses into ip:port targets. A name
+// that fails to resolve keeps the targets it had last time (lastGood), so
+// that a DNS hiccup on one name does not retire its working sessions.
+func (c *Client) resolve(ctx context.Context, lastGood map[string][]string) ([]string, error) {
 	var targets []string
 	var errs []error
 	for _, a := range c.cfg.Addresses {
@@ -174,17 +175,18 @@ func (c *Client) resolve(ctx context.Context) ([]string, error) {
 		cancel()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("resolve %s: %w", host, err))
+			targets = append(targets, lastGood[a]...)
 			continue
 		}
+		var mine []string
 		for _, ip := range ips {
-			t := net.JoinHostPort(ip, port)
-			if !slices.Contains(targets, t) {
-				targets = append(targets, t)
-			}
+			mine = append(mine, net.JoinHostPort(ip, port))
 		}
+		lastGood[a] = mine
+		targets = append(targets, mine...)
 	}
 	slices.Sort(targets)
-	return targets, errors.Join(errs...)
+	return slices.Compact(targets), errors.Join(errs...)
 }
 
 var errDuplicate = errors.New("already connected to this API replica through another address")
@@ -237,11 +239,18 @@ func (c *Client) session(ctx context.Context, addr string) error {
 	c.log.Info("tunnel up", "address", addr, "api_id", welcome.APIID, "version", welcome.Version, "cell_ips", welcome.CellIPs)
 	go c.measureRTT(sess)
 
-	var handlers sync.WaitGroup
+	var (
+		handlers sync.WaitGroup
+		mu       sync.Mutex
+		closing  bool // no handler starts once set: Wait may begin
+	)
 	// On shutdown: no new streams (GoAway), let the running captures end,
 	// then close, which also ends the accept loop below.
 	stop := context.AfterFunc(ctx, func() {
 		_ = sess.GoAway()
+		mu.Lock()
+		closing = true
+		mu.Unlock()
 		handlers.Wait()
 		_ = sess.Close()
 	})
@@ -249,16 +258,27 @@ func (c *Client) session(ctx context.Context, addr string) error {
 	for {
 		stream, err := sess.AcceptStream()
 		if err != nil {
+			mu.Lock()
+			closing = true
+			mu.Unlock()
 			handlers.Wait()
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			return &connectError{reason: agentmetrics.ReasonSessionEnded, err: fmt.Errorf("session with %s ended: %w", welcome.APIID, err)}
 		}
+		mu.Lock()
+		if closing {
+			// Opened before the API saw our GoAway: refuse it.
+			mu.Unlock()
+			stream.Close()
+			continue
+		}
 		handlers.Go(func() {
 			defer stream.Close()
 			c.cfg.Handle(ctx, stream)
 		})
+		mu.Unlock()
 	}
 }
 
@@ -287,6 +307,10 @@ func (c *Client) connect(ctx context.Context, addr string) (*yamux.Session, *wir
 		reason := agentmetrics.ReasonHandshake
 		var r *refusedError
 		if errors.As(err, &r) {
+			if r.r.Reason == wire.RefusedDuplicate {
+				// The replica is served by another of our sessions.
+				return nil, nil, fmt.Errorf("%w: %s", errDuplicate, r.r.Message)
+			}
 			reason = agentmetrics.ReasonRefused
 		}
 		return nil, nil, &connectError{reason, fmt.Errorf("handshake with API %s: %w", addr, err)}

@@ -27,6 +27,9 @@ type captureParams struct {
 	format     capture.Format
 }
 
+// maxInstances bounds the instances one capture may name.
+const maxInstances = 1000
+
 var (
 	processPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 	knownParams    = []string{"instance", "process", "device", "filter", "snaplen", "duration", "packets", "format"}
@@ -56,14 +59,19 @@ func parseCaptureParams(q url.Values, l apiconfig.Limits) (captureParams, error)
 		duration: l.DefaultDuration.D(),
 		format:   capture.FormatPcap,
 	}
+	seen := map[int]bool{}
 	for _, v := range q["instance"] {
 		for _, s := range strings.Split(v, ",") {
 			i, err := strconv.Atoi(strings.TrimSpace(s))
 			if err != nil || i < 0 || i > 100000 {
 				return bad("instance %q is not an instance index (0, 1, ...)", s)
 			}
-			if !slices.Contains(p.indices, i) {
+			if !seen[i] {
+				seen[i] = true
 				p.indices = append(p.indices, i)
+			}
+			if len(p.indices) > maxInstances {
+				return bad("more than %d instances in one capture", maxInstances)
 			}
 		}
 	}

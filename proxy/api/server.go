@@ -171,6 +171,7 @@ func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request) {
 var trailers = []string{"Pcap-End-Reason", "Pcap-Packets", "Pcap-Bytes", "Pcap-Dropped", "Pcap-Dropped-Detail"}
 
 func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
+	arrival := time.Now()
 	ctx := r.Context()
 	captureID := newCaptureID()
 	w.Header().Set("Pcap-Capture-Id", captureID)
@@ -220,6 +221,7 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 		Filter:     params.filter,
 		Snaplen:    params.snaplen,
 		Duration:   params.duration,
+		Deadline:   arrival.Add(params.duration - stopSlack(params.duration)),
 		MaxPackets: params.maxPackets,
 		MaxBytes:   int64(s.opts.Limits.MaxBytes),
 		Format:     params.format,
@@ -282,6 +284,12 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 		"dropped_kernel", res.Dropped.Kernel, "dropped_agent", res.Dropped.Agent, "dropped_api", res.Dropped.API,
 		"duration_seconds", rec.Duration)
 }
+
+// stopSlack is how much earlier than its duration a capture is stopped,
+// so that the agents' drain and the trailers fit in the duration: at the
+// default maximum of 15 minutes the gorouter cuts the request at exactly
+// that, trailers and all.
+func stopSlack(d time.Duration) time.Duration { return min(2*time.Second, d/10) }
 
 // captureAgents adapts the tunnel registry to what a capture needs.
 type captureAgents struct{ r *tunnel.Registry }

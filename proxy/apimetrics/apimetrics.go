@@ -49,7 +49,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 		Handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "agent_handshakes_total",
-			Help: "Agent connection attempts by result: accepted, tls_failed, unsupported_version, identity, invalid_hello, error.",
+			Help: "Agent connection attempts by result: accepted, tls_failed, unsupported_version, identity, invalid_hello, duplicate (a second session of one agent process), error.",
 		}, []string{"result"}),
 		CaptureRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "capture_requests_total",
@@ -102,7 +102,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	for _, r := range []string{DropKernel, DropAgent, DropAPI} {
 		m.Dropped.WithLabelValues(r)
 	}
-	for _, r := range []string{"accepted", "tls_failed", string(wire.RefusedVersion), string(wire.RefusedIdentity), string(wire.RefusedInvalid), "error"} {
+	for _, r := range []string{"accepted", "tls_failed", string(wire.RefusedVersion), string(wire.RefusedIdentity), string(wire.RefusedInvalid), string(wire.RefusedDuplicate), "error"} {
 		m.Handshakes.WithLabelValues(r)
 	}
 	for _, r := range []wire.EndReason{wire.EndRequested, wire.EndDuration, wire.EndPackets, wire.EndMaxBytes, wire.EndClientGone,

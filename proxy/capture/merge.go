@@ -50,8 +50,16 @@ func (f *fifo) pop() (q queued) {
 	q = f.items[f.head]
 	f.items[f.head] = queued{}
 	f.head++
-	if f.head == len(f.items) {
+	switch {
+	case f.head == len(f.items):
 		f.items, f.head = f.items[:0], 0
+	case f.head > 1024 && f.head > len(f.items)/2:
+		// A queue that never runs empty (its instance is busy while
+		// another waits out the hold) must not keep a slot for every
+		// packet it ever held.
+		n := copy(f.items, f.items[f.head:])
+		clear(f.items[n:])
+		f.items, f.head = f.items[:n], 0
 	}
 	return q
 }

@@ -117,3 +117,23 @@ func TestMergeBudgetDropsAndCounts(t *testing.T) {
 		t.Fatalf("budget not returned: dropped %d", d)
 	}
 }
+
+// A queue that never empties keeps memory proportional to what it holds,
+// not to what it ever held.
+func TestMergeQueueDoesNotGrowWhileNeverEmpty(t *testing.T) {
+	m, clk := newTestMerger(2)
+	ts := int64(0)
+	for range 2000 {
+		for range 50 {
+			ts++
+			m.push(0, pkts(ts))
+		}
+		clk.advance(300 * time.Millisecond) // past the hold: all but the newest go
+		m.push(0, pkts(ts+1))
+		ts++
+		m.pop(nil)
+	}
+	if q := &m.queues[0]; q.len() > 2 || cap(q.items) > 4096 {
+		t.Fatalf("queue holds %d packets in %d slots", q.len(), cap(q.items))
+	}
+}

@@ -146,8 +146,8 @@ func (r *run) flush() error {
 
 func (r *run) loop(ctx context.Context, stop <-chan wire.EndReason) {
 	var durationC <-chan time.Time
-	if r.req.Duration > 0 {
-		t := time.NewTimer(r.req.Duration)
+	if r.req.Duration > 0 || !r.req.Deadline.IsZero() {
+		t := time.NewTimer(r.req.remaining())
 		defer t.Stop()
 		durationC = t.C
 	}
@@ -282,7 +282,10 @@ func (r *run) read(i int) {
 			// The reader's buffer is reused: the merger needs its own copy.
 			payload := append([]byte(nil), f.Payload...)
 			if pkts, err = wire.DecodePackets(payload, pkts[:0]); err != nil {
-				r.instanceEnded(inst, nil, err)
+				// The stream is broken: close it at once, so that the
+				// agent stops capturing for nobody.
+				_ = inst.stream.Close()
+				r.instanceEnded(inst, &wire.End{Reason: wire.EndError, Message: err.Error(), Stats: inst.snapshot()}, nil)
 				return
 			}
 			r.opts.Metrics.Drop(apimetrics.DropAPI, uint64(r.merge.push(i, pkts)))
@@ -302,6 +305,13 @@ func (r *run) read(i int) {
 			r.log.Warn("unexpected frame from agent", "index", inst.target.Index, "type", f.Type)
 		}
 	}
+}
+
+// snapshot is the instance's counters so far.
+func (i *instance) snapshot() wire.Stats {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.stats
 }
 
 // updateStats records an instance's counters and counts the new drops.
@@ -325,6 +335,10 @@ func delta(now, before uint64) uint64 {
 
 func (r *run) instanceEnded(inst *instance, end *wire.End, err error) {
 	if end != nil {
+		if !end.Reason.Valid() {
+			end.Reason = wire.EndError
+		}
+		end.Message = clip(end.Message)
 		r.updateStats(inst, &end.Stats)
 	}
 	inst.mu.Lock()

@@ -342,7 +342,7 @@ func TestMalformedFrameEndsTheInstanceNotTheFile(t *testing.T) {
 	sess, _ := Start(context.Background(), agents, request(targets), Options{BufferBytes: 1 << 20})
 	var out bytes.Buffer
 	res := sess.Run(context.Background(), &out, func() error { return nil }, noStop())
-	if res.Reason != wire.EndAgentLost || !strings.Contains(res.Instances[0].Message, "malformed") {
+	if res.Reason != wire.EndError || !strings.Contains(res.Instances[0].Message, "malformed") {
 		t.Fatalf("%+v", res)
 	}
 	if got := readPcap(t, out.Bytes()); len(got) != 1 {
@@ -460,5 +460,20 @@ func TestCancelledRequestIsClientGone(t *testing.T) {
 	res := sess.Run(ctx, io.Discard, func() error { return nil }, noStop())
 	if res.Reason != wire.EndClientGone || res.Instances[0].Reason != wire.EndClientGone {
 		t.Fatalf("%+v", res)
+	}
+}
+
+// An agent's end reason outside the contract becomes error, and its long
+// message is clipped before it reaches headers, logs and metrics.
+func TestAgentReasonsAndMessagesAreChecked(t *testing.T) {
+	agents, targets := agentsFor(t, func(t *testing.T, req *wire.CaptureRequest, r *wire.Reader, w *wire.Writer) {
+		_ = w.WriteMessage(&wire.Started{LinkType: 1, Snaplen: req.Snaplen})
+		_ = w.WriteMessage(&wire.End{Reason: "bogus\nreason", Message: strings.Repeat("x\n", 100000)})
+	})
+	m, _ := newMetrics()
+	sess, _ := Start(context.Background(), agents, request(targets), Options{BufferBytes: 1 << 20, Metrics: m})
+	res := sess.Run(context.Background(), io.Discard, func() error { return nil }, noStop())
+	if res.Reason != wire.EndError || len(res.Instances[0].Message) > maxAgentMessage+3 || strings.Contains(res.Instances[0].Message, "\n") {
+		t.Fatalf("reason %q, message of %d bytes", res.Reason, len(res.Instances[0].Message))
 	}
 }

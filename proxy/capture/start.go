@@ -11,8 +11,10 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/cloudfoundry/pcap-server-release/proxy/apimetrics"
 	"github.com/cloudfoundry/pcap-server-release/proxy/tunnel"
@@ -32,12 +34,16 @@ type Target struct {
 
 // Request is a capture as the client asked for it, within the limits.
 type Request struct {
-	CaptureID  string
-	Targets    []Target
-	Device     string
-	Filter     string
-	Snaplen    int
+	CaptureID string
+	Targets   []Target
+	Device    string
+	Filter    string
+	Snaplen   int
+	// Duration bounds the capture; with Deadline set it ends at Deadline
+	// instead, counting the time the request took to start (the gorouter
+	// counts it too).
 	Duration   time.Duration
+	Deadline   time.Time
 	MaxPackets uint64
 	MaxBytes   int64
 	Format     Format
@@ -76,12 +82,22 @@ const (
 	// startTimeout bounds the wait for an agent's Started or Error: it
 	// includes the container lookup on the cell.
 	startTimeout = 15 * time.Second
-	// stopTimeout bounds the wait for agents to drain and end after Stop.
-	stopTimeout = 5 * time.Second
+	// stopTimeout bounds the wait for agents to drain and end after Stop:
+	// a full agent queue must get through a slow tunnel.
+	stopTimeout = 15 * time.Second
 	// holdTime is how long a packet may wait for the other instances'
 	// packets to be ordered with: several agent read timeouts.
 	holdTime = 250 * time.Millisecond
 )
+
+// remaining is how long the capture may still run; 0 means no bound.
+func (r *Request) remaining() time.Duration {
+	if r.Deadline.IsZero() {
+		return r.Duration
+	}
+	// At least a millisecond: zero would mean no bound to an agent.
+	return max(time.Until(r.Deadline), time.Millisecond)
+}
 
 // InstanceError says why one instance could not be captured.
 type InstanceError struct {
@@ -190,7 +206,7 @@ func startInstance(ctx context.Context, agents Agents, req Request, t Target, op
 		Device:         req.Device,
 		Filter:         req.Filter,
 		Snaplen:        req.Snaplen,
-		DurationMillis: req.Duration.Milliseconds(),
+		DurationMillis: req.remaining().Milliseconds(),
 		MaxPackets:     req.MaxPackets,
 	}
 	// The deadline also ends the wait when the client goes away.
@@ -221,16 +237,40 @@ func startInstance(ctx context.Context, agents Agents, req Request, t Target, op
 	}
 	if e, ok := m.(*wire.Error); ok {
 		inst.abort()
+		msg := clip(e.Message)
 		switch e.Code {
 		case wire.ErrBadRequest, wire.ErrBadFilter, wire.ErrNoSuchDevice:
-			return fail(statusOf(e.Code), "%s", e.Message)
+			return fail(statusOf(e.Code), "%s", msg)
 		}
 		// The rest is about the cell: say which one, for the operator.
-		return fail(statusOf(e.Code), "cell %s: %s", t.CellIP, e.Message)
+		return fail(statusOf(e.Code), "cell %s: %s", t.CellIP, msg)
+	}
+	// Stop the watch first: once it has fired, the deadline it set stays.
+	if !stopWatch() {
+		inst.abort()
+		return fail(http.StatusServiceUnavailable, "the request ended while the agent on cell %s started", t.CellIP)
 	}
 	_ = stream.SetDeadline(time.Time{})
 	inst.started = m.(*wire.Started)
 	return inst, nil
+}
+
+// maxAgentMessage bounds what of an agent's message reaches headers, logs
+// and the client: agents are not trusted to keep their texts short.
+const maxAgentMessage = 512
+
+// clip shortens an agent's message and removes control characters.
+func clip(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > maxAgentMessage {
+		s = strings.ToValidUTF8(s[:maxAgentMessage], "") + "..."
+	}
+	return s
 }
 
 // statusOf maps an agent's error code to the HTTP status of the contract.

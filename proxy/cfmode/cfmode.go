@@ -59,7 +59,9 @@ func New(ctx, keysCtx context.Context, cfg *apiconfig.Config, log *slog.Logger, 
 			return nil, err
 		}
 	}
-	uaaTLS, err := clientTLS(cfg.UAA.CA, cfg.CloudController.SkipTLSVerify)
+	// UAA is verified whatever skip_tls_verify says: whoever could answer
+	// for it could hand out signing keys and mint admin tokens.
+	uaaTLS, err := clientTLS(cfg.UAA.CA, false)
 	if err != nil {
 		return nil, fmt.Errorf("uaa.ca: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,7 @@ var (
 // Agent is one connected agent session.
 type Agent struct {
 	ID          string
+	RunID       string
 	Version     string
 	IPs         []netip.Addr
 	Remote      netip.AddrPort
@@ -139,19 +141,18 @@ func (r *Registry) Lookup(ip netip.Addr) (*Agent, bool) {
 // Agents lists the connected agents, sorted by id.
 func (r *Registry) Agents() []*Agent {
 	r.mu.RLock()
-	defer r.mu.RUnlock()
-	var out []*Agent
+	seen := make(map[*Agent]bool, len(r.byIP))
+	out := make([]*Agent, 0, len(r.byIP))
 	for _, a := range r.byIP {
-		if !slices.Contains(out, a) {
+		if !seen[a] {
+			seen[a] = true
 			out = append(out, a)
 		}
 	}
+	r.mu.RUnlock()
 	slices.SortFunc(out, func(x, y *Agent) int {
-		if x.ID != y.ID {
-			if x.ID < y.ID {
-				return -1
-			}
-			return 1
+		if c := strings.Compare(x.ID, y.ID); c != 0 {
+			return c
 		}
 		return x.Since.Compare(y.Since)
 	})
@@ -160,10 +161,16 @@ func (r *Registry) Agents() []*Agent {
 
 // add registers a under its IPs. A previous session for the same IPs (the
 // agent restarted, or its old connection is dead but not yet noticed) is
-// returned so that the caller closes it.
-func (r *Registry) add(a *Agent) (replaced []*Agent) {
+// returned so that the caller closes it. A live session of the same agent
+// process is kept instead, and a is not registered: dup says so.
+func (r *Registry) add(a *Agent) (replaced []*Agent, dup *Agent) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	for _, ip := range a.IPs {
+		if old, ok := r.byIP[ip]; ok && old.RunID != "" && old.RunID == a.RunID && old.ID == a.ID && !old.sess.IsClosed() {
+			return nil, old
+		}
+	}
 	for _, ip := range a.IPs {
 		if old, ok := r.byIP[ip]; ok && old != a && !slices.Contains(replaced, old) {
 			replaced = append(replaced, old)
@@ -171,7 +178,7 @@ func (r *Registry) add(a *Agent) (replaced []*Agent) {
 		r.byIP[ip] = a
 	}
 	r.notify()
-	return replaced
+	return replaced, nil
 }
 
 // remove unregisters a, leaving IPs that a newer session took over.

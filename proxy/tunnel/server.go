@@ -117,10 +117,6 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
 	s.cfg.Metrics.SessionsChanged(1)
 	defer s.cfg.Metrics.SessionsChanged(-1)
 	log = log.With("agent_id", agent.ID)
-	for _, old := range s.Registry.add(agent) {
-		log.Info("agent session replaced by a newer one", "old_remote", old.Remote.String())
-		old.sess.Close()
-	}
 	defer s.Registry.remove(agent)
 	log.Info("agent connected", "cell_ips", agent.IPs, "version", agent.Version)
 
@@ -188,6 +184,7 @@ func (s *Server) handshake(ctx context.Context, sess *yamux.Session, remote neti
 	}
 	agent := &Agent{
 		ID:          hello.AgentID,
+		RunID:       hello.RunID,
 		Version:     hello.AgentVersion,
 		IPs:         ips,
 		Remote:      remote,
@@ -195,11 +192,23 @@ func (s *Server) handshake(ctx context.Context, sess *yamux.Session, remote neti
 		MaxCaptures: hello.MaxCaptures,
 		sess:        sess,
 	}
+	// Registered before the welcome goes out, so that a duplicate is
+	// refused before anything changes for the session that stays.
+	replaced, dup := s.Registry.add(agent)
+	if dup != nil {
+		return refuse(wire.Refused{Reason: wire.RefusedDuplicate,
+			Message: fmt.Sprintf("this agent already has a session with API %s (from %s)", s.cfg.APIID, dup.Remote)})
+	}
+	for _, old := range replaced {
+		log.Info("agent session replaced by a newer one", "agent_id", agent.ID, "old_remote", old.Remote.String())
+		old.sess.Close()
+	}
 	welcome := wire.Welcome{Version: version, APIID: s.cfg.APIID, APIVersion: s.cfg.APIVersion}
 	for _, ip := range ips {
 		welcome.CellIPs = append(welcome.CellIPs, ip.String())
 	}
 	if err := w.WriteMessage(&welcome); err != nil {
+		s.Registry.remove(agent)
 		return nil, nil, err
 	}
 	_ = ctl.SetDeadline(time.Time{})

@@ -305,17 +305,40 @@ func startAPIStoppable(t *testing.T, p *pki, addr string) *stoppableAPI {
 
 func TestOneSessionPerAPIReplica(t *testing.T) {
 	p := newPKI(t)
-	a := startAPI(t, p, "api/0", "127.0.0.1:0")
+	// Listening on every address, the replica is reachable as 127.0.0.1
+	// and as 127.0.0.2: two addresses, one replica.
+	a := startAPI(t, p, "api/0", ":0")
 	_, port, _ := net.SplitHostPort(a.addr)
-	// Two addresses that reach the same replica: one session.
-	startAgent(t, p, []string{a.addr, net.JoinHostPort("localhost", port)}, "127.0.0.1", "")
-	waitAgent(t, a, "127.0.0.1")
-	b := startAPI(t, p, "api/1", "127.0.0.1:0")
-	startAgent(t, p, []string{b.addr}, "127.0.0.1", "")
-	waitAgent(t, b, "127.0.0.1")
+	c := agenttunnel.New(agenttunnel.Config{
+		Addresses:         []string{"127.0.0.1:" + port, "127.0.0.2:" + port},
+		TLS:               p.clientTLS(&p.agent),
+		KeepaliveInterval: time.Second,
+		ResolveInterval:   20 * time.Millisecond,
+		RetryBase:         10 * time.Millisecond,
+		RetryMax:          50 * time.Millisecond,
+		Hello:             wire.Hello{AgentID: "cell", CellIPs: []string{"127.0.0.1"}},
+		Handle:            echo,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	first := waitAgent(t, a, "127.0.0.1")
+
+	// Many resolve rounds: the second address is refused as a duplicate
+	// each time, and the first session is never replaced.
+	wctx, wcancel := context.WithTimeout(context.Background(), time.Second)
+	defer wcancel()
+	if other, err := a.srv.Registry.WaitFor(wctx, netip.MustParseAddr("127.0.0.1"), func(ag *tunnel.Agent) bool { return ag != first }); err == nil {
+		t.Fatalf("the session was replaced by one from %s", other.Remote)
+	}
 	if n := len(a.srv.Registry.Agents()); n != 1 {
 		t.Fatalf("%d sessions to api/0", n)
 	}
+	if peers := c.Peers(); len(peers) != 1 {
+		t.Fatalf("agent holds %d sessions: %+v", len(peers), peers)
+	}
+	assertEcho(t, first)
 }
 
 func TestNewSessionReplacesOldForSameCell(t *testing.T) {
@@ -389,5 +412,62 @@ func TestAddressLeavingDNSIsNotRedialled(t *testing.T) {
 	}
 	if _, ok := second.srv.Registry.Lookup(netip.MustParseAddr("127.0.0.1")); ok {
 		t.Fatal("the agent dialled an address that left DNS")
+	}
+}
+
+// A name that fails to resolve once keeps its addresses: a DNS hiccup does
+// not retire working sessions.
+func TestResolveFailureKeepsSessions(t *testing.T) {
+	p := newPKI(t)
+	a := startAPI(t, p, "api/0", "127.0.0.1:0")
+	_, port, _ := net.SplitHostPort(a.addr)
+	var mu sync.Mutex
+	fail := false
+	lookups := make(chan struct{}, 100)
+	c := agenttunnel.New(agenttunnel.Config{
+		Addresses:         []string{net.JoinHostPort("pcap-server-api.service.cf.internal", port), "127.0.0.9:" + port},
+		TLS:               p.clientTLS(&p.agent),
+		KeepaliveInterval: time.Second,
+		ResolveInterval:   20 * time.Millisecond,
+		Hello:             wire.Hello{AgentID: "cell", CellIPs: []string{"127.0.0.1"}},
+		Handle:            echo,
+		LookupHost: func(ctx context.Context, host string) ([]string, error) {
+			if host != "pcap-server-api.service.cf.internal" {
+				return []string{host}, nil
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			select {
+			case lookups <- struct{}{}:
+			default:
+			}
+			if fail {
+				return nil, &net.DNSError{Err: "i/o timeout", Name: host, IsTimeout: true}
+			}
+			return []string{"127.0.0.1"}, nil
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	first := waitAgent(t, a, "127.0.0.1")
+	mu.Lock()
+	fail = true
+	mu.Unlock()
+	for len(lookups) > 0 {
+		<-lookups
+	}
+	for range 3 {
+		<-lookups
+	}
+	mu.Lock()
+	fail = false
+	mu.Unlock()
+	for range 3 {
+		<-lookups
+	}
+	if now, ok := a.srv.Registry.Lookup(netip.MustParseAddr("127.0.0.1")); !ok || now != first {
+		t.Fatal("a failed lookup cost the agent its session")
 	}
 }

@@ -1,0 +1,45 @@
+package api
+
+import (
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloudfoundry/pcap-server-release/proxy/apiconfig"
+	"github.com/cloudfoundry/pcap-server-release/proxy/capture"
+)
+
+func TestParseCaptureParams(t *testing.T) {
+	l := apiconfig.Default().Limits
+	p, err := parseCaptureParams(url.Values{"instance": {"2", "0,2", " 1"}, "duration": {"2h"}, "format": {"pcapng"}, "packets": {"10"}}, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.indices) != 3 || p.indices[0] != 2 || p.indices[2] != 1 || p.duration != 15*time.Minute || p.format != capture.FormatPcapng ||
+		p.maxPackets != 10 || p.device != "eth0" || p.process != "web" || p.snaplen != 65535 {
+		t.Fatalf("%+v", p)
+	}
+	many := make([]string, 1001)
+	for i := range many {
+		many[i] = strconv.Itoa(i)
+	}
+	if _, err := parseCaptureParams(url.Values{"instance": {strings.Join(many, ",")}}, l); err == nil || !strings.Contains(err.Error(), "more than 1000") {
+		t.Fatalf("1001 instances: %v", err)
+	}
+	for q, want := range map[string]string{
+		"instance=-1":               "instance",
+		"instance=x":                "instance",
+		"process=a/b":               "process",
+		"snaplen=0":                 "snaplen",
+		"packets=0":                 "packets",
+		"duration=-1s":              "duration",
+		"format=pcap&format=pcapng": "given 2 times",
+	} {
+		v, _ := url.ParseQuery(q)
+		if _, err := parseCaptureParams(v, l); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v", q, err)
+		}
+	}
+}
