@@ -15,6 +15,13 @@
 //     session. After the handshake the stream stays open and idle; its
 //     end means the session ends.
 //
+//     The API registers the session under the cell IPs it accepts (only
+//     the connection's source address unless configured otherwise) before
+//     it welcomes the agent. A second session of the same agent process
+//     (same agent_id and run_id: the same replica reached through another
+//     address) is Refused with reason "duplicate" and the first stays; a
+//     session of a restarted agent (new run_id) replaces the old one.
+//
 //   - Capture streams are opened by the API, one per captured instance:
 //
 //     API → agent: CaptureRequest, later at most one Stop
