@@ -1,0 +1,644 @@
+package boshrelease
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/cloudfoundry/pcap-server-release/internal/testpki"
+	"github.com/cloudfoundry/pcap-server-release/internal/tlsconfig"
+)
+
+// credhub generates certificate variables as the director does through
+// CredHub: relative names live under /DIRECTOR/DEPLOYMENT/, absolute names
+// are shared, and a name that exists is not generated again.
+type credhub struct {
+	t     *testing.T
+	creds map[string]*credential
+}
+
+type credential struct {
+	ca              *testpki.CA // for is_ca
+	leaf            *testpki.Leaf
+	signer          *testpki.CA
+	commonName      string
+	extKeyUsage     []string
+	alternativeName []string
+}
+
+const director = "DIRECTOR" // as in vars-template.yml's CredHub references
+
+func newCredhub(t *testing.T) *credhub {
+	return &credhub{t: t, creds: map[string]*credential{}}
+}
+
+func (c *credhub) absolute(deployment, name string) string {
+	if strings.HasPrefix(name, "/") {
+		return name
+	}
+	return "/" + director + "/" + deployment + "/" + name
+}
+
+// generate creates the certificate variables of a manifest, in order.
+func (c *credhub) generate(deployment string, variables []any) {
+	c.t.Helper()
+	for _, v := range variables {
+		m := v.(map[string]any)
+		name := c.absolute(deployment, fmt.Sprint(m["name"]))
+		if _, ok := c.creds[name]; ok {
+			continue
+		}
+		if m["type"] != "certificate" {
+			c.t.Fatalf("variable %s: type %v is not simulated here", name, m["type"])
+		}
+		opts, _ := m["options"].(map[string]any)
+		cred := &credential{commonName: fmt.Sprint(opts["common_name"])}
+		for _, n := range asList(opts["alternative_names"]) {
+			cred.alternativeName = append(cred.alternativeName, fmt.Sprint(n))
+		}
+		for _, u := range asList(opts["extended_key_usage"]) {
+			cred.extKeyUsage = append(cred.extKeyUsage, fmt.Sprint(u))
+		}
+		var err error
+		if opts["is_ca"] == true {
+			cred.ca, err = testpki.NewCA(cred.commonName)
+		} else {
+			parent := c.creds[c.absolute(deployment, fmt.Sprint(opts["ca"]))]
+			if parent == nil || parent.ca == nil {
+				c.t.Fatalf("variable %s: its ca %v is not a generated CA", name, opts["ca"])
+			}
+			var usages []x509.ExtKeyUsage
+			for _, u := range cred.extKeyUsage {
+				switch u {
+				case "server_auth":
+					usages = append(usages, x509.ExtKeyUsageServerAuth)
+				case "client_auth":
+					usages = append(usages, x509.ExtKeyUsageClientAuth)
+				default:
+					c.t.Fatalf("variable %s: extended key usage %s is not simulated here", name, u)
+				}
+			}
+			cred.signer = parent.ca
+			cred.leaf, err = parent.ca.Issue(cred.commonName, cred.alternativeName, usages...)
+		}
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		c.creds[name] = cred
+	}
+}
+
+// resolve answers ((name.field)) for a deployment.
+func (c *credhub) resolve(deployment string) func(string) (any, bool) {
+	return func(ref string) (any, bool) {
+		name, field, _ := strings.Cut(ref, ".")
+		cred, ok := c.creds[c.absolute(deployment, name)]
+		if !ok {
+			return nil, false
+		}
+		switch {
+		case cred.ca != nil && (field == "certificate" || field == "ca"):
+			return string(cred.ca.CertPEM), true
+		case cred.leaf != nil && field == "certificate":
+			return string(cred.leaf.CertPEM), true
+		case cred.leaf != nil && field == "private_key":
+			return string(cred.leaf.KeyPEM), true
+		case cred.leaf != nil && field == "ca":
+			return string(cred.signer.CertPEM), true
+		}
+		return nil, false
+	}
+}
+
+func asList(v any) []any {
+	l, _ := v.([]any)
+	return l
+}
+
+func asMap(t *testing.T, v any, what string) map[string]any {
+	t.Helper()
+	m, ok := v.(map[string]any)
+	if !ok {
+		t.Fatalf("%s is not a map: %v", what, v)
+	}
+	return m
+}
+
+func named(t *testing.T, list any, name, what string) map[string]any {
+	t.Helper()
+	for _, item := range asList(list) {
+		if m, ok := item.(map[string]any); ok && m["name"] == name {
+			return m
+		}
+	}
+	t.Fatalf("no %s named %s", what, name)
+	return nil
+}
+
+func loadManifest(t *testing.T, rel string) map[string]any {
+	t.Helper()
+	doc, err := LoadYAML(filepath.Join(repoRoot(t), rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return asMap(t, doc, rel)
+}
+
+// cfWithPcap applies the ops file to the cf-deployment-shaped manifest.
+func cfWithPcap(t *testing.T) map[string]any {
+	t.Helper()
+	cf, err := LoadYAML("testdata/cf-deployment.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops, err := LoadOps(filepath.Join(repoRoot(t), "manifests/ops-files/add-pcap-server.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := ApplyOps(cf, ops)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return asMap(t, out, "cf manifest")
+}
+
+func TestOpsFilePlacesTheAgentWhereRepRuns(t *testing.T) {
+	cf := cfWithPcap(t)
+	addon := named(t, cf["addons"], "pcap-server", "add-on")
+	if jobs := asList(addon["jobs"]); len(jobs) != 1 || asMap(t, jobs[0], "job")["name"] != "pcap-server" || asMap(t, jobs[0], "job")["release"] != "pcap-server" {
+		t.Errorf("add-on jobs %v, want the pcap-server job of the pcap-server release", jobs)
+	}
+
+	var placed, withRep []string
+	for _, item := range asList(cf["instance_groups"]) {
+		ig := asMap(t, item, "instance group")
+		ok, err := AddonApplies(addon, ig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			placed = append(placed, fmt.Sprint(ig["name"]))
+		}
+		if hasJob(ig, "rep", "diego") {
+			withRep = append(withRep, fmt.Sprint(ig["name"]))
+		}
+	}
+	want := []string{"diego-cell", "isolated-diego-cell"}
+	if !slices.Equal(placed, want) || !slices.Equal(withRep, want) {
+		t.Errorf("agent placed on %v; diego's rep runs on %v; want both %v", placed, withRep, want)
+	}
+
+	named(t, cf["releases"], "pcap-server", "release")
+	if jobs := asList(named(t, cf["addons"], "bosh-dns-aliases", "add-on")["jobs"]); len(jobs) != 1 {
+		t.Errorf("the ops file changed the bosh-dns-aliases add-on's jobs: %v", jobs)
+	}
+}
+
+func TestManifestsDeclareWhatTheyReferTo(t *testing.T) {
+	cf := cfWithPcap(t)
+	pcap := loadManifest(t, "manifests/pcap-server.yml")
+	vars := loadManifest(t, "manifests/vars-template.yml")
+
+	declared := func(m map[string]any) map[string]bool {
+		d := map[string]bool{}
+		for _, v := range asList(m["variables"]) {
+			d[fmt.Sprint(asMap(t, v, "variable")["name"])] = true
+		}
+		return d
+	}
+	for _, ref := range VariableRefs(cf) {
+		if !declared(cf)[ref] {
+			t.Errorf("the cf manifest with the ops file refers to ((%s)), which it does not declare", ref)
+		}
+	}
+	used := map[string]bool{}
+	for _, ref := range VariableRefs(pcap) {
+		used[ref] = true
+		if _, inVars := vars[ref]; !declared(pcap)[ref] && !inVars {
+			t.Errorf("pcap-server.yml refers to ((%s)): neither a variable nor in vars-template.yml", ref)
+		}
+	}
+	for k := range vars {
+		if !used[k] {
+			t.Errorf("vars-template.yml sets %s, which pcap-server.yml does not use", k)
+		}
+	}
+
+	// The shared CAs are declared alike in both manifests, so either
+	// deployment may come first.
+	for _, ca := range []string{"/pcap_tunnel_ca", "/pcap_api_ca"} {
+		a := named(t, cf["variables"], ca, "variable")
+		b := named(t, pcap["variables"], ca, "variable")
+		if fmt.Sprint(normalize(t, a)) != fmt.Sprint(normalize(t, b)) {
+			t.Errorf("%s differs: cf %v, pcap-server %v", ca, a, b)
+		}
+		if asMap(t, a["options"], ca)["is_ca"] != true {
+			t.Errorf("%s is not a CA", ca)
+		}
+	}
+	checkLeaf := func(m map[string]any, name, ca, usage string) map[string]any {
+		opts := asMap(t, named(t, m["variables"], name, "variable")["options"], name)
+		if opts["ca"] != ca {
+			t.Errorf("%s is signed by %v, want %s", name, opts["ca"], ca)
+		}
+		if eku := asList(opts["extended_key_usage"]); len(eku) != 1 || eku[0] != usage {
+			t.Errorf("%s extended_key_usage %v, want [%s]", name, eku, usage)
+		}
+		return opts
+	}
+	checkLeaf(cf, "pcap_agent_tls", "/pcap_tunnel_ca", "client_auth")
+	tunnel := checkLeaf(pcap, "pcap_api_tunnel_tls", "/pcap_tunnel_ca", "server_auth")
+	listen := checkLeaf(pcap, "pcap_api_listen_tls", "/pcap_api_ca", "server_auth")
+
+	// The gorouter trusts the CA of the API's HTTPS certificate, through its
+	// .ca, which holds both versions during a rotation.
+	gorouter := named(t, named(t, cf["instance_groups"], "router", "instance group")["jobs"], "gorouter", "job")
+	caCerts, _ := lookupDotted(gorouter["properties"], "router.ca_certs")
+	if want := "((" + fmt.Sprint(listen["ca"]) + ".ca))"; !slices.Contains(asList(caCerts), any(want)) {
+		t.Errorf("router.ca_certs %v lacks %s", caCerts, want)
+	}
+
+	// The agents dial a name the tunnel certificate carries and the cf
+	// deployment resolves to the API instance group.
+	agentSpec := jobSpec(t, "pcap-server")
+	serverName := agentSpec.Properties["api.tls.server_name"].Default
+	if !slices.Contains(asList(tunnel["alternative_names"]), serverName) {
+		t.Errorf("the tunnel certificate names %v, not the agents' api.tls.server_name %v", tunnel["alternative_names"], serverName)
+	}
+	var apiIG map[string]any
+	for _, item := range asList(pcap["instance_groups"]) {
+		if ig := asMap(t, item, "instance group"); hasJob(ig, "pcap-server-api", "pcap-server") {
+			apiIG = ig
+		}
+	}
+	if apiIG == nil {
+		t.Fatal("pcap-server.yml has no instance group with pcap-server-api")
+	}
+	wantTarget := map[string]any{
+		"deployment": pcap["name"], "domain": "bosh", "instance_group": apiIG["name"],
+		"network": asMap(t, asList(apiIG["networks"])[0], "network")["name"], "query": "*",
+	}
+	_, tunnelPort, err := net.SplitHostPort(fmt.Sprint(jobSpec(t, "pcap-server-api").Properties["tunnel.address"].Default))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, addr := range asList(agentSpec.Properties["api.addresses"].Default) {
+		host, port, err := net.SplitHostPort(fmt.Sprint(addr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if port != tunnelPort {
+			t.Errorf("agents dial %s, the API's tunnel listens on port %s", addr, tunnelPort)
+		}
+		for manifest, m := range map[string]map[string]any{"cf": cf, "pcap-server": pcap} {
+			target := aliasTarget(t, m, host)
+			if fmt.Sprint(target) != fmt.Sprint(wantTarget) {
+				t.Errorf("%s: alias %s targets %v, want %v", manifest, host, target, wantTarget)
+			}
+		}
+	}
+}
+
+// aliasTarget finds the one target of a bosh-dns alias in a manifest's
+// bosh-dns-aliases job, as an add-on or in an instance group.
+func aliasTarget(t *testing.T, m map[string]any, domain string) map[string]any {
+	t.Helper()
+	var jobs []any
+	for _, a := range asList(m["addons"]) {
+		jobs = append(jobs, asList(asMap(t, a, "add-on")["jobs"])...)
+	}
+	for _, ig := range asList(m["instance_groups"]) {
+		jobs = append(jobs, asList(asMap(t, ig, "instance group")["jobs"])...)
+	}
+	for _, j := range jobs {
+		job := asMap(t, j, "job")
+		if job["name"] != "bosh-dns-aliases" {
+			continue
+		}
+		props, _ := job["properties"].(map[string]any)
+		for _, a := range asList(props["aliases"]) {
+			alias := asMap(t, a, "alias")
+			if alias["domain"] == domain {
+				targets := asList(alias["targets"])
+				if len(targets) != 1 {
+					t.Fatalf("alias %s has targets %v", domain, targets)
+				}
+				return asMap(t, targets[0], "target")
+			}
+		}
+	}
+	t.Fatalf("no bosh-dns alias for %s", domain)
+	return nil
+}
+
+// deployments is both manifests after the bosh CLI and the director
+// interpolated them (vars file, then CredHub), with the jobs of ours.
+type deployments struct {
+	cf, pcap, vars              map[string]any
+	agentProps                  map[string]any // the add-on's pcap-server job
+	apiIG, apiJob, registrarJob map[string]any
+}
+
+func interpolatedDeployments(t *testing.T) deployments {
+	t.Helper()
+	d := deployments{
+		cf:   cfWithPcap(t),
+		pcap: loadManifest(t, "manifests/pcap-server.yml"),
+		vars: loadManifest(t, "manifests/vars-template.yml"),
+	}
+	ch := newCredhub(t)
+	// What the cf deployment has in CredHub already, which vars-template.yml refers to.
+	ch.generate("cf", []any{
+		map[string]any{"name": "nats_ca", "type": "certificate", "options": map[string]any{"is_ca": true, "common_name": "nats"}},
+		map[string]any{"name": "nats_client_cert", "type": "certificate", "options": map[string]any{"ca": "nats_ca", "common_name": "nats_client", "extended_key_usage": []any{"client_auth"}}},
+		map[string]any{"name": "router_ca", "type": "certificate", "options": map[string]any{"is_ca": true, "common_name": "routerCA"}},
+	})
+	ch.generate("cf", asList(d.cf["variables"]))
+	// The bosh CLI interpolates the vars file, then the director CredHub's values.
+	d.pcap = asMap(t, Interpolate(d.pcap, func(ref string) (any, bool) { v, ok := d.vars[ref]; return v, ok }), "pcap-server.yml")
+	ch.generate("pcap-server", asList(d.pcap["variables"]))
+	d.pcap = asMap(t, Interpolate(d.pcap, ch.resolve("pcap-server")), "pcap-server.yml")
+	d.cf = asMap(t, Interpolate(d.cf, ch.resolve("cf")), "cf manifest")
+	if refs := VariableRefs(d.pcap); len(refs) > 0 {
+		t.Fatalf("pcap-server.yml still refers to %v after interpolation", refs)
+	}
+
+	agentJob := asList(named(t, d.cf["addons"], "pcap-server", "add-on")["jobs"])[0].(map[string]any)
+	d.agentProps, _ = agentJob["properties"].(map[string]any)
+	for _, item := range asList(d.pcap["instance_groups"]) {
+		ig := asMap(t, item, "instance group")
+		for _, j := range asList(ig["jobs"]) {
+			switch job := asMap(t, j, "job"); job["name"] {
+			case "pcap-server-api":
+				d.apiIG, d.apiJob = ig, job
+			case "route_registrar":
+				d.registrarJob = job
+			}
+		}
+	}
+	if d.apiJob == nil || d.registrarJob == nil {
+		t.Fatal("pcap-server.yml lacks the pcap-server-api or route_registrar job")
+	}
+	return d
+}
+
+// TestDeploymentsConnect plays both deployments through: certificates
+// generated from the manifests' variables (the shared CAs once), the
+// agent add-on and the API instance group rendered from their manifest
+// properties and accepted by the binaries, and a TLS handshake between
+// the rendered agent and API files, with the code the binaries use. Then
+// the gorouter's view: the API's HTTPS certificate verifies against the
+// CA the ops file adds to router.ca_certs, for the route's
+// server_cert_domain_san.
+func TestDeploymentsConnect(t *testing.T) {
+	d := interpolatedDeployments(t)
+	cf, pcap, vars, apiIG, apiJob, registrar := d.cf, d.pcap, d.vars, d.apiIG, d.apiJob, d.registrarJob
+	if !hasJob(apiIG, "bpm", "bpm") || !hasJob(apiIG, "route_registrar", "routing") || !hasJob(apiIG, "bosh-dns-aliases", "bosh-dns-aliases") {
+		t.Errorf("the API instance group lacks bpm, route_registrar or bosh-dns-aliases: %v", apiIG["jobs"])
+	}
+	agent := mustRenderJob(t, "pcap-server", d.agentProps)
+	api := mustRenderJob(t, "pcap-server-api", asMap(t, apiJob["properties"], "pcap-server-api properties"))
+
+	for _, c := range []struct{ job, bin string }{{"pcap-server", "pcap-server"}, {"pcap-server-api", "pcap-server-api"}} {
+		r := map[string]renderedJob{"pcap-server": agent, "pcap-server-api": api}[c.job]
+		if out, err := checkConfig(t, binary(t, c.bin), r.path(configFile(c.job))); err != nil {
+			t.Fatalf("%s rendered from the manifests: %v\n%s", c.job, err, out)
+		}
+	}
+
+	// The tunnel handshake, agent to API, as the daemons set it up.
+	agentCfg := agent.yaml(t, configFile("pcap-server"))
+	apiCfg := api.yaml(t, configFile("pcap-server-api"))
+	at := func(doc map[string]any, key string) string {
+		v, ok := lookupDotted(doc, key)
+		if !ok {
+			t.Fatalf("rendered config lacks %s", key)
+		}
+		return fmt.Sprint(v)
+	}
+	serverTLS, err := tlsconfig.MutualServer(at(apiCfg, "tunnel.tls.certificate"), at(apiCfg, "tunnel.tls.private_key"), at(apiCfg, "tunnel.tls.client_ca"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientTLS, err := tlsconfig.MutualClient(at(agentCfg, "api.tls.certificate"), at(agentCfg, "api.tls.private_key"), at(agentCfg, "api.tls.ca"), at(agentCfg, "api.tls.server_name"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := handshake(t, serverTLS, clientTLS); err != nil {
+		t.Errorf("agent to API tunnel handshake with the manifests' certificates: %v", err)
+	}
+
+	// The gorouter's view of the API's HTTPS listener.
+	props := asMap(t, registrar["properties"], "route_registrar properties")
+	routes := asList(asMap(t, props["route_registrar"], "route_registrar")["routes"])
+	if len(routes) != 1 {
+		t.Fatalf("routes: %v", routes)
+	}
+	route := asMap(t, routes[0], "route")
+	_, port, _ := net.SplitHostPort(at(apiCfg, "listen.address"))
+	if fmt.Sprint(route["tls_port"]) != port || route["port"] != nil {
+		t.Errorf("route tls_port %v, port %v; the API listens with TLS on %s", route["tls_port"], route["port"], port)
+	}
+	if want := "pcap." + fmt.Sprint(vars["system_domain"]); !slices.Equal(asList(route["uris"]), []any{want}) {
+		t.Errorf("route uris %v, want [%s]", route["uris"], want)
+	}
+	hc := asMap(t, route["health_check"], "health_check")
+	if want := "/var/vcap/jobs/pcap-server-api/" + jobSpec(t, "pcap-server-api").Templates["route_health_check.erb"]; hc["script_path"] != want {
+		t.Errorf("health check %v, want %s", hc["script_path"], want)
+	}
+	routerCAs := x509.NewCertPool()
+	router := named(t, cf["instance_groups"], "router", "instance group")
+	gorouter := named(t, router["jobs"], "gorouter", "job")
+	caCerts, _ := lookupDotted(gorouter["properties"], "router.ca_certs")
+	for _, ca := range asList(caCerts) {
+		routerCAs.AppendCertsFromPEM([]byte(fmt.Sprint(ca)))
+	}
+	block, _ := pem.Decode([]byte(api.read(t, "config/certs/listen_tls_certificate.pem")))
+	if block == nil {
+		t.Fatal("no PEM in the API's listen certificate")
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{
+		DNSName:   fmt.Sprint(route["server_cert_domain_san"]),
+		Roots:     routerCAs,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}); err != nil {
+		t.Errorf("the gorouter would refuse the API's certificate: %v", err)
+	}
+
+	// route_registrar reaches cf's NATS over TLS.
+	consumes := asMap(t, registrar["consumes"], "route_registrar consumes")
+	if link := asMap(t, consumes["nats-tls"], "nats-tls"); link["from"] != "nats-tls" || link["deployment"] != cf["name"] {
+		t.Errorf("route_registrar consumes nats-tls %v, want from nats-tls in deployment %v", link, cf["name"])
+	}
+	if tlsOn, _ := lookupDotted(props, "nats.tls.enabled"); tlsOn != true {
+		t.Error("route_registrar does not use TLS to NATS")
+	}
+	if host, _ := lookupDotted(props, "nats.tls.hostname"); aliasTarget(t, pcap, fmt.Sprint(host))["instance_group"] != "nats" {
+		t.Errorf("nats.tls.hostname %v does not resolve to cf's nats", host)
+	}
+}
+
+// handshake runs a TLS handshake between the two configurations over a
+// loopback TCP connection (whose buffers let the server's alert go out
+// while the client, done with its part under TLS 1.3, no longer reads).
+func handshake(t *testing.T, server, client *tls.Config) error {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), deadline(t))
+	defer cancel()
+	srvErr := make(chan error, 1)
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			srvErr <- err
+			return
+		}
+		defer conn.Close()
+		srvErr <- tls.Server(conn, server).HandshakeContext(ctx)
+	}()
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := tls.Client(conn, client).HandshakeContext(ctx); err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	if err := <-srvErr; err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	return nil
+}
+
+func TestReleaseNameIsTheOneManifestsUse(t *testing.T) {
+	final := loadManifest(t, "config/final.yml")
+	name := fmt.Sprint(final["name"])
+	cf := cfWithPcap(t)
+	pcap := loadManifest(t, "manifests/pcap-server.yml")
+	named(t, cf["releases"], name, "release")
+	named(t, pcap["releases"], name, "release")
+	var ours []string
+	for _, item := range asList(pcap["instance_groups"]) {
+		for _, j := range asList(asMap(t, item, "instance group")["jobs"]) {
+			if job := asMap(t, j, "job"); job["release"] == name {
+				ours = append(ours, fmt.Sprint(job["name"]))
+			}
+		}
+	}
+	for _, a := range asList(cf["addons"]) {
+		for _, j := range asList(asMap(t, a, "add-on")["jobs"]) {
+			if job := asMap(t, j, "job"); job["release"] == name {
+				ours = append(ours, fmt.Sprint(job["name"]))
+			}
+		}
+	}
+	sort.Strings(ours)
+	if !slices.Equal(ours, []string{"pcap-server", "pcap-server-api"}) {
+		t.Errorf("the manifests use jobs %v of release %s", ours, name)
+	}
+}
+
+// TestRenderedDeploymentsTunnel runs the API and an agent, both from
+// configurations rendered out of the two manifests (with loopback
+// addresses in place of the VMs'), and sees the agent's tunnel come up:
+// the certificates, server name and CAs of the manifests work together in
+// the real binaries.
+func TestRenderedDeploymentsTunnel(t *testing.T) {
+	d := interpolatedDeployments(t)
+	tunnel := freeAddress(t)
+	_, tunnelPort, _ := net.SplitHostPort(tunnel)
+	apiProps := asMap(t, d.apiJob["properties"], "pcap-server-api properties")
+	for key, value := range map[string]any{
+		"listen.address":  freeAddress(t),
+		"tunnel.address":  tunnel,
+		"metrics.address": freeAddress(t),
+		"log_level":       "info",
+		// Startup would otherwise ask the Cloud Controller for UAA's URL.
+		"uaa.issuer": "https://uaa.sys.example.com/oauth/token",
+	} {
+		apiProps = setDotted(apiProps, key, value)
+	}
+	agentProps := d.agentProps
+	for key, value := range map[string]any{
+		// The manifest's DNS name, resolved here to loopback; the server
+		// name checked stays the manifest's.
+		"api.addresses":   []any{"localhost:" + tunnelPort},
+		"cell_ips":        []any{"127.0.0.1"},
+		"metrics.address": freeAddress(t),
+		"garden.address":  filepath.Join(t.TempDir(), "garden.sock"),
+	} {
+		agentProps = setDotted(agentProps, key, value)
+	}
+	apiJob := mustRenderJob(t, "pcap-server-api", apiProps)
+	agentJob := mustRenderJob(t, "pcap-server", agentProps)
+
+	ctx, cancel := context.WithTimeout(context.Background(), deadline(t))
+	defer cancel()
+	api := startAPI(t, ctx, binary(t, "pcap-server-api"), apiJob.path(configFile("pcap-server-api")))
+	defer func() {
+		_ = api.cmd.Process.Signal(syscall.SIGTERM)
+		<-api.exited
+	}()
+	agent := exec.CommandContext(ctx, binary(t, "pcap-server"), "-config", agentJob.path(configFile("pcap-server")))
+	agentLog, err := agent.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	up := make(chan string, 1)
+	agentDone := make(chan struct{})
+	go func() {
+		defer close(agentDone)
+		sc := bufio.NewScanner(agentLog)
+		var seen strings.Builder
+		for sc.Scan() {
+			seen.WriteString(sc.Text() + "\n")
+			if strings.Contains(sc.Text(), `"msg":"tunnel up"`) {
+				select {
+				case up <- sc.Text():
+				default:
+				}
+			}
+		}
+		select {
+		case up <- "agent exited:\n" + seen.String():
+		default:
+		}
+		_ = agent.Wait()
+	}()
+	defer func() {
+		_ = agent.Process.Signal(syscall.SIGTERM)
+		<-agentDone
+	}()
+
+	select {
+	case line := <-up:
+		wantID := "pcap-server-api/" + testInstance("pcap-server-api").ID
+		if !strings.Contains(line, `"api_id":"`+wantID+`"`) {
+			t.Errorf("agent: %s\nwant the tunnel up to API %s", line, wantID)
+		}
+	case <-ctx.Done():
+		t.Fatalf("no tunnel within %s; API log:\n%s", deadline(t), api.logText())
+	}
+}
