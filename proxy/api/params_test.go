@@ -43,3 +43,13 @@ func TestParseCaptureParams(t *testing.T) {
 		}
 	}
 }
+
+func TestStopSlackOnlyAtTheMaximum(t *testing.T) {
+	s := New(Options{Limits: apiconfig.Default().Limits}, nil, nil, nil)
+	if d := s.stopSlack(30 * time.Second); d != 0 {
+		t.Fatalf("a 30s capture is stopped %v early", d)
+	}
+	if d := s.stopSlack(15 * time.Minute); d != 2*time.Second {
+		t.Fatalf("a capture at the maximum is stopped %v early", d)
+	}
+}

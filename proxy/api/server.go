@@ -221,7 +221,7 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 		Filter:     params.filter,
 		Snaplen:    params.snaplen,
 		Duration:   params.duration,
-		Deadline:   arrival.Add(params.duration - stopSlack(params.duration)),
+		Deadline:   arrival.Add(params.duration - s.stopSlack(params.duration)),
 		MaxPackets: params.maxPackets,
 		MaxBytes:   int64(s.opts.Limits.MaxBytes),
 		Format:     params.format,
@@ -285,11 +285,16 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 		"duration_seconds", rec.Duration)
 }
 
-// stopSlack is how much earlier than its duration a capture is stopped,
-// so that the agents' drain and the trailers fit in the duration: at the
-// default maximum of 15 minutes the gorouter cuts the request at exactly
-// that, trailers and all.
-func stopSlack(d time.Duration) time.Duration { return min(2*time.Second, d/10) }
+// stopSlack is how much earlier than its duration a capture at the
+// maximum duration is stopped, so that the agents' drain and the trailers
+// fit: at the default maximum of 15 minutes the gorouter cuts the request
+// at exactly that, trailers and all. Shorter captures run their duration.
+func (s *Server) stopSlack(d time.Duration) time.Duration {
+	if d < s.opts.Limits.MaxDuration.D() {
+		return 0
+	}
+	return min(2*time.Second, d/10)
+}
 
 // captureAgents adapts the tunnel registry to what a capture needs.
 type captureAgents struct{ r *tunnel.Registry }
