@@ -320,41 +320,13 @@ func (cc *CloudController) newGUID() string {
 // handlers run.
 func (cc *CloudController) intercept(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, pattern := mux.Handler(r)
-		if pattern == "/" {
-			pattern = r.Method + " " + r.URL.Path
-		}
-		cc.mu.Lock()
-		cc.requests[pattern]++
-		f, ok := cc.faults[pattern]
-		if !ok {
-			f, ok = cc.faults[CCAny]
-		}
-		cc.mu.Unlock()
+		f, ok := faultLookup(&cc.mu, mux, r, cc.requests, cc.faults, CCAny)
 		if !ok {
 			mux.ServeHTTP(w, r)
 			return
 		}
-		if f.Delay > 0 {
-			t := time.NewTimer(f.Delay)
-			select {
-			case <-t.C:
-			case <-r.Context().Done():
-				t.Stop()
-				return
-			case <-cc.closing:
-				t.Stop()
-				return
-			}
-		}
-		if f.Drop {
-			if hj, ok := w.(http.Hijacker); ok {
-				if conn, _, err := hj.Hijack(); err == nil {
-					_ = conn.Close()
-					return
-				}
-			}
-			panic(http.ErrAbortHandler)
+		if !delayOrDrop(w, r, f.Delay, f.Drop, cc.closing) {
+			return
 		}
 		if len(f.Warnings) > 0 {
 			enc := make([]string, len(f.Warnings))

@@ -309,41 +309,13 @@ func (g *Garden) TotalRequests() int {
 // handlers run.
 func (g *Garden) intercept(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, pattern := mux.Handler(r)
-		if pattern == "/" {
-			pattern = r.Method + " " + r.URL.Path
-		}
-		g.mu.Lock()
-		g.requests[pattern]++
-		f, ok := g.faults[pattern]
-		if !ok {
-			f, ok = g.faults[GardenAny]
-		}
-		g.mu.Unlock()
+		f, ok := faultLookup(&g.mu, mux, r, g.requests, g.faults, GardenAny)
 		if !ok {
 			mux.ServeHTTP(w, r)
 			return
 		}
-		if f.Delay > 0 {
-			t := time.NewTimer(f.Delay)
-			select {
-			case <-t.C:
-			case <-r.Context().Done():
-				t.Stop()
-				return
-			case <-g.closing:
-				t.Stop()
-				return
-			}
-		}
-		if f.Drop {
-			if hj, ok := w.(http.Hijacker); ok {
-				if conn, _, err := hj.Hijack(); err == nil {
-					_ = conn.Close()
-					return
-				}
-			}
-			panic(http.ErrAbortHandler)
+		if !delayOrDrop(w, r, f.Delay, f.Drop, g.closing) {
+			return
 		}
 		switch {
 		case f.Status == 0:

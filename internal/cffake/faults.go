@@ -1,0 +1,52 @@
+package cffake
+
+import (
+	"net/http"
+	"sync"
+	"time"
+)
+
+// faultLookup counts r under its route pattern and returns the fault
+// injected for that pattern, or for any, if there is one. mu guards
+// requests and faults.
+func faultLookup[F any](mu *sync.Mutex, mux *http.ServeMux, r *http.Request, requests map[string]int, faults map[string]F, any string) (F, bool) {
+	_, pattern := mux.Handler(r)
+	if pattern == "/" {
+		pattern = r.Method + " " + r.URL.Path
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	requests[pattern]++
+	f, ok := faults[pattern]
+	if !ok {
+		f, ok = faults[any]
+	}
+	return f, ok
+}
+
+// delayOrDrop applies the transport part of a fault: it waits delay (or
+// until the request or the fake ends) and drops the connection when
+// asked. It reports whether the handler should still answer.
+func delayOrDrop(w http.ResponseWriter, r *http.Request, delay time.Duration, drop bool, closing <-chan struct{}) bool {
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			return false
+		case <-closing:
+			return false
+		}
+	}
+	if drop {
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				_ = conn.Close()
+				return false
+			}
+		}
+		panic(http.ErrAbortHandler)
+	}
+	return true
+}
