@@ -11,4 +11,4 @@ cd "$(dirname "$0")/.."
 count=${COUNT:-5}
 go test -run '^$' -bench . -benchmem -count "$count" ./wire ./proxy/tunnel
 go test -run '^$' -bench CaptureBurst -benchtime 3x -count "$count" ./cellagent/capture
-go test -run '^$' -bench CaptureVsTcpdump -benchtime 3x -count "$count" ./e2e 2>/dev/null | grep -v '^{'
+go test -run '^$' -bench CaptureVsTcpdump -benchtime 3x -count "$count" ./e2e 2>/dev/null | grep -Ev '^[[:space:]]*(\{|\.\.\.)'
