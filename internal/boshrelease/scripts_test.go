@@ -132,7 +132,7 @@ func TestAPIDrainAndRouteHealthCheck(t *testing.T) {
 		t.Skip("curl is not installed; the route health check uses it")
 	}
 	p := newTestPKI(t)
-	props := setDotted(apiProperties(p), "log_level", "info")
+	props := setDotted(setDotted(apiProperties(p), "log_level", "info"), "route_unregister_wait", "2s")
 	for _, key := range []string{"listen.address", "tunnel.address", "metrics.address"} {
 		props = setDotted(props, key, freeAddress(t))
 	}
@@ -166,7 +166,27 @@ func TestAPIDrainAndRouteHealthCheck(t *testing.T) {
 	if err := os.WriteFile(pidfile, []byte(strconv.Itoa(api.cmd.Process.Pid)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if out := runDrain(t, drain, "job_shutting_down", "hash_unchanged"); out != "0\n" {
+	drained := make(chan string, 1)
+	go func() { drained <- runDrainOutput(drain, "job_shutting_down", "hash_unchanged") }()
+	// First the router is left: the health check fails while the API
+	// still runs.
+	left := false
+	for range 40 {
+		if exec.Command(health).Run() != nil {
+			left = true
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	select {
+	case <-api.exited:
+		t.Error("the API exited before the route health check failed")
+	default:
+		if !left {
+			t.Error("the route health check still passes during the drain")
+		}
+	}
+	if out := <-drained; out != "0\n" {
 		t.Errorf("drain printed %q, want just 0", out)
 	}
 	// drain returns once the API has exited (and been reaped, which this
@@ -189,6 +209,15 @@ func TestAPIDrainAndRouteHealthCheck(t *testing.T) {
 	if log := readFile(t, filepath.Join(r.root, "sys/log/pcap-server-api/drain.log")); !strings.Contains(log, "drained and exited") {
 		t.Errorf("drain.log: %q", log)
 	}
+}
+
+// runDrainOutput is runDrain for a goroutine: errors are in the output.
+func runDrainOutput(drain string, args ...string) string {
+	out, err := exec.Command(drain, args...).Output()
+	if err != nil {
+		return fmt.Sprintf("drain: %v: %s", err, out)
+	}
+	return string(out)
 }
 
 // runDrain runs the drain script and returns its stdout, which BOSH reads.

@@ -14,7 +14,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cloudfoundry/pcap-server-release/internal/buildinfo"
@@ -181,12 +183,26 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.srv.SetReady(true)
 	d.log.Info("started", "version", buildinfo.Version(), "id", d.cfg.ID, "listen", d.HTTPAddr().String(), "tunnel", d.TunnelAddr().String())
 
+	// SIGUSR1 turns /readyz to 503 while captures are still served: the
+	// drain script sends it first, so that route_registrar takes this
+	// replica out of the gorouter before the API refuses anything.
+	unready := make(chan os.Signal, 1)
+	signal.Notify(unready, syscall.SIGUSR1)
+	defer signal.Stop(unready)
 	var runErr error
-	select {
-	case <-ctx.Done():
-		d.log.Info("shutting down: draining captures", "timeout", d.cfg.DrainTimeout.D().String())
-	case runErr = <-errc:
-		d.log.Error("server failed", "error", runErr)
+wait:
+	for {
+		select {
+		case <-unready:
+			d.srv.SetReady(false)
+			d.log.Info("unready: /readyz answers 503 so that the router stops sending captures; running and new captures are still served")
+		case <-ctx.Done():
+			d.log.Info("shutting down: draining captures", "timeout", d.cfg.DrainTimeout.D().String())
+			break wait
+		case runErr = <-errc:
+			d.log.Error("server failed", "error", runErr)
+			break wait
+		}
 	}
 	// Finish the running captures before the listeners go; the extra time
 	// lets agents drain and the last bytes reach the clients.
