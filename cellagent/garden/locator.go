@@ -134,7 +134,8 @@ func (l *Locator) byHandle(ctx context.Context, req *wire.CaptureRequest) (strin
 	}
 	// The API names the app it authorized the user for; never hand out
 	// another app's container, whatever the instance guid says.
-	if app := props[propAppID]; req.AppGUID != "" && app != "" && app != req.AppGUID {
+	// A container without these properties is no Diego app instance.
+	if props[propAppID] != req.AppGUID || props[propOwner] != ownerExecutor {
 		return "", &agent.LocateError{Code: wire.ErrContainerNotFound, Msg: fmt.Sprintf("container %s on this cell is not an instance of app %s", h, req.AppGUID)}
 	}
 	return h, nil

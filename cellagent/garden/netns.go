@@ -97,6 +97,17 @@ func ownNetns() (nsID, error) {
 	return nsID{dev: uint64(st.Dev), ino: uint64(st.Ino)}, nil
 }
 
+// initNetns identifies the namespace of PID 1, the cell's host namespace
+// even if the agent itself were started in another one. ok is false when
+// it cannot be read (a PID namespace of its own).
+func initNetns() (nsID, bool) {
+	var st syscall.Stat_t
+	if err := syscall.Stat("/proc/1/ns/net", &st); err != nil {
+		return nsID{}, false
+	}
+	return nsID{dev: uint64(st.Dev), ino: uint64(st.Ino)}, true
+}
+
 // runcState is what the agent reads of runc's state.json.
 type runcState struct {
 	InitPID int
@@ -227,6 +238,7 @@ func (f netnsFinder) find(handle string) (path, source string, err error) {
 	if err != nil {
 		return "", "", err
 	}
+	initNS, haveInit := initNetns()
 	var tried []string
 	note := func(label, problem string) { tried = append(tried, label+" ("+problem+")") }
 	// check reports whether path is a usable namespace; a host namespace
@@ -237,7 +249,7 @@ func (f netnsFinder) find(handle string) (path, source string, err error) {
 			note(label, describe(err))
 			return false, nil
 		}
-		if id == host {
+		if id == host || (haveInit && id == initNS) {
 			return false, &HostNetnsError{Handle: handle, Path: path, Source: source}
 		}
 		return true, nil

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"strings"
 )
 
@@ -57,21 +58,27 @@ type SpaceFields struct {
 }
 
 // Path returns where the cf CLI keeps config.json: $CF_HOME/.cf/config.json,
-// else under the home directory ($HOME; on Windows %HOMEDRIVE%%HOMEPATH% or
-// %USERPROFILE%). getenv is os.Getenv outside tests.
+// else under the home directory as the cf CLI finds it: $HOME on Unix;
+// %HOMEDRIVE%%HOMEPATH%, else %USERPROFILE% on Windows (never HOME, which
+// Git Bash or Cygwin may set). getenv is os.Getenv outside tests.
 func Path(getenv func(string) string) (string, error) {
+	return pathFor(runtime.GOOS, getenv)
+}
+
+func pathFor(goos string, getenv func(string) string) (string, error) {
 	home := getenv("CF_HOME")
-	if home == "" {
+	switch {
+	case home != "":
+	case goos == "windows":
+		home = getenv("HOMEDRIVE") + getenv("HOMEPATH")
+		if home == "" {
+			home = getenv("USERPROFILE")
+		}
+	default:
 		home = getenv("HOME")
 	}
-	if home == "" && getenv("HOMEDRIVE") != "" && getenv("HOMEPATH") != "" {
-		home = getenv("HOMEDRIVE") + getenv("HOMEPATH")
-	}
 	if home == "" {
-		home = getenv("USERPROFILE")
-	}
-	if home == "" {
-		return "", errors.New("find cf config: neither CF_HOME nor HOME is set")
+		return "", errors.New("find cf config: neither CF_HOME nor the home directory is set")
 	}
 	return filepath.Join(home, ".cf", "config.json"), nil
 }

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -23,6 +24,9 @@ import (
 func main() {
 	// SIGINT and SIGTERM end the capture cleanly: the file stays valid.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// After the first signal the default handling returns: a second Ctrl-C
+	// ends the program even if a write hangs.
+	context.AfterFunc(ctx, stop)
 	code := cfplugin.Plugin{
 		Metadata:   pcapcmd.PluginMetadata(),
 		Run:        runPlugin,
@@ -35,6 +39,9 @@ func main() {
 
 // runPlugin is `cf pcap ...`: args[0] is the command name.
 func runPlugin(ctx context.Context, conn *cfplugin.Connection, args []string) error {
+	if len(args) == 0 {
+		return &cfplugin.ExitError{Code: pcapcmd.ExitUsage, Err: errors.New("pcap: no command (see cf help pcap)")}
+	}
 	o, err := parse(args[1:], os.Stdout)
 	if err != nil || o == nil {
 		return err
@@ -61,15 +68,40 @@ func runStandalone(ctx context.Context, args []string) error {
 	if err != nil || o == nil {
 		return err
 	}
-	var sess pcapcmd.Session
-	if o.Token == "" || o.AppGUID == "" || o.APIURL == "" {
-		store, err := cfconfig.LoadDefault(cfconfig.Options{})
-		if err != nil {
-			return err
+	if o.Token != "" && o.AppGUID != "" {
+		// No cf login needed: at most the cf target, for the API URL.
+		if o.APIURL == "" {
+			if o.APIURL, err = apiURLFromCfTarget(); err != nil {
+				return err
+			}
 		}
-		sess = cfsession.Standalone{Store: store}
+		return capture(ctx, *o, nil)
 	}
-	return capture(ctx, *o, sess)
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	store, err := cfconfig.LoadDefault(cfconfig.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	return capture(ctx, *o, cfsession.Standalone{Store: store})
+}
+
+// apiURLFromCfTarget derives the API URL from the cf CLI's target alone,
+// logged in or not.
+func apiURLFromCfTarget() (string, error) {
+	missing := errors.New("no API URL: pass --api-url or set PCAP_API_URL (or target the foundation with cf api)")
+	path, err := cfconfig.Path(os.Getenv)
+	if err != nil {
+		return "", missing
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", missing
+	}
+	cfg, err := cfconfig.Parse(data)
+	if err != nil || cfg.Target == "" {
+		return "", missing
+	}
+	return cfsession.APIURL(cfg.Target)
 }
 
 // parse parses the command line; nil options mean help was printed.
