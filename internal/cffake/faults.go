@@ -24,9 +24,10 @@ func faultLookup[F any](mu *sync.Mutex, mux *http.ServeMux, r *http.Request, req
 	return f, ok
 }
 
-// delayOrDrop applies the transport part of a fault: it waits delay (or
-// until the request or the fake ends) and drops the connection when
-// asked. It reports whether the handler should still answer.
+// delayOrDrop applies the transport part of a fault: it waits delay (the
+// request is aborted if it or the fake ends first) and drops the
+// connection when asked. It reports whether the handler should still
+// answer.
 func delayOrDrop(w http.ResponseWriter, r *http.Request, delay time.Duration, drop bool, closing <-chan struct{}) bool {
 	if delay > 0 {
 		t := time.NewTimer(delay)
@@ -34,9 +35,13 @@ func delayOrDrop(w http.ResponseWriter, r *http.Request, delay time.Duration, dr
 		select {
 		case <-t.C:
 		case <-r.Context().Done():
-			return false
+			// Abort rather than return: a handler that returns without
+			// writing answers an empty 200, which a client still
+			// listening (a retried HTTP/2 request) would take as the
+			// answer.
+			panic(http.ErrAbortHandler)
 		case <-closing:
-			return false
+			panic(http.ErrAbortHandler)
 		}
 	}
 	if drop {
