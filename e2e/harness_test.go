@@ -16,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -397,12 +396,3 @@ func (a *app) send(t testing.TB, tag string, n int) {
 }
 
 func hexOf(b []byte) string { return fmt.Sprintf("%x", b) }
-
-func atoi(t *testing.T, s string) int {
-	t.Helper()
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		t.Fatalf("%q is not a number", s)
-	}
-	return n
-}

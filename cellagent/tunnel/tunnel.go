@@ -60,7 +60,6 @@ type Peer struct {
 	APIID   string
 	Address string
 	Since   time.Time
-	session *yamux.Session
 }
 
 // Client keeps the sessions.

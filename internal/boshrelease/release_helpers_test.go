@@ -129,35 +129,6 @@ func newTestPKI(t testing.TB) *testPKI {
 	return &p
 }
 
-// variable answers ((name.field)) for the certificate variables of the
-// manifests, as CredHub would.
-func (p *testPKI) variable(ref string) (any, bool) {
-	name, field, _ := strings.Cut(ref, ".")
-	leaves := map[string]struct {
-		leaf *testpki.Leaf
-		ca   *testpki.CA
-	}{
-		"pcap_api_tunnel_tls": {p.apiTunnel, p.tunnelCA},
-		"pcap_agent_tls":      {p.agent, p.tunnelCA},
-		"pcap_api_listen_tls": {p.apiListen, p.apiCA},
-	}
-	if l, ok := leaves[name]; ok {
-		switch field {
-		case "certificate":
-			return string(l.leaf.CertPEM), true
-		case "private_key":
-			return string(l.leaf.KeyPEM), true
-		case "ca":
-			return string(l.ca.CertPEM), true
-		}
-	}
-	cas := map[string]*testpki.CA{"/pcap_tunnel_ca": p.tunnelCA, "/pcap_api_ca": p.apiCA}
-	if ca, ok := cas[name]; ok && field == "certificate" {
-		return string(ca.CertPEM), true
-	}
-	return nil, false
-}
-
 // testInstance is the VM a job renders for in these tests.
 func testInstance(job string) Instance {
 	if job == "pcap-server-api" {

@@ -400,7 +400,9 @@ type gardenContainerInfo struct {
 	MappedPorts   []gardenPortMapping
 }
 
-func (g *Garden) serveInfo(w http.ResponseWriter, r *http.Request) {
+// containerProps answers garden's not-found error unless the handle of
+// the request names a container.
+func (g *Garden) containerProps(w http.ResponseWriter, r *http.Request) (string, map[string]string, bool) {
 	handle := r.PathValue("handle")
 	g.mu.Lock()
 	props, ok := g.containers[handle]
@@ -408,6 +410,13 @@ func (g *Garden) serveInfo(w http.ResponseWriter, r *http.Request) {
 	g.mu.Unlock()
 	if !ok {
 		writeGardenNotFound(w, handle)
+	}
+	return handle, props, ok
+}
+
+func (g *Garden) serveInfo(w http.ResponseWriter, r *http.Request) {
+	handle, props, ok := g.containerProps(w, r)
+	if !ok {
 		return
 	}
 	info := gardenContainerInfo{
@@ -428,13 +437,8 @@ func (g *Garden) serveInfo(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *Garden) serveProperties(w http.ResponseWriter, r *http.Request) {
-	handle := r.PathValue("handle")
-	g.mu.Lock()
-	props, ok := g.containers[handle]
-	props = maps.Clone(props)
-	g.mu.Unlock()
+	_, props, ok := g.containerProps(w, r)
 	if !ok {
-		writeGardenNotFound(w, handle)
 		return
 	}
 	writeJSON(w, http.StatusOK, props)

@@ -394,13 +394,6 @@ func (s *Server) Drain(ctx context.Context) {
 	}
 }
 
-// Draining reports whether Drain was called.
-func (s *Server) Draining() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.draining
-}
-
 func (s *Server) writeProblem(w http.ResponseWriter, p *problem.Error) {
 	if p.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="pcap-server-api"`)
