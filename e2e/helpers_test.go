@@ -26,37 +26,21 @@ func readPackets(t *testing.T, resp *http.Response, n uint64) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	c := pcapstream.NewCopier(&buf, resp.Body)
-	reached := make(chan struct{})
-	c.OnRecord = func(p pcapstream.Progress) {
-		if p.Packets == n {
-			close(reached)
-			panic(stopCopy{})
-		}
-	}
+	c.StopAfter = n
 	done := make(chan error, 1)
-	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				if _, ok := r.(stopCopy); !ok {
-					panic(r)
-				}
-				done <- nil
-			}
-		}()
-		done <- c.Copy()
-	}()
+	go func() { done <- c.Copy() }()
 	select {
-	case <-reached:
-		<-done
 	case err := <-done:
-		t.Fatalf("stream ended after %d of %d packets: %v", c.Progress().Packets, n, err)
+		if got := c.Progress().Packets; got != n {
+			t.Fatalf("stream ended after %d of %d packets: %v", got, n, err)
+		}
 	case <-time.After(20 * time.Second):
+		resp.Body.Close()
+		<-done
 		t.Fatalf("only %d of %d packets within 20s", c.Progress().Packets, n)
 	}
 	return buf.Bytes()
 }
-
-type stopCopy struct{}
 
 // assertAudit checks the last audit line.
 func assertAudit(t *testing.T, api *apiProc, event, endReason string) {

@@ -89,14 +89,8 @@ type printer struct {
 }
 
 // startProgress redraws the progress line twice a second until stopped.
+// It reads the copier's counters: the copy itself never waits for it.
 func (p *printer) startProgress(c *pcapstream.Copier, start time.Time) (stop func()) {
-	var latest pcapstream.Progress
-	var mu sync.Mutex
-	c.OnRecord = func(pr pcapstream.Progress) {
-		mu.Lock()
-		latest = pr
-		mu.Unlock()
-	}
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	go func() {
@@ -108,9 +102,7 @@ func (p *printer) startProgress(c *pcapstream.Copier, start time.Time) (stop fun
 			case <-done:
 				return
 			case <-t.C:
-				mu.Lock()
-				pr := latest
-				mu.Unlock()
+				pr := c.Progress()
 				p.mu.Lock()
 				fmt.Fprintf(p.w, "\r\033[K%d packets  %s  %d dropped  %s", pr.Packets, humanBytes(pr.Bytes), pr.Dropped, time.Since(start).Round(time.Second))
 				p.progress = true

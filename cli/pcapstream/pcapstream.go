@@ -1,21 +1,30 @@
-// Package pcapstream copies a pcap or pcapng byte stream record by record,
-// so that the copy only ever ends on a whole record: whatever cuts the
-// stream (Ctrl-C, a lost connection, a crashed server), the file written
-// so far is valid. It also counts packets on the way, for progress.
+// Package pcapstream copies a pcap or pcapng byte stream so that the copy
+// only ever ends on a whole record: whatever cuts the stream (Ctrl-C, a
+// lost connection, a crashed server), the file written so far is valid.
+// It also counts packets on the way, for progress.
+//
+// The copy is written in large pieces: every whole record received is
+// written before the copier waits for more input, so a live reader (a
+// Wireshark on `-o -`) sees each packet as soon as it arrived, while a
+// fast stream is written in pieces as large as the reads that bring it.
 package pcapstream
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 )
 
 // MaxRecord bounds one record (a pcap packet or a pcapng block); nothing
 // legitimate comes close, and it bounds what a broken stream can make us
 // allocate.
 const MaxRecord = 16 << 20
+
+// readSize is the input buffer; a record larger than it grows the buffer
+// up to MaxRecord.
+const readSize = 256 << 10
 
 // Format of a stream, known after its first bytes.
 type Format int
@@ -52,132 +61,180 @@ type Progress struct {
 
 // Copier copies one stream.
 type Copier struct {
-	src      *bufio.Reader
-	dst      io.Writer
-	progress Progress
-	order    binary.ByteOrder
-	buf      []byte
-	// OnRecord, if set, is called after every whole record is written.
-	OnRecord func(Progress)
-	ifDrops  map[uint32]uint64
+	src io.Reader
+	dst io.Writer
+	// StopAfter, if set, ends Copy (with a nil error) once that many
+	// packets are written.
+	StopAfter uint64
+
+	// buf[:parsed] holds whole records not written yet, buf[parsed:filled]
+	// the start of the next record.
+	buf            []byte
+	parsed, filled int
+	pending        uint64 // packets among the records not written yet
+
+	format  Format
+	order   binary.ByteOrder
+	ifDrops map[uint32]uint64
+
+	// Written by Copy, read by Progress from any goroutine.
+	progFormat  atomic.Int32
+	progPackets atomic.Uint64
+	progBytes   atomic.Int64
+	progDropped atomic.Uint64
 }
 
 // NewCopier copies from src to dst.
 func NewCopier(dst io.Writer, src io.Reader) *Copier {
-	return &Copier{src: bufio.NewReaderSize(src, 64<<10), dst: dst, ifDrops: map[uint32]uint64{}}
+	return &Copier{src: src, dst: dst, ifDrops: map[uint32]uint64{}}
 }
 
-// Progress returns what has been copied.
-func (c *Copier) Progress() Progress { return c.progress }
+// Progress returns what has been copied. It is safe to call while Copy
+// runs: progress lines read it.
+func (c *Copier) Progress() Progress {
+	return Progress{
+		Format:  Format(c.progFormat.Load()),
+		Packets: c.progPackets.Load(),
+		Bytes:   c.progBytes.Load(),
+		Dropped: c.progDropped.Load(),
+	}
+}
 
 // Copy copies until src ends. A clean end is a nil error; a stream cut
 // inside a record returns io.ErrUnexpectedEOF (or the read error) and the
 // partial record is not written.
 func (c *Copier) Copy() error {
-	magic, err := c.src.Peek(4)
-	if err != nil {
-		if errors.Is(err, io.EOF) && len(magic) == 0 {
+	if c.buf == nil {
+		c.buf = make([]byte, readSize)
+	}
+	var readErr error
+	for {
+		need, err := c.parse()
+		if err != nil {
+			// The records before the bad one are still good.
+			return errors.Join(err, c.write())
+		}
+		// Everything whole goes out before the copier may wait.
+		if err := c.write(); err != nil {
+			return err
+		}
+		switch {
+		case c.StopAfter > 0 && c.progPackets.Load() >= c.StopAfter:
+			return nil
+		case readErr == nil:
+		case !errors.Is(readErr, io.EOF):
+			return readErr
+		case c.filled > 0:
+			return io.ErrUnexpectedEOF
+		case c.format == Unknown:
 			return fmt.Errorf("%w: empty stream", ErrFormat)
-		}
-		return c.cut(err)
-	}
-	switch {
-	case binary.LittleEndian.Uint32(magic) == 0x0A0D0D0A:
-		c.progress.Format = Pcapng
-		return c.copyPcapng()
-	default:
-		switch binary.LittleEndian.Uint32(magic) {
-		case 0xA1B2C3D4, 0xA1B23C4D:
-			c.order = binary.LittleEndian
-		case 0xD4C3B2A1, 0x4D3CB2A1:
-			c.order = binary.BigEndian
 		default:
-			return fmt.Errorf("%w: unknown magic % x", ErrFormat, magic)
+			return nil
 		}
-		c.progress.Format = Pcap
-		return c.copyPcap()
+		if need > len(c.buf) {
+			grown := make([]byte, need)
+			copy(grown, c.buf[:c.filled])
+			c.buf = grown
+		}
+		var n int
+		n, readErr = c.src.Read(c.buf[c.filled:])
+		c.filled += n
 	}
 }
 
-func (c *Copier) cut(err error) error {
-	if errors.Is(err, io.EOF) {
-		return io.ErrUnexpectedEOF
+// write writes the whole records parsed so far and keeps the rest.
+func (c *Copier) write() error {
+	if c.parsed == 0 {
+		return nil
 	}
-	return err
-}
-
-// read reads exactly n bytes into the reusable buffer.
-func (c *Copier) read(n int) ([]byte, error) {
-	if n > MaxRecord {
-		return nil, fmt.Errorf("%w: record of %d bytes, maximum %d", ErrFormat, n, MaxRecord)
-	}
-	if cap(c.buf) < n {
-		c.buf = make([]byte, n, max(n, 64<<10))
-	}
-	b := c.buf[:n]
-	if _, err := io.ReadFull(c.src, b); err != nil {
-		return nil, c.cut(err)
-	}
-	return b, nil
-}
-
-// write writes one whole record.
-func (c *Copier) write(rec []byte, packet bool) error {
-	if _, err := c.dst.Write(rec); err != nil {
+	if _, err := c.dst.Write(c.buf[:c.parsed]); err != nil {
 		return fmt.Errorf("write capture: %w", err)
 	}
-	c.progress.Bytes += int64(len(rec))
-	if packet {
-		c.progress.Packets++
-	}
-	if c.OnRecord != nil {
-		c.OnRecord(c.progress)
-	}
+	c.progBytes.Add(int64(c.parsed))
+	c.progPackets.Add(c.pending)
+	c.pending = 0
+	c.filled = copy(c.buf, c.buf[c.parsed:c.filled])
+	c.parsed = 0
 	return nil
 }
 
-// atEnd reports a clean end of stream between records.
-func (c *Copier) atEnd() (bool, error) {
-	_, err := c.src.Peek(1)
-	if errors.Is(err, io.EOF) {
-		return true, nil
-	}
-	return false, err
-}
-
-func (c *Copier) copyPcap() error {
-	hdr, err := c.read(24)
-	if err != nil {
-		return err
-	}
-	if err := c.write(hdr, false); err != nil {
-		return err
-	}
+// parse advances over the whole records in the buffer. It returns how
+// many bytes the buffer must hold for the next record to be whole.
+func (c *Copier) parse() (need int, err error) {
 	for {
-		if end, err := c.atEnd(); end || err != nil {
-			return err
+		if c.StopAfter > 0 && c.progPackets.Load()+c.pending >= c.StopAfter {
+			return 0, nil
 		}
-		// The record header and data are written together.
-		head, err := c.src.Peek(16)
+		rest := c.buf[c.parsed:c.filled]
+		var n int
+		var packet bool
+		switch c.format {
+		case Unknown:
+			n, err = c.start(rest)
+		case Pcap:
+			n, err = c.pcapRecord(rest)
+			packet = true
+		default:
+			n, packet, err = c.pcapngBlock(rest)
+		}
 		if err != nil {
-			return c.cut(err)
+			return 0, err
 		}
-		capLen := c.order.Uint32(head[8:])
-		origLen := c.order.Uint32(head[12:])
-		if capLen > origLen && origLen != 0 {
-			return fmt.Errorf("%w: record captures %d bytes of a %d-byte packet", ErrFormat, capLen, origLen)
+		if n == 0 || n > len(rest) {
+			// Not whole yet: n is the record's size once known.
+			return n, nil
 		}
-		rec, err := c.read(16 + int(min(capLen, MaxRecord)))
-		if err != nil {
-			return err
-		}
-		if err := c.write(rec, true); err != nil {
-			return err
+		c.parsed += n
+		if packet {
+			c.pending++
 		}
 	}
 }
 
-// pcapng block types that carry a packet.
+// start recognises the format by its magic; for pcap the file header is
+// the first record.
+func (c *Copier) start(b []byte) (int, error) {
+	if len(b) < 4 {
+		return 0, nil
+	}
+	switch binary.LittleEndian.Uint32(b) {
+	case blockSHB:
+		c.setFormat(Pcapng)
+		return 0, nil
+	case 0xA1B2C3D4, 0xA1B23C4D:
+		c.order = binary.LittleEndian
+	case 0xD4C3B2A1, 0x4D3CB2A1:
+		c.order = binary.BigEndian
+	default:
+		return 0, fmt.Errorf("%w: unknown magic % x", ErrFormat, b[:4])
+	}
+	if len(b) >= 24 {
+		c.setFormat(Pcap)
+	}
+	return 24, nil
+}
+
+func (c *Copier) setFormat(f Format) {
+	c.format = f
+	c.progFormat.Store(int32(f))
+}
+
+func (c *Copier) pcapRecord(b []byte) (int, error) {
+	if len(b) < 16 {
+		return 0, nil
+	}
+	capLen := c.order.Uint32(b[8:])
+	origLen := c.order.Uint32(b[12:])
+	switch {
+	case capLen > origLen && origLen != 0:
+		return 0, fmt.Errorf("%w: record captures %d bytes of a %d-byte packet", ErrFormat, capLen, origLen)
+	case capLen > MaxRecord-16:
+		return 0, fmt.Errorf("%w: record of %d bytes, maximum %d", ErrFormat, capLen, MaxRecord)
+	}
+	return 16 + int(capLen), nil
+}
+
+// pcapng block types.
 const (
 	blockSHB = 0x0A0D0D0A
 	blockEPB = 6
@@ -186,48 +243,41 @@ const (
 	blockISB = 5
 )
 
-func (c *Copier) copyPcapng() error {
-	for {
-		if end, err := c.atEnd(); end || err != nil {
-			return err
-		}
-		head, err := c.src.Peek(12)
-		if err != nil {
-			return c.cut(err)
-		}
-		typ := binary.LittleEndian.Uint32(head)
-		if typ == blockSHB {
-			// A section header sets the byte order of everything after it.
-			switch binary.LittleEndian.Uint32(head[8:]) {
-			case 0x1A2B3C4D:
-				c.order = binary.LittleEndian
-			case 0x4D3C2B1A:
-				c.order = binary.BigEndian
-			default:
-				return fmt.Errorf("%w: bad section byte-order magic", ErrFormat)
-			}
-		} else if c.order == nil {
-			return fmt.Errorf("%w: pcapng block before the section header", ErrFormat)
-		}
-		typ = c.order.Uint32(head)
-		n := c.order.Uint32(head[4:])
-		if n < 12 || n%4 != 0 {
-			return fmt.Errorf("%w: pcapng block of length %d", ErrFormat, n)
-		}
-		rec, err := c.read(int(min(n, MaxRecord+1)))
-		if err != nil {
-			return err
-		}
-		if c.order.Uint32(rec[n-4:]) != n {
-			return fmt.Errorf("%w: pcapng block lengths disagree", ErrFormat)
-		}
-		if typ == blockISB {
-			c.noteStats(rec)
-		}
-		if err := c.write(rec, typ == blockEPB || typ == blockSPB || typ == blockPB); err != nil {
-			return err
-		}
+func (c *Copier) pcapngBlock(b []byte) (n int, packet bool, err error) {
+	if len(b) < 12 {
+		return 0, false, nil
 	}
+	if binary.LittleEndian.Uint32(b) == blockSHB {
+		// A section header sets the byte order of everything after it.
+		switch binary.LittleEndian.Uint32(b[8:]) {
+		case 0x1A2B3C4D:
+			c.order = binary.LittleEndian
+		case 0x4D3C2B1A:
+			c.order = binary.BigEndian
+		default:
+			return 0, false, fmt.Errorf("%w: bad section byte-order magic", ErrFormat)
+		}
+	} else if c.order == nil {
+		return 0, false, fmt.Errorf("%w: pcapng block before the section header", ErrFormat)
+	}
+	typ := c.order.Uint32(b)
+	length := c.order.Uint32(b[4:])
+	switch {
+	case length < 12 || length%4 != 0:
+		return 0, false, fmt.Errorf("%w: pcapng block of length %d", ErrFormat, length)
+	case length > MaxRecord:
+		return 0, false, fmt.Errorf("%w: record of %d bytes, maximum %d", ErrFormat, length, MaxRecord)
+	case int(length) > len(b):
+		return int(length), false, nil
+	}
+	block := b[:length]
+	if c.order.Uint32(block[length-4:]) != length {
+		return 0, false, fmt.Errorf("%w: pcapng block lengths disagree", ErrFormat)
+	}
+	if typ == blockISB {
+		c.noteStats(block)
+	}
+	return int(length), typ == blockEPB || typ == blockSPB || typ == blockPB, nil
 }
 
 // noteStats reads isb_ifdrop (option 5) from an interface statistics block.
@@ -252,5 +302,5 @@ func (c *Copier) noteStats(b []byte) {
 	for _, d := range c.ifDrops {
 		total += d
 	}
-	c.progress.Dropped = total
+	c.progDropped.Store(total)
 }

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -130,4 +131,158 @@ func TestRejectsGarbage(t *testing.T) {
 			t.Errorf("%s: err %v", name, err)
 		}
 	}
+}
+
+// writeCounter counts the writes that reach it.
+type writeCounter struct {
+	bytes.Buffer
+	writes int
+}
+
+func (w *writeCounter) Write(p []byte) (int, error) {
+	w.writes++
+	return w.Buffer.Write(p)
+}
+
+// A stream that arrives in large reads is written in large pieces, not a
+// write per record.
+func TestWritesInLargePieces(t *testing.T) {
+	stream := pcapStream(t, 2000)
+	var out writeCounter
+	cp := NewCopier(&out, bytes.NewReader(stream))
+	if err := cp.Copy(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out.Bytes(), stream) || cp.Progress().Packets != 2000 {
+		t.Fatalf("copied %d of %d bytes, %d packets", out.Len(), len(stream), cp.Progress().Packets)
+	}
+	if max := len(stream)/readSize + 2; out.writes > max {
+		t.Fatalf("%d writes for %d bytes, want at most %d", out.writes, len(stream), max)
+	}
+}
+
+// Every whole record that arrived is written before the copier waits for
+// more: a live reader sees each packet without delay.
+func TestWritesEachRecordBeforeWaiting(t *testing.T) {
+	stream := pcapStream(t, 3)
+	r, w := io.Pipe()
+	out := &lockedBuffer{}
+	cp := NewCopier(out, r)
+	done := make(chan error, 1)
+	go func() { done <- cp.Copy() }()
+	// The header and the first record, then half of the second: the copy
+	// must hold exactly the whole ones while it waits for the rest.
+	firstEnd := 24 + 16 + 60
+	for _, piece := range [][]byte{stream[:firstEnd], stream[firstEnd : firstEnd+20]} {
+		if _, err := w.Write(piece); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for out.Len() < firstEnd {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s the copy holds %d bytes, want %d", out.Len(), firstEnd)
+		}
+		time.Sleep(time.Millisecond) // polling the output: nothing to await
+	}
+	if got := out.Bytes(); !bytes.Equal(got, stream[:firstEnd]) {
+		t.Fatalf("copy holds %d bytes, want the first %d", len(got), firstEnd)
+	}
+	if _, err := w.Write(stream[firstEnd+20:]); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out.Bytes(), stream) {
+		t.Fatal("the whole stream was not copied")
+	}
+}
+
+func TestStopAfter(t *testing.T) {
+	stream := pcapngStream(t, 10)
+	var out bytes.Buffer
+	cp := NewCopier(&out, bytes.NewReader(stream))
+	cp.StopAfter = 4
+	if err := cp.Copy(); err != nil {
+		t.Fatal(err)
+	}
+	if p := cp.Progress(); p.Packets != 4 || !bytes.HasPrefix(stream, out.Bytes()) {
+		t.Fatalf("progress %+v", p)
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Len()
+}
+
+func (l *lockedBuffer) Bytes() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return bytes.Clone(l.b.Bytes())
+}
+
+// chunkReader hands out its data in reads of at most size bytes, as a
+// TLS connection does.
+type chunkReader struct {
+	data []byte
+	size int
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(c.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), c.size)], c.data)
+	c.data = c.data[n:]
+	return n, nil
+}
+
+// BenchmarkCopy copies a stream of 60-byte packets arriving in 16 KiB
+// reads; the baseline is io.Copy of the same bytes, which knows nothing of
+// records.
+func BenchmarkCopy(b *testing.B) {
+	const packets = 100000
+	var stream bytes.Buffer
+	w := pcapgo.NewWriterNanos(&stream)
+	if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
+		b.Fatal(err)
+	}
+	data := make([]byte, 60)
+	for i := range packets {
+		ci := gopacket.CaptureInfo{Timestamp: time.Unix(1700000000, int64(i)), CaptureLength: 60, Length: 60}
+		if err := w.WritePacket(ci, data); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("copier", func(b *testing.B) {
+		for b.Loop() {
+			if err := NewCopier(io.Discard, &chunkReader{stream.Bytes(), 16 << 10}).Copy(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*packets), "ns/packet")
+	})
+	b.Run("io.Copy", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := io.Copy(io.Discard, &chunkReader{stream.Bytes(), 16 << 10}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*packets), "ns/packet")
+	})
 }
