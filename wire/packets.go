@@ -37,6 +37,12 @@ type Batch struct {
 	count int
 }
 
+// NewBatch returns an empty batch whose buffer holds payloadCap bytes of
+// records without growing.
+func NewBatch(payloadCap int) *Batch {
+	return &Batch{buf: make([]byte, HeaderSize, HeaderSize+payloadCap)}
+}
+
 // Append adds a packet. The caller must have checked Fits.
 func (b *Batch) Append(ts int64, length int, data []byte) {
 	if b.buf == nil {
@@ -65,6 +71,27 @@ func (b *Batch) Size() int {
 
 // Count is the number of packets in the batch.
 func (b *Batch) Count() int { return b.count }
+
+// Spare is the unused part of the batch's buffer. A reader that encodes
+// records itself (the agent's libpcap callback) writes them there, in the
+// layout of a Packets payload, and adds them with Commit.
+func (b *Batch) Spare() []byte {
+	if b.buf == nil {
+		b.buf = make([]byte, HeaderSize, HeaderSize+64<<10)
+	}
+	return b.buf[len(b.buf):cap(b.buf)]
+}
+
+// Commit adds count records, n bytes in all, written at the start of
+// Spare.
+func (b *Batch) Commit(n, count int) {
+	b.buf = b.buf[:len(b.buf)+n]
+	b.count += count
+}
+
+// Cap is the payload the batch's buffer holds without growing: the memory
+// it keeps.
+func (b *Batch) Cap() int { return max(cap(b.buf)-HeaderSize, 0) }
 
 // Reset empties the batch and keeps its buffer.
 func (b *Batch) Reset() {

@@ -1,18 +1,20 @@
 // Package capture runs one libpcap capture inside a container's network
 // namespace and hands its packets over in wire batches, bounded in memory.
 //
-// The reader loop owns the libpcap handle. It appends packets to a batch
-// and queues the batch for the consumer (the tunnel stream) when it is big
-// or old enough, or when libpcap's read timeout fires. The queue is bounded
-// in bytes: when the consumer falls behind, packets are dropped and
-// counted, never buffered without bound, so a slow client cannot make the
-// agent grow on a cell that runs apps.
+// The reader loop owns the libpcap handle. It moves whatever libpcap's
+// ring holds into a batch with one call (see ring.go), queues the batch for
+// the consumer (the tunnel stream) once it is big or the ring is empty,
+// and sleeps in poll(2) until the kernel hands over the next ring block:
+// an idle capture costs a wakeup a second. The queue is bounded in bytes:
+// when the consumer falls behind, packets are dropped and counted, never
+// buffered without bound, so a slow client cannot make the agent grow on a
+// cell that runs apps.
 package capture
 
 import (
 	"errors"
 	"fmt"
-	"io"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,8 +54,7 @@ const (
 	flushBytes = 128 << 10
 	// statsInterval is how often libpcap's counters are read.
 	statsInterval = time.Second
-	// queueSlots bounds the number of queued batches besides their bytes;
-	// many tiny batches (sparse traffic) must not grow the queue either.
+	// queueSlots bounds the number of queued batches besides their bytes.
 	queueSlots = 512
 )
 
@@ -71,19 +72,26 @@ func (e *OpenError) Unwrap() error { return e.Err }
 type Capture struct {
 	opts     Options
 	handle   *pcap.Handle
+	ring     *ring
 	linkType int
+	// batchCap is every batch's buffer: a flush's worth and one more
+	// record of the largest size.
+	batchCap int
 
 	out     chan *wire.Batch
 	pool    sync.Pool
-	queued  atomic.Int64 // bytes in out and in the consumer's hands
+	queued  atomic.Int64 // buffer bytes in out and in the consumer's hands
 	stopReq atomic.Pointer[stopRequest]
 
 	packets, bytes     atomic.Uint64
 	kernelDrop, ifDrop atomic.Uint64
 	agentDrop          atomic.Uint64
-	reason             wire.EndReason
-	endErr             error
-	done               chan struct{}
+	// wakeups counts the loop's waits, so that a test can tell an idle
+	// capture sleeps.
+	wakeups atomic.Uint64
+	reason  wire.EndReason
+	endErr  error
+	done    chan struct{}
 }
 
 type stopRequest struct {
@@ -113,14 +121,22 @@ func Open(o Options) (*Capture, error) {
 		}
 		return nil, &OpenError{Code: wire.ErrNoNetns, Msg: fmt.Sprintf("cannot enter the container's network namespace: %v", err), Err: err}
 	}
+	snaplen := min(max(h.SnapLen(), o.Snaplen), wire.MaxSnaplen)
+	r, err := newRing(h, snaplen)
+	if err != nil {
+		h.Close()
+		return nil, &OpenError{Code: wire.ErrInternal, Msg: fmt.Sprintf("read the capture on %s: %v", o.Device, err), Err: err}
+	}
 	c := &Capture{
 		opts:     o,
 		handle:   h,
+		ring:     r,
 		linkType: int(h.LinkType()),
+		batchCap: flushBytes + wire.RecordHeaderSize + snaplen,
 		out:      make(chan *wire.Batch, queueSlots),
 		done:     make(chan struct{}),
 	}
-	c.pool.New = func() any { return new(wire.Batch) }
+	c.pool.New = func() any { return wire.NewBatch(c.batchCap) }
 	return c, nil
 }
 
@@ -171,7 +187,7 @@ func (c *Capture) Batches() <-chan *wire.Batch { return c.out }
 
 // Release returns a batch's memory to the capture's budget.
 func (c *Capture) Release(b *wire.Batch) {
-	c.queued.Add(-int64(b.Size()))
+	c.queued.Add(-int64(b.Cap()))
 	b.Reset()
 	c.pool.Put(b)
 }
@@ -199,6 +215,7 @@ func (c *Capture) Stop(reason wire.EndReason, drain bool) {
 			next.reason = cur.reason
 		}
 		if c.stopReq.CompareAndSwap(cur, next) {
+			c.ring.wakeUp()
 			return
 		}
 	}
@@ -225,6 +242,7 @@ func (c *Capture) Stats() wire.Stats {
 func (c *Capture) read() {
 	defer close(c.done)
 	defer close(c.out)
+	defer c.ring.close()
 	// The handle is closed before out is closed and Done fires, so that the
 	// final counters are in when the consumer sends End.
 	defer c.handle.Close()
@@ -235,6 +253,7 @@ func (c *Capture) read() {
 	}
 	reason, err := r.loop()
 	r.flush()
+	c.pool.Put(r.batch)
 	c.sampleStats()
 	c.reason, c.endErr = reason, err
 }
@@ -243,7 +262,6 @@ func (c *Capture) read() {
 type reader struct {
 	c          *Capture
 	batch      *wire.Batch
-	batchStart time.Time
 	captured   uint64
 	deadline   time.Time
 	drainUntil time.Time
@@ -254,81 +272,74 @@ type reader struct {
 func (r *reader) loop() (wire.EndReason, error) {
 	c, o := r.c, &r.c.opts
 	for {
-		if reason, done := r.tick(false); done {
-			return reason, nil
+		if req := c.stopReq.Load(); req != nil && !req.drain {
+			return req.reason, nil
 		}
-		data, ci, err := c.handle.ZeroCopyReadPacketData()
+		got, err := r.readRing()
+		if o.MaxPackets > 0 && r.captured >= o.MaxPackets {
+			return wire.EndPackets, nil
+		}
 		switch {
 		case err == nil:
-			need := wire.RecordHeaderSize + len(data)
-			if c.queued.Load()+int64(r.batch.Size()+need) > int64(o.QueueBytes) {
-				c.agentDrop.Add(1)
-				continue
-			}
-			if !r.batch.Fits(len(data)) {
-				r.flush()
-			}
-			if r.batch.Count() == 0 {
-				r.batchStart = ci.Timestamp
-			}
-			r.batch.Append(ci.Timestamp.UnixNano(), ci.Length, data)
-			r.captured++
-			if o.MaxPackets > 0 && r.captured >= o.MaxPackets {
-				return wire.EndPackets, nil
-			}
-			// Packet timestamps stand in for the clock: no syscall per packet.
-			if r.batch.Size() >= flushBytes || ci.Timestamp.Sub(r.batchStart) >= o.ReadTimeout {
-				r.flush()
-				if reason, done := r.tick(true); done {
-					return reason, r.gone
-				}
-			}
-		case errors.Is(err, pcap.NextErrorTimeoutExpired):
-			r.flush()
-			if reason, done := r.tick(true); done {
-				return reason, r.gone
-			}
-		case errors.Is(err, io.EOF):
-			return wire.EndError, errors.New("capture handle closed")
-		default:
-			// gopacket reports only "Read Error"; libpcap's own text says
-			// what happened.
-			if errors.Is(err, pcap.NextErrorReadError) {
-				err = fmt.Errorf("%w: %v", err, c.handle.Error())
-			}
-			if !interfaceGone(err) {
-				return wire.EndError, fmt.Errorf("read packets on %s: %w", o.Device, err)
-			}
+		case !interfaceGone(err):
+			return wire.EndError, fmt.Errorf("read packets on %s: %w", o.Device, err)
+		case r.gone == nil:
 			// The ring still holds what arrived before the interface
 			// vanished; the kernel hands it over shortly. Keep reading
-			// for one drain period, pacing the failing reads.
-			if r.gone == nil {
-				r.gone = fmt.Errorf("capture on %s: %w", o.Device, err)
-				r.c.Stop(wire.EndContainerGone, true)
-				r.startDrain()
-			}
-			if !time.Now().Before(r.drainUntil) {
-				return wire.EndContainerGone, r.gone
-			}
-			time.Sleep(o.ReadTimeout / 5)
+			// for one drain period.
+			r.gone = fmt.Errorf("capture on %s: %w", o.Device, err)
+			c.Stop(wire.EndContainerGone, true)
 		}
+		if got && err == nil && r.batch.Size() >= flushBytes {
+			// A full batch: the ring may hold more.
+			r.flush()
+			continue
+		}
+		// The ring is empty for now: hand over what there is, then sleep
+		// until the kernel hands over a block, a stop, or the next tick.
+		r.flush()
+		reason, done := r.tick()
+		if done {
+			return reason, r.gone
+		}
+		if r.gone != nil {
+			// poll reports the dead interface at once: pace the reads.
+			time.Sleep(o.ReadTimeout / 5)
+			continue
+		}
+		c.wakeups.Add(1)
+		c.ring.wait(r.sleep())
 	}
 }
 
-// tick handles stop requests; with clock set also the duration limit, the
-// end of a drain and the periodic counters. It reports whether the loop
-// must end, and why.
-func (r *reader) tick(clock bool) (wire.EndReason, bool) {
-	req := r.c.stopReq.Load()
-	if req != nil && !req.drain {
-		return req.reason, true
+// readRing moves what libpcap holds into the current batch. When the
+// queue could not take the batch once full, the consumer is behind: the
+// packets are read and dropped, and counted.
+func (r *reader) readRing() (got bool, err error) {
+	c, o := r.c, &r.c.opts
+	if len(r.batch.Spare()) < c.ring.room {
+		r.flush()
 	}
-	if !clock {
-		if req != nil && r.drainUntil.IsZero() {
-			r.startDrain()
-		}
-		return "", false
+	want := uint64(math.MaxUint64)
+	if o.MaxPackets > 0 {
+		want = o.MaxPackets - r.captured
 	}
+	discard := c.queued.Load()+int64(c.batchCap) > int64(o.QueueBytes)
+	if discard {
+		want = 0
+	}
+	n, err := c.ring.read(r.batch, want, max(flushBytes-r.batch.Size(), 1))
+	r.captured += n.kept
+	c.agentDrop.Add(n.lost)
+	if discard {
+		c.agentDrop.Add(n.over)
+	}
+	return n.kept+n.over+n.lost > 0, err
+}
+
+// tick handles the periodic counters, the duration limit and the end of
+// a drain. It reports whether the loop must end, and why.
+func (r *reader) tick() (wire.EndReason, bool) {
 	now := time.Now()
 	if now.Sub(r.lastStats) >= statsInterval {
 		r.c.sampleStats()
@@ -336,22 +347,33 @@ func (r *reader) tick(clock bool) (wire.EndReason, bool) {
 	}
 	if !r.deadline.IsZero() && !now.Before(r.deadline) {
 		r.c.Stop(wire.EndDuration, true)
-		req = r.c.stopReq.Load()
 	}
+	req := r.c.stopReq.Load()
 	if req == nil {
 		return "", false
 	}
+	if !req.drain {
+		return req.reason, true
+	}
 	if r.drainUntil.IsZero() {
-		r.startDrain()
+		// A ring block is handed over at most one read timeout after its
+		// first packet; as much again covers scheduling.
+		r.drainUntil = now.Add(2 * r.c.opts.ReadTimeout)
 	}
 	return req.reason, !now.Before(r.drainUntil)
 }
 
-// startDrain sets how long to keep reading after a stop: a ring block is
-// handed over at most one read timeout after its first packet; as much
-// again covers scheduling.
-func (r *reader) startDrain() {
-	r.drainUntil = time.Now().Add(2 * r.c.opts.ReadTimeout)
+// sleep is how long the loop may wait for packets before it has
+// something else to do.
+func (r *reader) sleep() time.Duration {
+	now := time.Now()
+	d := statsInterval - now.Sub(r.lastStats)
+	for _, t := range []time.Time{r.deadline, r.drainUntil} {
+		if !t.IsZero() {
+			d = min(d, t.Sub(now))
+		}
+	}
+	return max(d, time.Millisecond)
 }
 
 // flush queues the current batch. When every queue slot is taken (the
@@ -364,7 +386,7 @@ func (r *reader) flush() {
 	c := r.c
 	// Once sent, the batch belongs to the consumer: read it before.
 	count, size := b.Count(), b.Size()
-	c.queued.Add(int64(size))
+	c.queued.Add(int64(b.Cap()))
 	select {
 	case c.out <- b:
 		c.packets.Add(uint64(count))
@@ -372,7 +394,7 @@ func (r *reader) flush() {
 		r.batch = c.pool.Get().(*wire.Batch)
 	default:
 		c.agentDrop.Add(uint64(count))
-		c.queued.Add(-int64(size))
+		c.queued.Add(-int64(b.Cap()))
 		b.Reset()
 	}
 }

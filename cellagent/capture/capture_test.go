@@ -106,10 +106,25 @@ func TestStopDrainsWhatTheKernelHolds(t *testing.T) {
 		t.Fatalf("link type %d, want Ethernet", c.LinkType())
 	}
 	c.Start()
+	before := time.Now()
 	send(t, p, 40)
+	after := time.Now()
 	c.Stop(wire.EndRequested, true)
 	pkts := collect(t, c)
 	assertDatagrams(t, pkts, 40)
+	// Kernel timestamps in nanoseconds, on the same clock as time.Now.
+	micros := 0
+	for i, pk := range pkts {
+		if ts := time.Unix(0, pk.Timestamp); ts.Before(before) || ts.After(after) {
+			t.Fatalf("packet %d stamped %s, sent between %s and %s", i, ts, before, after)
+		}
+		if pk.Timestamp%1000 == 0 {
+			micros++
+		}
+	}
+	if micros == len(pkts) {
+		t.Fatal("every timestamp is a whole microsecond: not nanosecond precision")
+	}
 	reason, err := c.Result()
 	if reason != wire.EndRequested || err != nil {
 		t.Fatalf("ended %s, %v", reason, err)
@@ -184,15 +199,34 @@ func TestSnaplenTruncates(t *testing.T) {
 func TestSlowConsumerDropsAndCounts(t *testing.T) {
 	p := netnstest.NewPair(t)
 	o := options(p)
-	rec := wire.RecordHeaderSize + 14 + 20 + 8 + len(payload(0))
-	o.QueueBytes = 10 * rec
+	// Room for one batch: the queue holds the buffers' memory.
+	o.QueueBytes = flushBytes + wire.RecordHeaderSize + o.Snaplen
 	c, err := Open(o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.Start()
+	p.App.ListenUDP(t, netip.AddrPortFrom(netnstest.AppIP, udpPort))
+	conn := p.Peer.DialUDP(t, netip.AddrPortFrom(netnstest.AppIP, udpPort))
+	sendRange := func(from, to int) {
+		for i := from; i < to; i++ {
+			if _, err := conn.Write(payload(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	sendRange(0, 10)
+	// The first ten fill the one batch the queue holds...
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Stats().Packets < 10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v: the first 10 datagrams were not queued within 10s", c.Stats())
+		}
+		time.Sleep(5 * time.Millisecond) // polling counters: nothing to await
+	}
+	// ...and the rest find it full.
 	const sent = 50
-	send(t, p, sent)
+	sendRange(10, sent)
 	c.Stop(wire.EndRequested, true)
 	<-c.Done()
 	s := c.Stats()
@@ -200,6 +234,26 @@ func TestSlowConsumerDropsAndCounts(t *testing.T) {
 		t.Fatalf("stats %+v, want 10 queued and %d dropped by the agent", s, sent-10)
 	}
 	assertDatagrams(t, collect(t, c), 10)
+}
+
+// An idle capture sleeps until the kernel has packets: a few wakeups a
+// second for its counters, not one per read timeout.
+func TestIdleCaptureSleeps(t *testing.T) {
+	p := netnstest.NewPair(t)
+	c, err := Open(options(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Start()
+	const window = 2 * time.Second
+	time.Sleep(window) // the observation window, not a wait for an event
+	wakeups := c.wakeups.Load()
+	c.Stop(wire.EndRequested, false)
+	<-c.Done()
+	// One read timeout per wakeup would be 40 in two seconds.
+	if limit := uint64(window/statsInterval) + 2; wakeups > limit {
+		t.Fatalf("%d wakeups in %s of silence, want at most %d", wakeups, window, limit)
+	}
 }
 
 func TestBadFilterCarriesLibpcapMessage(t *testing.T) {

@@ -1,0 +1,213 @@
+package capture
+
+/*
+#cgo LDFLAGS: -lpcap
+#include <stdint.h>
+#include <string.h>
+#include <pcap/pcap.h>
+
+// pcs_state is one read's bookkeeping; it lives in Go memory and holds no
+// pointers, so it may be handed to C.
+typedef struct {
+	size_t len;       // bytes of records written
+	size_t cap;       // bytes the buffer holds
+	size_t stop_at;   // ask libpcap to stop once len reaches this
+	size_t room;      // the largest record: 16 + snaplen
+	uint64_t kept;    // records written
+	uint64_t want;    // write at most this many; 0 discards everything
+	uint64_t over;    // read beyond want: not wanted, not lost
+	uint64_t dropped; // read but no room to write: lost
+	int ts_scale;     // 1 when libpcap gives nanoseconds, 1000 for microseconds
+} pcs_state;
+
+typedef struct {
+	pcap_t *p;
+	unsigned char *buf;
+	pcs_state *st;
+} pcs_call;
+
+static inline void pcs_put32(unsigned char *o, uint32_t v) {
+	o[0] = v >> 24;
+	o[1] = v >> 16;
+	o[2] = v >> 8;
+	o[3] = v;
+}
+
+// pcs_record writes one packet as a wire record (see wire/doc.go: the
+// timestamp in nanoseconds, captured and original length, big-endian,
+// then the data).
+static void pcs_record(u_char *user, const struct pcap_pkthdr *h, const u_char *data) {
+	pcs_call *c = (pcs_call *)user;
+	pcs_state *st = c->st;
+	uint32_t caplen = h->caplen;
+	if (st->kept >= st->want) {
+		st->over++;
+		return;
+	}
+	if (16 + (size_t)caplen > st->cap - st->len) {
+		st->dropped++;
+		return;
+	}
+	uint64_t ts = (uint64_t)h->ts.tv_sec * 1000000000u + (uint64_t)h->ts.tv_usec * (uint64_t)st->ts_scale;
+	unsigned char *o = c->buf + st->len;
+	pcs_put32(o, (uint32_t)(ts >> 32));
+	pcs_put32(o + 4, (uint32_t)ts);
+	pcs_put32(o + 8, caplen);
+	pcs_put32(o + 12, h->len < caplen ? caplen : h->len);
+	memcpy(o + 16, data, caplen);
+	st->len += 16 + (size_t)caplen;
+	st->kept++;
+	if (st->len >= st->stop_at || st->cap - st->len < st->room || st->kept >= st->want) {
+		pcap_breakloop(c->p);
+	}
+}
+
+static int pcs_dispatch(pcap_t *p, unsigned char *buf, pcs_state *st) {
+	pcs_call c = { p, buf, st };
+	return pcap_dispatch(p, -1, pcs_record, (u_char *)&c);
+}
+
+static int pcs_nanos(pcap_t *p) {
+	return pcap_get_tstamp_precision(p) == PCAP_TSTAMP_PRECISION_NANO;
+}
+*/
+import "C"
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/gopacket/gopacket/pcap"
+	"golang.org/x/sys/unix"
+
+	"github.com/cloudfoundry/pcap-server-release/wire"
+)
+
+// ring reads libpcap's packet ring a batch at a time: one cgo call hands
+// over every packet libpcap holds, written by a C callback straight into
+// a wire batch. gopacket's reader costs a cgo call, a lock and a
+// time.Time per packet, which is most of the agent's CPU at high packet
+// rates; tcpdump's own loop is a pcap_dispatch callback too.
+//
+// The ring waits for packets with poll(2) on libpcap's descriptor and an
+// eventfd of its own, so an idle capture sleeps until a ring block is
+// handed over (libpcap's read timeout after its first packet), a stop
+// wakes it, or the caller's timeout passes.
+type ring struct {
+	p       *C.pcap_t
+	fd      int // libpcap's selectable descriptor
+	room    int // the largest record: header and snaplen
+	tsScale int
+	st      C.pcs_state
+
+	mu   sync.Mutex
+	wake int // eventfd; -1 once closed
+}
+
+// handlePointer returns libpcap's pcap_t of a gopacket handle, which
+// gopacket keeps in an unexported field. The handle stays gopacket's: it
+// opens, filters, counts and closes; the ring only reads.
+func handlePointer(h *pcap.Handle) (unsafe.Pointer, error) {
+	f := reflect.ValueOf(h).Elem().FieldByName("cptr")
+	if !f.IsValid() || f.Kind() != reflect.Pointer || f.IsNil() {
+		return nil, errors.New("gopacket's pcap.Handle has no pcap_t pointer named cptr: the gopacket version changed")
+	}
+	return f.UnsafePointer(), nil
+}
+
+func newRing(h *pcap.Handle, snaplen int) (*ring, error) {
+	ptr, err := handlePointer(h)
+	if err != nil {
+		return nil, err
+	}
+	p := (*C.pcap_t)(ptr)
+	fd := int(C.pcap_get_selectable_fd(p))
+	if fd < 0 {
+		return nil, errors.New("libpcap has no selectable descriptor for this capture")
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("create eventfd: %w", err)
+	}
+	r := &ring{p: p, fd: fd, room: wire.RecordHeaderSize + snaplen, tsScale: 1000, wake: wake}
+	if C.pcs_nanos(p) != 0 {
+		r.tsScale = 1
+	}
+	return r, nil
+}
+
+// read moves packets from libpcap into b: every packet libpcap holds now,
+// until b has grown by stopAt bytes or by want packets, or its buffer is
+// full. Packets beyond want are read and passed over (want 0 discards all
+// libpcap holds). A packet that finds no room, which a libpcap that
+// heeds pcap_breakloop only at the end of a ring block can cause, is
+// dropped and counted.
+func (r *ring) read(b *wire.Batch, want uint64, stopAt int) (readCounts, error) {
+	spare := b.Spare()
+	if len(spare) == 0 {
+		return readCounts{}, errors.New("read into a full batch")
+	}
+	r.st = C.pcs_state{
+		cap:      C.size_t(len(spare)),
+		stop_at:  C.size_t(stopAt),
+		room:     C.size_t(r.room),
+		want:     C.uint64_t(want),
+		ts_scale: C.int(r.tsScale),
+	}
+	n := C.pcs_dispatch(r.p, (*C.uchar)(unsafe.Pointer(&spare[0])), &r.st)
+	b.Commit(int(r.st.len), int(r.st.kept))
+	counts := readCounts{kept: uint64(r.st.kept), over: uint64(r.st.over), lost: uint64(r.st.dropped)}
+	if n == C.PCAP_ERROR {
+		return counts, errors.New(C.GoString(C.pcap_geterr(r.p)))
+	}
+	return counts, nil
+}
+
+// readCounts are the packets of one read: written, passed over beyond
+// want, and lost for want of room.
+type readCounts struct {
+	kept, over, lost uint64
+}
+
+// wait sleeps until libpcap may have packets, wakeUp is called, or
+// timeout passes.
+func (r *ring) wait(timeout time.Duration) {
+	r.mu.Lock()
+	wake := r.wake
+	r.mu.Unlock()
+	fds := []unix.PollFd{{Fd: int32(r.fd), Events: unix.POLLIN}, {Fd: int32(wake), Events: unix.POLLIN}}
+	ms := int(max(timeout.Milliseconds(), 1))
+	if _, err := unix.Poll(fds, ms); err != nil {
+		return // EINTR: the caller looks again
+	}
+	if fds[1].Revents&unix.POLLIN != 0 {
+		var buf [8]byte
+		_, _ = unix.Read(wake, buf[:])
+	}
+}
+
+// wakeUp ends a wait; safe from any goroutine, also after close.
+func (r *ring) wakeUp() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.wake >= 0 {
+		var one [8]byte
+		binary.NativeEndian.PutUint64(one[:], 1)
+		_, _ = unix.Write(r.wake, one[:])
+	}
+}
+
+// close releases the eventfd; the pcap handle is closed by its owner.
+func (r *ring) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.wake >= 0 {
+		_ = unix.Close(r.wake)
+		r.wake = -1
+	}
+}
