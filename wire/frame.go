@@ -85,25 +85,46 @@ func NewReader(r io.Reader) *Reader {
 // Next reads the next frame. At a clean end of the stream it returns
 // io.EOF; a stream that ends inside a frame gives io.ErrUnexpectedEOF.
 func (r *Reader) Next() (Frame, error) {
-	if _, err := io.ReadFull(r.r, r.hdr[:]); err != nil {
+	typ, n, err := r.NextHeader()
+	if err != nil {
 		return Frame{}, err
+	}
+	if cap(r.buf) < n {
+		r.buf = make([]byte, n)
+	}
+	r.buf = r.buf[:n]
+	if err := r.ReadPayload(typ, r.buf); err != nil {
+		return Frame{}, err
+	}
+	return Frame{Type: typ, Payload: r.buf}, nil
+}
+
+// NextHeader reads the next frame's header: its type and payload length,
+// at most MaxPayload. The caller then reads the payload with ReadPayload
+// into a buffer of its choice, so that it can keep the payload without a
+// copy.
+func (r *Reader) NextHeader() (Type, int, error) {
+	if _, err := io.ReadFull(r.r, r.hdr[:]); err != nil {
+		return 0, 0, err
 	}
 	typ := Type(r.hdr[0])
 	n := binary.BigEndian.Uint32(r.hdr[1:])
 	if n > MaxPayload {
-		return Frame{}, fmt.Errorf("%w: %s frame of %d bytes, maximum %d", ErrFrameTooLarge, typ, n, MaxPayload)
+		return 0, 0, fmt.Errorf("%w: %s frame of %d bytes, maximum %d", ErrFrameTooLarge, typ, n, MaxPayload)
 	}
-	if cap(r.buf) < int(n) {
-		r.buf = make([]byte, n)
-	}
-	r.buf = r.buf[:n]
-	if _, err := io.ReadFull(r.r, r.buf); err != nil {
+	return typ, int(n), nil
+}
+
+// ReadPayload reads the payload of the frame whose header NextHeader
+// returned; dst must be exactly as long as the payload.
+func (r *Reader) ReadPayload(typ Type, dst []byte) error {
+	if _, err := io.ReadFull(r.r, dst); err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
-		return Frame{}, fmt.Errorf("read %s frame payload of %d bytes: %w", typ, n, err)
+		return fmt.Errorf("read %s frame payload of %d bytes: %w", typ, len(dst), err)
 	}
-	return Frame{Type: typ, Payload: r.buf}, nil
+	return nil
 }
 
 // NextKnown is Next, skipping frames of types this version does not define.

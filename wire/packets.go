@@ -116,26 +116,60 @@ func (b *Batch) Frame() []byte {
 // and an error: a frame is used whole or not at all.
 func DecodePackets(payload []byte, dst []Packet) ([]Packet, error) {
 	start := len(dst)
-	rest := payload
-	for len(rest) > 0 {
-		if len(rest) < RecordHeaderSize {
-			return dst[:start], fmt.Errorf("%w: %d stray bytes at offset %d", ErrMalformedPackets, len(rest), len(payload)-len(rest))
+	for off := 0; off < len(payload); {
+		rec, err := RecordAt(payload, off)
+		if err != nil {
+			return dst[:start], err
 		}
-		ts := int64(binary.BigEndian.Uint64(rest))
-		capLen := binary.BigEndian.Uint32(rest[8:])
-		origLen := binary.BigEndian.Uint32(rest[12:])
-		off := len(payload) - len(rest)
-		switch {
-		case capLen > MaxSnaplen:
-			return dst[:start], fmt.Errorf("%w: record at offset %d captures %d bytes, maximum %d", ErrMalformedPackets, off, capLen, MaxSnaplen)
-		case origLen < capLen:
-			return dst[:start], fmt.Errorf("%w: record at offset %d captures %d bytes of a %d-byte packet", ErrMalformedPackets, off, capLen, origLen)
-		case int(capLen) > len(rest)-RecordHeaderSize:
-			return dst[:start], fmt.Errorf("%w: record at offset %d needs %d bytes, %d left", ErrMalformedPackets, off, capLen, len(rest)-RecordHeaderSize)
-		}
-		end := RecordHeaderSize + int(capLen)
-		dst = append(dst, Packet{Timestamp: ts, Length: int(origLen), Data: rest[RecordHeaderSize:end:end]})
-		rest = rest[end:]
+		end := off + rec.Size()
+		dst = append(dst, Packet{Timestamp: rec.Timestamp, Length: rec.Length, Data: payload[off+RecordHeaderSize : end : end]})
+		off = end
 	}
 	return dst, nil
+}
+
+// CountPackets checks a Packets payload as DecodePackets does and returns
+// how many records it holds, without decoding them.
+func CountPackets(payload []byte) (int, error) {
+	n := 0
+	for off := 0; off < len(payload); n++ {
+		rec, err := RecordAt(payload, off)
+		if err != nil {
+			return 0, err
+		}
+		off += rec.Size()
+	}
+	return n, nil
+}
+
+// Record is the header of one packet record.
+type Record struct {
+	Timestamp int64
+	// CapLen bytes of data follow the header; Length is the packet's
+	// length on the wire.
+	CapLen, Length int
+}
+
+// Size is the record's size in the payload, header included.
+func (r Record) Size() int { return RecordHeaderSize + r.CapLen }
+
+// RecordAt reads and checks the header of the record at offset off of a
+// Packets payload: the record must fit in the payload and its lengths
+// must agree.
+func RecordAt(payload []byte, off int) (Record, error) {
+	rest := payload[off:]
+	if len(rest) < RecordHeaderSize {
+		return Record{}, fmt.Errorf("%w: %d stray bytes at offset %d", ErrMalformedPackets, len(rest), off)
+	}
+	capLen := binary.BigEndian.Uint32(rest[8:])
+	origLen := binary.BigEndian.Uint32(rest[12:])
+	switch {
+	case capLen > MaxSnaplen:
+		return Record{}, fmt.Errorf("%w: record at offset %d captures %d bytes, maximum %d", ErrMalformedPackets, off, capLen, MaxSnaplen)
+	case origLen < capLen:
+		return Record{}, fmt.Errorf("%w: record at offset %d captures %d bytes of a %d-byte packet", ErrMalformedPackets, off, capLen, origLen)
+	case int(capLen) > len(rest)-RecordHeaderSize:
+		return Record{}, fmt.Errorf("%w: record at offset %d needs %d bytes, %d left", ErrMalformedPackets, off, capLen, len(rest)-RecordHeaderSize)
+	}
+	return Record{Timestamp: int64(binary.BigEndian.Uint64(rest)), CapLen: int(capLen), Length: int(origLen)}, nil
 }

@@ -1,139 +1,184 @@
 package capture
 
 import (
+	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
 
-type fakeClock struct{ t time.Time }
+var epoch = time.Unix(1000, 0)
 
-func (c *fakeClock) now() time.Time          { return c.t }
-func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
-
-func pkts(ts ...int64) []wire.Packet {
-	var out []wire.Packet
+// frameOf builds a frame of one-byte packets with these timestamps,
+// arrived at at.
+func frameOf(at time.Time, ts ...int64) *frame {
+	var b wire.Batch
 	for _, t := range ts {
-		out = append(out, wire.Packet{Timestamp: t, Length: 1, Data: []byte{byte(t)}})
+		b.Append(t, 1, []byte{byte(t)})
 	}
-	return out
+	return &frame{buf: b.Frame()[wire.HeaderSize:], left: len(ts), arrived: at}
 }
 
-func timestamps(q []queued) []int64 {
+// drain writes what the merger lets through at now, as the run loop
+// does, and returns the timestamps in order and the wait it reports.
+func drain(m *merger, now time.Time) ([]int64, time.Duration) {
 	var out []int64
-	for _, p := range q {
-		out = append(out, p.Timestamp)
-	}
-	return out
-}
-
-func equal(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
+	for {
+		run, wait, ok := m.next(now)
+		if !ok {
+			return out, wait
 		}
+		f := run.f
+		for f.left > 0 {
+			rec := f.head()
+			if rec.Timestamp > run.until {
+				break
+			}
+			out = append(out, rec.Timestamp)
+			f.off += rec.Size()
+			f.left--
+		}
+		m.written(run.inst, func(*frame) {})
 	}
-	return true
 }
 
-func newTestMerger(n int) (*merger, *fakeClock) {
-	clk := &fakeClock{t: time.Unix(1000, 0)}
-	m := newMerger(n, 250*time.Millisecond, 1<<20)
-	m.now = clk.now
-	return m, clk
-}
+const hold = 250 * time.Millisecond
 
 func TestMergeSingleInstancePassesThrough(t *testing.T) {
-	m, _ := newTestMerger(1)
-	m.push(0, pkts(1, 2, 3))
-	out, next, done := m.pop(nil)
-	if !equal(timestamps(out), []int64{1, 2, 3}) || next != 0 || done {
-		t.Fatalf("%v %v %v", timestamps(out), next, done)
+	m := newMerger(1, hold)
+	m.add(0, frameOf(epoch, 1, 2, 3))
+	out, wait := drain(m, epoch)
+	if !slices.Equal(out, []int64{1, 2, 3}) || wait != 0 || m.done() {
+		t.Fatalf("%v %v %v", out, wait, m.done())
 	}
 }
 
 func TestMergeInterleavesByTimestamp(t *testing.T) {
-	m, _ := newTestMerger(2)
-	m.push(0, pkts(1, 4, 6))
-	m.push(1, pkts(2, 3, 7))
+	m := newMerger(2, hold)
+	m.add(0, frameOf(epoch, 1, 4, 6))
+	m.add(1, frameOf(epoch, 2, 3, 7))
 	// 6 is safe while instance 1 has 7 queued; then 7 must wait, for
 	// instance 0 may still send something older.
-	out, _, _ := m.pop(nil)
-	if got := timestamps(out); !equal(got, []int64{1, 2, 3, 4, 6}) {
-		t.Fatalf("got %v", got)
-	}
-	out, next, _ := m.pop(nil)
-	if len(out) != 0 || next != 250*time.Millisecond {
-		t.Fatalf("7 should wait for instance 0 or its hold: %v, next %v", timestamps(out), next)
+	out, wait := drain(m, epoch)
+	if !slices.Equal(out, []int64{1, 2, 3, 4, 6}) || wait != hold {
+		t.Fatalf("got %v, wait %v", out, wait)
 	}
 }
 
 func TestMergeHoldBoundsTheWaitForAnIdleInstance(t *testing.T) {
-	m, clk := newTestMerger(2)
-	m.push(0, pkts(10, 11))
-	out, next, _ := m.pop(nil)
-	if len(out) != 0 || next != 250*time.Millisecond {
-		t.Fatalf("released before hold: %v, next %v", timestamps(out), next)
+	m := newMerger(2, hold)
+	m.add(0, frameOf(epoch, 10, 11))
+	if out, wait := drain(m, epoch); len(out) != 0 || wait != hold {
+		t.Fatalf("released before hold: %v, wait %v", out, wait)
 	}
-	clk.advance(100 * time.Millisecond)
-	m.push(0, pkts(12))
-	clk.advance(150 * time.Millisecond)
-	out, next, _ = m.pop(nil)
-	if !equal(timestamps(out), []int64{10, 11}) || next != 100*time.Millisecond {
-		t.Fatalf("after hold: %v, next %v", timestamps(out), next)
+	m.add(0, frameOf(epoch.Add(100*time.Millisecond), 12))
+	out, wait := drain(m, epoch.Add(hold))
+	if !slices.Equal(out, []int64{10, 11}) || wait != 100*time.Millisecond {
+		t.Fatalf("after hold: %v, wait %v", out, wait)
 	}
 }
 
 func TestMergeEndedInstanceDoesNotHoldOthers(t *testing.T) {
-	m, _ := newTestMerger(2)
-	m.push(0, pkts(5, 6))
+	m := newMerger(2, hold)
+	m.add(0, frameOf(epoch, 5, 6))
 	m.end(1)
-	out, _, done := m.pop(nil)
-	if !equal(timestamps(out), []int64{5, 6}) || done {
-		t.Fatalf("%v %v", timestamps(out), done)
+	if out, _ := drain(m, epoch); !slices.Equal(out, []int64{5, 6}) || m.done() {
+		t.Fatalf("%v done %v", out, m.done())
 	}
 	m.end(0)
-	if _, _, done := m.pop(nil); !done {
+	if !m.done() {
 		t.Fatal("not done after both ended and drained")
 	}
 }
 
-func TestMergeBudgetDropsAndCounts(t *testing.T) {
-	m, _ := newTestMerger(1)
-	m.budget = 3 * (wire.RecordHeaderSize + 1)
-	if d := m.push(0, pkts(1, 2, 3, 4, 5)); d != 2 {
-		t.Fatalf("dropped %d", d)
+// However the instances' packets interleave and arrive, with every
+// instance busy they come out in timestamp order.
+func TestMergeOrdersManyInstances(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	const instances, perInstance = 17, 300
+	m := newMerger(instances, hold)
+	var all []int64
+	next := make([]int64, instances)
+	pending := make([][]int64, instances)
+	for i := range instances {
+		ts := int64(0)
+		for range perInstance {
+			ts += 1 + rng.Int64N(20)
+			pending[i] = append(pending[i], ts*instances+int64(i)) // distinct
+		}
+		all = append(all, pending[i]...)
 	}
-	out, _, _ := m.pop(nil)
-	if !equal(timestamps(out), []int64{1, 2, 3}) || m.droppedBy(0) != 2 {
-		t.Fatalf("%v dropped %d", timestamps(out), m.droppedBy(0))
+	var out []int64
+	for len(out) < len(all) {
+		// Each instance delivers its next few packets, in order.
+		for i := range instances {
+			k := min(len(pending[i])-int(next[i]), 1+rng.IntN(8))
+			if k > 0 {
+				m.add(i, frameOf(epoch, pending[i][next[i]:next[i]+int64(k)]...))
+				next[i] += int64(k)
+			}
+			if int(next[i]) == len(pending[i]) {
+				m.end(i)
+			}
+		}
+		got, _ := drain(m, epoch)
+		out = append(out, got...)
+		if len(got) == 0 && !m.done() {
+			// Only waits on held packets remain: let the hold expire.
+			got, _ = drain(m, epoch.Add(hold))
+			out = append(out, got...)
+		}
 	}
-	// Room again once written.
-	if d := m.push(0, pkts(6)); d != 0 {
-		t.Fatalf("budget not returned: dropped %d", d)
+	slices.Sort(all)
+	if !slices.Equal(out, all) {
+		t.Fatal("packets out of timestamp order or lost")
+	}
+	if !m.done() {
+		t.Fatal("not done")
+	}
+}
+
+// The budget counts each frame's whole buffer and its bookkeeping, from
+// the moment it is read until its last record is written.
+func TestFramePoolBudget(t *testing.T) {
+	perFrame := 1<<minClass + frameOverhead
+	p := newFramePool(2 * perFrame)
+	a, b := p.get(10), p.get(1<<minClass)
+	if a == nil || b == nil || len(a.buf) != 10 || cap(a.buf) != 1<<minClass {
+		t.Fatalf("frames %v %v", a, b)
+	}
+	// Ten bytes cost a whole buffer: the third frame does not fit.
+	if p.get(1) != nil {
+		t.Fatal("a third frame fit in a budget of two")
+	}
+	p.put(a)
+	if c := p.get(1); c == nil {
+		t.Fatal("the budget was not returned")
+	}
+	if big := newFramePool(1 << 30).get(wire.MaxPayload); big == nil || cap(big.buf) != wire.MaxPayload {
+		t.Fatal("the largest frame has no buffer class")
 	}
 }
 
 // A queue that never empties keeps memory proportional to what it holds,
 // not to what it ever held.
 func TestMergeQueueDoesNotGrowWhileNeverEmpty(t *testing.T) {
-	m, clk := newTestMerger(2)
+	m := newMerger(2, hold)
 	ts := int64(0)
+	now := epoch
 	for range 2000 {
 		for range 50 {
 			ts++
-			m.push(0, pkts(ts))
+			m.add(0, frameOf(now, ts))
 		}
-		clk.advance(300 * time.Millisecond) // past the hold: all but the newest go
-		m.push(0, pkts(ts+1))
+		now = now.Add(hold + time.Millisecond) // past the hold: all but the newest go
 		ts++
-		m.pop(nil)
+		m.add(0, frameOf(now, ts))
+		drain(m, now)
 	}
 	if q := &m.queues[0]; q.len() > 2 || cap(q.items) > 4096 {
-		t.Fatalf("queue holds %d packets in %d slots", q.len(), cap(q.items))
+		t.Fatalf("queue holds %d frames in %d slots", q.len(), cap(q.items))
 	}
 }

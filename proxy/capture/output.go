@@ -1,12 +1,11 @@
 package capture
 
 import (
-	"bufio"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"time"
 
-	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 
@@ -41,66 +40,26 @@ func ParseFormat(s string) (Format, error) {
 	return "", fmt.Errorf("format %q: want pcap or pcapng", s)
 }
 
-// output writes a capture file. Every method leaves the stream ending on a
-// whole record, so that whatever is cut after it, the file is valid.
-type output interface {
-	// size is what writing a packet of n captured bytes adds.
-	size(n int) int64
-	writePacket(iface int, p wire.Packet) error
-	// writeStats closes an interface's record with its final counters
-	// (pcapng only).
-	writeStats(iface int, s ifaceStats) error
-	flush() error
+// output encodes a capture file into a buffer that the writing loop sends
+// to the client in large writes. Everything it appends is whole records,
+// so whatever cuts the stream after a write, the file is valid.
+//
+// Packet records, the per-packet work, are encoded here directly from the
+// agents' records; gopacket's pcapgo writes the rest (file and section
+// headers, interface descriptions and statistics), where its checks are
+// worth more than its cost.
+type output struct {
+	format Format
+	buf    appendBuffer
+	ng     *pcapgo.NgWriter // pcapng only
 }
 
-// ifaceStats are an instance's final counters.
-type ifaceStats struct {
-	delivered, dropped uint64
-	start, end         time.Time
-	comment            string
-}
+// appendBuffer is a byte slice that pcapgo's writers can write to.
+type appendBuffer []byte
 
-// countingWriter counts what reaches the client.
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
-}
-
-// pcapOutput is classic pcap with nanosecond timestamps: one link type
-// and snaplen for the whole file, no room for per-instance counters.
-type pcapOutput struct {
-	buf *bufio.Writer
-	w   *pcapgo.Writer
-}
-
-func newPcapOutput(w io.Writer, snaplen int, linkType layers.LinkType) (*pcapOutput, error) {
-	buf := bufio.NewWriterSize(w, 64<<10)
-	pw := pcapgo.NewWriterNanos(buf)
-	if err := pw.WriteFileHeader(uint32(snaplen), linkType); err != nil {
-		return nil, err
-	}
-	return &pcapOutput{buf: buf, w: pw}, nil
-}
-
-func (o *pcapOutput) size(n int) int64 { return 16 + int64(n) }
-
-func (o *pcapOutput) writePacket(_ int, p wire.Packet) error {
-	return o.w.WritePacket(captureInfo(p, 0), p.Data)
-}
-
-func (o *pcapOutput) writeStats(int, ifaceStats) error { return nil }
-
-func (o *pcapOutput) flush() error { return o.buf.Flush() }
-
-// pcapngOutput has one interface per instance, named APP/INDEX.
-type pcapngOutput struct {
-	w *pcapgo.NgWriter
+func (b *appendBuffer) Write(p []byte) (int, error) {
+	*b = append(*b, p...)
+	return len(p), nil
 }
 
 // ngInterface describes one instance.
@@ -110,7 +69,26 @@ type ngInterface struct {
 	snaplen                   int
 }
 
-func newPcapngOutput(w io.Writer, ifaces []ngInterface) (*pcapngOutput, error) {
+// ifaceStats are an instance's counters so far.
+type ifaceStats struct {
+	delivered, dropped uint64
+	start, end         time.Time
+	comment            string
+}
+
+// newPcapOutput starts classic pcap with nanosecond timestamps: one link
+// type and snaplen for the whole file, no room for per-instance counters.
+func newPcapOutput(snaplen int, linkType layers.LinkType) (*output, error) {
+	o := &output{format: FormatPcap}
+	if err := pcapgo.NewWriterNanos(&o.buf).WriteFileHeader(uint32(snaplen), linkType); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// newPcapngOutput starts pcapng with one interface per instance.
+func newPcapngOutput(ifaces []ngInterface) (*output, error) {
+	o := &output{format: FormatPcapng}
 	toNg := func(i ngInterface) pcapgo.NgInterface {
 		return pcapgo.NgInterface{
 			Name:                i.name,
@@ -122,7 +100,7 @@ func newPcapngOutput(w io.Writer, ifaces []ngInterface) (*pcapngOutput, error) {
 			TimestampResolution: 9,
 		}
 	}
-	ng, err := pcapgo.NewNgWriterInterface(w, toNg(ifaces[0]), pcapgo.NgWriterOptions{SectionInfo: pcapgo.NgSectionInfo{
+	ng, err := pcapgo.NewNgWriterInterface(&o.buf, toNg(ifaces[0]), pcapgo.NgWriterOptions{SectionInfo: pcapgo.NgSectionInfo{
 		Application: "pcap-server-api " + buildinfo.Version(),
 		OS:          "Linux",
 	}})
@@ -138,19 +116,53 @@ func newPcapngOutput(w io.Writer, ifaces []ngInterface) (*pcapngOutput, error) {
 			return nil, fmt.Errorf("pcapng interface %s got id %d, want %d", iface.name, id, i+1)
 		}
 	}
-	return &pcapngOutput{w: ng}, nil
+	o.ng = ng
+	return o, ng.Flush()
 }
 
-// size of an Enhanced Packet Block without options: 28 bytes of header,
-// the data padded to 4 bytes, 4 bytes of trailing length.
-func (o *pcapngOutput) size(n int) int64 { return 32 + int64((n+3)&^3) }
-
-func (o *pcapngOutput) writePacket(iface int, p wire.Packet) error {
-	return o.w.WritePacket(captureInfo(p, iface), p.Data)
+// size is what writing a packet of n captured bytes adds to the file.
+func (o *output) size(n int) int64 {
+	if o.format == FormatPcapng {
+		// An Enhanced Packet Block without options: 28 bytes of header,
+		// the data padded to 4 bytes, 4 bytes of trailing length.
+		return 32 + int64((n+3)&^3)
+	}
+	return 16 + int64(n)
 }
 
-func (o *pcapngOutput) writeStats(iface int, s ifaceStats) error {
-	return o.w.WriteInterfaceStats(iface, pcapgo.NgInterfaceStatistics{
+// appendPacket encodes one record; iface is the pcapng interface of its
+// instance.
+func (o *output) appendPacket(iface int, rec wire.Record, data []byte) {
+	le := binary.LittleEndian
+	b := []byte(o.buf)
+	if o.format == FormatPcapng {
+		n := uint32(o.size(rec.CapLen))
+		b = le.AppendUint32(b, 6) // Enhanced Packet Block
+		b = le.AppendUint32(b, n)
+		b = le.AppendUint32(b, uint32(iface))
+		// The interfaces' resolution is nanoseconds.
+		b = le.AppendUint32(b, uint32(uint64(rec.Timestamp)>>32))
+		b = le.AppendUint32(b, uint32(rec.Timestamp))
+		b = le.AppendUint32(b, uint32(rec.CapLen))
+		b = le.AppendUint32(b, uint32(rec.Length))
+		b = append(b, data...)
+		b = append(b, make([]byte, (4-rec.CapLen%4)%4)...)
+		o.buf = le.AppendUint32(b, n)
+		return
+	}
+	b = le.AppendUint32(b, uint32(rec.Timestamp/1e9))
+	b = le.AppendUint32(b, uint32(rec.Timestamp%1e9))
+	b = le.AppendUint32(b, uint32(rec.CapLen))
+	b = le.AppendUint32(b, uint32(rec.Length))
+	o.buf = append(b, data...)
+}
+
+// appendStats records an instance's counters so far (pcapng only).
+func (o *output) appendStats(iface int, s ifaceStats) error {
+	if o.ng == nil {
+		return nil
+	}
+	err := o.ng.WriteInterfaceStats(iface, pcapgo.NgInterfaceStatistics{
 		LastUpdate:      s.end,
 		StartTime:       s.start,
 		EndTime:         s.end,
@@ -158,17 +170,33 @@ func (o *pcapngOutput) writeStats(iface int, s ifaceStats) error {
 		PacketsDropped:  s.dropped,
 		Comment:         s.comment,
 	})
+	if err != nil {
+		return err
+	}
+	return o.ng.Flush()
 }
 
-func (o *pcapngOutput) flush() error { return o.w.Flush() }
+// pending is what is encoded and not yet written.
+func (o *output) pending() int { return len(o.buf) }
 
-// captureInfo addresses a packet to the pcapng interface of its instance:
-// the writer reads InterfaceIndex as the interface's id in the file.
-func captureInfo(p wire.Packet, iface int) gopacket.CaptureInfo {
-	return gopacket.CaptureInfo{
-		Timestamp:      time.Unix(0, p.Timestamp),
-		CaptureLength:  len(p.Data),
-		Length:         p.Length,
-		InterfaceIndex: iface,
+// writeTo sends what is encoded.
+func (o *output) writeTo(w io.Writer) error {
+	if len(o.buf) == 0 {
+		return nil
 	}
+	_, err := w.Write(o.buf)
+	o.buf = o.buf[:0]
+	return err
+}
+
+// countingWriter counts what reaches the client.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gopacket/gopacket/layers"
@@ -61,7 +62,9 @@ func (s *Session) Started() []Target {
 // closed.
 func (s *Session) Run(ctx context.Context, w io.Writer, flush func() error, stop <-chan wire.EndReason) Result {
 	r := &run{Session: s, cw: &countingWriter{w: w}, flushClient: flush, start: time.Now()}
-	r.merge = newMerger(len(s.instances), holdTime, s.opts.BufferBytes)
+	r.frames = newFramePool(s.opts.BufferBytes)
+	r.inbox = newInbox(len(s.instances))
+	r.merge = newMerger(len(s.instances), holdTime)
 	defer r.close()
 	if err := r.open(); err != nil {
 		s.log.Warn("write capture header", "error", err)
@@ -80,13 +83,15 @@ type run struct {
 	*Session
 	cw          *countingWriter
 	flushClient func() error
-	out         output
-	merge       *merger
+	out         *output
+	frames      *framePool
+	inbox       *inbox
+	merge       *merger        // the loop's alone
 	readers     sync.WaitGroup // stream readers and stop senders
 	start       time.Time
 
 	packets uint64
-	planned int64 // bytes written or buffered for the client
+	planned int64 // bytes written or encoded for the client
 	// What the metrics have counted so far.
 	reportedPackets uint64
 	reportedBytes   int64
@@ -94,8 +99,14 @@ type run struct {
 	reason          wire.EndReason
 	stopping        bool
 	lastEnd         wire.EndReason // the instance that ended last
-	endMu           sync.Mutex
+	// stoppedByAgent is set when an agent ended its stream on a stop
+	// request that reached it through another API replica.
+	stoppedByAgent atomic.Bool
+	endMu          sync.Mutex
 }
+
+// writeChunk is how much encoded output is sent in one write.
+const writeChunk = 256 << 10
 
 func (r *run) open() error {
 	var err error
@@ -111,16 +122,16 @@ func (r *run) open() error {
 				snaplen:     inst.started.Snaplen,
 			}
 		}
-		r.out, err = newPcapngOutput(r.cw, ifaces)
+		r.out, err = newPcapngOutput(ifaces)
 	} else {
-		r.out, err = newPcapOutput(r.cw, first.Snaplen, layers.LinkType(first.LinkType))
+		r.out, err = newPcapOutput(first.Snaplen, layers.LinkType(first.LinkType))
 	}
 	if err == nil {
+		r.planned = int64(r.out.pending())
 		err = r.flush()
 	}
 	r.report()
 	r.writing = err == nil
-	r.planned = r.cw.n
 	return err
 }
 
@@ -137,8 +148,12 @@ func (r *run) report() {
 	r.reportedPackets, r.reportedBytes = r.packets, r.cw.n
 }
 
+// flush writes what is encoded and pushes it to the client.
 func (r *run) flush() error {
-	if err := r.out.flush(); err != nil {
+	if r.out.pending() == 0 {
+		return nil
+	}
+	if err := r.out.writeTo(r.cw); err != nil {
 		return err
 	}
 	return r.flushClient()
@@ -156,7 +171,6 @@ func (r *run) loop(ctx context.Context, stop <-chan wire.EndReason) {
 	statsTick := time.NewTicker(r.opts.StatsInterval)
 	defer statsTick.Stop()
 	var stopDeadline <-chan time.Time
-	var batch []queued
 	clientDone := ctx.Done()
 	for {
 		select {
@@ -169,7 +183,7 @@ func (r *run) loop(ctx context.Context, stop <-chan wire.EndReason) {
 		case reason := <-stop:
 			r.decide(reason)
 			stop = nil
-		case <-r.merge.wake:
+		case <-r.inbox.wake:
 		case <-hold.C:
 		case now := <-statsTick.C:
 			if r.writing && r.req.Format == FormatPcapng {
@@ -183,47 +197,87 @@ func (r *run) loop(ctx context.Context, stop <-chan wire.EndReason) {
 			r.log.Warn("agents did not end in time after stop", "timeout", stopTimeout.String())
 			return
 		}
+		if r.stoppedByAgent.Load() {
+			r.decide(wire.EndRequested)
+		}
 		if r.stopping && stopDeadline == nil {
 			t := time.NewTimer(stopTimeout)
 			defer t.Stop()
 			stopDeadline = t.C
 		}
-		var next time.Duration
-		var done bool
-		batch, next, done = r.merge.pop(batch[:0])
-		r.write(batch)
-		if done {
-			return
-		}
-		if next > 0 {
+		r.inbox.takeInto(r.merge)
+		if next := r.write(time.Now()); next > 0 {
 			hold.Reset(next)
+		}
+		if r.merge.done() {
+			return
 		}
 	}
 }
 
-// write sends packets to the client, enforcing the packet and byte limits.
-func (r *run) write(batch []queued) {
-	if !r.writing || len(batch) == 0 {
-		return
+// write sends the packets that are safe to send, in order, enforcing the
+// packet and byte limits. It returns how long until a held packet may go
+// (0: none is held).
+func (r *run) write(now time.Time) time.Duration {
+	release := r.frames.put
+	if !r.writing {
+		r.merge.discardAll(release)
+		return 0
 	}
-	for _, q := range batch {
+	wrote := false
+	for r.writing {
+		run, wait, ok := r.merge.next(now)
+		if !ok {
+			r.endWrite(wrote)
+			return wait
+		}
+		wrote = true
+		r.writeRun(run)
+		r.merge.written(run.inst, release)
+	}
+	r.merge.discardAll(release)
+	r.endWrite(wrote)
+	return 0
+}
+
+// writeRun encodes the records of one run.
+func (r *run) writeRun(run mergeRun) {
+	f := run.f
+	for f.left > 0 {
+		rec := f.head()
+		if rec.Timestamp > run.until {
+			return
+		}
 		if r.req.MaxPackets > 0 && r.packets >= r.req.MaxPackets {
 			r.decide(wire.EndPackets)
 			r.writing = false
-			break
+			return
 		}
-		size := r.out.size(len(q.Data))
+		size := r.out.size(rec.CapLen)
 		if r.req.MaxBytes > 0 && r.planned+size > r.req.MaxBytes {
 			r.decide(wire.EndMaxBytes)
 			r.writing = false
-			break
-		}
-		if err := r.out.writePacket(q.inst, q.Packet); err != nil {
-			r.clientGone(err)
 			return
 		}
+		data := f.buf[f.off+wire.RecordHeaderSize : f.off+rec.Size()]
+		r.out.appendPacket(run.inst, rec, data)
+		f.off += rec.Size()
+		f.left--
 		r.planned += size
 		r.packets++
+		if r.out.pending() >= writeChunk {
+			if err := r.out.writeTo(r.cw); err != nil {
+				r.clientGone(err)
+				return
+			}
+		}
+	}
+}
+
+// endWrite pushes what this round encoded to the client.
+func (r *run) endWrite(wrote bool) {
+	if !wrote && r.out.pending() == 0 {
+		return
 	}
 	err := r.flush()
 	r.report()
@@ -267,30 +321,40 @@ func (r *run) decide(reason wire.EndReason) {
 }
 
 // read consumes one instance's stream until its End or its failure.
+// Packets frames are read straight into buffers of the capture's budget;
+// a frame that does not fit is read into the instance's scratch buffer,
+// counted and dropped.
 func (r *run) read(i int) {
 	inst := r.instances[i]
-	defer r.merge.end(i)
-	var pkts []wire.Packet
+	defer r.inbox.end(i)
+	var scratch []byte
 	for {
-		f, err := inst.r.NextKnown(func(t wire.Type) { r.log.Debug("skipping unknown frame", "type", t) })
+		typ, n, err := inst.r.NextHeader()
 		if err != nil {
 			r.instanceEnded(inst, nil, err)
 			return
 		}
-		switch f.Type {
-		case wire.TypePackets:
-			// The reader's buffer is reused: the merger needs its own copy.
-			payload := append([]byte(nil), f.Payload...)
-			if pkts, err = wire.DecodePackets(payload, pkts[:0]); err != nil {
+		if typ == wire.TypePackets {
+			if err := r.readPackets(i, n, &scratch); err != nil {
 				// The stream is broken: close it at once, so that the
 				// agent stops capturing for nobody.
 				_ = inst.stream.Close()
 				r.instanceEnded(inst, &wire.End{Reason: wire.EndError, Message: err.Error(), Stats: inst.snapshot()}, nil)
 				return
 			}
-			r.opts.Metrics.Drop(apimetrics.DropAPI, uint64(r.merge.push(i, pkts)))
+			continue
+		}
+		if cap(scratch) < n {
+			scratch = make([]byte, n)
+		}
+		payload := scratch[:n]
+		if err := inst.r.ReadPayload(typ, payload); err != nil {
+			r.instanceEnded(inst, nil, err)
+			return
+		}
+		switch typ {
 		case wire.TypeStats, wire.TypeEnd:
-			m, err := wire.Decode(f)
+			m, err := wire.Decode(wire.Frame{Type: typ, Payload: payload})
 			if err != nil {
 				r.instanceEnded(inst, nil, err)
 				return
@@ -302,9 +366,49 @@ func (r *run) read(i int) {
 			r.instanceEnded(inst, m.(*wire.End), nil)
 			return
 		default:
-			r.log.Warn("unexpected frame from agent", "index", inst.target.Index, "type", f.Type)
+			if typ.Known() {
+				r.log.Warn("unexpected frame from agent", "index", inst.target.Index, "type", typ)
+			} else {
+				r.log.Debug("skipping unknown frame", "type", typ)
+			}
 		}
 	}
+}
+
+// readPackets reads a Packets payload of n bytes and queues it, or drops
+// it when the capture's buffer is full. Only a malformed payload is an
+// error.
+func (r *run) readPackets(i, n int, scratch *[]byte) error {
+	inst := r.instances[i]
+	f := r.frames.get(n)
+	if f == nil {
+		if cap(*scratch) < n {
+			*scratch = make([]byte, n)
+		}
+		payload := (*scratch)[:n]
+		if err := inst.r.ReadPayload(wire.TypePackets, payload); err != nil {
+			return err
+		}
+		count, err := wire.CountPackets(payload)
+		if err != nil {
+			return err
+		}
+		inst.apiDrop.Add(uint64(count))
+		r.opts.Metrics.Drop(apimetrics.DropAPI, uint64(count))
+		return nil
+	}
+	if err := inst.r.ReadPayload(wire.TypePackets, f.buf); err != nil {
+		r.frames.put(f)
+		return err
+	}
+	count, err := wire.CountPackets(f.buf)
+	if err != nil || count == 0 {
+		r.frames.put(f)
+		return err
+	}
+	f.left, f.arrived = count, time.Now()
+	r.inbox.push(i, f)
+	return nil
 }
 
 // snapshot is the instance's counters so far.
@@ -348,6 +452,12 @@ func (r *run) instanceEnded(inst *instance, end *wire.End, err error) {
 	r.endMu.Lock()
 	r.lastEnd = reason
 	r.endMu.Unlock()
+	if reason == wire.EndRequested {
+		// Not asked for by this replica (it would be stopping already):
+		// the owner stopped the capture through another replica, which
+		// reached only the agents it could.
+		r.stoppedByAgent.Store(true)
+	}
 	log := r.log.With("index", inst.target.Index, "reason", reason)
 	if err != nil && !errors.Is(err, io.EOF) {
 		log.Info("instance stream ended", "error", err)
@@ -386,9 +496,9 @@ func (r *run) result() Result {
 		res.Reason = r.lastEnd
 		r.endMu.Unlock()
 	}
-	for i, inst := range r.instances {
+	for _, inst := range r.instances {
 		inst.mu.Lock()
-		ir := InstanceResult{Index: inst.target.Index, Reason: inst.reasonLocked(), Stats: inst.stats, APIDrop: r.merge.droppedBy(i)}
+		ir := InstanceResult{Index: inst.target.Index, Reason: inst.reasonLocked(), Stats: inst.stats, APIDrop: inst.apiDrop.Load()}
 		switch {
 		case inst.end != nil:
 			ir.Message = inst.end.Message
@@ -420,8 +530,8 @@ func (r *run) writeInterfaceStats(now time.Time) {
 		inst.mu.Lock()
 		st := inst.stats
 		inst.mu.Unlock()
-		apiDrop := r.merge.droppedBy(i)
-		err := r.out.writeStats(i, ifaceStats{
+		apiDrop := inst.apiDrop.Load()
+		err := r.out.appendStats(i, ifaceStats{
 			// The agent's counters may lag behind the API's drops.
 			delivered: delta(st.Packets, apiDrop),
 			dropped:   st.KernelDropped + st.InterfaceDropped + st.AgentDropped + apiDrop,

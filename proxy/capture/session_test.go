@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -171,25 +173,109 @@ func TestSessionCountsPacketsAndDrops(t *testing.T) {
 	}
 }
 
+// stallingWriter blocks every write after the first until released, as a
+// client that stopped reading does.
+type stallingWriter struct {
+	bytes.Buffer
+	writes  int
+	stalled chan struct{} // closed when a write blocks
+	release chan struct{}
+}
+
+func (w *stallingWriter) Write(p []byte) (int, error) {
+	if w.writes++; w.writes > 1 {
+		select {
+		case <-w.stalled:
+		default:
+			close(w.stalled)
+		}
+		<-w.release
+	}
+	return w.Buffer.Write(p)
+}
+
+// While the client does not read, frames queue up to the buffer's budget;
+// a frame beyond it is dropped whole and counted.
 func TestSessionDropsBeyondItsBufferAndCountsThem(t *testing.T) {
+	client := &stallingWriter{stalled: make(chan struct{}), release: make(chan struct{})}
+	sent := make(chan struct{})
 	agents, targets := agentsFor(t, func(t *testing.T, req *wire.CaptureRequest, r *wire.Reader, w *wire.Writer) {
+		defer close(sent)
 		_ = w.WriteMessage(&wire.Started{LinkType: 1, Snaplen: req.Snaplen})
-		_ = packetsFrame(w, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
-		_ = w.WriteMessage(&wire.End{Reason: wire.EndDuration, Stats: wire.Stats{Packets: 10}})
+		_ = packetsFrame(w, 1, 2, 3)
+		<-client.stalled // the API is stuck writing the first frame
+		_ = packetsFrame(w, 4, 5, 6, 7)
+		_ = packetsFrame(w, 8, 9, 10, 11, 12)
+		_ = w.WriteMessage(&wire.End{Reason: wire.EndDuration, Stats: wire.Stats{Packets: 12}})
 	})
 	m, _ := newMetrics()
-	// Room for three records: the frame's other seven are dropped at once.
-	sess, _ := Start(context.Background(), agents, request(targets), Options{BufferBytes: 3 * (wire.RecordHeaderSize + 60), Metrics: m})
-	var out bytes.Buffer
-	res := sess.Run(context.Background(), &out, func() error { return nil }, noStop())
-	if res.Dropped.API != 7 || res.Packets != 3 {
+	// Room for one frame's buffer.
+	sess, _ := Start(context.Background(), agents, request(targets), Options{BufferBytes: 1<<minClass + frameOverhead, Metrics: m})
+	go func() {
+		<-sent // net.Pipe: the API has read every frame
+		close(client.release)
+	}()
+	res := sess.Run(context.Background(), client, func() error { return nil }, noStop())
+	if res.Dropped.API != 5 || res.Packets != 7 {
 		t.Fatalf("result %+v", res)
 	}
-	if got := testutil.ToFloat64(m.Dropped.WithLabelValues("api")); got != 7 {
+	if got := testutil.ToFloat64(m.Dropped.WithLabelValues("api")); got != 5 {
 		t.Fatalf("dropped{api} = %v", got)
 	}
-	if got := readPcap(t, out.Bytes()); len(got) != 3 || got[0] != 1 || got[2] != 3 {
+	if got := readPcap(t, client.Bytes()); !slices.Equal(got, []int64{1, 2, 3, 4, 5, 6, 7}) {
 		t.Fatalf("file holds %v", got)
+	}
+}
+
+// Whatever an agent sends, the API holds about buffer_bytes for a capture
+// whose client does not read: frames count whole against the budget, so a
+// small packet cannot keep a large frame alive beyond it.
+func TestSessionMemoryStaysWithinItsBuffer(t *testing.T) {
+	const budget = 16 << 20
+	const frames = 150
+	client := &stallingWriter{stalled: make(chan struct{}), release: make(chan struct{})}
+	sent := make(chan struct{})
+	big := make([]byte, wire.MaxSnaplen)
+	agents, targets := agentsFor(t, func(t *testing.T, req *wire.CaptureRequest, r *wire.Reader, w *wire.Writer) {
+		defer close(sent)
+		_ = w.WriteMessage(&wire.Started{LinkType: 1, Snaplen: wire.MaxSnaplen})
+		_ = packetsFrame(w, 0)
+		<-client.stalled
+		// Each frame: one small packet, then three of the largest size.
+		for i := range frames {
+			b := wire.NewBatch(wire.MaxPayload)
+			b.Append(int64(i+1), 60, big[:60])
+			for range 3 {
+				b.Append(int64(i+1), len(big), big)
+			}
+			if err := w.WriteBatch(b); err != nil {
+				return
+			}
+		}
+		_ = w.WriteMessage(&wire.End{Reason: wire.EndDuration})
+	})
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	sess, _ := Start(context.Background(), agents, request(targets), Options{BufferBytes: budget})
+	measured := make(chan uint64, 1)
+	go func() {
+		<-sent // net.Pipe: the API has read every frame
+		runtime.GC()
+		var during runtime.MemStats
+		runtime.ReadMemStats(&during)
+		measured <- during.HeapAlloc
+		close(client.release)
+	}()
+	res := sess.Run(context.Background(), client, func() error { return nil }, noStop())
+	held := int64(<-measured) - int64(before.HeapAlloc)
+	// The budget, plus an instance's scratch frame and the output being
+	// written: a few MiB.
+	if limit := int64(budget + 8<<20); held > limit {
+		t.Fatalf("the API held %d MiB for the capture, budget %d MiB", held>>20, budget>>20)
+	}
+	if total := res.Packets + res.Dropped.API; total != 1+4*frames || res.Dropped.API == 0 {
+		t.Fatalf("written %d + dropped %d, sent %d", res.Packets, res.Dropped.API, 1+4*frames)
 	}
 }
 
@@ -226,7 +312,7 @@ func TestSessionMergesInstancesIntoPcapng(t *testing.T) {
 		ts = append(ts, ci.Timestamp.UnixNano())
 		ifaces = append(ifaces, ci.InterfaceIndex)
 	}
-	if want := []int64{10, 20, 30, 40, 50, 60}; !equal(ts, want) {
+	if want := []int64{10, 20, 30, 40, 50, 60}; !slices.Equal(ts, want) {
 		t.Fatalf("timestamps %v, want %v", ts, want)
 	}
 	if r.NInterfaces() != 2 {
@@ -296,7 +382,7 @@ func TestStopKeepsDrainedPackets(t *testing.T) {
 	sess, _ := Start(context.Background(), agents, req, Options{BufferBytes: 1 << 20})
 	var out bytes.Buffer
 	res := sess.Run(context.Background(), &out, func() error { return nil }, noStop())
-	if res.Reason != wire.EndDuration || !equal(readPcap(t, out.Bytes()), []int64{1, 2, 3}) {
+	if res.Reason != wire.EndDuration || !slices.Equal(readPcap(t, out.Bytes()), []int64{1, 2, 3}) {
 		t.Fatalf("reason %s, packets %v", res.Reason, readPcap(t, out.Bytes()))
 	}
 }

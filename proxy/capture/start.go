@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -116,6 +117,10 @@ type instance struct {
 	r       *wire.Reader
 	w       *wire.Writer
 	started *wire.Started
+
+	// apiDrop counts the packets dropped for this instance because the
+	// capture's buffer was full.
+	apiDrop atomic.Uint64
 
 	mu    sync.Mutex
 	stats wire.Stats

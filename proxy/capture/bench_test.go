@@ -1,0 +1,121 @@
+package capture
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/cloudfoundry/pcap-server-release/wire"
+)
+
+// replayConn is an agent's side of a stream played back from memory: the
+// frames an agent would send, as fast as the API reads them. What the API
+// writes is discarded.
+type replayConn struct {
+	net.Conn // nil: only the methods below are used
+	r        *bytes.Reader
+}
+
+func (c *replayConn) Read(p []byte) (int, error)       { return c.r.Read(p) }
+func (c *replayConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (c *replayConn) Close() error                     { return nil }
+func (c *replayConn) SetDeadline(time.Time) error      { return nil }
+func (c *replayConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *replayConn) SetWriteDeadline(time.Time) error { return nil }
+
+// replayAgent opens streams that replay one recorded capture.
+type replayAgent struct{ stream []byte }
+
+func (a *replayAgent) Open(context.Context) (net.Conn, error) {
+	return &replayConn{r: bytes.NewReader(a.stream)}, nil
+}
+func (a *replayAgent) TryAcquire(int) bool { return true }
+func (a *replayAgent) Release()            {}
+
+type replayAgents map[netip.Addr]*replayAgent
+
+func (r replayAgents) Lookup(ip netip.Addr) (Agent, bool) {
+	a, ok := r[ip]
+	return a, ok
+}
+
+// recordedStream is what an agent sends for a capture of n packets of
+// size bytes each: Started, Packets frames of 128 KiB, End. Instance i's
+// timestamps interleave with the others'.
+func recordedStream(b *testing.B, n, size, i, instances int) []byte {
+	var buf bytes.Buffer
+	w := wire.NewWriter(&buf)
+	if err := w.WriteMessage(&wire.Started{LinkType: 1, Snaplen: 65535, Device: "eth0"}); err != nil {
+		b.Fatal(err)
+	}
+	data := make([]byte, size)
+	batch := wire.NewBatch(128<<10 + 16 + size)
+	for k := range n {
+		if batch.Size()+16+size > 128<<10 {
+			if err := w.WriteBatch(batch); err != nil {
+				b.Fatal(err)
+			}
+			batch.Reset()
+		}
+		batch.Append(int64(1_700_000_000_000_000_000+k*instances+i), size, data)
+	}
+	if err := w.WriteBatch(batch); err != nil {
+		b.Fatal(err)
+	}
+	if err := w.WriteMessage(&wire.End{Reason: wire.EndDuration, Stats: wire.Stats{Packets: uint64(n)}}); err != nil {
+		b.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// BenchmarkSession measures the API's work per packet: reading the
+// agents' frames, merging instances and writing the file, with the
+// transport taken away (agents replay from memory, the client is
+// io.Discard). Baseline (copy): reading the same frames into a buffer.
+//
+//	go test -run '^$' -bench Session ./proxy/capture
+func BenchmarkSession(b *testing.B) {
+	const packets = 200000
+	for _, instances := range []int{1, 4} {
+		agents := replayAgents{}
+		var targets []Target
+		var all int
+		for i := range instances {
+			ip := netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)})
+			agents[ip] = &replayAgent{stream: recordedStream(b, packets/instances, 60, i, instances)}
+			all += len(agents[ip].stream)
+			targets = append(targets, Target{AppGUID: "g", AppName: "app", Index: i, CellIP: ip})
+		}
+		for _, format := range []Format{FormatPcap, FormatPcapng} {
+			b.Run(fmt.Sprintf("%s/instances=%d", format, instances), func(b *testing.B) {
+				for b.Loop() {
+					req := request(targets)
+					req.Format = format
+					s, errs := Start(context.Background(), agents, req, Options{BufferBytes: 64 << 20})
+					if len(errs) > 0 {
+						b.Fatal(errs[0])
+					}
+					res := s.Run(context.Background(), io.Discard, func() error { return nil }, nil)
+					if res.Packets != packets {
+						b.Fatalf("%d packets written, want %d", res.Packets, packets)
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*packets), "ns/packet")
+			})
+		}
+		b.Run(fmt.Sprintf("copy/instances=%d", instances), func(b *testing.B) {
+			buf := make([]byte, 128<<10)
+			for b.Loop() {
+				for _, a := range agents {
+					_, _ = io.CopyBuffer(struct{ io.Writer }{io.Discard}, struct{ io.Reader }{bytes.NewReader(a.stream)}, buf)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*packets), "ns/packet")
+		})
+	}
+}
