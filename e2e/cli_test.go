@@ -50,8 +50,10 @@ func TestCLIWritesToStdout(t *testing.T) {
 	}
 }
 
-// Ctrl-C in a real terminal: the CLI shows progress, stops, leaves a file
-// tshark reads and prints its summary.
+// Ctrl-C in a real terminal ends like tcpdump's: the CLI shows progress,
+// asks the API to stop, and the stream ends with every packet sent before
+// the Ctrl-C and the trailers, so the summary states the drops by where
+// they happened.
 func TestCLICtrlCInTerminalLeavesValidFile(t *testing.T) {
 	api, a := setup(t)
 	out := filepath.Join(t.TempDir(), "cap.pcap")
@@ -82,9 +84,11 @@ func TestCLICtrlCInTerminalLeavesValidFile(t *testing.T) {
 		t.Fatalf("cli exited with %v:\n%s", err, screen.String())
 	}
 	summary := waitLine(t, lines, regexp.MustCompile(`packets, .* written to`))
-	if !strings.Contains(summary, "25 packets") || !strings.Contains(summary, "stopped (interrupted)") {
+	if !strings.Contains(summary, "25 packets") || !strings.Contains(summary, "ended: stopped on request") ||
+		!strings.Contains(summary, "dropped: 0 (kernel=0 agent=0 api=0)") {
 		t.Fatalf("summary %q", summary)
 	}
+	assertAudit(t, api, "capture", "requested")
 	if rows := tshark(t, out, "udp.payload"); len(rows) != 25 {
 		t.Fatalf("%d packets in the file", len(rows))
 	}

@@ -32,7 +32,23 @@
 //     Either side may stop: the API sends Stop and keeps reading until End;
 //     the agent sends End on its own when a limit is reached or the
 //     container goes away. A stream that dies without End means the agent
-//     (or the tunnel) is lost.
+//     (or the tunnel) is lost. CaptureRequest.owner (version 2) names who
+//     asked for the capture.
+//
+//   - Stop streams (version 2) are opened by the API to stop a capture
+//     that another API replica streams (the replicas share nothing, but
+//     each reaches every agent):
+//
+//     API → agent: StopCapture (capture id, app GUID, requester, admin)
+//     agent → API: StopResult, then the agent closes the stream
+//
+//     The agent stops, draining, every stream it runs for that capture id
+//     and app if the requester is the capture's owner or an admin
+//     ("stopping"), refuses otherwise ("forbidden"), or knows no such
+//     capture ("not_found"). The stopped streams end with End reason
+//     requested; the replica streaming the capture then ends it all with
+//     that reason. An API sends stop streams only to agents that
+//     negotiated version 2.
 //
 // # Frames
 //
@@ -83,5 +99,7 @@
 // normal backoff (an operator is expected to finish the rolling upgrade).
 // A newer API therefore keeps older agents working for as long as it still
 // speaks their version, and vice versa. Both sides send only frames of the
-// chosen version afterwards. This package speaks version 1 only.
+// chosen version afterwards. This package speaks versions 1 and 2;
+// version 2 adds stop streams (StopCapture, StopResult) and
+// CaptureRequest.owner.
 package wire

@@ -23,6 +23,8 @@ const (
 	TypeStats          Type = 8  // agent → API
 	TypeStop           Type = 9  // API → agent
 	TypeEnd            Type = 10 // agent → API, last frame of a capture
+	TypeStopCapture    Type = 11 // API → agent, opens a stop stream (version 2)
+	TypeStopResult     Type = 12 // agent → API, answers StopCapture (version 2)
 )
 
 var typeNames = [...]string{
@@ -36,6 +38,8 @@ var typeNames = [...]string{
 	TypeStats:          "stats",
 	TypeStop:           "stop",
 	TypeEnd:            "end",
+	TypeStopCapture:    "stop_capture",
+	TypeStopResult:     "stop_result",
 }
 
 func (t Type) String() string {

@@ -77,6 +77,10 @@ type CaptureRequest struct {
 	// so that a capture ends even if the API forgets it. Zero: no bound.
 	DurationMillis int64  `json:"duration_ms,omitempty"`
 	MaxPackets     uint64 `json:"max_packets,omitempty"`
+	// Owner is who asked for the capture (the token's subject), so that a
+	// stop arriving through another API replica can be checked against
+	// it. Version 2; older agents ignore it.
+	Owner string `json:"owner,omitempty"`
 }
 
 // MaxFilterLength bounds the BPF filter text, as the HTTP API does.
@@ -168,6 +172,35 @@ type Stop struct {
 	Reason EndReason `json:"reason"`
 }
 
+// StopCapture asks the agent to stop a capture that another API replica
+// streams (API → agent, version 2): the first and only frame the API
+// sends on a stop stream. The agent stops, draining, every stream of the
+// capture it runs for that app, if the requester owns it or is an admin.
+type StopCapture struct {
+	CaptureID string `json:"capture_id"`
+	AppGUID   string `json:"app_guid"`
+	// Requester is the subject of the token that asks; Admin says it
+	// carries the admin scope. The API has verified both.
+	Requester string `json:"requester"`
+	Admin     bool   `json:"admin,omitempty"`
+}
+
+// StopResult answers StopCapture (agent → API, version 2).
+type StopResult struct {
+	Outcome StopOutcome `json:"outcome"`
+	// Streams is how many streams of the capture the agent is stopping.
+	Streams int `json:"streams,omitempty"`
+}
+
+// StopOutcome says what came of a StopCapture.
+type StopOutcome string
+
+const (
+	StopStopping  StopOutcome = "stopping"
+	StopNotFound  StopOutcome = "not_found" // no such capture of that app on this agent
+	StopForbidden StopOutcome = "forbidden" // the capture belongs to someone else
+)
+
 // End is the last frame of a capture stream (agent → API).
 type End struct {
 	Reason  EndReason `json:"reason"`
@@ -211,6 +244,8 @@ func (*Error) Type() Type          { return TypeError }
 func (*Stats) Type() Type          { return TypeStats }
 func (*Stop) Type() Type           { return TypeStop }
 func (*End) Type() Type            { return TypeEnd }
+func (*StopCapture) Type() Type    { return TypeStopCapture }
+func (*StopResult) Type() Type     { return TypeStopResult }
 
 // Marshal encodes a control message's payload.
 func Marshal(m Message) ([]byte, error) {
@@ -248,6 +283,10 @@ func Decode(f Frame) (Message, error) {
 		m = new(Stop)
 	case TypeEnd:
 		m = new(End)
+	case TypeStopCapture:
+		m = new(StopCapture)
+	case TypeStopResult:
+		m = new(StopResult)
 	default:
 		return nil, fmt.Errorf("decode frame: %s is not a control message", f.Type)
 	}
@@ -278,10 +317,11 @@ func Expect[T any, PT interface {
 	return m.(PT), nil
 }
 
-// Versions this package speaks.
+// Versions this package speaks. Version 2 adds stop streams
+// (StopCapture, StopResult) and CaptureRequest.Owner.
 const (
 	MinVersion = 1
-	MaxVersion = 1
+	MaxVersion = 2
 )
 
 // Negotiate picks the highest version in both ranges. It fails when the

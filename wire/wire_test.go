@@ -16,12 +16,14 @@ func allMessages() []Message {
 		&Hello{MinVersion: 1, MaxVersion: 3, AgentID: "6a3c-cell", AgentVersion: "1.2.3", RunID: "run-1", CellIPs: []string{"10.0.16.5", "fd00::5"}, MaxCaptures: 5},
 		&Welcome{Version: 1, APIID: "pcap-server-api/0", APIVersion: "1.2.3", CellIPs: []string{"10.0.16.5"}},
 		&Refused{Reason: RefusedVersion, Message: "no common version", MinVersion: 1, MaxVersion: 1},
-		&CaptureRequest{CaptureID: "c1", AppGUID: "app", ProcessType: "web", Index: 2, InstanceGUID: "inst", Device: "eth0", Filter: "tcp port 8080", Snaplen: 96, DurationMillis: 1500, MaxPackets: 10},
+		&CaptureRequest{CaptureID: "c1", AppGUID: "app", ProcessType: "web", Index: 2, InstanceGUID: "inst", Device: "eth0", Filter: "tcp port 8080", Snaplen: 96, DurationMillis: 1500, MaxPackets: 10, Owner: "user-guid"},
 		&Started{LinkType: 1, Snaplen: 96, Device: "eth0", Container: "handle"},
 		&Error{Code: ErrBadFilter, Message: "syntax error"},
 		&Stats{Packets: 1, Bytes: 2, KernelDropped: 3, InterfaceDropped: 4, AgentDropped: 5},
 		&Stop{Reason: EndClientGone},
 		&End{Reason: EndDuration, Message: "m", Stats: Stats{Packets: 9}},
+		&StopCapture{CaptureID: "c1", AppGUID: "app", Requester: "user-guid", Admin: true},
+		&StopResult{Outcome: StopStopping, Streams: 2},
 	}
 }
 
@@ -193,9 +195,11 @@ func TestNegotiate(t *testing.T) {
 		min, max, want int
 		ok             bool
 	}{
-		{1, 1, 1, true},
-		{1, 7, 1, true}, // a newer agent that still speaks 1
-		{2, 7, 0, false},
+		{1, 1, 1, true}, // an agent of version 1 keeps working
+		{1, 2, 2, true},
+		{1, 7, 2, true}, // a newer agent that still speaks 2
+		{2, 7, 2, true},
+		{3, 7, 0, false},
 		{0, 1, 0, false},
 		{3, 2, 0, false},
 	}

@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -80,6 +82,18 @@ type Agent struct {
 	opts   Options
 	log    *slog.Logger
 	active atomic.Int64
+
+	// running are the captures by id, so that a stop can reach them
+	// through any API replica; one capture may run several streams here
+	// (instances on the same cell).
+	mu      sync.Mutex
+	running map[string][]*runningCapture
+}
+
+// runningCapture is one capture stream, as a stop request sees it.
+type runningCapture struct {
+	appGUID, owner string
+	c              *capture.Capture
 }
 
 // New returns an agent.
@@ -88,23 +102,87 @@ func New(o Options) *Agent {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Agent{opts: o, log: log}
+	return &Agent{opts: o, log: log, running: map[string][]*runningCapture{}}
 }
 
 // Active is the number of running captures.
 func (a *Agent) Active() int64 { return a.active.Load() }
 
-// ServeStream runs one capture stream to its end. When ctx ends (the agent
-// shuts down) the capture ends with agent_draining after draining.
+// ServeStream serves one stream the API opened: a capture, run to its
+// end, or a stop request for a capture that may run on another stream.
+// When ctx ends (the agent shuts down) a capture ends with
+// agent_draining after draining.
 func (a *Agent) ServeStream(ctx context.Context, stream net.Conn) {
 	r, w := wire.NewReader(stream), wire.NewWriter(stream)
 	_ = stream.SetReadDeadline(time.Now().Add(requestTimeout))
-	req, err := wire.Expect[wire.CaptureRequest](r)
+	f, err := r.NextKnown(nil)
+	var m wire.Message
+	if err == nil {
+		m, err = wire.Decode(f)
+	}
 	if err != nil {
-		a.log.Warn("bad capture stream", "error", err)
+		a.log.Warn("bad stream from the API", "error", err)
 		return
 	}
 	_ = stream.SetReadDeadline(time.Time{})
+	switch m := m.(type) {
+	case *wire.CaptureRequest:
+		a.serveCapture(ctx, stream, r, w, m)
+	case *wire.StopCapture:
+		res := a.stop(m)
+		a.log.Info("stop requested", "capture_id", m.CaptureID, "app_guid", m.AppGUID, "requester", m.Requester,
+			"admin", m.Admin, "outcome", res.Outcome, "streams", res.Streams)
+		if err := w.WriteMessage(res); err != nil {
+			a.log.Warn("answer stop request", "capture_id", m.CaptureID, "error", err)
+		}
+	default:
+		a.log.Warn("unexpected first frame from the API", "type", f.Type)
+	}
+}
+
+// stop ends, draining, every stream of the capture that runs here for
+// that app, if the requester owns the capture or is an admin.
+func (a *Agent) stop(req *wire.StopCapture) *wire.StopResult {
+	a.mu.Lock()
+	var found []*runningCapture
+	for _, rc := range a.running[req.CaptureID] {
+		if rc.appGUID == req.AppGUID {
+			found = append(found, rc)
+		}
+	}
+	a.mu.Unlock()
+	if len(found) == 0 {
+		return &wire.StopResult{Outcome: wire.StopNotFound}
+	}
+	for _, rc := range found {
+		if !req.Admin && (rc.owner == "" || rc.owner != req.Requester) {
+			return &wire.StopResult{Outcome: wire.StopForbidden}
+		}
+	}
+	for _, rc := range found {
+		rc.c.Stop(wire.EndRequested, true)
+	}
+	return &wire.StopResult{Outcome: wire.StopStopping, Streams: len(found)}
+}
+
+func (a *Agent) register(id string, rc *runningCapture) (unregister func()) {
+	a.mu.Lock()
+	a.running[id] = append(a.running[id], rc)
+	a.mu.Unlock()
+	return func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		rest := slices.DeleteFunc(a.running[id], func(x *runningCapture) bool { return x == rc })
+		if len(rest) == 0 {
+			delete(a.running, id)
+		} else {
+			a.running[id] = rest
+		}
+	}
+}
+
+// serveCapture runs one capture to its end.
+func (a *Agent) serveCapture(ctx context.Context, stream net.Conn, r *wire.Reader, w *wire.Writer, req *wire.CaptureRequest) {
 	log := a.log.With("capture_id", req.CaptureID, "app_guid", req.AppGUID, "index", req.Index)
 
 	c, container, werr := a.start(ctx, req, log)
@@ -127,6 +205,7 @@ func (a *Agent) ServeStream(ctx context.Context, stream net.Conn) {
 		return
 	}
 	c.Start()
+	defer a.register(req.CaptureID, &runningCapture{appGUID: req.AppGUID, owner: req.Owner, c: c})()
 	log.Info("capture started", "container", container.Handle, "device", req.Device, "filter", req.Filter, "snaplen", req.Snaplen)
 
 	apiDone := make(chan struct{})

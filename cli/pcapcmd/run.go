@@ -45,6 +45,12 @@ type Env struct {
 	// TLSInsecure turns off TLS verification (the cf target's
 	// --skip-ssl-validation).
 	TLSInsecure bool
+	// Stop is closed at the first Ctrl-C (or SIGTERM): the command asks
+	// the API to stop the capture, and the stream ends with every packet
+	// the cells captured and the trailers. Before the capture has started,
+	// it gives up instead. Cancelling Run's ctx (a second Ctrl-C) aborts at
+	// once, still leaving a valid file.
+	Stop <-chan struct{}
 }
 
 // Exit codes.
@@ -54,8 +60,9 @@ const (
 	ExitUsage = 2
 )
 
-// Run runs the command and returns its exit code. Cancelling ctx (Ctrl-C)
-// stops the capture and keeps a valid file.
+// Run runs the command and returns its exit code. Closing env.Stop ends the
+// capture gracefully; cancelling ctx aborts it. Either way the file is
+// valid.
 func Run(ctx context.Context, o Options, env Env) int {
 	p := &printer{w: env.Stderr}
 	code, err := run(ctx, o, env, p)
@@ -96,8 +103,13 @@ func run(ctx context.Context, o Options, env Env, p *printer) (int, error) {
 	if err != nil {
 		return ExitError, err
 	}
+	// Until the capture runs, a stop means giving up.
+	ctx, abort := context.WithCancel(ctx)
+	defer abort()
+	stopper := &stopper{abort: abort, out: env.Stderr, printer: p}
+	go stopper.watch(ctx, env.Stop)
 	client := newClient(env)
-	resp, err := get(ctx, client, reqURL, sess)
+	resp, token, err := get(ctx, client, reqURL, sess)
 	if err != nil {
 		return ExitError, err
 	}
@@ -105,6 +117,8 @@ func run(ctx context.Context, o Options, env Env, p *printer) (int, error) {
 	if resp.StatusCode != http.StatusOK {
 		return ExitError, problemError(resp)
 	}
+	stopper.started(stopRequest{client: client, sess: sess, token: token,
+		url: stopURL(reqURL, resp.Header.Get("Pcap-Capture-Id"), o.Process)})
 
 	out, closeOut, err := openOutput(o, env.Stdout)
 	if err != nil {
@@ -123,7 +137,10 @@ func run(ctx context.Context, o Options, env Env, p *printer) (int, error) {
 	if env.StderrTerminal {
 		stopProgress = p.startProgress(copier, start)
 	}
+	// A second Ctrl-C closes the stream: the copy ends on a whole record.
+	stopCopy := context.AfterFunc(ctx, func() { resp.Body.Close() })
 	copyErr := copier.Copy()
+	stopCopy()
 	stopProgress()
 	if err := closeOut(); err != nil && copyErr == nil {
 		copyErr = err
@@ -183,31 +200,32 @@ func newClient(env Env) *http.Client {
 }
 
 // get sends the request with a fresh token, and once more with a newer
-// token after a 401: the token may have expired between the two.
-func get(ctx context.Context, client *http.Client, reqURL string, sess Session) (*http.Response, error) {
+// token after a 401: the token may have expired between the two. It
+// returns the token that was sent.
+func get(ctx context.Context, client *http.Client, reqURL string, sess Session) (*http.Response, string, error) {
 	for attempt := 0; ; attempt++ {
 		token, err := sess.Token(ctx)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, reqURL, nil)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		req.Header.Set("Authorization", "bearer "+token)
 		req.Header.Set("Accept", "application/vnd.tcpdump.pcap, application/x-pcapng, application/problem+json")
 		resp, err := client.Do(req)
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil, errors.New("interrupted before the capture started")
+				return nil, "", errors.New("interrupted before the capture started")
 			}
-			return nil, fmt.Errorf("cannot reach the pcap-server API at %s: %w", hostOf(reqURL), unwrapURLError(err))
+			return nil, "", fmt.Errorf("cannot reach the pcap-server API at %s: %w", hostOf(reqURL), unwrapURLError(err))
 		}
 		if resp.StatusCode == http.StatusUnauthorized && attempt == 0 {
 			resp.Body.Close()
 			continue
 		}
-		return resp, nil
+		return resp, token, nil
 	}
 }
 

@@ -80,8 +80,8 @@ type Server struct {
 
 // running is a capture in progress.
 type running struct {
-	subject string
-	stop    chan wire.EndReason
+	subject, appGUID string
+	stop             chan wire.EndReason
 }
 
 // New returns a server; it is not ready until SetReady(true).
@@ -108,6 +108,7 @@ func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/apps/{app_guid}/capture", s.handleCapture)
+	mux.HandleFunc("DELETE /v1/apps/{app_guid}/capture/{capture_id}", s.handleStop)
 	mux.HandleFunc("GET /v1/agents", s.handleAgents)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -207,7 +208,7 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 	for _, t := range targets {
 		rec.Instances = append(rec.Instances, t.Index)
 	}
-	run, perr := s.admit(captureID, id.Subject())
+	run, perr := s.admit(captureID, id.Subject(), rec.AppGUID)
 	if perr != nil {
 		refuse(perr)
 		return
@@ -225,6 +226,7 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 		MaxPackets: params.maxPackets,
 		MaxBytes:   int64(s.opts.Limits.MaxBytes),
 		Format:     params.format,
+		Owner:      id.Subject(),
 	}
 	sess, failed := capture.Start(ctx, captureAgents{s.agents}, req, capture.Options{
 		PerAgentLimit: s.opts.Limits.CapturesPerAgent,
@@ -324,7 +326,7 @@ func (d *deadlineWriter) Write(p []byte) (int, error) {
 }
 
 // admit counts a capture against the per-user and total limits.
-func (s *Server) admit(id, subject string) (*running, *problem.Error) {
+func (s *Server) admit(id, subject, appGUID string) (*running, *problem.Error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l := s.opts.Limits
@@ -336,7 +338,7 @@ func (s *Server) admit(id, subject string) (*running, *problem.Error) {
 	case s.perUser[subject] >= l.CapturesPerUser:
 		return nil, problem.New(http.StatusTooManyRequests, "you already run %d captures, the maximum per user", l.CapturesPerUser)
 	}
-	r := &running{subject: subject, stop: make(chan wire.EndReason, 1)}
+	r := &running{subject: subject, appGUID: appGUID, stop: make(chan wire.EndReason, 1)}
 	if len(s.running) == 0 {
 		s.idle = make(chan struct{})
 	}

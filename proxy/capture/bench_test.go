@@ -36,6 +36,7 @@ func (a *replayAgent) Open(context.Context) (net.Conn, error) {
 }
 func (a *replayAgent) TryAcquire(int) bool { return true }
 func (a *replayAgent) Release()            {}
+func (a *replayAgent) Speaks(int) bool     { return true }
 
 type replayAgents map[netip.Addr]*replayAgent
 

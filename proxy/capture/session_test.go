@@ -57,6 +57,7 @@ func (a *fakeAgent) Open(ctx context.Context) (net.Conn, error) {
 
 func (a *fakeAgent) TryAcquire(int) bool { a.mu.Lock(); a.active++; a.mu.Unlock(); return true }
 func (a *fakeAgent) Release()            { a.mu.Lock(); a.active--; a.mu.Unlock() }
+func (a *fakeAgent) Speaks(int) bool     { return true }
 
 type fakeAgents map[netip.Addr]*fakeAgent
 

@@ -48,6 +48,9 @@ type Request struct {
 	MaxPackets uint64
 	MaxBytes   int64
 	Format     Format
+	// Owner is who asked (the token's subject): the one who may stop it
+	// through another replica, besides admins.
+	Owner string
 }
 
 // Agents finds agent sessions by cell IP: the tunnel registry.
@@ -63,6 +66,8 @@ type Agent interface {
 	// TryAcquire counts a capture against limit; Release undoes it.
 	TryAcquire(limit int) bool
 	Release()
+	// Speaks reports whether the session's protocol version is at least v.
+	Speaks(v int) bool
 }
 
 // Options are the API's settings for captures.
@@ -213,6 +218,7 @@ func startInstance(ctx context.Context, agents Agents, req Request, t Target, op
 		Snaplen:        req.Snaplen,
 		DurationMillis: req.remaining().Milliseconds(),
 		MaxPackets:     req.MaxPackets,
+		Owner:          req.Owner,
 	}
 	// The deadline also ends the wait when the client goes away.
 	deadline, _ := ctx.Deadline()
@@ -298,4 +304,78 @@ func statusOf(c wire.ErrorCode) int {
 func (i *instance) abort() {
 	_ = i.stream.Close()
 	i.agent.Release()
+}
+
+// StopOutcome is what came of a stop request for a capture that another
+// API replica streams.
+type StopOutcome struct {
+	// Stopping counts the streams agents are now stopping.
+	Stopping int
+	// Forbidden: an agent runs the capture, for someone else.
+	Forbidden bool
+	// Errors are the cells that could not be asked, and why.
+	Errors []error
+}
+
+// StopElsewhere asks the agents of cells to stop the capture: it runs on
+// another replica, which shares nothing with this one, but every replica
+// reaches every agent and the agents know their captures. An agent stops
+// its streams only for the capture's owner or an admin; the replica that
+// streams the capture then ends it with reason requested.
+func StopElsewhere(ctx context.Context, agents Agents, cells []netip.Addr, req wire.StopCapture) StopOutcome {
+	ctx, cancel := context.WithTimeout(ctx, stopAskTimeout)
+	defer cancel()
+	type answer struct {
+		res *wire.StopResult
+		err error
+	}
+	answers := make([]answer, len(cells))
+	var wg sync.WaitGroup
+	for i, cell := range cells {
+		wg.Go(func() {
+			res, err := askStop(ctx, agents, cell, &req)
+			answers[i] = answer{res, err}
+		})
+	}
+	wg.Wait()
+	var out StopOutcome
+	for _, a := range answers {
+		switch {
+		case a.err != nil:
+			out.Errors = append(out.Errors, a.err)
+		case a.res.Outcome == wire.StopStopping:
+			out.Stopping += a.res.Streams
+		case a.res.Outcome == wire.StopForbidden:
+			out.Forbidden = true
+		}
+	}
+	return out
+}
+
+// stopAskTimeout bounds a stop request's round trip to the agents.
+const stopAskTimeout = 10 * time.Second
+
+func askStop(ctx context.Context, agents Agents, cell netip.Addr, req *wire.StopCapture) (*wire.StopResult, error) {
+	agent, ok := agents.Lookup(cell)
+	if !ok {
+		return nil, fmt.Errorf("no agent connected for cell %s", cell)
+	}
+	if !agent.Speaks(2) {
+		return nil, fmt.Errorf("the agent on cell %s is too old to stop a capture for another API replica", cell)
+	}
+	stream, err := agent.Open(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach the agent on cell %s: %w", cell, err)
+	}
+	defer stream.Close()
+	deadline, _ := ctx.Deadline()
+	_ = stream.SetDeadline(deadline)
+	if err := wire.NewWriter(stream).WriteMessage(req); err != nil {
+		return nil, fmt.Errorf("ask the agent on cell %s: %w", cell, err)
+	}
+	res, err := wire.Expect[wire.StopResult](wire.NewReader(stream))
+	if err != nil {
+		return nil, fmt.Errorf("the agent on cell %s: %w", cell, err)
+	}
+	return res, nil
 }

@@ -23,9 +23,11 @@ var (
 
 // Agent is one connected agent session.
 type Agent struct {
-	ID          string
-	RunID       string
-	Version     string
+	ID      string
+	RunID   string
+	Version string
+	// Protocol is the wire version negotiated with the agent.
+	Protocol    int
 	IPs         []netip.Addr
 	Remote      netip.AddrPort
 	Since       time.Time
@@ -69,6 +71,9 @@ func (a *Agent) Open(ctx context.Context) (net.Conn, error) {
 		return nil, fmt.Errorf("open stream to agent %s: %w", a.ID, ctx.Err())
 	}
 }
+
+// Speaks reports whether the session's protocol version is at least v.
+func (a *Agent) Speaks(v int) bool { return a.Protocol >= v }
 
 // Closed is closed when the session ends.
 func (a *Agent) Closed() <-chan struct{} { return a.sess.CloseChan() }

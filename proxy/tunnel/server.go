@@ -186,6 +186,7 @@ func (s *Server) handshake(ctx context.Context, sess *yamux.Session, remote neti
 		ID:          hello.AgentID,
 		RunID:       hello.RunID,
 		Version:     hello.AgentVersion,
+		Protocol:    version,
 		IPs:         ips,
 		Remote:      remote,
 		Since:       time.Now(),

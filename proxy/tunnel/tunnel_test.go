@@ -210,7 +210,7 @@ func TestRefusedClientsDoNotDisturbOthers(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		refused := helloOver(t, conn, wire.Hello{MinVersion: 2, MaxVersion: 3, AgentID: "future", CellIPs: []string{"127.0.0.1"}})
+		refused := helloOver(t, conn, wire.Hello{MinVersion: wire.MaxVersion + 1, MaxVersion: wire.MaxVersion + 2, AgentID: "future", CellIPs: []string{"127.0.0.1"}})
 		if refused == nil || refused.Reason != wire.RefusedVersion || refused.MaxVersion != wire.MaxVersion {
 			t.Fatalf("answer %+v", refused)
 		}

@@ -22,23 +22,32 @@ import (
 )
 
 func main() {
-	// SIGINT and SIGTERM end the capture cleanly: the file stays valid.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	// After the first signal the default handling returns: a second Ctrl-C
-	// ends the program even if a write hangs.
-	context.AfterFunc(ctx, stop)
+	// The first SIGINT or SIGTERM stops the capture gracefully; the second
+	// aborts it. Either way the file stays valid.
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	ctx, abort := context.WithCancel(context.Background())
+	stop := make(chan struct{})
+	go func() {
+		<-signals
+		close(stop)
+		<-signals
+		abort()
+	}()
 	code := cfplugin.Plugin{
-		Metadata:   pcapcmd.PluginMetadata(),
-		Run:        runPlugin,
-		Standalone: runStandalone,
+		Metadata: pcapcmd.PluginMetadata(),
+		Run: func(ctx context.Context, conn *cfplugin.Connection, args []string) error {
+			return runPlugin(ctx, conn, args, stop)
+		},
+		Standalone: func(ctx context.Context, args []string) error { return runStandalone(ctx, args, stop) },
 		Stderr:     os.Stderr,
 	}.Main(ctx, os.Args)
-	stop()
+	abort()
 	os.Exit(code)
 }
 
 // runPlugin is `cf pcap ...`: args[0] is the command name.
-func runPlugin(ctx context.Context, conn *cfplugin.Connection, args []string) error {
+func runPlugin(ctx context.Context, conn *cfplugin.Connection, args []string, stop <-chan struct{}) error {
 	if len(args) == 0 {
 		return &cfplugin.ExitError{Code: pcapcmd.ExitUsage, Err: errors.New("pcap: no command (see cf help pcap)")}
 	}
@@ -52,11 +61,11 @@ func runPlugin(ctx context.Context, conn *cfplugin.Connection, args []string) er
 			return err
 		}
 	}
-	return capture(ctx, *o, sess)
+	return capture(ctx, *o, sess, stop)
 }
 
 // runStandalone is `pcap-server-cli pcap ...`.
-func runStandalone(ctx context.Context, args []string) error {
+func runStandalone(ctx context.Context, args []string, stop <-chan struct{}) error {
 	if len(args) == 0 || args[0] != "pcap" && args[0] != "tcpdump" {
 		fmt.Fprintln(os.Stderr, "pcap-server-cli is a cf CLI plugin: install it with `cf install-plugin pcap-server-cli` and run `cf pcap APP`.")
 		fmt.Fprintln(os.Stderr, "It also runs on its own with the same options, using the cf CLI's login (~/.cf/config.json or $CF_HOME/.cf/config.json):")
@@ -75,14 +84,14 @@ func runStandalone(ctx context.Context, args []string) error {
 				return err
 			}
 		}
-		return capture(ctx, *o, nil)
+		return capture(ctx, *o, nil, stop)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	store, err := cfconfig.LoadDefault(cfconfig.Options{Logger: log})
 	if err != nil {
 		return err
 	}
-	return capture(ctx, *o, cfsession.Standalone{Store: store})
+	return capture(ctx, *o, cfsession.Standalone{Store: store}, stop)
 }
 
 // apiURLFromCfTarget derives the API URL from the cf CLI's target alone,
@@ -123,7 +132,7 @@ type skipper interface {
 	SkipSSLValidation(ctx context.Context) (bool, error)
 }
 
-func capture(ctx context.Context, o pcapcmd.Options, sess pcapcmd.Session) error {
+func capture(ctx context.Context, o pcapcmd.Options, sess pcapcmd.Session, stop <-chan struct{}) error {
 	insecure := o.SkipSSLValidation
 	// cf's --skip-ssl-validation covers the foundation's own domain: the
 	// derived API URL, not one the user names.
@@ -140,6 +149,7 @@ func capture(ctx context.Context, o pcapcmd.Options, sess pcapcmd.Session) error
 		StderrTerminal: isTerminal(os.Stderr),
 		Session:        sess,
 		TLSInsecure:    insecure,
+		Stop:           stop,
 	})
 	if code != pcapcmd.ExitOK {
 		return &cfplugin.ExitError{Code: code}

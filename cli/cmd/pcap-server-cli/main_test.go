@@ -18,7 +18,7 @@ func TestTokenAndGUIDNeedNoLogin(t *testing.T) {
 	t.Setenv("CF_HOME", home)
 	t.Setenv("PCAP_API_URL", "")
 	t.Setenv("PCAP_TOKEN", "")
-	err := runStandalone(context.Background(), []string{"pcap", "app", "--token", "t", "--app-guid", "g"})
+	err := runStandalone(context.Background(), []string{"pcap", "app", "--token", "t", "--app-guid", "g"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "no API URL: pass --api-url") {
 		t.Fatalf("without a cf config: %v", err)
 	}
@@ -38,7 +38,7 @@ func TestTokenAndGUIDNeedNoLogin(t *testing.T) {
 
 // `BIN PORT` with no command is a usage error, not a panic.
 func TestPluginWithoutCommand(t *testing.T) {
-	err := runPlugin(context.Background(), nil, nil)
+	err := runPlugin(context.Background(), nil, nil, nil)
 	var ee *cfplugin.ExitError
 	if !errors.As(err, &ee) || ee.Code != 2 || !strings.Contains(err.Error(), "no command") {
 		t.Fatalf("%v", err)
