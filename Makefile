@@ -1,7 +1,8 @@
 # The two commands of the README: `make demo` and `make test`. Both work
 # on a fresh Debian machine as root; they install missing packages first.
 SHELL := /bin/bash
-export PATH := $(PATH):/usr/local/go/bin
+# shared/bin beside the checkout holds the bosh CLI the release tests use.
+export PATH := $(PATH):/usr/local/go/bin$(if $(wildcard ../shared/bin/bosh),:$(abspath ../shared/bin))
 
 .PHONY: demo test deps build fuzz bench
 
@@ -15,7 +16,7 @@ test: deps
 
 deps:
 	scripts/install-deps.sh
-	@scripts/fetch-blobs.sh || echo "warning: the libpcap blob could not be fetched; the release test that compiles it will skip and say so"
+	@scripts/fetch-blobs.sh || echo "warning: the release's blobs could not be fetched; the release tests that need them skip and say so"
 
 build:
 	go build -o bin/ ./proxy/cmd/pcap-server-api ./cellagent/cmd/pcap-server ./cli/cmd/pcap-server-cli

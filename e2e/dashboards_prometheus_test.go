@@ -27,8 +27,17 @@ const boshSDFile = "/var/vcap/store/bosh_exporter/bosh_target_groups.json"
 // scrapeConfigTemplate is the scrape configuration the README documents
 // for prometheus-boshrelease: bosh_exporter's targets (IPs without port)
 // kept by monit process name, the deployment copied to bosh_deployment, a
-// fixed environment label, and the metrics port added.
+// fixed environment label, and the metrics port added; the agents over
+// mutual TLS, with a client certificate from cf's metric_scraper_ca.
 var scrapeConfigTemplate = template.Must(template.New("scrape").Parse(`{{range .Jobs}}- job_name: {{.Process}}
+{{- with .TLS}}
+  scheme: https
+  tls_config:
+    ca_file: {{.CAFile}}
+    cert_file: {{.CertFile}}
+    key_file: {{.KeyFile}}
+    server_name: {{.ServerName}}
+{{- end}}
   file_sd_configs:
   - files:
     - {{$.SDFile}}
@@ -45,18 +54,33 @@ var scrapeConfigTemplate = template.Must(template.New("scrape").Parse(`{{range .
     replacement: "${1}:{{.Port}}"
 {{end}}`))
 
+// scrapeTLS is how Prometheus scrapes a job over mutual TLS.
+type scrapeTLS struct {
+	CAFile, CertFile, KeyFile, ServerName string
+}
+
+// readmeAgentScrapeTLS are the files the README's scrape configuration
+// names on the Prometheus VM, and the agents' metrics.server_name.
+var readmeAgentScrapeTLS = scrapeTLS{
+	CAFile:     "/var/vcap/jobs/prometheus/config/pcap_metrics/ca.pem",
+	CertFile:   "/var/vcap/jobs/prometheus/config/pcap_metrics/scrape.crt",
+	KeyFile:    "/var/vcap/jobs/prometheus/config/pcap_metrics/scrape.key",
+	ServerName: "pcap_server_metrics",
+}
+
 // boshScrapeConfigs renders the scrape_configs entries for the API and
 // agent jobs.
-func boshScrapeConfigs(sdFile, environment string, apiPort, agentPort int) string {
+func boshScrapeConfigs(sdFile, environment string, apiPort, agentPort int, agentTLS scrapeTLS) string {
 	type job struct {
 		Process string
 		Port    int
+		TLS     *scrapeTLS
 	}
 	var b bytes.Buffer
 	err := scrapeConfigTemplate.Execute(&b, struct {
 		SDFile, Environment string
 		Jobs                []job
-	}{sdFile, environment, []job{{"pcap-server-api", apiPort}, {"pcap-server", agentPort}}})
+	}{sdFile, environment, []job{{"pcap-server-api", apiPort, nil}, {"pcap-server", agentPort, &agentTLS}}})
 	if err != nil {
 		panic(err) // the template is fixed: a failure is a bug in it
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/cloudfoundry/pcap-server-release/cellagent/agentconfig"
 	"github.com/cloudfoundry/pcap-server-release/internal/cffake"
 	"github.com/cloudfoundry/pcap-server-release/internal/netnstest"
+	"github.com/cloudfoundry/pcap-server-release/internal/testpki"
 	"github.com/cloudfoundry/pcap-server-release/proxy/apiconfig"
 )
 
@@ -158,6 +159,38 @@ func TestDashboardsAreWellFormed(t *testing.T) {
 	}
 }
 
+// metricsPKI gives the agent's metrics listener a server certificate for
+// readmeAgentScrapeTLS.ServerName and returns the files Prometheus
+// scrapes it with: the CA and a client certificate it signed.
+func metricsPKI(t *testing.T, cfg *agentconfig.Config) scrapeTLS {
+	t.Helper()
+	dir := t.TempDir()
+	ca, err := testpki.NewCA("metricScraperCA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := ca.Server(readmeAgentScrapeTLS.ServerName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := ca.Client("prometheus")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := scrapeTLS{ServerName: readmeAgentScrapeTLS.ServerName}
+	if st.CAFile, err = ca.WriteFile(dir, "ca"); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Metrics.Cert, cfg.Metrics.Key, err = server.WriteFiles(dir, "metrics"); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Metrics.CACert = st.CAFile
+	if st.CertFile, st.KeyFile, err = client.WriteFiles(dir, "scrape"); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 // walkDatasources calls fn with every "datasource" value in the document.
 func walkDatasources(v any, path string, fn func(path string, ds any)) {
 	switch v := v.(type) {
@@ -192,7 +225,7 @@ func TestReadmeShowsTheTestedScrapeConfig(t *testing.T) {
 		return n
 	}
 	want := boshScrapeConfigs(boshSDFile, "((metrics_environment))",
-		port(apiconfig.Default().Metrics.Address), port(agentconfig.Default().Metrics.Address))
+		port(apiconfig.Default().Metrics.Address), port(agentconfig.Default().Metrics.Address), readmeAgentScrapeTLS)
 	readme, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
@@ -218,7 +251,12 @@ func TestDashboardsAgainstPrometheus(t *testing.T) {
 	// latency metrics exist.
 	api := startAPI(t, p, nil, f.cfMode)
 	f.running(cffake.ProcessInstance{Index: 0, State: cffake.StateRunning, Host: "127.0.0.1", InstanceGUID: "handle-0"})
-	agent := startAgentWith(t, api, agentConfig(p, api, "127.0.0.1", map[string]string{f.app.GUID + "/0": a.pair.App.Path()}))
+	// The agent serves its metrics over mutual TLS, as the cf deployment
+	// configures it, and Prometheus scrapes with a client certificate of
+	// the same CA (cf's metric_scraper_ca).
+	agentCfg := agentConfig(p, api, "127.0.0.1", map[string]string{f.app.GUID + "/0": a.pair.App.Path()})
+	scrapeTLS := metricsPKI(t, &agentCfg)
+	agent := startAgentWith(t, api, agentCfg)
 	apiAddr, ok := api.d.MetricsAddr().(*net.TCPAddr)
 	if !ok {
 		t.Fatalf("API metrics address %v", api.d.MetricsAddr())
@@ -254,7 +292,7 @@ func TestDashboardsAgainstPrometheus(t *testing.T) {
 		t.Fatal(err)
 	}
 	config := "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nscrape_configs:\n" +
-		boshScrapeConfigs(sdFile, env, apiAddr.Port, agentAddr.Port)
+		boshScrapeConfigs(sdFile, env, apiAddr.Port, agentAddr.Port, scrapeTLS)
 	configFile := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(configFile, []byte(config), 0o644); err != nil {
 		t.Fatal(err)

@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
-# Puts every blob of config/blobs.yml into blobs/, checked against its size
-# and sha256: the libpcap source tarball comes from the Debian mirror (or
-# LIBPCAP_TARBALL, a local copy; LIBPCAP_URL, another mirror). Used by
-# scripts/build-release.sh and by `make test`, whose release tests compile
-# libpcap from it.
+# Puts every blob of config/blobs.yml into blobs/, each checked against its
+# size and sha256 there; a blob already in place and intact is kept.
+#   golang/toolchain-VERSION.zip  the Go module proxy's zip of module
+#                                 golang.org/toolchain@VERSION, through
+#                                 `go mod download`, which checks it against
+#                                 the Go checksum database
+#   libpcap/*                     Debian's source tarball, from the Debian archive
+# Needs curl or wget, and a Go toolchain (go on PATH or /usr/local/go).
+#
+# Environment:
+#   BLOBS_FROM   a directory to take blobs from instead of downloading them,
+#                as DIR/PATH (another checkout's blobs/) or DIR/FILENAME;
+#                checked all the same
+#   LIBPCAP_URL  where the libpcap tarball lies (default: the Debian archive's
+#                pool directory); GOPROXY, as for go, for the toolchain
+#
+# Used by scripts/build-release.sh and by `make deps` (so by `make test`).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -37,7 +49,7 @@ blob_problem() { # FILE SIZE SHA: prints what is wrong and fails, if anything is
 	fi
 }
 
-fetch() { # URL FILE
+download() { # URL FILE
 	if command -v curl >/dev/null; then
 		curl --fail --silent --show-error --location --output "$2" "$1"
 	elif command -v wget >/dev/null; then
@@ -47,6 +59,37 @@ fetch() { # URL FILE
 	fi
 }
 
+go_tool() {
+	if command -v go >/dev/null; then
+		command -v go
+	elif [ -x /usr/local/go/bin/go ]; then
+		echo /usr/local/go/bin/go
+	else
+		fail "no Go toolchain (go on PATH or /usr/local/go/bin/go) to download $1 from the Go module proxy"
+	fi
+}
+
+# toolchain_zip VERSION FILE: the module zip of golang.org/toolchain@VERSION.
+# go mod download verifies it against the checksum database (whatever the
+# caller's GONOSUMDB or GOPRIVATE say) before it hands out the path.
+toolchain_zip() {
+	local gobin modcache zip
+	gobin="$(go_tool "golang.org/toolchain@$1")"
+	modcache="$(mktemp -d)"
+	# A module cache is read-only; `go clean -modcache` empties it.
+	zip="$(cd "${modcache}" &&
+		env GOMODCACHE="${modcache}" GOFLAGS=-modcacherw GOTOOLCHAIN=local GONOSUMDB= GONOSUMCHECK= GOPRIVATE= GOINSECURE= \
+			"${gobin}" mod download -json "golang.org/toolchain@$1" |
+		sed -n 's/^[[:space:]]*"Zip": "\(.*\)",$/\1/p')" || true
+	if [ -n "${zip}" ] && [ -f "${zip}" ]; then
+		cp "${zip}" "$2"
+	fi
+	rm -rf "${modcache}"
+	[ -s "$2" ] || fail "go mod download golang.org/toolchain@$1 gave no zip"
+}
+
+tmp=""
+trap '[ -z "${tmp}" ] || rm -f "${tmp}"' EXIT
 for i in "${!blob_paths[@]}"; do
 	blob="${blob_paths[$i]}" size="${blob_sizes[$i]}" sha="${blob_shas[$i]}"
 	dest="blobs/${blob}"
@@ -54,27 +97,34 @@ for i in "${!blob_paths[@]}"; do
 		step "blob ${blob} is in place"
 		continue
 	fi
-	case "${blob}" in
-	libpcap/*)
-		mkdir -p "$(dirname "${dest}")"
-		tmp="$(mktemp "${dest}.XXXXXX")"
-		trap 'rm -f "${tmp}"' EXIT
-		if [ -n "${LIBPCAP_TARBALL:-}" ]; then
-			step "blob ${blob} from ${LIBPCAP_TARBALL}"
-			cp "${LIBPCAP_TARBALL}" "${tmp}"
-		else
-			url="${LIBPCAP_URL:-https://deb.debian.org/debian/pool/main/libp/libpcap/$(basename "${blob}")}"
+	mkdir -p "$(dirname "${dest}")"
+	tmp="$(mktemp "${dest}.XXXXXX")"
+	if [ -n "${BLOBS_FROM:-}" ]; then
+		from="${BLOBS_FROM}/${blob}"
+		[ -f "${from}" ] || from="${BLOBS_FROM}/$(basename "${blob}")"
+		[ -f "${from}" ] || fail "BLOBS_FROM=${BLOBS_FROM} holds neither ${blob} nor $(basename "${blob}")"
+		step "blob ${blob} from ${from}"
+		cp "${from}" "${tmp}"
+	else
+		case "${blob}" in
+		golang/toolchain-*.zip)
+			version="$(basename "${blob}" .zip)"
+			version="${version#toolchain-}"
+			step "downloading blob ${blob}: golang.org/toolchain@${version} from the Go module proxy"
+			toolchain_zip "${version}" "${tmp}"
+			;;
+		libpcap/*)
+			url="${LIBPCAP_URL:-https://deb.debian.org/debian/pool/main/libp/libpcap}/$(basename "${blob}")"
 			step "downloading blob ${blob} from ${url}"
-			fetch "${url}" "${tmp}"
-		fi
-		problem="$(blob_problem "${tmp}" "${size}" "${sha}")" || fail "refusing the libpcap tarball: ${problem}"
-		chmod 0644 "${tmp}"
-		mv "${tmp}" "${dest}"
-		trap - EXIT
-		;;
-	*)
-		fail "blob ${blob} is missing from blobs/ and this script does not know where to get it"
-		;;
-	esac
+			download "${url}" "${tmp}"
+			;;
+		*)
+			fail "blob ${blob} is missing from blobs/ and this script does not know where to get it"
+			;;
+		esac
+	fi
+	problem="$(blob_problem "${tmp}" "${size}" "${sha}")" || fail "refusing blob ${blob}: ${problem}"
+	chmod 0644 "${tmp}"
+	mv "${tmp}" "${dest}"
+	tmp=""
 done
-

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cloudfoundry/pcap-server-release/internal/configfile"
 	"github.com/cloudfoundry/pcap-server-release/internal/logging"
+	"github.com/cloudfoundry/pcap-server-release/internal/metricsserver"
 )
 
 // Config mirrors the YAML keys of the contract.
@@ -56,8 +57,23 @@ type Limits struct {
 	ReadTimeout configfile.Duration `yaml:"read_timeout"`
 }
 
+// Metrics is the Prometheus listener. With ca_cert, cert and key (PEM
+// files) it serves mutual TLS and refuses clients without a certificate
+// signed by ca_cert, as Cloud Foundry's components serve prom_scraper.
 type Metrics struct {
 	Address string `yaml:"address"`
+	CACert  string `yaml:"ca_cert"`
+	Cert    string `yaml:"cert"`
+	Key     string `yaml:"key"`
+}
+
+// MutualTLS is what the metrics server needs of it.
+func (m Metrics) MutualTLS() metricsserver.MutualTLS {
+	return metricsserver.MutualTLS{CACert: m.CACert, Cert: m.Cert, Key: m.Key}
+}
+
+func (m Metrics) validate(p *configfile.Problems) {
+	p.RequireFilesTogether([]string{"metrics.ca_cert", "metrics.cert", "metrics.key"}, []string{m.CACert, m.Cert, m.Key})
 }
 
 // Dev replaces the garden lookup by a fixed map, for the local demo.
@@ -83,7 +99,7 @@ func Default() Config {
 			BufferBytes: 8 << 20,
 			ReadTimeout: configfile.Duration(50 * time.Millisecond),
 		},
-		Metrics: Metrics{Address: "0.0.0.0:9496"},
+		Metrics: Metrics{Address: "127.0.0.1:9496"},
 	}
 }
 
@@ -182,6 +198,7 @@ func (c *Config) Validate() error {
 			p.Addf("metrics.address %q is not host:port", c.Metrics.Address)
 		}
 	}
+	c.Metrics.validate(&p)
 	return p.Err()
 }
 

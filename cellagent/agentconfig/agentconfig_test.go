@@ -36,7 +36,8 @@ api:
 	}
 	if c.Limits.BufferBytes != 8<<20 || c.Limits.ReadTimeout.D() != 50*time.Millisecond || c.Limits.MaxCaptures != 5 ||
 		c.Garden.Address != "/var/vcap/data/garden/garden.sock" || c.API.TLS.ServerName != "pcap-server-api.service.cf.internal" ||
-		c.ContainerNetnsDir != "/var/vcap/data/garden-cni/container-netns" || len(c.RuncRoots) != 2 || c.AllowHostCapture {
+		c.ContainerNetnsDir != "/var/vcap/data/garden-cni/container-netns" || len(c.RuncRoots) != 2 || c.AllowHostCapture ||
+		c.Metrics.Address != "127.0.0.1:9496" || c.Metrics.MutualTLS().Enabled() {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
 }
@@ -48,6 +49,7 @@ cell_ips: [cell-1]
 api: {addresses: [no-port], resolve_interval: 10ms}
 garden: {network: udp}
 limits: {buffer_bytes: 100KiB, read_timeout: 5s, max_captures: 0}
+metrics: {cert: /nonexistent/cert, key: /nonexistent/key}
 dev: {netns: {"no-index": /run/netns/x}}
 `)
 	if err == nil {
@@ -62,6 +64,7 @@ dev: {netns: {"no-index": /run/netns/x}}
 		"limits.max_captures must be at least 1",
 		"limits.buffer_bytes 100KiB is outside 1MiB..1GiB",
 		"limits.read_timeout 5s is outside 1ms..1s",
+		"metrics.ca_cert, metrics.cert, metrics.key go together: set all of them or none (given: metrics.cert, metrics.key)",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)
@@ -69,5 +72,22 @@ dev: {netns: {"no-index": /run/netns/x}}
 	}
 	if strings.Contains(err.Error(), "garden.network") {
 		t.Error("garden is checked although dev mode replaces it")
+	}
+}
+
+func TestMetricsTLSFilesMustBeReadable(t *testing.T) {
+	_, err := load(t, `
+id: x
+cell_ips: [10.0.16.5]
+api: {addresses: ["a:9494"]}
+metrics: {ca_cert: /nonexistent/ca, cert: /nonexistent/cert, key: /nonexistent/key}
+`)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, key := range []string{"metrics.ca_cert", "metrics.cert", "metrics.key"} {
+		if !strings.Contains(err.Error(), key+": open /nonexistent/") {
+			t.Errorf("missing the unreadable %s in:\n%v", key, err)
+		}
 	}
 }

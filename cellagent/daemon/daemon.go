@@ -72,7 +72,7 @@ func New(cfg *agentconfig.Config, o Options) (*Daemon, error) {
 	}
 	reg := metricsserver.NewRegistry("pcap_agent")
 	m := agentmetrics.New(reg)
-	if d.metrics, err = metricsserver.Listen(cfg.Metrics.Address, reg, log); err != nil {
+	if d.metrics, err = metricsserver.Listen(cfg.Metrics.Address, cfg.Metrics.MutualTLS(), reg, log); err != nil {
 		return nil, err
 	}
 	d.agent = agent.New(agent.Options{

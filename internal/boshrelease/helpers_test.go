@@ -3,6 +3,8 @@ package boshrelease
 import (
 	"reflect"
 	"testing"
+
+	"gopkg.in/yaml.v3"
 )
 
 func TestTemplateProperties(t *testing.T) {
@@ -21,30 +23,9 @@ func TestTemplateProperties(t *testing.T) {
 	}
 }
 
-func TestMatchGlob(t *testing.T) {
-	tests := []struct {
-		pattern, path string
-		want          bool
-	}{
-		{"pcap-server-release/wire/**/*", "pcap-server-release/wire/frame.go", true},
-		{"pcap-server-release/wire/**/*", "pcap-server-release/wire/sub/dir/x.go", true},
-		{"pcap-server-release/wire/**/*", "pcap-server-release/wirex/frame.go", false},
-		{"pcap-server-release/go.mod", "pcap-server-release/go.mod", true},
-		{"pcap-server-release/go.mod", "pcap-server-release/go.modx", false},
-		{"libpcap/*.tar.gz", "libpcap/libpcap_1.10.3.orig.tar.gz", true},
-		{"libpcap/*.tar.gz", "libpcap/sub/x.tar.gz", false},
-		{"a/?.go", "a/b.go", true},
-		{"a/?.go", "a/bc.go", false},
-	}
-	for _, tt := range tests {
-		if got := MatchGlob(tt.pattern, tt.path); got != tt.want {
-			t.Errorf("MatchGlob(%q, %q) = %v", tt.pattern, tt.path, got)
-		}
-	}
-}
-
 func TestAddonApplies(t *testing.T) {
-	ig := yamlDoc(t, `{name: cell, jobs: [{name: rep, release: diego}, {name: garden, release: garden-runc}]}`).(map[string]any)
+	manifest := yamlDoc(t, `{stemcells: [{alias: default, os: ubuntu-noble}, {alias: win, os: windows2019}]}`).(map[string]any)
+	ig := yamlDoc(t, `{name: cell, stemcell: default, jobs: [{name: rep, release: diego}, {name: garden, release: garden-runc}]}`).(map[string]any)
 	tests := []struct {
 		addon string
 		want  bool
@@ -56,19 +37,22 @@ func TestAddonApplies(t *testing.T) {
 		{`{name: a, include: {jobs: [{name: rep, release: diego}], instance_groups: [router]}}`, false},
 		{`{name: a, include: {jobs: [{name: rep, release: diego}]}, exclude: {instance_groups: [cell]}}`, false},
 		{`{name: a, exclude: {jobs: [{name: garden, release: garden-runc}]}}`, false},
+		{`{name: a, include: {stemcell: [{os: ubuntu-jammy}, {os: ubuntu-noble}]}}`, true},
+		{`{name: a, include: {stemcell: [{os: windows2019}]}}`, false},
+		{`{name: a, include: {stemcell: [{os: ubuntu-noble}]}, exclude: {jobs: [{name: rep, release: diego}]}}`, false},
 	}
 	for _, tt := range tests {
-		got, err := AddonApplies(yamlDoc(t, tt.addon).(map[string]any), ig)
+		got, err := AddonApplies(manifest, yamlDoc(t, tt.addon).(map[string]any), ig)
 		if err != nil || got != tt.want {
 			t.Errorf("%s: %v, %v; want %v", tt.addon, got, err, tt.want)
 		}
 	}
-	if _, err := AddonApplies(yamlDoc(t, `{name: a, include: {stemcell: [{os: ubuntu}]}}`).(map[string]any), ig); err == nil {
+	if _, err := AddonApplies(manifest, yamlDoc(t, `{name: a, include: {azs: [z1]}}`).(map[string]any), ig); err == nil {
 		t.Error("an unknown placement criterion was not an error")
 	}
 }
 
-func TestVariableRefsAndInterpolate(t *testing.T) {
+func TestVariableRefs(t *testing.T) {
 	doc := yamlDoc(t, `
 a: ((cert.certificate))
 b: https://api.((system_domain))/x
@@ -79,16 +63,13 @@ e: ((unknown))
 	if got, want := VariableRefs(doc), []string{"/abs/name", "cert", "count", "not_interpolated_by_cli", "system_domain", "unknown"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("VariableRefs = %v, want %v", got, want)
 	}
-	values := map[string]any{"cert.certificate": "PEM", "system_domain": "sys.example.com", "/abs/name.ca": "CA", "count": 2, "not_interpolated_by_cli": true}
-	got := Interpolate(doc, func(ref string) (any, bool) { v, ok := values[ref]; return v, ok })
-	want := yamlDoc(t, `
-a: PEM
-b: https://api.sys.example.com/x
-c: true
-d: [CA, 3, 2]
-e: ((unknown))
-`)
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("Interpolate = %v, want %v", got, want)
+}
+
+func yamlDoc(t testing.TB, text string) any {
+	t.Helper()
+	var doc any
+	if err := yaml.Unmarshal([]byte(text), &doc); err != nil {
+		t.Fatal(err)
 	}
+	return doc
 }

@@ -43,7 +43,12 @@ func agentProperties(p *testPKI) map[string]any {
 			"buffer_bytes": 16777216, // a plain number works as well as "16MiB"
 			"read_timeout": "20ms",
 		},
-		"metrics": map[string]any{"address": "127.0.0.1:19496"},
+		"metrics": map[string]any{
+			"address": "127.0.0.1:19496",
+			"ca_cert": string(p.scraperCA.CertPEM), "cert": string(p.agentMetrics.CertPEM), "key": string(p.agentMetrics.KeyPEM),
+			"server_name": "agent_metrics.example",
+		},
+		"dns_alias": map[string]any{"domain": "tunnel.example", "deployment": "capture", "instance_group": "api_vms", "network": "Services"},
 	}
 }
 
@@ -66,7 +71,11 @@ func apiProperties(p *testPKI) map[string]any {
 			"keepalive_interval": "4s",
 			"trust_claimed_ips":  true,
 		},
-		"metrics":          map[string]any{"address": "127.0.0.1:19495"},
+		"metrics": map[string]any{
+			"address": "127.0.0.1:19495",
+			"ca_cert": string(p.scraperCA.CertPEM), "cert": string(p.apiMetrics.CertPEM), "key": string(p.apiMetrics.KeyPEM),
+			"server_name": "api_metrics.example",
+		},
 		"cloud_controller": map[string]any{"url": "https://api.sys.example.com", "ca": string(p.cfCA.CertPEM), "skip_tls_verify": true},
 		"uaa":              map[string]any{"issuer": "https://uaa.sys.example.com/oauth/token", "ca": string(p.cfCA.CertPEM)},
 		"authorization":    map[string]any{"mode": "admin_only"},
@@ -80,10 +89,14 @@ func apiProperties(p *testPKI) map[string]any {
 	}
 }
 
-// pairedProperties go together: one without the other fails the render.
+// pairedProperties go together: one without the other fails the render,
+// with a message that names the other.
 var pairedProperties = map[string]string{
 	"listen.tls.certificate": "listen.tls.private_key",
 	"listen.tls.private_key": "listen.tls.certificate",
+	"metrics.ca_cert":        "metrics.cert",
+	"metrics.cert":           "metrics.key",
+	"metrics.key":            "metrics.ca_cert",
 }
 
 // requiredProperties are the properties without which a job cannot render.
@@ -229,7 +242,7 @@ func TestJobsRenderTheBinariesConfig(t *testing.T) {
 			}
 
 			for name := range jobSpec(t, tt.job).Properties {
-				if drainScriptOnly[name] {
+				if notConfigKeys[name] {
 					continue
 				}
 				given, _ := lookupDotted(tt.props, name)
@@ -250,7 +263,7 @@ func TestJobsRenderTheBinariesConfig(t *testing.T) {
 				if s, ok := given.(string); ok {
 					given = r.rewrite(s)
 				}
-				if g, w := normalize(t, got), normalize(t, given); !reflect.DeepEqual(g, w) {
+				if g, w := normalize(got), normalize(given); !reflect.DeepEqual(g, w) {
 					t.Errorf("config %s = %#v, property %s = %#v", name, g, name, w)
 				}
 			}
@@ -425,9 +438,18 @@ func TestPromScraperConfig(t *testing.T) {
 		r := mustRenderJob(t, tt.job, tt.props)
 		got := r.yaml(t, "config/prom_scraper_config.yml")
 		want := map[string]any{"port": tt.port, "source_id": tt.job, "instance_id": testInstance(tt.job).ID, "scheme": "http", "path": "/metrics"}
+		if name, ok := lookupDotted(tt.props, "metrics.server_name"); ok {
+			// With the metrics certificates: mutual TLS, verified by name.
+			want["scheme"], want["server_name"] = "https", name
+		}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("%s prom_scraper_config.yml = %v, want %v", tt.job, got, want)
 		}
+	}
+	// Empty PEMs, as a vars file carries them, mean plain HTTP.
+	r := mustRenderJob(t, "pcap-server", setDotted(agentProperties(p), "metrics", map[string]any{"address": "127.0.0.1:9", "ca_cert": "", "cert": " ", "key": ""}))
+	if got := r.yaml(t, "config/prom_scraper_config.yml"); got["scheme"] != "http" || got["server_name"] != nil {
+		t.Errorf("prom_scraper_config.yml with empty metrics PEMs: %v", got)
 	}
 	_, err := renderJob(t, "pcap-server", setDotted(agentProperties(p), "metrics.address", ""))
 	if err == nil || !strings.Contains(err.Error(), "metrics.address") {
@@ -540,6 +562,11 @@ func deadline(t *testing.T) time.Duration {
 	return limit
 }
 
-// drainScriptOnly are the properties that only bin/drain reads: they are
-// no configuration key of the binaries.
-var drainScriptOnly = map[string]bool{"route_unregister_wait": true}
+// notConfigKeys are the properties that set no key of the binaries'
+// configuration: bin/drain's wait, prom_scraper's server name, the agent
+// job's bosh-dns alias.
+var notConfigKeys = map[string]bool{
+	"route_unregister_wait": true,
+	"metrics.server_name":   true,
+	"dns_alias.domain":      true, "dns_alias.deployment": true, "dns_alias.instance_group": true, "dns_alias.network": true,
+}

@@ -24,23 +24,24 @@ func LoadYAML(path string) (any, error) {
 }
 
 // AddonApplies tells whether the director places a deployment add-on on
-// an instance group: include (when given) must match and exclude must not.
-// Within include or exclude every given criterion must match; a criterion
-// matches when any of its entries does. Only the jobs and instance_groups
-// criteria are understood: anything else is an error, not a guess.
-func AddonApplies(addon, instanceGroup map[string]any) (bool, error) {
-	include, err := placementMatches(addon["include"], instanceGroup, true)
+// an instance group of manifest: include (when given) must match and
+// exclude must not. Within include or exclude every given criterion must
+// match; a criterion matches when any of its entries does. The jobs,
+// instance_groups and stemcell (by os, through the manifest's stemcell
+// aliases) criteria are understood; anything else is an error, not a guess.
+func AddonApplies(manifest, addon, instanceGroup map[string]any) (bool, error) {
+	include, err := placementMatches(manifest, addon["include"], instanceGroup, true)
 	if err != nil {
 		return false, fmt.Errorf("add-on %v include: %w", addon["name"], err)
 	}
-	exclude, err := placementMatches(addon["exclude"], instanceGroup, false)
+	exclude, err := placementMatches(manifest, addon["exclude"], instanceGroup, false)
 	if err != nil {
 		return false, fmt.Errorf("add-on %v exclude: %w", addon["name"], err)
 	}
 	return include && !exclude, nil
 }
 
-func placementMatches(rule any, ig map[string]any, whenAbsent bool) (bool, error) {
+func placementMatches(manifest map[string]any, rule any, ig map[string]any, whenAbsent bool) (bool, error) {
 	if rule == nil {
 		return whenAbsent, nil
 	}
@@ -64,6 +65,12 @@ func placementMatches(rule any, ig map[string]any, whenAbsent bool) (bool, error
 				matched = matched || hasJob(ig, fmt.Sprint(want["name"]), fmt.Sprint(want["release"]))
 			case "instance_groups":
 				matched = matched || fmt.Sprint(e) == fmt.Sprint(ig["name"])
+			case "stemcell":
+				want, ok := e.(map[string]any)
+				if !ok {
+					return false, fmt.Errorf("stemcell entry %v is not a map", e)
+				}
+				matched = matched || stemcellOS(manifest, ig) == fmt.Sprint(want["os"])
 			default:
 				return false, fmt.Errorf("placement criterion %q is not understood here", criterion)
 			}
@@ -73,6 +80,18 @@ func placementMatches(rule any, ig map[string]any, whenAbsent bool) (bool, error
 		}
 	}
 	return true, nil
+}
+
+// stemcellOS is the os of the instance group's stemcell alias, "" when the
+// manifest does not declare it.
+func stemcellOS(manifest, ig map[string]any) string {
+	stemcells, _ := manifest["stemcells"].([]any)
+	for _, s := range stemcells {
+		if m, ok := s.(map[string]any); ok && m["alias"] == ig["stemcell"] {
+			return fmt.Sprint(m["os"])
+		}
+	}
+	return ""
 }
 
 func hasJob(ig map[string]any, name, release string) bool {
@@ -119,42 +138,5 @@ func walkStrings(doc any, f func(string)) {
 		for _, x := range v {
 			walkStrings(x, f)
 		}
-	}
-}
-
-// Interpolate replaces ((placeholders)) with what value returns for their
-// full text (name.field, without "!"); found false leaves one in place. A
-// string that is exactly one placeholder takes the value's type, as in the
-// bosh CLI; inside a longer string the value is formatted in.
-func Interpolate(doc any, value func(ref string) (any, bool)) any {
-	switch v := doc.(type) {
-	case string:
-		if m := placeholder.FindStringSubmatch(v); m != nil && m[0] == v {
-			if x, ok := value(strings.TrimPrefix(m[1], "!")); ok {
-				return x
-			}
-			return v
-		}
-		return placeholder.ReplaceAllStringFunc(v, func(p string) string {
-			ref := strings.TrimPrefix(placeholder.FindStringSubmatch(p)[1], "!")
-			if x, ok := value(ref); ok {
-				return fmt.Sprint(x)
-			}
-			return p
-		})
-	case map[string]any:
-		out := make(map[string]any, len(v))
-		for k, x := range v {
-			out[k] = Interpolate(x, value)
-		}
-		return out
-	case []any:
-		out := make([]any, len(v))
-		for i, x := range v {
-			out[i] = Interpolate(x, value)
-		}
-		return out
-	default:
-		return v
 	}
 }

@@ -5,11 +5,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"net"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -99,26 +101,26 @@ func (c *credhub) generate(deployment string, variables []any) {
 	}
 }
 
-// resolve answers ((name.field)) for a deployment.
-func (c *credhub) resolve(deployment string) func(string) (any, bool) {
-	return func(ref string) (any, bool) {
-		name, field, _ := strings.Cut(ref, ".")
-		cred, ok := c.creds[c.absolute(deployment, name)]
-		if !ok {
-			return nil, false
+// varsFile writes what the director would resolve from CredHub for a
+// deployment as a vars file for bosh int: every credential under its
+// absolute name, the deployment's own also under their relative names.
+func (c *credhub) varsFile(deployment string) string {
+	c.t.Helper()
+	vars := map[string]any{}
+	prefix := "/" + director + "/" + deployment + "/"
+	for name, cred := range c.creds {
+		fields := map[string]any{}
+		if cred.ca != nil {
+			fields["certificate"], fields["ca"] = string(cred.ca.CertPEM), string(cred.ca.CertPEM)
+		} else {
+			fields["certificate"], fields["private_key"], fields["ca"] = string(cred.leaf.CertPEM), string(cred.leaf.KeyPEM), string(cred.signer.CertPEM)
 		}
-		switch {
-		case cred.ca != nil && (field == "certificate" || field == "ca"):
-			return string(cred.ca.CertPEM), true
-		case cred.leaf != nil && field == "certificate":
-			return string(cred.leaf.CertPEM), true
-		case cred.leaf != nil && field == "private_key":
-			return string(cred.leaf.KeyPEM), true
-		case cred.leaf != nil && field == "ca":
-			return string(cred.signer.CertPEM), true
+		vars[name] = fields
+		if rel, ok := strings.CutPrefix(name, prefix); ok {
+			vars[rel] = fields
 		}
-		return nil, false
 	}
+	return writeYAML(c.t, deployment+"-credhub.yml", vars)
 }
 
 func asList(v any) []any {
@@ -155,60 +157,262 @@ func loadManifest(t *testing.T, rel string) map[string]any {
 	return asMap(t, doc, rel)
 }
 
-// cfWithPcap applies the ops file to the cf-deployment-shaped manifest.
-func cfWithPcap(t *testing.T) map[string]any {
+// The files the tests give bosh int.
+const (
+	opsFile      = "manifests/ops-files/add-pcap-server.yml"
+	locationOps  = "manifests/ops-files/set-pcap-server-api-location.yml"
+	pcapManifest = "manifests/pcap-server.yml"
+	varsTemplate = "manifests/vars-template.yml"
+)
+
+// cfInt is bosh int of cf-deployment's manifest with the cells of
+// testdata/more-cells.yml and the ops files given, in order, with the
+// variables that rename-network-and-deployment.yml asks for.
+func cfInt(t *testing.T, ops ...string) map[string]any {
 	t.Helper()
-	cf, err := LoadYAML("testdata/cf-deployment.yml")
-	if err != nil {
-		t.Fatal(err)
+	args := []string{filepath.Join(cfDeploymentDir(t), cfManifest), "-o", "testdata/more-cells.yml"}
+	for _, o := range ops {
+		args = append(args, "-o", o)
 	}
-	ops, err := LoadOps(filepath.Join(repoRoot(t), "manifests/ops-files/add-pcap-server.yml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := ApplyOps(cf, ops)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return asMap(t, out, "cf manifest")
+	return boshInt(t, append(args, "-v", "deployment_name=cf", "-v", "network_name=cf-network")...)
 }
 
-func TestOpsFilePlacesTheAgentWhereRepRuns(t *testing.T) {
-	cf := cfWithPcap(t)
-	addon := named(t, cf["addons"], "pcap-server", "add-on")
-	if jobs := asList(addon["jobs"]); len(jobs) != 1 || asMap(t, jobs[0], "job")["name"] != "pcap-server" || asMap(t, jobs[0], "job")["release"] != "pcap-server" {
-		t.Errorf("add-on jobs %v, want the pcap-server job of the pcap-server release", jobs)
-	}
+// cfWithPcap is the cf manifest with our ops file, as bosh int makes it.
+func cfWithPcap(t *testing.T) map[string]any {
+	t.Helper()
+	return cfInt(t, filepath.Join(repoRoot(t), opsFile))
+}
 
+// pcapInt is bosh int of pcap-server.yml with vars-template.yml.
+func pcapInt(t *testing.T, extra ...string) map[string]any {
+	t.Helper()
+	root := repoRoot(t)
+	return boshInt(t, append([]string{filepath.Join(root, pcapManifest), "-l", filepath.Join(root, varsTemplate)}, extra...)...)
+}
+
+// apiInstanceGroup is the instance group of pcap-server.yml that runs the API.
+func apiInstanceGroup(t *testing.T, pcap map[string]any) map[string]any {
+	t.Helper()
+	for _, item := range asList(pcap["instance_groups"]) {
+		if ig := asMap(t, item, "instance group"); hasJob(ig, "pcap-server-api", "pcap-server") {
+			return ig
+		}
+	}
+	t.Fatal("pcap-server.yml has no instance group with pcap-server-api")
+	return nil
+}
+
+// agentAddon is the cf manifest's add-on that carries our agent job.
+func agentAddon(t *testing.T, cf map[string]any) (addon, job map[string]any) {
+	t.Helper()
+	addon = named(t, cf["addons"], "pcap-server", "add-on")
+	jobs := asList(addon["jobs"])
+	if len(jobs) != 1 {
+		t.Fatalf("add-on pcap-server has jobs %v, want the agent alone", jobs)
+	}
+	job = asMap(t, jobs[0], "job")
+	if job["name"] != "pcap-server" || job["release"] != "pcap-server" {
+		t.Fatalf("add-on job %v/%v, want pcap-server of release pcap-server", job["name"], job["release"])
+	}
+	return addon, job
+}
+
+// agentAliases renders the agent job with the add-on's properties and
+// returns its dns/aliases.json, what bosh-dns on a cell reads.
+func agentAliases(t *testing.T, job map[string]any) map[string][]string {
+	t.Helper()
+	props, _ := job["properties"].(map[string]any)
+	r := mustRenderJob(t, "pcap-server", props)
+	var aliases map[string][]string
+	if err := json.Unmarshal(r.read(t, "dns/aliases.json"), &aliases); err != nil {
+		t.Fatalf("dns/aliases.json: %v", err)
+	}
+	return aliases
+}
+
+// wantAgentAlias is the alias the cells need: the host the agents dial,
+// to every VM of the API's instance group in pcap-server.yml as deployed
+// with vars.
+func wantAgentAlias(t *testing.T, pcap map[string]any) map[string][]string {
+	t.Helper()
+	ig := apiInstanceGroup(t, pcap)
+	network := asMap(t, asList(ig["networks"])[0], "network")["name"]
+	var want = map[string][]string{}
+	for _, addr := range asList(jobSpec(t, "pcap-server").Properties["api.addresses"].Default) {
+		host, _, err := net.SplitHostPort(fmt.Sprint(addr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[host] = []string{fmt.Sprintf("*.%s.%s.%s.bosh", ig["name"], network, pcap["name"])}
+	}
+	return want
+}
+
+// checkPcapAdditions asserts what the ops file must leave in a cf
+// manifest, whatever other ops files did: the agent on every instance
+// group that runs diego's rep and nowhere else, with prom_scraper beside
+// it to scrape its metrics over mutual TLS; the cells' alias of the API's
+// VMs; the API's CA in the gorouter's trust.
+func checkPcapAdditions(t *testing.T, cf, pcap map[string]any) {
+	t.Helper()
+	addon, job := agentAddon(t, cf)
+	scraper := named(t, cf["addons"], "prom_scraper", "add-on")
 	var placed, withRep []string
 	for _, item := range asList(cf["instance_groups"]) {
 		ig := asMap(t, item, "instance group")
-		ok, err := AddonApplies(addon, ig)
+		ok, err := AddonApplies(cf, addon, ig)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if ok {
 			placed = append(placed, fmt.Sprint(ig["name"]))
+			if scraped, err := AddonApplies(cf, scraper, ig); err != nil || !scraped {
+				t.Errorf("%s runs the agent but not prom_scraper (%v)", ig["name"], err)
+			}
 		}
 		if hasJob(ig, "rep", "diego") {
 			withRep = append(withRep, fmt.Sprint(ig["name"]))
 		}
 	}
-	want := []string{"diego-cell", "isolated-diego-cell"}
-	if !slices.Equal(placed, want) || !slices.Equal(withRep, want) {
-		t.Errorf("agent placed on %v; diego's rep runs on %v; want both %v", placed, withRep, want)
+	if !slices.Equal(placed, withRep) || !slices.Contains(placed, "diego-cell") || !slices.Contains(placed, "isolated-diego-cell") {
+		t.Errorf("agent placed on %v; diego's rep runs on %v; want both, with diego-cell and isolated-diego-cell", placed, withRep)
+	}
+	named(t, cf["releases"], "pcap-server", "release")
+
+	if got, want := agentAliases(t, job), wantAgentAlias(t, pcap); !reflect.DeepEqual(got, want) {
+		t.Errorf("the cells' dns/aliases.json = %v, want %v", got, want)
 	}
 
-	named(t, cf["releases"], "pcap-server", "release")
-	if jobs := asList(named(t, cf["addons"], "bosh-dns-aliases", "add-on")["jobs"]); len(jobs) != 1 {
-		t.Errorf("the ops file changed the bosh-dns-aliases add-on's jobs: %v", jobs)
+	gorouter := named(t, named(t, cf["instance_groups"], "router", "instance group")["jobs"], "gorouter", "job")
+	caCerts, _ := lookupDotted(gorouter["properties"], "router.ca_certs")
+	if !slices.Contains(asList(caCerts), any("((/pcap_api_ca.ca))")) || len(asList(caCerts)) < 2 {
+		t.Errorf("router.ca_certs %v: want cf-deployment's CAs and ((/pcap_api_ca.ca))", caCerts)
+	}
+
+	// The agent's metrics certificate and prom_scraper's client certificate
+	// come from the same CA, and prom_scraper verifies the server name the
+	// certificate carries.
+	metrics, _ := lookupDotted(job["properties"], "metrics")
+	m := asMap(t, metrics, "agent metrics properties")
+	certVar, _, _ := strings.Cut(strings.Trim(fmt.Sprint(m["cert"]), "()"), ".")
+	for key, field := range map[string]string{"ca_cert": "ca", "cert": "certificate", "key": "private_key"} {
+		if want := "((" + certVar + "." + field + "))"; m[key] != want {
+			t.Errorf("agent metrics.%s = %v, want %s", key, m[key], want)
+		}
+	}
+	serverCert := asMap(t, named(t, cf["variables"], certVar, "variable")["options"], certVar)
+	scrape, _ := lookupDotted(asMap(t, asList(scraper["jobs"])[0], "prom_scraper job")["properties"], "scrape.tls.cert")
+	clientVar, _, _ := strings.Cut(strings.Trim(fmt.Sprint(scrape), "()"), ".")
+	clientCert := asMap(t, named(t, cf["variables"], clientVar, "variable")["options"], clientVar)
+	if serverCert["ca"] != clientCert["ca"] || serverCert["ca"] == nil {
+		t.Errorf("the agent's metrics certificate is signed by %v, prom_scraper's client certificate by %v", serverCert["ca"], clientCert["ca"])
+	}
+	if !slices.Contains(asList(serverCert["alternative_names"]), m["server_name"]) || !slices.Contains(asList(serverCert["extended_key_usage"]), any("server_auth")) {
+		t.Errorf("%s: %v lacks server_auth or metrics.server_name %v", certVar, serverCert, m["server_name"])
+	}
+}
+
+// TestOpsFileWithCfDeploymentOpsFiles applies the ops file to cf-deployment's
+// manifest with the real bosh CLI, alone and before and after each of
+// cf-deployment's ops files at hand: what it adds must survive any order.
+func TestOpsFileWithCfDeploymentOpsFiles(t *testing.T) {
+	dir := cfDeploymentDir(t)
+	ours := filepath.Join(repoRoot(t), opsFile)
+	pcap := pcapInt(t)
+	entries, err := filepath.Glob(filepath.Join(dir, "*.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var others []string
+	for _, e := range entries {
+		if filepath.Base(e) != cfManifest {
+			others = append(others, e)
+		}
+	}
+	if len(others) == 0 {
+		t.Fatalf("no cf-deployment ops files in %s", dir)
+	}
+	t.Run("alone", func(t *testing.T) { checkPcapAdditions(t, cfInt(t, ours), pcap) })
+	for _, other := range others {
+		name := strings.TrimSuffix(filepath.Base(other), ".yml")
+		t.Run(name+"/after-ours", func(t *testing.T) { checkPcapAdditions(t, cfInt(t, ours, other), pcap) })
+		t.Run(name+"/before-ours", func(t *testing.T) { checkPcapAdditions(t, cfInt(t, other, ours), pcap) })
+	}
+}
+
+// TestOpsFileFailsLoudly: a cf manifest the ops file cannot add to is an
+// error of bosh int, not a manifest without the addition.
+func TestOpsFileFailsLoudly(t *testing.T) {
+	noRouter := writeYAML(t, "remove-router.yml", []any{map[string]any{"type": "remove", "path": "/instance_groups/name=router"}})
+	_, err := boshIntOutput(t, filepath.Join(cfDeploymentDir(t), cfManifest), "-o", noRouter, "-o", filepath.Join(repoRoot(t), opsFile))
+	if err == nil || !strings.Contains(err.Error(), "name=router") {
+		t.Errorf("bosh int without a router instance group: %v; want an error naming it", err)
+	}
+}
+
+// TestAPILocationOpsFile: with another deployment name and network for the
+// API, pcap-server.yml (deployed with them) and the cells' alias (with the
+// location ops file and the same values) agree.
+func TestAPILocationOpsFile(t *testing.T) {
+	root := repoRoot(t)
+	vars := []string{"-v", "pcap_server_deployment_name=capture", "-v", "pcap_server_network_name=services"}
+	pcap := pcapInt(t, vars...)
+	if pcap["name"] != "capture" {
+		t.Fatalf("pcap-server.yml deployed as %v with pcap_server_deployment_name=capture", pcap["name"])
+	}
+	cf := boshInt(t, append([]string{filepath.Join(cfDeploymentDir(t), cfManifest),
+		"-o", filepath.Join(root, opsFile), "-o", filepath.Join(root, locationOps)}, vars...)...)
+	_, job := agentAddon(t, cf)
+	if got, want := agentAliases(t, job), wantAgentAlias(t, pcap); !reflect.DeepEqual(got, want) || !strings.Contains(fmt.Sprint(got), ".services.capture.bosh") {
+		t.Errorf("the cells' dns/aliases.json = %v, want %v", got, want)
+	}
+}
+
+// TestPcapManifestVariables: bosh int of pcap-server.yml with
+// vars-template.yml resolves every variable but those CredHub has: the
+// ones the manifest declares (generated) and the cf deployment's that the
+// vars file refers to by CredHub path.
+func TestPcapManifestVariables(t *testing.T) {
+	raw := loadManifest(t, pcapManifest)
+	vars := loadManifest(t, varsTemplate)
+	pcap := pcapInt(t)
+	declared := map[string]bool{}
+	for _, v := range asList(pcap["variables"]) {
+		declared[fmt.Sprint(asMap(t, v, "variable")["name"])] = true
+	}
+	fromVars := map[string]bool{}
+	for _, ref := range VariableRefs(vars) {
+		fromVars[ref] = true
+		if !strings.HasPrefix(ref, "/"+director+"/cf/") {
+			t.Errorf("vars-template.yml refers to ((%s)): only the cf deployment's CredHub entries belong there", ref)
+		}
+	}
+	for _, ref := range VariableRefs(pcap) {
+		if !declared[ref] && !fromVars[ref] {
+			t.Errorf("bosh int of pcap-server.yml with vars-template.yml leaves ((%s)), which CredHub does not have", ref)
+		}
+	}
+	used := map[string]bool{}
+	for _, ref := range VariableRefs(raw) {
+		used[ref] = true
+	}
+	for k := range vars {
+		if !used[k] {
+			t.Errorf("vars-template.yml sets %s, which pcap-server.yml does not use", k)
+		}
+	}
+	// The stemcell the releases it shares with cf-deployment come compiled for.
+	cf := boshInt(t, filepath.Join(cfDeploymentDir(t), cfManifest))
+	want := asMap(t, asList(cf["stemcells"])[0], "cf stemcell")["os"]
+	if got := asMap(t, asList(pcap["stemcells"])[0], "stemcell")["os"]; got != want || got != "ubuntu-noble" {
+		t.Errorf("pcap-server.yml deploys on %v; cf-deployment on %v", got, want)
 	}
 }
 
 func TestManifestsDeclareWhatTheyReferTo(t *testing.T) {
 	cf := cfWithPcap(t)
-	pcap := loadManifest(t, "manifests/pcap-server.yml")
-	vars := loadManifest(t, "manifests/vars-template.yml")
+	pcap := pcapInt(t)
+	ops := yamlFile(t, opsFile)
 
 	declared := func(m map[string]any) map[string]bool {
 		d := map[string]bool{}
@@ -217,21 +421,18 @@ func TestManifestsDeclareWhatTheyReferTo(t *testing.T) {
 		}
 		return d
 	}
-	for _, ref := range VariableRefs(cf) {
+	for _, ref := range VariableRefs(ops) {
 		if !declared(cf)[ref] {
-			t.Errorf("the cf manifest with the ops file refers to ((%s)), which it does not declare", ref)
+			t.Errorf("the ops file refers to ((%s)), which the cf manifest does not declare", ref)
 		}
 	}
-	used := map[string]bool{}
-	for _, ref := range VariableRefs(pcap) {
-		used[ref] = true
-		if _, inVars := vars[ref]; !declared(pcap)[ref] && !inVars {
-			t.Errorf("pcap-server.yml refers to ((%s)): neither a variable nor in vars-template.yml", ref)
-		}
-	}
-	for k := range vars {
-		if !used[k] {
-			t.Errorf("vars-template.yml sets %s, which pcap-server.yml does not use", k)
+	// Every CA our certificates name is one the manifest declares.
+	for _, m := range []map[string]any{cf, pcap} {
+		for _, v := range asList(m["variables"]) {
+			opts, _ := asMap(t, v, "variable")["options"].(map[string]any)
+			if ca, ok := opts["ca"]; ok && !declared(m)[fmt.Sprint(ca)] {
+				t.Errorf("variable %v is signed by %v, which is not declared", asMap(t, v, "variable")["name"], ca)
+			}
 		}
 	}
 
@@ -240,7 +441,7 @@ func TestManifestsDeclareWhatTheyReferTo(t *testing.T) {
 	for _, ca := range []string{"/pcap_tunnel_ca", "/pcap_api_ca"} {
 		a := named(t, cf["variables"], ca, "variable")
 		b := named(t, pcap["variables"], ca, "variable")
-		if fmt.Sprint(normalize(t, a)) != fmt.Sprint(normalize(t, b)) {
+		if fmt.Sprint(normalize(a)) != fmt.Sprint(normalize(b)) {
 			t.Errorf("%s differs: cf %v, pcap-server %v", ca, a, b)
 		}
 		if asMap(t, a["options"], ca)["is_ca"] != true {
@@ -258,6 +459,7 @@ func TestManifestsDeclareWhatTheyReferTo(t *testing.T) {
 		return opts
 	}
 	checkLeaf(cf, "pcap_agent_tls", "/pcap_tunnel_ca", "client_auth")
+	checkLeaf(cf, "pcap_server_metrics_tls", "metric_scraper_ca", "server_auth")
 	tunnel := checkLeaf(pcap, "pcap_api_tunnel_tls", "/pcap_tunnel_ca", "server_auth")
 	listen := checkLeaf(pcap, "pcap_api_listen_tls", "/pcap_api_ca", "server_auth")
 
@@ -269,30 +471,19 @@ func TestManifestsDeclareWhatTheyReferTo(t *testing.T) {
 		t.Errorf("router.ca_certs %v lacks %s", caCerts, want)
 	}
 
-	// The agents dial a name the tunnel certificate carries and the cf
-	// deployment resolves to the API instance group.
+	// The agents dial a name the tunnel certificate carries, on the API's
+	// tunnel port, which the cells and the API's VMs resolve to the API's
+	// instance group.
 	agentSpec := jobSpec(t, "pcap-server")
 	serverName := agentSpec.Properties["api.tls.server_name"].Default
 	if !slices.Contains(asList(tunnel["alternative_names"]), serverName) {
 		t.Errorf("the tunnel certificate names %v, not the agents' api.tls.server_name %v", tunnel["alternative_names"], serverName)
 	}
-	var apiIG map[string]any
-	for _, item := range asList(pcap["instance_groups"]) {
-		if ig := asMap(t, item, "instance group"); hasJob(ig, "pcap-server-api", "pcap-server") {
-			apiIG = ig
-		}
-	}
-	if apiIG == nil {
-		t.Fatal("pcap-server.yml has no instance group with pcap-server-api")
-	}
-	wantTarget := map[string]any{
-		"deployment": pcap["name"], "domain": "bosh", "instance_group": apiIG["name"],
-		"network": asMap(t, asList(apiIG["networks"])[0], "network")["name"], "query": "*",
-	}
 	_, tunnelPort, err := net.SplitHostPort(fmt.Sprint(jobSpec(t, "pcap-server-api").Properties["tunnel.address"].Default))
 	if err != nil {
 		t.Fatal(err)
 	}
+	want := wantAgentAlias(t, pcap)
 	for _, addr := range asList(agentSpec.Properties["api.addresses"].Default) {
 		host, port, err := net.SplitHostPort(fmt.Sprint(addr))
 		if err != nil {
@@ -301,13 +492,21 @@ func TestManifestsDeclareWhatTheyReferTo(t *testing.T) {
 		if port != tunnelPort {
 			t.Errorf("agents dial %s, the API's tunnel listens on port %s", addr, tunnelPort)
 		}
-		for manifest, m := range map[string]map[string]any{"cf": cf, "pcap-server": pcap} {
-			target := aliasTarget(t, m, host)
-			if fmt.Sprint(target) != fmt.Sprint(wantTarget) {
-				t.Errorf("%s: alias %s targets %v, want %v", manifest, host, target, wantTarget)
-			}
+		target := aliasTarget(t, pcap, host)
+		if got := fmt.Sprintf("%v.%v.%v.%v.%v", target["query"], target["instance_group"], target["network"], target["deployment"], target["domain"]); !slices.Equal([]string{got}, want[host]) {
+			t.Errorf("pcap-server.yml: alias %s targets %s, the cells' %v", host, got, want[host])
 		}
 	}
+}
+
+// yamlFile decodes a file of the repository.
+func yamlFile(t *testing.T, rel string) any {
+	t.Helper()
+	doc, err := LoadYAML(filepath.Join(repoRoot(t), rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return doc
 }
 
 // aliasTarget finds the one target of a bosh-dns alias in a manifest's
@@ -352,11 +551,7 @@ type deployments struct {
 
 func interpolatedDeployments(t *testing.T) deployments {
 	t.Helper()
-	d := deployments{
-		cf:   cfWithPcap(t),
-		pcap: loadManifest(t, "manifests/pcap-server.yml"),
-		vars: loadManifest(t, "manifests/vars-template.yml"),
-	}
+	d := deployments{cf: cfWithPcap(t), pcap: pcapInt(t), vars: loadManifest(t, varsTemplate)}
 	ch := newCredhub(t)
 	// What the cf deployment has in CredHub already, which vars-template.yml refers to.
 	ch.generate("cf", []any{
@@ -364,27 +559,41 @@ func interpolatedDeployments(t *testing.T) deployments {
 		map[string]any{"name": "nats_client_cert", "type": "certificate", "options": map[string]any{"ca": "nats_ca", "common_name": "nats_client", "extended_key_usage": []any{"client_auth"}}},
 		map[string]any{"name": "router_ca", "type": "certificate", "options": map[string]any{"is_ca": true, "common_name": "routerCA"}},
 	})
-	ch.generate("cf", asList(d.cf["variables"]))
-	// The bosh CLI interpolates the vars file, then the director CredHub's values.
-	d.pcap = asMap(t, Interpolate(d.pcap, func(ref string) (any, bool) { v, ok := d.vars[ref]; return v, ok }), "pcap-server.yml")
+	// Of cf-deployment's own variables only those ours are signed by.
+	mine := map[string]bool{"metric_scraper_ca": true, "prom_scraper_scrape_tls": true}
+	for _, op := range asList(yamlFile(t, opsFile)) {
+		if o := asMap(t, op, "op"); o["path"] == "/variables/-" {
+			mine[fmt.Sprint(asMap(t, o["value"], "variable")["name"])] = true
+		}
+	}
+	var cfVars []any
+	for _, v := range asList(d.cf["variables"]) {
+		if mine[fmt.Sprint(asMap(t, v, "variable")["name"])] {
+			cfVars = append(cfVars, v)
+		}
+	}
+	ch.generate("cf", cfVars)
 	ch.generate("pcap-server", asList(d.pcap["variables"]))
-	d.pcap = asMap(t, Interpolate(d.pcap, ch.resolve("pcap-server")), "pcap-server.yml")
-	d.cf = asMap(t, Interpolate(d.cf, ch.resolve("cf")), "cf manifest")
+	// The director resolves the rest from CredHub; bosh int with the
+	// credentials as a vars file does the same here.
+	d.pcap = boshInt(t, writeYAML(t, "pcap-server.yml", d.pcap), "-l", ch.varsFile("pcap-server"))
+	d.cf = boshInt(t, writeYAML(t, "cf.yml", d.cf), "-l", ch.varsFile("cf"))
 	if refs := VariableRefs(d.pcap); len(refs) > 0 {
 		t.Fatalf("pcap-server.yml still refers to %v after interpolation", refs)
 	}
 
-	agentJob := asList(named(t, d.cf["addons"], "pcap-server", "add-on")["jobs"])[0].(map[string]any)
+	_, agentJob := agentAddon(t, d.cf)
 	d.agentProps, _ = agentJob["properties"].(map[string]any)
-	for _, item := range asList(d.pcap["instance_groups"]) {
-		ig := asMap(t, item, "instance group")
-		for _, j := range asList(ig["jobs"]) {
-			switch job := asMap(t, j, "job"); job["name"] {
-			case "pcap-server-api":
-				d.apiIG, d.apiJob = ig, job
-			case "route_registrar":
-				d.registrarJob = job
-			}
+	if refs := VariableRefs(d.agentProps); len(refs) > 0 {
+		t.Fatalf("the agent's properties still refer to %v after interpolation", refs)
+	}
+	d.apiIG = apiInstanceGroup(t, d.pcap)
+	for _, j := range asList(d.apiIG["jobs"]) {
+		switch job := asMap(t, j, "job"); job["name"] {
+		case "pcap-server-api":
+			d.apiJob = job
+		case "route_registrar":
+			d.registrarJob = job
 		}
 	}
 	if d.apiJob == nil || d.registrarJob == nil {
@@ -437,6 +646,30 @@ func TestDeploymentsConnect(t *testing.T) {
 	}
 	if err := handshake(t, serverTLS, clientTLS); err != nil {
 		t.Errorf("agent to API tunnel handshake with the manifests' certificates: %v", err)
+	}
+
+	// prom_scraper on a cell, with its client certificate from the cf
+	// manifest, scrapes the agent's metrics as prom_scraper_config.yml says.
+	scrapeCfg := agent.yaml(t, "config/prom_scraper_config.yml")
+	if scrapeCfg["scheme"] != "https" {
+		t.Errorf("prom_scraper_config.yml %v: want scheme https", scrapeCfg)
+	}
+	metricsTLS, err := tlsconfig.MutualServer(at(agentCfg, "metrics.cert"), at(agentCfg, "metrics.key"), at(agentCfg, "metrics.ca_cert"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	scraper := named(t, cf["addons"], "prom_scraper", "add-on")
+	scrapeTLS, _ := lookupDotted(asMap(t, asList(scraper["jobs"])[0], "prom_scraper job")["properties"], "scrape.tls")
+	st := asMap(t, scrapeTLS, "prom_scraper scrape.tls")
+	scraperCert, err := tls.X509KeyPair([]byte(fmt.Sprint(st["cert"])), []byte(fmt.Sprint(st["key"])))
+	if err != nil {
+		t.Fatalf("prom_scraper's client certificate: %v", err)
+	}
+	scraperCAs := x509.NewCertPool()
+	scraperCAs.AppendCertsFromPEM([]byte(fmt.Sprint(st["ca_cert"])))
+	scraperTLS := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{scraperCert}, RootCAs: scraperCAs, ServerName: fmt.Sprint(scrapeCfg["server_name"])}
+	if err := handshake(t, metricsTLS, scraperTLS); err != nil {
+		t.Errorf("prom_scraper to the agent's metrics with the manifests' certificates: %v", err)
 	}
 
 	// The gorouter's view of the API's HTTPS listener.
@@ -538,7 +771,7 @@ func TestReleaseNameIsTheOneManifestsUse(t *testing.T) {
 	final := loadManifest(t, "config/final.yml")
 	name := fmt.Sprint(final["name"])
 	cf := cfWithPcap(t)
-	pcap := loadManifest(t, "manifests/pcap-server.yml")
+	pcap := pcapInt(t)
 	named(t, cf["releases"], name, "release")
 	named(t, pcap["releases"], name, "release")
 	var ours []string

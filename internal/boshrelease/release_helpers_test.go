@@ -22,7 +22,7 @@ import (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	for _, dir := range []string{built.dir, staged.dir} {
+	for _, dir := range []string{built.dir, builtRelease.dir} {
 		if dir != "" {
 			os.RemoveAll(dir)
 		}
@@ -102,6 +102,9 @@ type testPKI struct {
 	apiTunnel             *testpki.Leaf // pcap_api_tunnel_tls
 	agent                 *testpki.Leaf // pcap_agent_tls
 	apiListen             *testpki.Leaf // pcap_api_listen_tls
+	scraperCA             *testpki.CA   // cf-deployment's metric_scraper_ca
+	agentMetrics          *testpki.Leaf // pcap_server_metrics_tls
+	apiMetrics            *testpki.Leaf
 }
 
 func newTestPKI(t testing.TB) *testPKI {
@@ -125,6 +128,12 @@ func newTestPKI(t testing.TB) *testPKI {
 	p.agent, err = p.tunnelCA.Issue("pcap-server agent", nil, x509.ExtKeyUsageClientAuth)
 	must(err)
 	p.apiListen, err = p.apiCA.Issue("pcap.sys.example.com", []string{"pcap.sys.example.com"}, x509.ExtKeyUsageServerAuth)
+	must(err)
+	p.scraperCA, err = testpki.NewCA("metricScraperCA")
+	must(err)
+	p.agentMetrics, err = p.scraperCA.Server("agent_metrics.example")
+	must(err)
+	p.apiMetrics, err = p.scraperCA.Server("api_metrics.example")
 	must(err)
 	return &p
 }
@@ -302,7 +311,7 @@ func lookupDotted(doc any, dotted string) (any, bool) {
 
 // setDotted returns props with the dotted key set (nil value: removed).
 func setDotted(props map[string]any, dotted string, value any) map[string]any {
-	out := deepCopy(props).(map[string]any)
+	out := normalize(props).(map[string]any)
 	keys := strings.Split(dotted, ".")
 	m := out
 	for _, k := range keys[:len(keys)-1] {
@@ -321,16 +330,16 @@ func setDotted(props map[string]any, dotted string, value any) map[string]any {
 	return out
 }
 
-// normalize makes values from different decoders comparable.
-func normalize(t *testing.T, v any) any {
-	t.Helper()
+// normalize makes values from different decoders comparable, and is a
+// deep copy.
+func normalize(v any) any {
 	data, err := yaml.Marshal(v)
 	if err != nil {
-		t.Fatal(err)
+		panic(err) // maps, slices and scalars of YAML always marshal
 	}
 	var out any
 	if err := yaml.Unmarshal(data, &out); err != nil {
-		t.Fatal(err)
+		panic(err)
 	}
 	return out
 }

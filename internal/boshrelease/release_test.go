@@ -1,16 +1,10 @@
 package boshrelease
 
 import (
-	"bytes"
-	"context"
 	"crypto/sha256"
-	"debug/elf"
-	"debug/macho"
-	"debug/pe"
 	"encoding/hex"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,16 +12,13 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
+
+	"gopkg.in/yaml.v3"
 )
 
-// vendoredGolang is the package that bosh vendor-package brings in from
-// bosh-package-golang-release; the repository holds only its lock.
-const vendoredGolang = "golang-1-linux"
-
-// releaseVersion is what the staged release's binaries report.
-const releaseVersion = "9.9.9-boshrelease-test"
+// golangPackage compiles the Go toolchain from its blob for the others.
+const golangPackage = "golang"
 
 func packageSpec(t *testing.T, name string) *PackageSpec {
 	t.Helper()
@@ -38,32 +29,44 @@ func packageSpec(t *testing.T, name string) *PackageSpec {
 	return s
 }
 
-func TestPackageSpecs(t *testing.T) {
-	root := repoRoot(t)
-	entries, err := os.ReadDir(filepath.Join(root, "packages"))
+// releasePackages lists packages/.
+func releasePackages(t *testing.T) []string {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(repoRoot(t), "packages"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	specs := map[string]*PackageSpec{}
+	var names []string
 	for _, e := range entries {
-		if !e.IsDir() || e.Name() == vendoredGolang {
-			continue
+		if e.IsDir() {
+			names = append(names, e.Name())
 		}
-		s := packageSpec(t, e.Name())
-		if s.Name != e.Name() {
-			t.Errorf("packages/%s/spec names the package %q", e.Name(), s.Name)
+	}
+	return names
+}
+
+func TestPackageSpecs(t *testing.T) {
+	root := repoRoot(t)
+	specs := map[string]*PackageSpec{}
+	for _, name := range releasePackages(t) {
+		s := packageSpec(t, name)
+		if s.Name != name {
+			t.Errorf("packages/%s/spec names the package %q", name, s.Name)
 		}
-		if !fileExists(filepath.Join(root, "packages", e.Name(), "packaging")) {
-			t.Errorf("packages/%s has no packaging script", e.Name())
+		if !fileExists(filepath.Join(root, "packages", name, "packaging")) {
+			t.Errorf("packages/%s has no packaging script", name)
 		}
 		if len(s.Files) == 0 {
-			t.Errorf("packages/%s lists no files", e.Name())
+			t.Errorf("packages/%s lists no files", name)
+		}
+		if fileExists(filepath.Join(root, "packages", name, "spec.lock")) {
+			t.Errorf("packages/%s is vendored from another release (spec.lock): every package builds from this repository and its blobs", name)
 		}
 		specs[s.Name] = s
 	}
 	for name, s := range specs {
 		for _, dep := range s.Dependencies {
-			if _, ok := specs[dep]; !ok && dep != vendoredGolang {
+			if _, ok := specs[dep]; !ok {
 				t.Errorf("package %s depends on %s, which packages/ does not have", name, dep)
 			}
 		}
@@ -92,40 +95,48 @@ func TestPackageSpecs(t *testing.T) {
 			t.Errorf("package %s is used by no job", name)
 		}
 	}
-	if !needed[vendoredGolang] {
-		t.Errorf("no package compiles with %s", vendoredGolang)
+	for _, pkg := range []string{"pcap-server", "pcap-server-api"} {
+		if !slices.Contains(specs[pkg].Dependencies, golangPackage) {
+			t.Errorf("package %s does not compile with the %s package", pkg, golangPackage)
+		}
+		if packaging := readFile(t, filepath.Join(root, "packages", pkg, "packaging")); !strings.Contains(packaging, `/golang/bosh/compile.env"`) {
+			t.Errorf("packages/%s/packaging does not source the golang package's compile.env", pkg)
+		}
 	}
 }
 
-// TestGolangIsVendoredNotFaked: golang-1-linux enters the repository only
-// through bosh vendor-package, which writes its lock and final build
-// together; neither may appear without the other.
-func TestGolangIsVendoredNotFaked(t *testing.T) {
+// TestGolangPackageIsTheGoThatGoModNeeds: the toolchain blob is a Go
+// release at least as new as go.mod asks, and the packaging unpacks that
+// module.
+func TestGolangPackageIsTheGoThatGoModNeeds(t *testing.T) {
 	root := repoRoot(t)
-	lock := filepath.Join(root, "packages", vendoredGolang, "spec.lock")
-	index := filepath.Join(root, ".final_builds/packages", vendoredGolang, "index.yml")
-	switch {
-	case fileExists(lock) && fileExists(index):
-		data, err := LoadYAML(lock)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := asMap(t, data, "spec.lock")
-		if m["name"] != vendoredGolang || !regexp.MustCompile(`^[0-9a-f]{40,64}$`).MatchString(fmt.Sprint(m["fingerprint"])) {
-			t.Errorf("spec.lock %v", m)
-		}
-		if idx := readFile(t, index); !strings.Contains(idx, fmt.Sprint(m["fingerprint"])) {
-			t.Errorf("%s does not hold the locked fingerprint %v", index, m["fingerprint"])
-		}
-	case fileExists(lock) || fileExists(index) || fileExists(filepath.Join(root, "packages", vendoredGolang)):
-		t.Errorf("%s is half there: bosh vendor-package writes packages/%s/spec.lock and .final_builds/packages/%s/index.yml together", vendoredGolang, vendoredGolang, vendoredGolang)
+	files := packageSpec(t, golangPackage).Files
+	if len(files) != 1 {
+		t.Fatalf("packages/golang lists %v, want the toolchain blob alone", files)
 	}
-	readme := readFile(t, filepath.Join(root, "README.md"))
-	if !strings.Contains(readme, "bosh vendor-package golang-1-linux") {
-		t.Error("README.md does not document bosh vendor-package golang-1-linux")
+	m := regexp.MustCompile(`^golang/toolchain-(v0\.0\.1-go(\d+)\.(\d+)(?:\.(\d+))?\.linux-amd64)\.zip$`).FindStringSubmatch(files[0])
+	if m == nil {
+		t.Fatalf("packages/golang lists %s, not golang/toolchain-v0.0.1-goVERSION.linux-amd64.zip", files[0])
 	}
-	if !strings.Contains(readFile(t, filepath.Join(root, "scripts/build-release.sh")), "bosh vendor-package golang-1-linux") {
-		t.Error("scripts/build-release.sh does not check for the vendored golang")
+	if packaging := readFile(t, filepath.Join(root, "packages/golang/packaging")); !strings.Contains(packaging, "module=golang.org/toolchain@"+m[1]+"\n") {
+		t.Errorf("packages/golang/packaging does not unpack golang.org/toolchain@%s", m[1])
+	}
+	gomod := regexp.MustCompile(`(?m)^go (\d+)\.(\d+)(?:\.(\d+))?$`).FindStringSubmatch(readFile(t, filepath.Join(root, "go.mod")))
+	if gomod == nil {
+		t.Fatal("go.mod has no go line")
+	}
+	version := func(parts []string) [3]int {
+		var v [3]int
+		for i, p := range parts {
+			if p != "" {
+				fmt.Sscan(p, &v[i])
+			}
+		}
+		return v
+	}
+	blob, want := version(m[2:5]), version(gomod[1:4])
+	if slices.Compare(blob[:], want[:]) < 0 {
+		t.Errorf("the toolchain blob is Go %v, go.mod needs %v", blob, want)
 	}
 }
 
@@ -159,7 +170,7 @@ func TestBlobs(t *testing.T) {
 	}
 	shaPattern := regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 	files := map[string]string{} // glob -> package
-	for _, pkg := range []string{"libpcap", "pcap-server", "pcap-server-api"} {
+	for _, pkg := range releasePackages(t) {
 		for _, f := range packageSpec(t, pkg).Files {
 			files[f] = pkg
 		}
@@ -186,32 +197,35 @@ func TestBlobs(t *testing.T) {
 	if version == nil {
 		t.Fatal("packages/libpcap/packaging sets no version=")
 	}
-	if want := "libpcap/libpcap_" + version[1] + ".orig.tar.gz"; !slices.Equal(packageSpec(t, "libpcap").Files, []string{want}) {
+	if version[1] != "1.10.5" {
+		t.Errorf("libpcap %s; 1.10.5 fixes CVE-2023-7256 and CVE-2024-8006", version[1])
+	}
+	if want := "libpcap/libpcap_" + version[1] + ".orig.tar.xz"; !slices.Equal(packageSpec(t, "libpcap").Files, []string{want}) {
 		t.Errorf("libpcap packaging unpacks %s, its spec lists %v", want, packageSpec(t, "libpcap").Files)
 	}
-	// When the tarball is at hand, it is the one declared.
+	// What make deps fetched into blobs/ is what blobs.yml declares.
 	for _, b := range blobs {
-		path := localBlob(t, b)
-		if path == "" {
-			continue
-		}
-		if err := checkBlob(path, b); err != nil {
-			t.Error(err)
+		if path := filepath.Join(root, "blobs", b.path); fileExists(path) {
+			if err := checkBlob(path, b); err != nil {
+				t.Error(err)
+			}
 		}
 	}
 }
 
-// localBlob finds a copy of the blob: blobs/ (where build-release.sh
-// puts it) or LIBPCAP_TARBALL. "" when there is none.
-func localBlob(t *testing.T, b blob) string {
+// localBlobs is the repository's blobs/ when it holds every blob, as
+// scripts/fetch-blobs.sh (make deps) leaves it; else the test skips.
+func localBlobs(t *testing.T) string {
 	t.Helper()
-	if p := filepath.Join(repoRoot(t), "blobs", b.path); fileExists(p) {
-		return p
+	dir := filepath.Join(repoRoot(t), "blobs")
+	for _, b := range releaseBlobs(t) {
+		if path := filepath.Join(dir, b.path); !fileExists(path) {
+			t.Skipf("blobs/%s is missing: scripts/fetch-blobs.sh (run by make deps) fetches it", b.path)
+		} else if err := checkBlob(path, b); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if p := os.Getenv("LIBPCAP_TARBALL"); p != "" && strings.HasPrefix(b.path, "libpcap/") {
-		return p
-	}
-	return ""
+	return dir
 }
 
 func checkBlob(path string, b blob) error {
@@ -231,6 +245,50 @@ func checkBlob(path string, b blob) error {
 	return nil
 }
 
+// TestFetchBlobsRefusesAWrongBlob runs scripts/fetch-blobs.sh on a copy of
+// the repository whose blobs.yml holds the libpcap entry, with a file that
+// is not that tarball on offer: it must refuse it and leave blobs/ empty.
+func TestFetchBlobsRefusesAWrongBlob(t *testing.T) {
+	root := repoRoot(t)
+	dir := t.TempDir()
+	var libpcap blob
+	for _, b := range releaseBlobs(t) {
+		if strings.HasPrefix(b.path, "libpcap/") {
+			libpcap = b
+		}
+	}
+	entry, err := yaml.Marshal(map[string]any{libpcap.path: map[string]any{"size": libpcap.size, "sha": libpcap.sha}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	offered := filepath.Join(dir, "offered")
+	for path, data := range map[string][]byte{
+		"config/blobs.yml":                       entry,
+		"scripts/fetch-blobs.sh":                 []byte(readFile(t, filepath.Join(root, "scripts/fetch-blobs.sh"))),
+		"offered/" + filepath.Base(libpcap.path): []byte("not the libpcap tarball"),
+	} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, path)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, path), data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("bash", "scripts/fetch-blobs.sh")
+	cmd.Dir = dir
+	cmd.Env = append(withoutEnv(os.Environ(), "BLOBS_FROM"), "BLOBS_FROM="+offered)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("fetch-blobs.sh accepted a wrong tarball:\n%s", out)
+	}
+	if want := fmt.Sprintf("refusing blob %s: ", libpcap.path); !strings.Contains(string(out), want) || !strings.Contains(string(out), fmt.Sprintf("config/blobs.yml wants size %d and %s", libpcap.size, libpcap.sha)) {
+		t.Errorf("fetch-blobs.sh on a wrong tarball said:\n%s", out)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(dir, "blobs", filepath.Dir(libpcap.path))); len(entries) > 0 {
+		t.Errorf("the refused tarball left %v in blobs/", entries)
+	}
+}
+
 func TestGitignoreKeepsBuildOutputOut(t *testing.T) {
 	lines := strings.Split(readFile(t, filepath.Join(repoRoot(t), ".gitignore")), "\n")
 	for _, want := range []string{"/blobs/", "/dev_releases/", "/.dev_builds/", "/src/", "/config/private.yml", "/config/dev.yml"} {
@@ -238,58 +296,9 @@ func TestGitignoreKeepsBuildOutputOut(t *testing.T) {
 			t.Errorf(".gitignore lacks %s", want)
 		}
 	}
-	if slices.ContainsFunc(lines, func(l string) bool { return strings.Contains(l, ".final_builds") }) {
-		t.Error(".gitignore ignores .final_builds, where bosh vendor-package records golang-1-linux")
+	if slices.ContainsFunc(lines, func(l string) bool { return strings.Contains(l, ".final_builds") || l == "/releases/" }) {
+		t.Error(".gitignore ignores .final_builds or releases/, where a final release is recorded")
 	}
-}
-
-// staged is a copy of the repository on which scripts/build-release.sh ran,
-// shared by the tests that need the staged Go module.
-var staged struct {
-	once          sync.Once
-	dir, out, err string
-}
-
-// stagedRelease copies the repository's files (tracked and new, as a
-// commit would hold them) to a temporary directory and runs
-// scripts/build-release.sh there, with a wrong libpcap tarball: the
-// script stages and vendors the Go module, then refuses the blob.
-func stagedRelease(t *testing.T) (dir, output string) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("stages and vendors the Go module: not in -short")
-	}
-	root := repoRoot(t)
-	staged.once.Do(func() {
-		dir, err := os.MkdirTemp("", "boshrelease-stage-")
-		if err != nil {
-			staged.err = err.Error()
-			return
-		}
-		staged.dir = dir
-		if err := copyCheckout(root, dir); err != nil {
-			staged.err = err.Error()
-			return
-		}
-		fake := filepath.Join(dir, "not-libpcap.tar.gz")
-		if err := os.WriteFile(fake, []byte("not the libpcap tarball"), 0o644); err != nil {
-			staged.err = err.Error()
-			return
-		}
-		cmd := exec.Command("bash", "scripts/build-release.sh")
-		cmd.Dir = dir
-		cmd.Env = append(withoutEnv(os.Environ(), "LIBPCAP_TARBALL", "VERSION"),
-			"LIBPCAP_TARBALL="+fake, "VERSION="+releaseVersion, "PATH="+filepath.Dir(goTool(t))+":"+os.Getenv("PATH"))
-		out, err := cmd.CombinedOutput()
-		staged.out = string(out)
-		if err == nil {
-			staged.err = "build-release.sh accepted a wrong libpcap tarball:\n" + staged.out
-		}
-	})
-	if staged.err != "" {
-		t.Fatal(staged.err)
-	}
-	return staged.dir, staged.out
 }
 
 func withoutEnv(env []string, names ...string) []string {
@@ -321,343 +330,4 @@ func copyCheckout(root, dir string) error {
 		}
 	}
 	return nil
-}
-
-func TestBuildReleaseScriptStagesTheModule(t *testing.T) {
-	dir, out := stagedRelease(t)
-	if !strings.Contains(out, "refusing the libpcap tarball") || !strings.Contains(out, "config/blobs.yml wants size 951869") {
-		t.Errorf("build-release.sh on a wrong tarball said:\n%s", out)
-	}
-	if fileExists(filepath.Join(dir, "blobs/libpcap/libpcap_1.10.3.orig.tar.gz")) {
-		t.Error("the refused tarball landed in blobs/")
-	}
-	stage := filepath.Join(dir, "src/pcap-server-release")
-	if v := strings.TrimSpace(readFile(t, filepath.Join(stage, "VERSION"))); v != releaseVersion {
-		t.Errorf("VERSION %q, want %q", v, releaseVersion)
-	}
-	if !fileExists(filepath.Join(stage, "vendor/modules.txt")) {
-		t.Error("the staged module has no vendor/modules.txt")
-	}
-	_ = filepath.WalkDir(stage, func(path string, d os.DirEntry, err error) error {
-		if err == nil && (strings.HasSuffix(path, "_test.go") || d.IsDir() && d.Name() == "testdata") && !strings.Contains(path, "/vendor/") {
-			t.Errorf("staged %s: tests stay out of the release", path)
-		}
-		return nil
-	})
-}
-
-// TestPackageFilesCoverTheBuild: every file the Go build of a package's
-// binaries reads (go list -deps, in the staged module) is one its spec
-// selects, and every glob selects something.
-func TestPackageFilesCoverTheBuild(t *testing.T) {
-	dir, _ := stagedRelease(t)
-	src := filepath.Join(dir, "src")
-	for pkg, mains := range map[string][]string{
-		"pcap-server":     {"./cellagent/cmd/pcap-server"},
-		"pcap-server-api": {"./proxy/cmd/pcap-server-api", "./cli/cmd/pcap-server-cli"},
-	} {
-		spec := packageSpec(t, pkg)
-		files, err := PackageFiles(src, spec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, glob := range spec.Files {
-			if !slices.ContainsFunc(files, func(f string) bool { return MatchGlob(glob, f) }) {
-				t.Errorf("package %s: %s selects nothing in the staged src/", pkg, glob)
-			}
-		}
-		selected := map[string]bool{}
-		for _, f := range files {
-			selected[f] = true
-		}
-		args := append([]string{"list", "-mod=vendor", "-deps", "-f",
-			`{{if not .Standard}}{{$d := .Dir}}{{range .GoFiles}}{{$d}}/{{.}}{{"\n"}}{{end}}{{range .CgoFiles}}{{$d}}/{{.}}{{"\n"}}{{end}}{{range .HFiles}}{{$d}}/{{.}}{{"\n"}}{{end}}{{range .CFiles}}{{$d}}/{{.}}{{"\n"}}{{end}}{{range .EmbedFiles}}{{$d}}/{{.}}{{"\n"}}{{end}}{{end}}`},
-			mains...)
-		cmd := exec.Command(goTool(t), args...)
-		cmd.Dir = filepath.Join(src, "pcap-server-release")
-		cmd.Env = append(os.Environ(), "GOPROXY=off", "GOFLAGS=-mod=vendor")
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("go list in the staged module: %v", err)
-		}
-		needed := 0
-		for _, path := range strings.Fields(string(out)) {
-			rel, err := filepath.Rel(src, path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			needed++
-			if !selected[filepath.ToSlash(rel)] {
-				t.Errorf("package %s: the build reads %s, which the spec's files leave out", pkg, rel)
-			}
-		}
-		for _, f := range []string{"pcap-server-release/go.mod", "pcap-server-release/go.sum", "pcap-server-release/VERSION", "pcap-server-release/vendor/modules.txt"} {
-			if !selected[f] {
-				t.Errorf("package %s leaves out %s", pkg, f)
-			}
-		}
-		if needed < 20 {
-			t.Errorf("package %s: go list named only %d files", pkg, needed)
-		}
-	}
-}
-
-// compilePackage runs a package's packaging script as a BOSH compile VM
-// would: in a directory holding only the files its spec selects, with its
-// dependencies under BOSH_PACKAGES_DIR and no Go on PATH but the one
-// golang-1-linux's compile.env brings.
-func compilePackage(t *testing.T, name, src, packagesDir string) string {
-	t.Helper()
-	spec := packageSpec(t, name)
-	files, err := PackageFiles(src, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	compile := t.TempDir()
-	for _, f := range files {
-		dst := filepath.Join(compile, f)
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := copyFile(filepath.Join(src, f), dst, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	install := filepath.Join(packagesDir, name)
-	if err := os.MkdirAll(install, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	gocache, _ := exec.Command(goTool(t), "env", "GOCACHE").Output()
-	cmd := exec.Command("bash", filepath.Join(repoRoot(t), "packages", name, "packaging"))
-	cmd.Dir = compile
-	cmd.Env = []string{
-		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-		"HOME=" + t.TempDir(),
-		"BOSH_COMPILE_TARGET=" + compile,
-		"BOSH_INSTALL_TARGET=" + install,
-		"BOSH_PACKAGES_DIR=" + packagesDir,
-		// Not set on a compile VM (the packaging then uses its own
-		// directory); here it spares rebuilding the standard library.
-		"GOCACHE=" + strings.TrimSpace(string(gocache)),
-	}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("packaging %s: %v\n%s", name, err, out)
-	}
-	return install
-}
-
-// fakeGolangPackage lays out what golang-1-linux installs for packages
-// that depend on it: bosh/compile.env pointing at a Go toolchain.
-func fakeGolangPackage(t *testing.T, packagesDir string) {
-	t.Helper()
-	goroot, err := exec.Command(goTool(t), "env", "GOROOT").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := fmt.Sprintf("export GOROOT=%s\nexport GOPATH=$PWD\nexport PATH=$GOROOT/bin:$GOPATH/bin:$PATH\n", strings.TrimSpace(string(goroot)))
-	dir := filepath.Join(packagesDir, vendoredGolang, "bosh")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "compile.env"), []byte(env), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// TestAPIPackageCompilesAndServesTheCLI compiles the pcap-server-api
-// package offline, checks the CLI binaries are what their names say, and
-// has the compiled API serve them from the job's cli_dir.
-func TestAPIPackageCompilesAndServesTheCLI(t *testing.T) {
-	dir, _ := stagedRelease(t)
-	packages := t.TempDir()
-	fakeGolangPackage(t, packages)
-	install := compilePackage(t, "pcap-server-api", filepath.Join(dir, "src"), packages)
-
-	apiBin := filepath.Join(install, "bin/pcap-server-api")
-	if out, err := exec.Command(apiBin, "-version").Output(); err != nil || strings.TrimSpace(string(out)) != releaseVersion {
-		t.Errorf("pcap-server-api -version: %q, %v; want %s", out, err, releaseVersion)
-	}
-	entries, err := os.ReadDir(filepath.Join(install, "cli"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	want := []string{
-		"pcap-server-cli-linux-amd64", "pcap-server-cli-linux-arm64",
-		"pcap-server-cli-mac-amd64", "pcap-server-cli-mac-arm64",
-		"pcap-server-cli-windows-amd64.exe", "pcap-server-cli-windows-arm64.exe",
-	}
-	if !slices.Equal(names, want) {
-		t.Fatalf("cli/ holds %v, want %v", names, want)
-	}
-	for _, n := range names {
-		if err := checkExecutableFormat(filepath.Join(install, "cli", n)); err != nil {
-			t.Error(err)
-		}
-	}
-
-	// The job's cli_dir is this package's cli/: the API lists and serves them.
-	props := setDotted(setDotted(apiProperties(newTestPKI(t)), "listen.tls", nil), "log_level", "info")
-	for _, key := range []string{"listen.address", "tunnel.address", "metrics.address"} {
-		props = setDotted(props, key, freeAddress(t))
-	}
-	r := mustRenderJob(t, "pcap-server-api", props)
-	cliDir := filepath.Join(r.root, "packages/pcap-server-api/cli")
-	for _, n := range names {
-		if err := copyFile(filepath.Join(install, "cli", n), filepath.Join(cliDir, n), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), deadline(t))
-	defer cancel()
-	api := startAPI(t, ctx, apiBin, r.path(configFile("pcap-server-api")))
-	defer func() {
-		cancel()
-		<-api.exited
-	}()
-	base := "http://" + fmt.Sprint(props["listen"].(map[string]any)["address"])
-	index := httpGet(t, base+"/cli/")
-	for _, n := range names {
-		if !strings.Contains(index, `href="`+n+`"`) {
-			t.Errorf("the /cli/ index does not link %s:\n%s", n, index)
-		}
-	}
-	if !strings.Contains(index, "/cli/pcap-server-cli-linux-amd64 -O pcap-cli") {
-		t.Errorf("the /cli/ index does not show the install command:\n%s", index)
-	}
-	resp, err := http.Get(base + "/cli/pcap-server-cli-linux-amd64")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if want, _ := os.ReadFile(filepath.Join(cliDir, "pcap-server-cli-linux-amd64")); resp.StatusCode != 200 || !bytes.Equal(body, want) {
-		t.Errorf("GET /cli/pcap-server-cli-linux-amd64: %s, %d bytes (want the %d of the file)", resp.Status, len(body), len(want))
-	}
-}
-
-func httpGet(t *testing.T, url string) string {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s, %v: %s", url, resp.Status, err, body)
-	}
-	return string(body)
-}
-
-func checkExecutableFormat(path string) error {
-	name := filepath.Base(path)
-	parts := strings.Split(strings.TrimSuffix(name, ".exe"), "-")
-	goos, goarch := parts[len(parts)-2], parts[len(parts)-1]
-	var got string
-	switch goos {
-	case "linux":
-		f, err := elf.Open(path)
-		if err != nil {
-			return fmt.Errorf("%s: not ELF: %w", name, err)
-		}
-		defer f.Close()
-		got = map[elf.Machine]string{elf.EM_X86_64: "amd64", elf.EM_AARCH64: "arm64"}[f.Machine]
-	case "mac":
-		f, err := macho.Open(path)
-		if err != nil {
-			return fmt.Errorf("%s: not Mach-O: %w", name, err)
-		}
-		defer f.Close()
-		got = map[macho.Cpu]string{macho.CpuAmd64: "amd64", macho.CpuArm64: "arm64"}[f.Cpu]
-	case "windows":
-		f, err := pe.Open(path)
-		if err != nil {
-			return fmt.Errorf("%s: not PE: %w", name, err)
-		}
-		defer f.Close()
-		got = map[uint16]string{pe.IMAGE_FILE_MACHINE_AMD64: "amd64", pe.IMAGE_FILE_MACHINE_ARM64: "arm64"}[f.Machine]
-	default:
-		return fmt.Errorf("%s: unknown OS %s", name, goos)
-	}
-	if got != goarch {
-		return fmt.Errorf("%s is built for %q", name, got)
-	}
-	return nil
-}
-
-// TestAgentPackageLinksLibpcapStatically compiles the libpcap package
-// from its blob and the pcap-server package against it, as a compile VM
-// would, when the blob and libpcap's build tools are here.
-func TestAgentPackageLinksLibpcapStatically(t *testing.T) {
-	var tarball string
-	for _, b := range releaseBlobs(t) {
-		if strings.HasPrefix(b.path, "libpcap/") {
-			if tarball = localBlob(t, b); tarball != "" {
-				if err := checkBlob(tarball, b); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-	}
-	if tarball == "" {
-		t.Skip("no libpcap tarball: run scripts/build-release.sh (puts it in blobs/) or set LIBPCAP_TARBALL")
-	}
-	for _, tool := range []string{"cc", "make", "flex", "bison"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed; the libpcap package needs it, as the stemcell has it", tool)
-		}
-	}
-	dir, _ := stagedRelease(t)
-	src := t.TempDir()
-	if err := os.CopyFS(src, os.DirFS(filepath.Join(dir, "src"))); err != nil {
-		t.Fatal(err)
-	}
-	blobDst := filepath.Join(src, packageSpec(t, "libpcap").Files[0])
-	if err := os.MkdirAll(filepath.Dir(blobDst), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := copyFile(tarball, blobDst, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	packages := t.TempDir()
-	fakeGolangPackage(t, packages)
-	libpcap := compilePackage(t, "libpcap", src, packages)
-	if !fileExists(filepath.Join(libpcap, "lib/libpcap.a")) || !fileExists(filepath.Join(libpcap, "include/pcap.h")) {
-		t.Fatal("the libpcap package installs no lib/libpcap.a and include/pcap.h")
-	}
-	install := compilePackage(t, "pcap-server", src, packages)
-	bin := filepath.Join(install, "bin/pcap-server")
-
-	f, err := elf.Open(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	for _, prog := range f.Progs {
-		if prog.Type == elf.PT_INTERP {
-			t.Error("pcap-server has a dynamic loader: not statically linked")
-		}
-	}
-	if libs, _ := f.ImportedLibraries(); len(libs) > 0 {
-		t.Errorf("pcap-server needs shared libraries %v", libs)
-	}
-	data, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	version := regexp.MustCompile(`libpcap_(\d+\.\d+\.\d+)\.orig`).FindStringSubmatch(tarball)
-	if version != nil && !bytes.Contains(data, []byte("libpcap version "+version[1])) {
-		t.Errorf("pcap-server does not carry libpcap %s", version[1])
-	}
-	if out, err := exec.Command(bin, "-version").Output(); err != nil || strings.TrimSpace(string(out)) != releaseVersion {
-		t.Errorf("pcap-server -version: %q, %v", out, err)
-	}
-	r := mustRenderJob(t, "pcap-server", agentProperties(newTestPKI(t)))
-	if out, err := checkConfig(t, bin, r.path(configFile("pcap-server"))); err != nil {
-		t.Errorf("the compiled agent refuses the rendered config: %v\n%s", err, out)
-	}
 }

@@ -197,6 +197,9 @@ func TestAPIDrainAndRouteHealthCheck(t *testing.T) {
 		t.Error("drain returned while the API still runs")
 		<-api.exited
 	}
+	if fileExists(pidfile) {
+		t.Error("drain ended the API but left bpm's pid file")
+	}
 	if got := readFile(t, monitLog); got != "unmonitor pcap-server-api\n" {
 		t.Errorf("monit was asked %q, want unmonitor pcap-server-api", got)
 	}

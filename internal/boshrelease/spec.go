@@ -1,18 +1,17 @@
 // Package boshrelease reads and exercises this repository's BOSH release in
-// tests, without the bosh CLI or a director: job and package specs, job
-// templates rendered by real ERB (Debian's ruby) the way the director
-// renders them, the go-patch operations that ops files use, add-on
-// placement, and the ((variables)) a manifest refers to.
+// tests: job and package specs, job templates rendered by real ERB (Debian's
+// ruby) the way the director renders them, add-on placement (which the
+// director does, not the bosh CLI), and the ((variables)) a manifest refers
+// to. Manifests and ops files go through the real bosh CLI (bosh int), and
+// the release tarball through bosh create-release, in the tests.
 package boshrelease
 
 import (
 	"bytes"
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
 	"sort"
-	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -131,63 +130,4 @@ func TemplateProperties(template []byte) []string {
 	}
 	sort.Strings(names)
 	return names
-}
-
-// MatchGlob reports whether the slash-separated path matches a BOSH
-// package files glob: * and ? stay within one path segment, **/ spans any
-// number of directories.
-func MatchGlob(pattern, path string) bool {
-	var re strings.Builder
-	re.WriteString("^")
-	for i := 0; i < len(pattern); i++ {
-		switch c := pattern[i]; {
-		case strings.HasPrefix(pattern[i:], "**/"):
-			re.WriteString("(?:.*/)?")
-			i += 2
-		case strings.HasPrefix(pattern[i:], "**"):
-			re.WriteString(".*")
-			i++
-		case c == '*':
-			re.WriteString("[^/]*")
-		case c == '?':
-			re.WriteString("[^/]")
-		default:
-			re.WriteString(regexp.QuoteMeta(string(c)))
-		}
-	}
-	re.WriteString("$")
-	return regexp.MustCompile(re.String()).MatchString(path)
-}
-
-// PackageFiles lists the files under root (slash-separated, relative)
-// that the package spec's files select, minus its excluded_files.
-func PackageFiles(root string, spec *PackageSpec) ([]string, error) {
-	var files []string
-	err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		rel, err := filepath.Rel(root, path)
-		if err != nil {
-			return err
-		}
-		rel = filepath.ToSlash(rel)
-		if matchesAny(spec.Files, rel) && !matchesAny(spec.ExcludedFiles, rel) {
-			files = append(files, rel)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list files of package %s under %s: %w", spec.Name, root, err)
-	}
-	return files, nil
-}
-
-func matchesAny(patterns []string, path string) bool {
-	for _, p := range patterns {
-		if MatchGlob(p, path) {
-			return true
-		}
-	}
-	return false
 }

@@ -152,3 +152,25 @@ func (p *Problems) RequireFile(key, path string) {
 		p.Addf("%s: %s is not a regular file", key, path)
 	}
 }
+
+// RequireFilesTogether records problems unless either every path is empty
+// or each names a readable regular file: settings that work only as a set,
+// such as a certificate, its key and a CA.
+func (p *Problems) RequireFilesTogether(keys, paths []string) {
+	var given []string
+	for i, path := range paths {
+		if path != "" {
+			given = append(given, keys[i])
+		}
+	}
+	if len(given) == 0 {
+		return
+	}
+	if len(given) < len(keys) {
+		p.Addf("%s go together: set all of them or none (given: %s)", strings.Join(keys, ", "), strings.Join(given, ", "))
+		return
+	}
+	for i, path := range paths {
+		p.RequireFile(keys[i], path)
+	}
+}

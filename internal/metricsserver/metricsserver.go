@@ -1,10 +1,12 @@
 // Package metricsserver serves a Prometheus registry on the daemons' own
 // metrics listener (not routed through the gorouter), with the Go and
-// process collectors and a build_info metric.
+// process collectors and a build_info metric; over mutual TLS when given
+// certificates, as Cloud Foundry's components serve prom_scraper.
 package metricsserver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cloudfoundry/pcap-server-release/internal/buildinfo"
+	"github.com/cloudfoundry/pcap-server-release/internal/tlsconfig"
 )
 
 // NewRegistry returns a registry with the Go and process collectors and
@@ -44,14 +47,38 @@ type Server struct {
 	srv *http.Server
 }
 
+// MutualTLS names the PEM files of the listener's mutual TLS, as the
+// configuration keys metrics.ca_cert, metrics.cert and metrics.key name
+// them (loggregator-agent-release's names). All empty: plain HTTP.
+type MutualTLS struct {
+	// CACert signed the scrapers' client certificates (cf-deployment's
+	// metric_scraper_ca); a client without one is refused in the handshake.
+	CACert string
+	Cert   string
+	Key    string
+}
+
+// Enabled tells whether any file is given (Listen then needs all three).
+func (m MutualTLS) Enabled() bool { return m.CACert != "" || m.Cert != "" || m.Key != "" }
+
 // Listen opens the listener; an empty address disables metrics (nil).
-func Listen(address string, reg *prometheus.Registry, log *slog.Logger) (*Server, error) {
+func Listen(address string, mtls MutualTLS, reg *prometheus.Registry, log *slog.Logger) (*Server, error) {
 	if address == "" {
 		return nil, nil
+	}
+	var tlsCfg *tls.Config
+	if mtls.Enabled() {
+		var err error
+		if tlsCfg, err = tlsconfig.MutualServer(mtls.Cert, mtls.Key, mtls.CACert); err != nil {
+			return nil, fmt.Errorf("metrics TLS: %w", err)
+		}
 	}
 	ln, err := net.Listen("tcp", address)
 	if err != nil {
 		return nil, fmt.Errorf("metrics listener: %w", err)
+	}
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
@@ -59,7 +86,13 @@ func Listen(address string, reg *prometheus.Registry, log *slog.Logger) (*Server
 		EnableOpenMetrics: true,
 		Registry:          reg,
 	}))
-	return &Server{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}, nil
+	return &Server{ln: ln, srv: &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		// Refused handshakes (a client without a certificate) are the
+		// client's problem, not the daemon's: debug, not stderr.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}}, nil
 }
 
 // Addr is the bound address.

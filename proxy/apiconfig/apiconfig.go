@@ -13,6 +13,7 @@ import (
 
 	"github.com/cloudfoundry/pcap-server-release/internal/configfile"
 	"github.com/cloudfoundry/pcap-server-release/internal/logging"
+	"github.com/cloudfoundry/pcap-server-release/internal/metricsserver"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
 
@@ -59,8 +60,23 @@ type TunnelTLS struct {
 	ClientCA    string `yaml:"client_ca"`
 }
 
+// Metrics is the Prometheus listener. With ca_cert, cert and key (PEM
+// files) it serves mutual TLS and refuses clients without a certificate
+// signed by ca_cert, as Cloud Foundry's components serve prom_scraper.
 type Metrics struct {
 	Address string `yaml:"address"`
+	CACert  string `yaml:"ca_cert"`
+	Cert    string `yaml:"cert"`
+	Key     string `yaml:"key"`
+}
+
+// MutualTLS is what the metrics server needs of it.
+func (m Metrics) MutualTLS() metricsserver.MutualTLS {
+	return metricsserver.MutualTLS{CACert: m.CACert, Cert: m.Cert, Key: m.Key}
+}
+
+func (m Metrics) validate(p *configfile.Problems) {
+	p.RequireFilesTogether([]string{"metrics.ca_cert", "metrics.cert", "metrics.key"}, []string{m.CACert, m.Cert, m.Key})
 }
 
 type CloudController struct {
@@ -175,6 +191,7 @@ func (c *Config) Validate() error {
 		p.Addf("tunnel.keepalive_interval %s is below 1s", c.Tunnel.KeepaliveInterval.D())
 	}
 	hostPort(&p, "metrics.address", c.Metrics.Address, false)
+	c.Metrics.validate(&p)
 
 	switch {
 	case c.Dev != nil && c.CloudController != nil:

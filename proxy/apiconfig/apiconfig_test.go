@@ -52,12 +52,14 @@ cloud_controller: {url: "http://api.example.com"}
 dev: {token: short}
 authorization: {mode: everyone}
 limits: {captures_per_user: 0, max_duration: 1m, default_duration: 5m, max_snaplen: 300000}
+metrics: {ca_cert: /nonexistent/ca}
 `)
 	if err == nil {
 		t.Fatal("accepted")
 	}
 	for _, want := range []string{
 		`listen.address "nowhere" is not host:port`,
+		"metrics.ca_cert, metrics.cert, metrics.key go together: set all of them or none (given: metrics.ca_cert)",
 		"tunnel.tls.certificate: open /nonexistent/c",
 		"tunnel.tls.private_key is required",
 		"tunnel.tls.client_ca is required",

@@ -96,7 +96,7 @@ func New(ctx context.Context, cfg *apiconfig.Config, logOut io.Writer) (_ *Daemo
 		return nil, fmt.Errorf("HTTP listener: %w", err)
 	}
 	d.closers = append(d.closers, d.httpLn)
-	if d.metrics, err = metricsserver.Listen(cfg.Metrics.Address, reg, d.log); err != nil {
+	if d.metrics, err = metricsserver.Listen(cfg.Metrics.Address, cfg.Metrics.MutualTLS(), reg, d.log); err != nil {
 		return nil, err
 	}
 	d.closers = append(d.closers, d.metrics)
