@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: demo test deps build fuzz bench
+.PHONY: demo test deps build fuzz bench bench-e2e
 
 demo:
 	scripts/demo.sh
@@ -27,3 +27,8 @@ fuzz:
 
 bench:
 	scripts/bench.sh
+
+# The whole path against tcpdump on the same traffic (scripts/bench-e2e.sh;
+# RATES, STEP, TCP, IDLE, LATENCY in the environment change it).
+bench-e2e:
+	scripts/bench-e2e.sh
