@@ -124,9 +124,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err = run(ctx, cfg)
+	interrupted := ctx.Err() != nil
 	stop()
 	switch {
-	case ctx.Err() != nil:
+	case interrupted:
 		fmt.Fprintln(os.Stderr, "pcap-bench-e2e: interrupted; what it started and created is gone")
 		os.Exit(130)
 	case err != nil:
