@@ -29,6 +29,7 @@ bench:
 	scripts/bench.sh
 
 # The whole path against tcpdump on the same traffic (scripts/bench-e2e.sh;
-# RATES, STEP, TCP, IDLE, LATENCY in the environment change it).
+# RATES, STEP, MARGIN, TCP, IDLE, LATENCY change it). Only the report goes
+# to stdout: make bench-e2e > bench.md
 bench-e2e:
-	scripts/bench-e2e.sh
+	@scripts/bench-e2e.sh

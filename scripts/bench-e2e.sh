@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # make bench-e2e: the whole capture path (agent -> mTLS tunnel -> API ->
 # CLI, each its own process) against tcpdump -w on the same traffic, in
-# network namespaces made for the run. UDP rate steps with trafgen, one
-# iperf3 TCP run, idle CPU and latency; it prints markdown tables. A
-# benchmark, not a test: numbers from a shared machine are noisy, compare
-# the two paths within one run. Everything it starts or creates is
-# removed at the end, also on Ctrl-C or failure.
+# network namespaces made for the run: UDP rate steps (a paced sender;
+# trafgen for flat out), one iperf3 TCP run, idle CPU and latency. The
+# markdown report goes to stdout, progress to stderr. A benchmark, not a
+# test: numbers from a shared machine are noisy, compare the two paths
+# within one run. Everything it starts or creates is removed at the end,
+# also on Ctrl-C or failure.
 #
 # Settings (environment): RATES (100k,250k,400k,max), STEP (8s), MARGIN
 # (4s), TCP (8s, 0 skips), IDLE (10s, 0 skips), LATENCY (10s, 0 skips).
