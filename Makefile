@@ -4,7 +4,7 @@ SHELL := /bin/bash
 # shared/bin beside the checkout holds the bosh CLI the release tests use.
 export PATH := $(PATH):/usr/local/go/bin$(if $(wildcard ../shared/bin/bosh),:$(abspath ../shared/bin))
 
-.PHONY: demo test deps build fuzz bench
+.PHONY: demo test deps build fuzz bench bench-e2e
 
 demo:
 	scripts/demo.sh
@@ -28,3 +28,9 @@ fuzz:
 
 bench:
 	scripts/bench.sh
+
+# The whole path against tcpdump on the same traffic (scripts/bench-e2e.sh;
+# RATES, STEP, MARGIN, TCP, IDLE, LATENCY change it). Only the report goes
+# to stdout: make bench-e2e > bench.md
+bench-e2e:
+	@scripts/bench-e2e.sh

@@ -162,6 +162,54 @@ func TestPluginRetriesOnceWithAFreshToken(t *testing.T) {
 	}
 }
 
+// The token expires before the Cloud Controller sees it: the app lookup
+// gets a 401, the plugin asks the cf CLI for a fresh token once and looks
+// the app up again. A second 401 is the end: log in again.
+func TestPluginRetriesTheCloudControllerOnceWithAFreshToken(t *testing.T) {
+	w := newCFWorld(t, loggedIn)
+	expired := w.f.uaa.UserToken(w.f.developer, cffake.Expired())
+	good := w.f.uaa.UserToken(w.f.developer)
+
+	t.Run("fresh token accepted", func(t *testing.T) {
+		s := loggedIn(w.f)
+		s.AccessTokens = []string{expired, good}
+		w.cf.SetState(s)
+		w.cf.ResetCalls()
+		before := w.f.cc.Requests(cffake.CCApps)
+		out := filepath.Join(t.TempDir(), "x.pcap")
+		stderr, code := w.runPlugin(t, 3, appName, "-i", "0", "-f", "udp", "-c", "3", "-o", out)
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, stderr)
+		}
+		if rows := tshark(t, out, "udp.payload"); len(rows) != 3 {
+			t.Fatalf("%d packets", len(rows))
+		}
+		if n := w.f.cc.Requests(cffake.CCApps) - before; n != 2 {
+			t.Errorf("%d app lookups at the Cloud Controller, want 2 (rejected, retried)", n)
+		}
+		if n := w.cf.CallCount("AccessToken"); n != 3 {
+			t.Errorf("AccessToken called %d times, want 3 (lookup, retried lookup, capture)", n)
+		}
+	})
+	t.Run("rejected twice", func(t *testing.T) {
+		s := loggedIn(w.f)
+		s.AccessTokens = []string{expired, expired, good}
+		w.cf.SetState(s)
+		w.cf.ResetCalls()
+		before := w.f.cc.Requests(cffake.CCApps)
+		stderr, code := w.runPlugin(t, 0, appName, "-o", filepath.Join(t.TempDir(), "x.pcap"))
+		if code == 0 || !strings.Contains(stderr, "rejected the token") || !strings.Contains(stderr, "log in again") {
+			t.Fatalf("exit %d, stderr %q; want the Cloud Controller's rejection and \"log in again\"", code, stderr)
+		}
+		if n := w.f.cc.Requests(cffake.CCApps) - before; n != 2 {
+			t.Errorf("%d app lookups at the Cloud Controller, want 2", n)
+		}
+		if n := w.cf.CallCount("AccessToken"); n != 2 {
+			t.Errorf("AccessToken called %d times, want 2", n)
+		}
+	})
+}
+
 func TestPluginErrors(t *testing.T) {
 	cases := []struct {
 		name  string
@@ -204,17 +252,54 @@ func TestPluginErrors(t *testing.T) {
 // expired token through UAA before it captures.
 func TestStandaloneRefreshesTheTokenFromCfConfig(t *testing.T) {
 	w := newCFWorld(t, loggedIn)
+	expired := w.f.uaa.UserToken(w.f.developer, cffake.Expired())
+	cfgPath := w.standaloneCapture(t, expired)
+	if n := w.f.uaa.Requests(cffake.UAAToken); n != 1 {
+		t.Fatalf("%d refreshes through UAA, want 1", n)
+	}
+	after, _ := os.ReadFile(cfgPath)
+	var saved map[string]any
+	if err := json.Unmarshal(after, &saved); err != nil {
+		t.Fatal(err)
+	}
+	if saved["AccessToken"] == "bearer "+expired || !strings.HasPrefix(saved["AccessToken"].(string), "bearer ") || saved["ColorEnabled"] != "true" {
+		t.Fatalf("config after refresh: %v", saved)
+	}
+}
+
+// Standalone, a token that has not expired but that the Cloud Controller
+// rejects (signed by a key UAA no longer serves) is refreshed through UAA
+// once, and the lookup tried again.
+func TestStandaloneRefreshesATokenTheCloudControllerRejects(t *testing.T) {
+	w := newCFWorld(t, loggedIn)
+	retired, err := cffake.NewSigningKey("retired-key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.standaloneCapture(t, w.f.uaa.UserToken(w.f.developer, cffake.SignedBy(retired)))
+	if n := w.f.uaa.Requests(cffake.UAAToken); n != 1 {
+		t.Fatalf("%d refreshes through UAA, want 1", n)
+	}
+	if n := w.f.cc.Requests(cffake.CCApps); n != 2 {
+		t.Fatalf("%d app lookups at the Cloud Controller, want 2 (rejected, retried)", n)
+	}
+}
+
+// standaloneCapture writes a cf config.json holding accessToken and a
+// valid refresh token, captures 4 datagrams with pcap-server-cli on its
+// own, checks the file and returns the config's path.
+func (w *cfWorld) standaloneCapture(t *testing.T, accessToken string) string {
+	t.Helper()
 	home := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(home, ".cf"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	expired := w.f.uaa.UserToken(w.f.developer, cffake.Expired())
 	cfg := map[string]any{
 		"ConfigVersion":         4,
 		"Target":                w.f.cc.URL,
 		"AuthorizationEndpoint": w.f.uaa.URL,
 		"UaaEndpoint":           w.f.uaa.URL,
-		"AccessToken":           "bearer " + expired,
+		"AccessToken":           "bearer " + accessToken,
 		"RefreshToken":          w.f.uaa.RefreshToken(w.f.developer),
 		"UAAOAuthClient":        "cf",
 		"UAAOAuthClientSecret":  "",
@@ -232,25 +317,28 @@ func TestStandaloneRefreshesTheTokenFromCfConfig(t *testing.T) {
 	cmd := cliStandalone(t, "pcap", appName, "-i", "0", "-f", "udp", "-c", "4", "-o", out)
 	cmd.Env = append(os.Environ(), "CF_HOME="+home, "SSL_CERT_FILE="+w.f.caBundle, "PCAP_API_URL="+w.api.url, "PCAP_TOKEN=")
 	lines, stderr := startWatchingStderr(t, cmd)
-	waitLine(t, lines, regexp.MustCompile(`^Capturing app`))
-	w.app.send(t, "standalone", 4)
-	for range lines {
+	// Send once the capture has started; read to the end either way, so
+	// that a refused capture fails with the CLI's message.
+	timeout := time.After(time.Minute)
+	sent := false
+	for reading := true; reading; {
+		select {
+		case l, ok := <-lines:
+			reading = ok
+			if ok && !sent && strings.HasPrefix(l, "Capturing app") {
+				w.app.send(t, "standalone", 4)
+				sent = true
+			}
+		case <-timeout:
+			_ = cmd.Process.Kill()
+			t.Fatalf("the CLI did not end within a minute: %s", stderr.String())
+		}
 	}
-	if err := waitCmd(t, cmd); err != nil {
+	if err := waitCmd(t, cmd); err != nil || !sent {
 		t.Fatalf("%v: %s", err, stderr.String())
 	}
 	if rows := tshark(t, out, "udp.payload"); len(rows) != 4 {
 		t.Fatalf("%d packets", len(rows))
 	}
-	if n := w.f.uaa.Requests(cffake.UAAToken); n != 1 {
-		t.Fatalf("%d refreshes through UAA, want 1", n)
-	}
-	after, _ := os.ReadFile(cfgPath)
-	var saved map[string]any
-	if err := json.Unmarshal(after, &saved); err != nil {
-		t.Fatal(err)
-	}
-	if saved["AccessToken"] == "bearer "+expired || !strings.HasPrefix(saved["AccessToken"].(string), "bearer ") || saved["ColorEnabled"] != "true" {
-		t.Fatalf("config after refresh: %v", saved)
-	}
+	return cfgPath
 }

@@ -188,9 +188,22 @@ func (s *Store) notLoggedInLocked() error {
 // 401. An expiring token is refreshed at UAA and the new tokens are written
 // back to the file.
 func (s *Store) Token(ctx context.Context) (string, error) {
+	return s.tokenOtherThan(ctx, "")
+}
+
+// Renew returns a token other than rejected, which a server refused
+// although its expiry says it is still valid (revoked, or signed by a key
+// UAA has rotated out): the token in the file if the cf CLI wrote a new
+// one meanwhile, else one refreshed at UAA and written back.
+func (s *Store) Renew(ctx context.Context, rejected string) (string, error) {
+	return s.tokenOtherThan(ctx, stripBearer(rejected))
+}
+
+// tokenOtherThan is Token when rejected is empty.
+func (s *Store) tokenOtherThan(ctx context.Context, rejected string) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if token, ok := s.freshTokenLocked(); ok {
+	if token, ok := s.freshTokenLocked(); ok && token != rejected {
 		return token, nil
 	}
 	// The cf CLI, or another run of this tool, may have refreshed or logged
@@ -203,7 +216,7 @@ func (s *Store) Token(ctx context.Context) (string, error) {
 	if s.cfg.AccessToken == "" {
 		return "", s.notLoggedInLocked()
 	}
-	if token, ok := s.freshTokenLocked(); ok {
+	if token, ok := s.freshTokenLocked(); ok && token != rejected {
 		return token, nil
 	}
 	return s.refreshLocked(ctx)

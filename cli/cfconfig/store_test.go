@@ -445,25 +445,84 @@ func TestSSLDisabledAppliesToUAAOnly(t *testing.T) {
 	}
 }
 
+// Token (of an expiring token) and Renew (of a rejected one) both take a
+// token the cf CLI wrote meanwhile rather than refresh.
 func TestTokenWrittenByTheCFCLIMeanwhileIsUsed(t *testing.T) {
+	for name, get := range map[string]func(*cfconfig.Store, string) (string, error){
+		"Token": func(s *cfconfig.Store, _ string) (string, error) { return s.Token(t.Context()) },
+		"Renew": func(s *cfconfig.Store, old string) (string, error) { return s.Renew(t.Context(), old) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			uaa := newFakeUAA(t)
+			old := jwt(t, time.Now().Add(10*time.Second), "jti-1")
+			path := writeConfig(t, cfConfigJSON(t, uaa.srv.URL, "bearer "+old, "refresh-1"), 0o600)
+			store, err := cfconfig.Load(path, cfconfig.Options{HTTPClient: uaa.srv.Client()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// `cf login` in another terminal.
+			newer := jwt(t, time.Now().Add(20*time.Minute), "jti-9")
+			if err := os.WriteFile(path, []byte(cfConfigJSON(t, uaa.srv.URL, "bearer "+newer, "refresh-9")), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			got, err := get(store, old)
+			if err != nil || got != newer {
+				t.Errorf("%s = %v; want the token the cf CLI wrote", name, err)
+			}
+			if n := len(uaa.calls()); n != 0 {
+				t.Errorf("UAA called %d times", n)
+			}
+		})
+	}
+}
+
+// A token the Cloud Controller rejected before its expiry (revoked, or
+// signed by a rotated key) is refreshed at UAA although it looks fresh, and
+// only once: asking again with the same rejected token gets the new one.
+func TestRenewRefreshesARejectedTokenOnce(t *testing.T) {
 	uaa := newFakeUAA(t)
-	content := cfConfigJSON(t, uaa.srv.URL, "bearer "+jwt(t, time.Now().Add(10*time.Second), "jti-1"), "refresh-1")
-	path := writeConfig(t, content, 0o600)
+	fresh := jwt(t, time.Now().Add(10*time.Minute), "jti-2")
+	uaa.setRespond(func(w http.ResponseWriter, _ uaaRequest) {
+		writeJSON(w, http.StatusOK, tokenResponse(fresh, "refresh-2"))
+	})
+	rejected := jwt(t, time.Now().Add(10*time.Minute), "jti-1")
+	path := writeConfig(t, cfConfigJSON(t, uaa.srv.URL, "bearer "+rejected, "refresh-1"), 0o600)
 	store, err := cfconfig.Load(path, cfconfig.Options{HTTPClient: uaa.srv.Client()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// `cf login` in another terminal.
-	newer := jwt(t, time.Now().Add(20*time.Minute), "jti-9")
-	if err := os.WriteFile(path, []byte(cfConfigJSON(t, uaa.srv.URL, "bearer "+newer, "refresh-9")), 0o600); err != nil {
+	if got, err := store.Token(t.Context()); err != nil || got != rejected || len(uaa.calls()) != 0 {
+		t.Fatalf("Token = %v, UAA calls %d; want the stored token, no refresh", err, len(uaa.calls()))
+	}
+	got, err := store.Renew(t.Context(), "bearer "+rejected)
+	if err != nil || got != fresh {
+		t.Fatalf("Renew = %v; want the refreshed token", err)
+	}
+	if n := len(uaa.calls()); n != 1 {
+		t.Fatalf("UAA calls = %d, want 1", n)
+	}
+	if saved := readConfigFile(t, path); saved.AccessToken != "bearer "+fresh || saved.RefreshToken != "refresh-2" {
+		t.Errorf("config after Renew: %q, %q", saved.AccessToken, saved.RefreshToken)
+	}
+	// A second caller that saw the same rejection gets the new token.
+	if again, err := store.Renew(t.Context(), rejected); err != nil || again != fresh || len(uaa.calls()) != 1 {
+		t.Errorf("second Renew = %v, UAA calls %d", err, len(uaa.calls()))
+	}
+	if tok, err := store.Token(t.Context()); err != nil || tok != fresh {
+		t.Errorf("Token after Renew = %v", err)
+	}
+}
+
+func TestRenewWithoutRefreshTokenSaysLogIn(t *testing.T) {
+	uaa := newFakeUAA(t)
+	rejected := jwt(t, time.Now().Add(10*time.Minute), "jti-1")
+	path := writeConfig(t, cfConfigJSON(t, uaa.srv.URL, "bearer "+rejected, ""), 0o600)
+	store, err := cfconfig.Load(path, cfconfig.Options{HTTPClient: uaa.srv.Client()})
+	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := store.Token(t.Context())
-	if err != nil || got != newer {
-		t.Errorf("Token = %v; want the token the cf CLI wrote", err)
-	}
-	if n := len(uaa.calls()); n != 0 {
-		t.Errorf("UAA called %d times", n)
+	if _, err := store.Renew(t.Context(), rejected); !errors.Is(err, cfconfig.ErrCannotRefresh) || !strings.Contains(err.Error(), "cf login") {
+		t.Errorf("Renew err = %v, want ErrCannotRefresh telling to cf login", err)
 	}
 }
 

@@ -43,24 +43,42 @@ func httpClient(skipVerify bool) *http.Client {
 	return &http.Client{Transport: t, Timeout: 30 * time.Second}
 }
 
-// findApp looks the app up by name in the targeted space with CC v3.
-func findApp(ctx context.Context, ccURL, token string, skipVerify bool, name, spaceGUID, spaceName string) (string, error) {
+// tokenSource returns an access token without "bearer ". rejected is
+// empty the first time; after a 401 it is the token the Cloud Controller
+// refused, and the source must return a fresh one.
+type tokenSource func(ctx context.Context, rejected string) (string, error)
+
+// findApp looks the app up by name in the targeted space with CC v3. A
+// token the Cloud Controller rejects (it expired on the way, or was
+// revoked) is exchanged for a fresh one once, as after the API's 401; a
+// second rejection is the Cloud Controller's "log in again".
+func findApp(ctx context.Context, ccURL string, skipVerify bool, name, spaceGUID, spaceName string, token tokenSource) (string, error) {
 	cc, err := cloudcontroller.New(cloudcontroller.Config{URL: ccURL, HTTPClient: httpClient(skipVerify)})
 	if err != nil {
 		return "", err
 	}
-	app, err := cc.AppByName(ctx, token, name, spaceGUID)
-	if err != nil {
+	rejected := ""
+	for attempt := 0; ; attempt++ {
+		t, err := token(ctx, rejected)
+		if err != nil {
+			return "", err
+		}
+		app, err := cc.AppByName(ctx, t, name, spaceGUID)
+		if err == nil {
+			return app.GUID, nil
+		}
 		var p *problem.Error
-		if errors.As(err, &p) && p.Status == http.StatusNotFound {
+		switch {
+		case errors.As(err, &p) && p.Status == http.StatusUnauthorized && attempt == 0:
+			rejected = t
+		case errors.As(err, &p) && p.Status == http.StatusNotFound:
 			return "", fmt.Errorf("app %s not found in space %s", name, spaceName)
-		}
-		if errors.As(err, &p) {
+		case errors.As(err, &p):
 			return "", fmt.Errorf("look up app %s: %s", name, p.Detail)
+		default:
+			return "", fmt.Errorf("look up app %s: %w", name, err)
 		}
-		return "", fmt.Errorf("look up app %s: %w", name, err)
 	}
-	return app.GUID, nil
 }
 
 // Plugin is the session of `cf pcap`: every answer comes from the cf CLI,
@@ -115,11 +133,10 @@ func (p Plugin) AppGUID(ctx context.Context, name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	token, err := p.Conn.AccessToken(ctx)
-	if err != nil {
-		return "", err
-	}
-	return findApp(ctx, target, token, skip, name, space.Guid, space.Name)
+	// Asked again, the cf CLI hands out a new token if the one it gave is
+	// about to expire (older cf CLIs refresh on every call).
+	token := func(ctx context.Context, _ string) (string, error) { return p.Conn.AccessToken(ctx) }
+	return findApp(ctx, target, skip, name, space.Guid, space.Name, token)
 }
 
 // Standalone is the session of pcap-server-cli run on its own, from the
@@ -153,9 +170,11 @@ func (s Standalone) AppGUID(ctx context.Context, name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	token, err := s.Store.Token(ctx)
-	if err != nil {
-		return "", err
+	token := func(ctx context.Context, rejected string) (string, error) {
+		if rejected == "" {
+			return s.Store.Token(ctx)
+		}
+		return s.Store.Renew(ctx, rejected)
 	}
-	return findApp(ctx, target, token, s.Store.Config().SSLDisabled, name, space.GUID, space.Name)
+	return findApp(ctx, target, s.Store.Config().SSLDisabled, name, space.GUID, space.Name, token)
 }

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# make bench-e2e: the whole capture path (agent -> mTLS tunnel -> API ->
+# CLI, each its own process) against tcpdump -w on the same traffic, in
+# network namespaces made for the run: UDP rate steps (a paced sender;
+# trafgen for flat out), one iperf3 TCP run, idle CPU and latency. The
+# markdown report goes to stdout, progress to stderr. A benchmark, not a
+# test: numbers from a shared machine are noisy, compare the two paths
+# within one run. Everything it starts or creates is removed at the end,
+# also on Ctrl-C or failure.
+#
+# Settings (environment): RATES (100k,250k,400k,max), STEP (8s), MARGIN
+# (4s), TCP (8s, 0 skips), IDLE (10s, 0 skips), LATENCY (10s, 0 skips).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+	echo "make bench-e2e needs root: it creates network namespaces and captures in them" >&2
+	exit 1
+fi
+scripts/install-deps.sh
+missing=()
+for p in netsniff-ng iperf3; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "installing: ${missing[*]}" >&2
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+work=$(mktemp -d /tmp/pcap-bench-e2e.XXXXXX)
+out=$(mktemp -d /dev/shm/pcap-bench-e2e.XXXXXX) # captures on tmpfs: a disk would be measured too
+app_ns=pcapbench-app-$$
+peer_ns=pcapbench-peer-$$
+cleanup() {
+	status=$?
+	# The benchmark removes its namespaces itself; this is for when it
+	# could not (killed).
+	ip netns del "$app_ns" 2>/dev/null || true
+	ip netns del "$peer_ns" 2>/dev/null || true
+	if [ "$status" != 0 ]; then
+		echo "bench-e2e failed; the servers' logs:" >&2
+		tail -n 20 "$work"/*.log >&2 2>/dev/null || true
+	fi
+	rm -rf "$work" "$out"
+	exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "== building" >&2
+go build -o "$work/bin/" ./proxy/cmd/pcap-server-api ./cellagent/cmd/pcap-server ./cli/cmd/pcap-server-cli ./internal/cmd/pcap-bench-e2e
+code="$(git describe --always --dirty 2>/dev/null || echo unknown) ($(git rev-parse --abbrev-ref HEAD 2>/dev/null || echo '?'))"
+"$work/bin/pcap-bench-e2e" -bin "$work/bin" -work "$work" -out "$out" -app-ns "$app_ns" -peer-ns "$peer_ns" -code "$code" \
+	-rates "${RATES:-100k,250k,400k,max}" -step "${STEP:-8s}" -margin "${MARGIN:-4s}" \
+	-tcp "${TCP:-8s}" -idle "${IDLE:-10s}" -latency "${LATENCY:-10s}"
