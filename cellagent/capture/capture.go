@@ -267,6 +267,9 @@ type reader struct {
 	drainUntil time.Time
 	lastStats  time.Time
 	gone       error // the interface vanished: the container is gone
+	// The current burst of reads: when it began and how much it read.
+	burstStart time.Time
+	burstBytes int
 }
 
 func (r *reader) loop() (wire.EndReason, error) {
@@ -275,7 +278,7 @@ func (r *reader) loop() (wire.EndReason, error) {
 		if req := c.stopReq.Load(); req != nil && !req.drain {
 			return req.reason, nil
 		}
-		got, err := r.readRing()
+		got, more, err := r.readRing()
 		if o.MaxPackets > 0 && r.captured >= o.MaxPackets {
 			return wire.EndPackets, nil
 		}
@@ -290,9 +293,11 @@ func (r *reader) loop() (wire.EndReason, error) {
 			r.gone = fmt.Errorf("capture on %s: %w", o.Device, err)
 			c.Stop(wire.EndContainerGone, true)
 		}
-		if got && err == nil && r.batch.Size() >= flushBytes {
-			// A full batch: the ring may hold more.
-			r.flush()
+		if got && err == nil && (more || r.batch.Size() >= flushBytes) {
+			// The ring may hold more.
+			if r.batch.Size() >= flushBytes {
+				r.flush()
+			}
 			continue
 		}
 		// The ring is empty for now: hand over what there is, then sleep
@@ -307,15 +312,34 @@ func (r *reader) loop() (wire.EndReason, error) {
 			time.Sleep(o.ReadTimeout / 5)
 			continue
 		}
+		r.pace()
 		c.wakeups.Add(1)
-		c.ring.wait(r.sleep())
+		c.ring.wait(time.Now().Add(r.sleep()), r.stopPending)
+		r.burstStart, r.burstBytes = time.Now(), 0
+	}
+}
+
+// pace makes small bursts of reads start at most once per read timeout.
+// Every burst costs the process a wakeup of Go's scheduler monitor (about
+// a millisecond of polling in 20 µs steps) and a wakeup of the tunnel, the
+// API and the client; a capture at a few hundred thousand packets per
+// second would otherwise take a burst per ring block. A ring block handed
+// over meanwhile waits in the ring, as long as it would have waited for
+// the read timeout at a lower rate. A large burst (an eighth of the ring)
+// means the ring fills fast, and reading goes on at once.
+func (r *reader) pace() {
+	if r.burstBytes == 0 || r.burstBytes >= r.c.opts.RingBytes/8 || r.stopPending() {
+		return
+	}
+	if d := time.Until(r.burstStart.Add(r.c.opts.ReadTimeout)); d > 0 {
+		time.Sleep(d)
 	}
 }
 
 // readRing moves what libpcap holds into the current batch. When the
 // queue could not take the batch once full, the consumer is behind: the
 // packets are read and dropped, and counted.
-func (r *reader) readRing() (got bool, err error) {
+func (r *reader) readRing() (got, more bool, err error) {
 	c, o := r.c, &r.c.opts
 	if len(r.batch.Spare()) < c.ring.room {
 		r.flush()
@@ -328,13 +352,15 @@ func (r *reader) readRing() (got bool, err error) {
 	if discard {
 		want = 0
 	}
-	n, err := c.ring.read(r.batch, want, max(flushBytes-r.batch.Size(), 1))
+	before := r.batch.Size()
+	n, more, err := c.ring.read(r.batch, want, max(flushBytes-r.batch.Size(), 1))
+	r.burstBytes += r.batch.Size() - before
 	r.captured += n.kept
 	c.agentDrop.Add(n.lost)
 	if discard {
 		c.agentDrop.Add(n.over)
 	}
-	return n.kept+n.over+n.lost > 0, err
+	return n.kept+n.over+n.lost > 0, more, err
 }
 
 // tick handles the periodic counters, the duration limit and the end of
@@ -361,6 +387,12 @@ func (r *reader) tick() (wire.EndReason, bool) {
 		r.drainUntil = now.Add(2 * r.c.opts.ReadTimeout)
 	}
 	return req.reason, !now.Before(r.drainUntil)
+}
+
+// stopPending reports a stop the loop has not begun to act on.
+func (r *reader) stopPending() bool {
+	req := r.c.stopReq.Load()
+	return req != nil && (!req.drain || r.drainUntil.IsZero())
 }
 
 // sleep is how long the loop may wait for packets before it has

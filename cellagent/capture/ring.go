@@ -62,9 +62,9 @@ static void pcs_record(u_char *user, const struct pcap_pkthdr *h, const u_char *
 	}
 }
 
-static int pcs_dispatch(pcap_t *p, unsigned char *buf, pcs_state *st) {
+static int pcs_dispatch(pcap_t *p, unsigned char *buf, pcs_state *st, int cnt) {
 	pcs_call c = { p, buf, st };
-	return pcap_dispatch(p, -1, pcs_record, (u_char *)&c);
+	return pcap_dispatch(p, cnt, pcs_record, (u_char *)&c);
 }
 
 static int pcs_nanos(pcap_t *p) {
@@ -74,11 +74,11 @@ static int pcs_nanos(pcap_t *p) {
 import "C"
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
-	"sync"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -89,25 +89,29 @@ import (
 )
 
 // ring reads libpcap's packet ring a batch at a time: one cgo call hands
-// over every packet libpcap holds, written by a C callback straight into
-// a wire batch. gopacket's reader costs a cgo call, a lock and a
-// time.Time per packet, which is most of the agent's CPU at high packet
-// rates; tcpdump's own loop is a pcap_dispatch callback too.
+// over many packets, written by a C callback straight into a wire batch.
+// gopacket's reader costs a cgo call, a lock and a time.Time per packet,
+// which is most of the agent's CPU at high packet rates; tcpdump's own
+// loop is a pcap_dispatch callback too.
 //
-// The ring waits for packets with poll(2) on libpcap's descriptor and an
-// eventfd of its own, so an idle capture sleeps until a ring block is
-// handed over (libpcap's read timeout after its first packet), a stop
-// wakes it, or the caller's timeout passes.
+// The ring waits for packets in Go's netpoller, on a duplicate of
+// libpcap's descriptor: an idle capture sleeps until the kernel hands over
+// a ring block (libpcap's read timeout after its first packet), a
+// deadline passes or a stop sets one, with no thread blocked in a system
+// call (which would make the Go scheduler hand its processor around).
 type ring struct {
 	p       *C.pcap_t
-	fd      int // libpcap's selectable descriptor
 	room    int // the largest record: header and snaplen
 	tsScale int
 	st      C.pcs_state
-
-	mu   sync.Mutex
-	wake int // eventfd; -1 once closed
+	file    *os.File // the duplicate, in the netpoller
+	raw     syscall.RawConn
 }
+
+// dispatchCount bounds the packets of one cgo call: a call that lasts
+// longer than the scheduler's monitor tick (20 µs) gets its processor
+// handed to another thread.
+const dispatchCount = 256
 
 // handlePointer returns libpcap's pcap_t of a gopacket handle, which
 // gopacket keeps in an unexported field. The handle stays gopacket's: it
@@ -130,27 +134,43 @@ func newRing(h *pcap.Handle, snaplen int) (*ring, error) {
 	if fd < 0 {
 		return nil, errors.New("libpcap has no selectable descriptor for this capture")
 	}
-	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("create eventfd: %w", err)
+		return nil, fmt.Errorf("duplicate the capture's descriptor: %w", err)
 	}
-	r := &ring{p: p, fd: fd, room: wire.RecordHeaderSize + snaplen, tsScale: 1000, wake: wake}
+	// O_NONBLOCK puts the duplicate in the netpoller. libpcap shares the
+	// flag and never reads the socket in ring mode, only polls it.
+	if err := unix.SetNonblock(dup, true); err != nil {
+		unix.Close(dup)
+		return nil, fmt.Errorf("make the capture's descriptor non-blocking: %w", err)
+	}
+	file := os.NewFile(uintptr(dup), "pcap")
+	raw, err := file.SyscallConn()
+	if err == nil {
+		err = file.SetReadDeadline(time.Time{}) // fails unless in the netpoller
+	}
+	if err != nil {
+		file.Close()
+		return nil, fmt.Errorf("wait for the capture's descriptor: %w", err)
+	}
+	r := &ring{p: p, room: wire.RecordHeaderSize + snaplen, tsScale: 1000, file: file, raw: raw}
 	if C.pcs_nanos(p) != 0 {
 		r.tsScale = 1
 	}
 	return r, nil
 }
 
-// read moves packets from libpcap into b: every packet libpcap holds now,
-// until b has grown by stopAt bytes or by want packets, or its buffer is
-// full. Packets beyond want are read and passed over (want 0 discards all
-// libpcap holds). A packet that finds no room, which a libpcap that
-// heeds pcap_breakloop only at the end of a ring block can cause, is
-// dropped and counted.
-func (r *ring) read(b *wire.Batch, want uint64, stopAt int) (readCounts, error) {
+// read moves packets from libpcap into b: what libpcap holds now, up to
+// dispatchCount packets, until b has grown by stopAt bytes or by want
+// packets, or its buffer is full; more says libpcap may hold more.
+// Packets beyond want are read and passed over (want 0 discards them
+// all). A packet that finds no room, which a libpcap that heeds
+// pcap_breakloop only at the end of a ring block can cause, is dropped
+// and counted.
+func (r *ring) read(b *wire.Batch, want uint64, stopAt int) (n readCounts, more bool, err error) {
 	spare := b.Spare()
 	if len(spare) == 0 {
-		return readCounts{}, errors.New("read into a full batch")
+		return readCounts{}, false, errors.New("read into a full batch")
 	}
 	r.st = C.pcs_state{
 		cap:      C.size_t(len(spare)),
@@ -159,13 +179,13 @@ func (r *ring) read(b *wire.Batch, want uint64, stopAt int) (readCounts, error) 
 		want:     C.uint64_t(want),
 		ts_scale: C.int(r.tsScale),
 	}
-	n := C.pcs_dispatch(r.p, (*C.uchar)(unsafe.Pointer(&spare[0])), &r.st)
+	ret := C.pcs_dispatch(r.p, (*C.uchar)(unsafe.Pointer(&spare[0])), &r.st, dispatchCount)
 	b.Commit(int(r.st.len), int(r.st.kept))
-	counts := readCounts{kept: uint64(r.st.kept), over: uint64(r.st.over), lost: uint64(r.st.dropped)}
-	if n == C.PCAP_ERROR {
-		return counts, errors.New(C.GoString(C.pcap_geterr(r.p)))
+	n = readCounts{kept: uint64(r.st.kept), over: uint64(r.st.over), lost: uint64(r.st.dropped)}
+	if ret == C.PCAP_ERROR {
+		return n, false, errors.New(C.GoString(C.pcap_geterr(r.p)))
 	}
-	return counts, nil
+	return n, ret == dispatchCount, nil
 }
 
 // readCounts are the packets of one read: written, passed over beyond
@@ -174,40 +194,30 @@ type readCounts struct {
 	kept, over, lost uint64
 }
 
-// wait sleeps until libpcap may have packets, wakeUp is called, or
-// timeout passes.
-func (r *ring) wait(timeout time.Duration) {
-	r.mu.Lock()
-	wake := r.wake
-	r.mu.Unlock()
-	fds := []unix.PollFd{{Fd: int32(r.fd), Events: unix.POLLIN}, {Fd: int32(wake), Events: unix.POLLIN}}
-	ms := int(max(timeout.Milliseconds(), 1))
-	if _, err := unix.Poll(fds, ms); err != nil {
-		return // EINTR: the caller looks again
+// wait sleeps until libpcap may have packets, deadline passes, or wakeUp
+// is called. stopped is asked after the deadline is set, so that a wakeUp
+// racing with the wait cannot be lost.
+func (r *ring) wait(deadline time.Time, stopped func() bool) {
+	_ = r.file.SetReadDeadline(deadline)
+	if stopped() {
+		return
 	}
-	if fds[1].Revents&unix.POLLIN != 0 {
-		var buf [8]byte
-		_, _ = unix.Read(wake, buf[:])
-	}
+	first := true
+	_ = r.raw.Read(func(uintptr) bool {
+		// The first call asks the netpoller to wait; the second means
+		// the descriptor is readable (or has an error libpcap reports).
+		done := !first
+		first = false
+		return done
+	})
 }
 
 // wakeUp ends a wait; safe from any goroutine, also after close.
 func (r *ring) wakeUp() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.wake >= 0 {
-		var one [8]byte
-		binary.NativeEndian.PutUint64(one[:], 1)
-		_, _ = unix.Write(r.wake, one[:])
-	}
+	_ = r.file.SetReadDeadline(time.Now())
 }
 
-// close releases the eventfd; the pcap handle is closed by its owner.
+// close releases the duplicate; the pcap handle is closed by its owner.
 func (r *ring) close() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.wake >= 0 {
-		_ = unix.Close(r.wake)
-		r.wake = -1
-	}
+	_ = r.file.Close()
 }
