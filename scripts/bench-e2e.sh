@@ -9,7 +9,8 @@
 # also on Ctrl-C or failure.
 #
 # Settings (environment): RATES (100k,250k,400k,max), STEP (8s), MARGIN
-# (4s), TCP (8s, 0 skips), IDLE (10s, 0 skips), LATENCY (10s, 0 skips).
+# (4s), TCP (8s, 0 skips), IDLE (10s, 0 skips), LATENCY (10s, 0 skips),
+# RING (MiB, the kernel ring of both paths; default: the agent's default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,4 +53,4 @@ go build -o "$work/bin/" ./proxy/cmd/pcap-server-api ./cellagent/cmd/pcap-server
 code="$(git describe --always --dirty 2>/dev/null || echo unknown) ($(git rev-parse --abbrev-ref HEAD 2>/dev/null || echo '?'))"
 "$work/bin/pcap-bench-e2e" -bin "$work/bin" -work "$work" -out "$out" -app-ns "$app_ns" -peer-ns "$peer_ns" -code "$code" \
 	-rates "${RATES:-100k,250k,400k,max}" -step "${STEP:-8s}" -margin "${MARGIN:-4s}" \
-	-tcp "${TCP:-8s}" -idle "${IDLE:-10s}" -latency "${LATENCY:-10s}"
+	-tcp "${TCP:-8s}" -idle "${IDLE:-10s}" -latency "${LATENCY:-10s}" ${RING:+-ring "$RING"}

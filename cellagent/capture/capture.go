@@ -267,9 +267,14 @@ type reader struct {
 	drainUntil time.Time
 	lastStats  time.Time
 	gone       error // the interface vanished: the container is gone
-	// The current burst of reads: when it began and how much it read.
-	burstStart time.Time
-	burstBytes int
+	// When the current burst of reads began, and what was read in the
+	// current pacing window (one read timeout) and the one before.
+	burstStart             time.Time
+	windowStart            time.Time
+	windowBytes, lastBytes int
+	// overflowed is set once the kernel dropped packets: pacing is over
+	// for the capture.
+	overflowed bool
 }
 
 func (r *reader) loop() (wire.EndReason, error) {
@@ -315,23 +320,40 @@ func (r *reader) loop() (wire.EndReason, error) {
 		r.pace()
 		c.wakeups.Add(1)
 		c.ring.wait(time.Now().Add(r.sleep()), r.stopPending)
-		r.burstStart, r.burstBytes = time.Now(), 0
+		r.burstStart = time.Now()
 	}
 }
 
-// pace makes small bursts of reads start at most once per read timeout.
-// Every burst costs the process a wakeup of Go's scheduler monitor (about
-// a millisecond of polling in 20 µs steps) and a wakeup of the tunnel, the
-// API and the client; a capture at a few hundred thousand packets per
-// second would otherwise take a burst per ring block. A ring block handed
-// over meanwhile waits in the ring, as long as it would have waited for
-// the read timeout at a lower rate. A large burst (an eighth of the ring)
-// means the ring fills fast, and reading goes on at once.
+// pace makes bursts of reads start at most once per read timeout while
+// the traffic is light. Every burst costs the process a wakeup of Go's
+// scheduler monitor (about a millisecond of polling in 20 µs steps) and a
+// wakeup of the tunnel, the API and the client; a capture at a few
+// hundred thousand packets per second would otherwise take a burst per
+// ring block. A ring block handed over meanwhile waits in the ring, as
+// long as it would have waited for the read timeout at a lower rate. At a
+// rate that could fill a quarter of the ring in a read timeout, reading
+// goes on at once. Once the kernel has dropped packets (the traffic
+// surged while the reader waited, or the reader is short of CPU, and what
+// it read says little about what arrived), pacing stops for the rest of
+// the capture: a full ring must not wait.
 func (r *reader) pace() {
-	if r.burstBytes == 0 || r.burstBytes >= r.c.opts.RingBytes/8 || r.stopPending() {
+	o := &r.c.opts
+	if !r.overflowed {
+		r.c.sampleStats()
+		r.overflowed = r.c.kernelDrop.Load() > 0
+	}
+	now := time.Now()
+	if since := now.Sub(r.windowStart); since >= o.ReadTimeout {
+		r.lastBytes, r.windowBytes = r.windowBytes, 0
+		if since >= 2*o.ReadTimeout {
+			r.lastBytes = 0 // the last window was empty
+		}
+		r.windowStart = now
+	}
+	if r.overflowed || max(r.windowBytes, r.lastBytes) >= o.RingBytes/4 || r.stopPending() {
 		return
 	}
-	if d := time.Until(r.burstStart.Add(r.c.opts.ReadTimeout)); d > 0 {
+	if d := r.burstStart.Add(o.ReadTimeout).Sub(now); d > 0 {
 		time.Sleep(d)
 	}
 }
@@ -352,9 +374,8 @@ func (r *reader) readRing() (got, more bool, err error) {
 	if discard {
 		want = 0
 	}
-	before := r.batch.Size()
 	n, more, err := c.ring.read(r.batch, want, max(flushBytes-r.batch.Size(), 1))
-	r.burstBytes += r.batch.Size() - before
+	r.windowBytes += n.bytes
 	r.captured += n.kept
 	c.agentDrop.Add(n.lost)
 	if discard {

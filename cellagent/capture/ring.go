@@ -17,6 +17,7 @@ typedef struct {
 	uint64_t want;    // write at most this many; 0 discards everything
 	uint64_t over;    // read beyond want: not wanted, not lost
 	uint64_t dropped; // read but no room to write: lost
+	uint64_t seen;    // bytes the records of every packet read would take
 	int ts_scale;     // 1 when libpcap gives nanoseconds, 1000 for microseconds
 } pcs_state;
 
@@ -40,6 +41,7 @@ static void pcs_record(u_char *user, const struct pcap_pkthdr *h, const u_char *
 	pcs_call *c = (pcs_call *)user;
 	pcs_state *st = c->st;
 	uint32_t caplen = h->caplen;
+	st->seen += 16 + (uint64_t)caplen;
 	if (st->kept >= st->want) {
 		st->over++;
 		return;
@@ -181,7 +183,7 @@ func (r *ring) read(b *wire.Batch, want uint64, stopAt int) (n readCounts, more 
 	}
 	ret := C.pcs_dispatch(r.p, (*C.uchar)(unsafe.Pointer(&spare[0])), &r.st, dispatchCount)
 	b.Commit(int(r.st.len), int(r.st.kept))
-	n = readCounts{kept: uint64(r.st.kept), over: uint64(r.st.over), lost: uint64(r.st.dropped)}
+	n = readCounts{kept: uint64(r.st.kept), over: uint64(r.st.over), lost: uint64(r.st.dropped), bytes: int(r.st.seen)}
 	if ret == C.PCAP_ERROR {
 		return n, false, errors.New(C.GoString(C.pcap_geterr(r.p)))
 	}
@@ -189,9 +191,11 @@ func (r *ring) read(b *wire.Batch, want uint64, stopAt int) (n readCounts, more 
 }
 
 // readCounts are the packets of one read: written, passed over beyond
-// want, and lost for want of room.
+// want, and lost for want of room; and the bytes their records take,
+// whatever became of them.
 type readCounts struct {
 	kept, over, lost uint64
+	bytes            int
 }
 
 // wait sleeps until libpcap may have packets, deadline passes, or wakeUp

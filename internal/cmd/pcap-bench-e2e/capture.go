@@ -63,7 +63,7 @@ func (c captured) cpuOf(process string) float64 {
 const tcpdumpSettle = 2 * time.Second
 
 // tcpdumpCapture is the baseline: tcpdump -w in the app namespace, with a
-// kernel ring as large as the agent's (8 MiB).
+// kernel ring as large as the agent's.
 type tcpdumpCapture struct {
 	b *bench
 	p *proc
@@ -76,7 +76,7 @@ func (c *tcpdumpCapture) start(ctx context.Context, filter, out string, stdout *
 		out = "-"
 	}
 	p, err := startProc(procSpec{name: "tcpdump", stdout: stdout, args: []string{
-		"ip", "netns", "exec", c.b.topo.app, "tcpdump", "-Z", "root", "-i", "eth0", "-B", "8192", "-s", "65535", "-w", out, filter}})
+		"ip", "netns", "exec", c.b.topo.app, "tcpdump", "-Z", "root", "-i", "eth0", "-B", strconv.Itoa(c.b.cfg.ringMiB << 10), "-s", "65535", "-w", out, filter}})
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,8 @@
 package main
 
 import (
+	"github.com/cloudfoundry/pcap-server-release/cellagent/agentconfig"
+
 	"context"
 	"errors"
 	"flag"
@@ -32,6 +34,7 @@ type config struct {
 	step, margin       time.Duration
 	tcp, idle, latency time.Duration
 	latencyPPS         int
+	ringMiB            int // kernel ring of both paths
 }
 
 // rate is one step: packets per second, 0 for as fast as the generator
@@ -82,6 +85,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.idle, "idle", 10*time.Second, "window of the idle CPU measurement; 0 skips it")
 	fs.DurationVar(&c.latency, "latency", 10*time.Second, "length of the latency measurement; 0 skips it")
 	fs.IntVar(&c.latencyPPS, "latency-pps", 10, "packet rate of the latency measurement")
+	fs.IntVar(&c.ringMiB, "ring", int(agentconfig.Default().Limits.BufferBytes>>20), "kernel ring of both paths in MiB: tcpdump -B and the agent's limits.buffer_bytes (default: the agent's default)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -95,6 +99,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.step < time.Second || c.margin < time.Second {
 		problems = append(problems, "-step and -margin must be at least 1s")
+	}
+	if c.ringMiB < 1 || c.ringMiB > 1024 {
+		problems = append(problems, "-ring must be 1 to 1024 MiB")
 	}
 	if c.latencyPPS < 1 {
 		problems = append(problems, "-latency-pps must be positive")

@@ -52,13 +52,13 @@ func (r report) print(w io.Writer) {
 		fmt.Fprintf(w, "Code: %s.\n", r.cfg.code)
 	}
 	fmt.Fprintf(w, "Traffic: 60-byte UDP frames from a peer namespace over a veth into the app namespace, %s per step and path, "+
-		"filter `udp`, snaplen 65535, kernel ring 8 MiB in both paths, files on tmpfs. "+
+		"filter `udp`, snaplen 65535, kernel ring %d MiB in both paths, files on tmpfs. "+
 		"Rate steps come from a paced sender (an AF_PACKET socket, catching up every millisecond; trafgen's --rate sends each second's packets "+
 		"in one burst), max from trafgen (one worker). "+
 		"Whole path: pcap-server (agent) -> mTLS tunnel -> pcap-server-api -> pcap-server-cli `-i 0 -o FILE`, three processes, each with its own CPU. "+
 		"Sent: packets the app's eth0 received; achieved: sent over the generator's run time. "+
 		"CPU: utime+stime per process (/proc/PID/stat for the agent and the API; wait4 for tcpdump and the CLI, which exit) "+
-		"over the packets in the file. A shared, noisy machine: compare the two paths within a run.\n\n", r.cfg.step)
+		"over the packets in the file. A shared, noisy machine: compare the two paths within a run.\n\n", r.cfg.step, r.cfg.ringMiB)
 	r.printUDP(w)
 	r.printTargets(w)
 	if len(r.tcp) > 0 {

@@ -23,7 +23,8 @@ const (
 // startServers writes a throwaway CA, starts pcap-server-api and
 // pcap-server in dev mode with the app namespace as the app's only
 // instance, and waits for the agent's tunnel. Both keep their default
-// limits, except the API's byte limit, which the TCP run would reach.
+// limits, except the API's byte limit, which the TCP run would reach, and
+// the agent's ring, which is the benchmark's.
 func (b *bench) startServers(ctx context.Context) error {
 	dir := b.cfg.work
 	ca, err := testpki.NewCA("pcap bench CA")
@@ -78,9 +79,10 @@ api:
   addresses: ["127.0.0.1:%d"]
   tls: {certificate: %s, private_key: %s, ca: %s, server_name: pcap-server-api.service.cf.internal}
 metrics: {address: "127.0.0.1:%d"}
+limits: {buffer_bytes: %dMiB}
 dev:
   netns: {"%s/0": /run/netns/%s}
-`, ports[1], agentCert, agentKey, caFile, ports[3], benchAppGUID, b.topo.app)
+`, ports[1], agentCert, agentKey, caFile, ports[3], b.cfg.ringMiB, benchAppGUID, b.topo.app)
 	apiConf := filepath.Join(dir, "api.yml")
 	agentConf := filepath.Join(dir, "agent.yml")
 	if err := os.WriteFile(apiConf, []byte(apiYAML), 0o600); err != nil {
