@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: demo test deps build fuzz bench
+.PHONY: demo test deps build fuzz bench bench-scale
 
 demo:
 	scripts/demo.sh
@@ -27,3 +27,8 @@ fuzz:
 
 bench:
 	scripts/bench.sh
+
+# N agent sessions against one API process: connect, idle cost, capture
+# opens, restart storm (also with a CPU hog). Not a CI gate; needs root.
+bench-scale:
+	scripts/bench-scale.sh
