@@ -192,6 +192,15 @@ func (c *Client) resolve(ctx context.Context, lastGood map[string][]string) ([]s
 
 var errDuplicate = errors.New("already connected to this API replica through another address")
 
+const (
+	dialTimeout = 10 * time.Second
+	// handshakeTimeout bounds TLS and hello. It is long because the API
+	// takes handshakes in turns: after a restart a fleet queues there for
+	// up to 30 s, then has 10 s each, and an agent that gave up would only
+	// queue again at the back.
+	handshakeTimeout = 40 * time.Second
+)
+
 // keep holds a session to addr, reconnecting with backoff, until ctx is
 // done or addr is retired.
 func (c *Client) keep(ctx context.Context, addr string, retire <-chan struct{}) {
@@ -285,14 +294,14 @@ func (c *Client) session(ctx context.Context, addr string) error {
 
 // connect dials, handshakes TLS and the protocol.
 func (c *Client) connect(ctx context.Context, addr string) (*yamux.Session, *wire.Welcome, error) {
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
 	// No TCP keep-alive: the session's pings are its one keep-alive.
-	d := net.Dialer{LocalAddr: c.cfg.LocalAddr, KeepAlive: -1}
-	raw, err := d.DialContext(dctx, "tcp", addr)
+	d := net.Dialer{LocalAddr: c.cfg.LocalAddr, KeepAlive: -1, Timeout: dialTimeout}
+	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, nil, &connectError{agentmetrics.ReasonDial, fmt.Errorf("dial API %s: %w", addr, err)}
 	}
+	dctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	defer cancel()
 	conn := tls.Client(raw, c.cfg.TLS)
 	if err := conn.HandshakeContext(dctx); err != nil {
 		raw.Close()

@@ -97,12 +97,18 @@ func (g *gate) release() {
 	g.free++
 }
 
+// queueTimeout bounds how long a connection that has sent the start of
+// its handshake waits for its turn. Agents wait longer than this plus a
+// handshake timeout before they give up (cellagent/tunnel).
+const queueTimeout = 30 * time.Second
+
 // agentConn is an agent's TCP connection as the API uses it. During the
-// TLS handshake it paces the handshake through the gate and moves its
-// deadline to admission (the first slot): a connection waits its turn
-// within one handshake timeout, then has a whole one for the handshake.
-// Afterwards it notes when the agent last sent anything, which is how the
-// API knows an agent is alive without pinging it.
+// TLS handshake it paces the handshake through the gate: a connection must
+// send its first bytes within the handshake timeout, may then wait up to
+// queueTimeout for its turn, and from its first turn (admission) has a
+// whole handshake timeout for TLS and hello. Afterwards it notes when the
+// agent last sent anything, which is how the API knows an agent is alive
+// without pinging it.
 type agentConn struct {
 	net.Conn
 	gate    *gate
@@ -110,6 +116,7 @@ type agentConn struct {
 
 	// Handshake state, used by the handshake's goroutine only.
 	deadline time.Time
+	queued   bool
 	admitted time.Time
 	holding  bool
 	// done is set before the session's goroutines start, which read lastRead.
@@ -138,6 +145,10 @@ func (c *agentConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if err != nil {
 		return n, err
+	}
+	if !c.queued {
+		c.queued = true
+		c.deadline = time.Now().Add(queueTimeout)
 	}
 	if err := c.gate.acquire(c.deadline, c.admitted); err != nil {
 		return n, err
