@@ -43,6 +43,7 @@ import (
 
 	agenttunnel "github.com/cloudfoundry/pcap-server-release/cellagent/tunnel"
 	"github.com/cloudfoundry/pcap-server-release/internal/configfile"
+	"github.com/cloudfoundry/pcap-server-release/internal/cputime"
 	"github.com/cloudfoundry/pcap-server-release/internal/testpki"
 	"github.com/cloudfoundry/pcap-server-release/proxy/apiconfig"
 	"github.com/cloudfoundry/pcap-server-release/wire"
@@ -167,6 +168,7 @@ func run(n int, apiBin string, captures int, hog bool) error {
 	health.take()
 	timeoutsBefore := agents.timeouts.Load()
 	apiTimeoutsBefore := b.apiHandshakeTimeouts()
+	ownBefore := ownCPU()
 	killed := time.Now()
 	health.downSince(killed) // a probe cut by the kill is not the API's fault
 	b.killAPI()
@@ -176,6 +178,8 @@ func run(n int, apiBin string, captures int, hog bool) error {
 	}
 	backAt, err := health.waitAgents(n, connectTimeLimit)
 	rejoin := backAt.Sub(killed)
+	apiCPU, _ := cputime.Tree(b.api.Process.Pid)
+	agentsCPU := ownCPU() - ownBefore
 	stopHogs(hogs)
 	if err != nil {
 		return err
@@ -185,6 +189,8 @@ func run(n int, apiBin string, captures int, hog bool) error {
 	apiTimeouts := b.apiHandshakeTimeouts() - apiTimeoutsBefore
 	fmt.Printf("restart:  API killed and restarted: all %d back %.2fs after the kill; handshake timeouts: %d seen by agents, %d logged by the API\n",
 		n, rejoin.Seconds(), agentTimeouts, apiTimeouts)
+	fmt.Printf("          CPU until then: API %.1fs (%.2f ms per agent), agents %.1fs, of %.1fs on %d cores\n",
+		apiCPU.Seconds(), float64(apiCPU.Milliseconds())/float64(n), agentsCPU.Seconds(), rejoin.Seconds()*float64(runtime.NumCPU()), runtime.NumCPU())
 	fmt.Printf("          /healthz during the storm: max %s, p99 %s; /readyz max %s; over %d probes, %d failed (%d while down)\n",
 		storm.max.Round(time.Millisecond), storm.p99.Round(time.Millisecond), storm.readyMax.Round(time.Millisecond), storm.count, storm.failed, storm.refused)
 
@@ -727,4 +733,11 @@ func tail(path string) string {
 		data = data[len(data)-4000:]
 	}
 	return string(data)
+}
+
+// ownCPU is the CPU this process (the agents) has used.
+func ownCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
