@@ -51,10 +51,11 @@ type Config struct {
 
 const (
 	defaultHandshakeTimeout = 10 * time.Second
-	// probeTimeout bounds the ping that decides whether the session a
-	// reconnecting agent left behind is still alive: an agent reconnects
-	// only after its own ping failed, so a session that cannot answer
-	// within this is the dead half of a broken connection.
+	// probeTimeout bounds the ping that decides whether the session an
+	// agent already has is still alive when the same agent process says
+	// hello again: a live session (the same replica reached through a
+	// second address) answers within a round trip; the one left behind by
+	// a connection that died without a FIN never does.
 	probeTimeout = 2 * time.Second
 )
 

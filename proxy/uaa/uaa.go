@@ -98,9 +98,10 @@ func KeyRefetchInterval(d time.Duration) Option { return func(k *keySet) { k.int
 
 // New builds a verifier for tokens of issuer (https://uaa.SYS/oauth/token).
 // Keys come from keysURL, by default the issuer's scheme and host plus
-// /token_keys, never from a token's jku. ctx must live as long as the
-// verifier: keys are fetched with it, also after New returns. client
-// should trust UAA's CA; nil means the system roots.
+// /token_keys, never from a token's jku. Keys are fetched with ctx's
+// values but not its cancellation, also after New returns; a fetch is
+// bounded by client's timeout (10 s if it has none). client should trust
+// UAA's CA; nil means the system roots.
 func New(ctx context.Context, issuer, keysURL string, client *http.Client, opts ...Option) (*Verifier, error) {
 	iu, err := url.Parse(issuer)
 	if err != nil || (iu.Scheme != "https" && iu.Scheme != "http") || iu.Host == "" {
