@@ -4,7 +4,7 @@ SHELL := /bin/bash
 # shared/bin beside the checkout holds the bosh CLI the release tests use.
 export PATH := $(PATH):/usr/local/go/bin$(if $(wildcard ../shared/bin/bosh),:$(abspath ../shared/bin))
 
-.PHONY: demo test deps build fuzz bench bench-e2e
+.PHONY: demo test deps build fuzz bench bench-e2e bench-scale
 
 demo:
 	scripts/demo.sh
@@ -30,7 +30,12 @@ bench:
 	scripts/bench.sh
 
 # The whole path against tcpdump on the same traffic (scripts/bench-e2e.sh;
-# RATES, STEP, MARGIN, TCP, IDLE, LATENCY change it). Only the report goes
-# to stdout: make bench-e2e > bench.md
+# RATES, STEP, MARGIN, TCP, IDLE, LATENCY, RING change it). Only the report
+# goes to stdout: make bench-e2e > bench.md
 bench-e2e:
 	@scripts/bench-e2e.sh
+
+# N agent sessions against one API process: connect, idle cost, capture
+# opens, restart storm (also with a CPU hog). Not a CI gate; needs root.
+bench-scale:
+	scripts/bench-scale.sh

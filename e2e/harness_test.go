@@ -25,6 +25,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/agentconfig"
+	"github.com/cloudfoundry/pcap-server-release/cellagent/bpfcompile"
 	agentdaemon "github.com/cloudfoundry/pcap-server-release/cellagent/daemon"
 	"github.com/cloudfoundry/pcap-server-release/internal/configfile"
 	"github.com/cloudfoundry/pcap-server-release/internal/netnstest"
@@ -47,6 +48,8 @@ var bins struct {
 }
 
 func TestMain(m *testing.M) {
+	// In-process agents compile filters in children of this binary.
+	bpfcompile.Main()
 	code := m.Run()
 	if bins.dir != "" {
 		os.RemoveAll(bins.dir)

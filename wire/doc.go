@@ -19,8 +19,13 @@
 //     the connection's source address unless configured otherwise) before
 //     it welcomes the agent. A second session of the same agent process
 //     (same agent_id and run_id: the same replica reached through another
-//     address) is Refused with reason "duplicate" and the first stays; a
-//     session of a restarted agent (new run_id) replaces the old one.
+//     address) is Refused with reason "duplicate" and the first stays,
+//     unless the first does not answer a ping within two seconds (its
+//     connection died without a FIN): then the new one replaces it, as a
+//     session of a restarted agent (new run_id) always does.
+//
+//     The agent opens no other stream and sends nothing more on the
+//     control stream; if it does, the API ends the session.
 //
 //   - Capture streams are opened by the API, one per captured instance:
 //

@@ -12,6 +12,7 @@
 package capture
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/gopacket/gopacket/pcap"
 
+	"github.com/cloudfoundry/pcap-server-release/cellagent/bpfcompile"
 	"github.com/cloudfoundry/pcap-server-release/cellagent/nsenter"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
@@ -46,6 +48,9 @@ type Options struct {
 	MaxPackets uint64
 	// Duration ends the capture after that long; 0: no limit.
 	Duration time.Duration
+	// Compiler compiles Filter outside this process; nil: the default
+	// budget.
+	Compiler *bpfcompile.Compiler
 }
 
 const (
@@ -168,11 +173,34 @@ func activate(o Options) (*pcap.Handle, error) {
 		}
 		return nil, &OpenError{Code: code, Msg: fmt.Sprintf("open device %s in the container: %v", o.Device, err), Err: err}
 	}
-	// libpcap filters in user space whatever reached the ring before the
-	// kernel filter was set, so no unfiltered packet gets through here.
-	if err := h.SetBPFFilter(o.Filter); err != nil {
+	if o.Filter == "" {
+		return h, nil
+	}
+	// Compiled in a child process: gopacket compiles under one lock for
+	// the whole process, so a filter that keeps libpcap busy would hold
+	// every other capture start on the cell; the child has a budget.
+	insns, err := o.Compiler.Compile(context.Background(), int(h.LinkType()), o.Snaplen, bpfcompile.Netmask(o.Device), o.Filter)
+	if err == nil && len(insns) > pcap.MaxBpfInstructions {
+		err = &bpfcompile.FilterError{Msg: fmt.Sprintf("it compiles to %d BPF instructions, more than the kernel's limit of %d", len(insns), pcap.MaxBpfInstructions)}
+	}
+	if err == nil {
+		// libpcap filters in user space whatever reached the ring before
+		// the kernel filter was set, so no unfiltered packet gets through.
+		err = h.SetBPFInstructionFilter(insns)
+	}
+	if err != nil {
 		h.Close()
-		return nil, &OpenError{Code: wire.ErrBadFilter, Msg: fmt.Sprintf("bad filter %q: %v", o.Filter, err), Err: err}
+		// A long filter would push the reason out of the API's message.
+		shown := o.Filter
+		if len(shown) > 80 {
+			shown = strings.ToValidUTF8(shown[:80], "") + "..."
+		}
+		var fe *bpfcompile.FilterError
+		var be *bpfcompile.BudgetError
+		if errors.As(err, &fe) || errors.As(err, &be) {
+			return nil, &OpenError{Code: wire.ErrBadFilter, Msg: fmt.Sprintf("bad filter %q: %v", shown, err), Err: err}
+		}
+		return nil, &OpenError{Code: wire.ErrInternal, Msg: fmt.Sprintf("set filter %q on %s: %v", shown, o.Device, err), Err: err}
 	}
 	return h, nil
 }

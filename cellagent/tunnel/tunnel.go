@@ -35,8 +35,9 @@ type Config struct {
 	// Addresses are host:port pairs; each host is resolved to all its IPs.
 	Addresses []string
 	// TLS is the client configuration: certificate, CA and server name.
-	TLS               *tls.Config
-	ResolveInterval   time.Duration
+	TLS             *tls.Config
+	ResolveInterval time.Duration
+	// KeepaliveInterval is how often the agent pings each API replica.
 	KeepaliveInterval time.Duration
 	// Hello is what the agent says about itself; the versions are filled in.
 	Hello wire.Hello
@@ -66,6 +67,7 @@ type Peer struct {
 type Client struct {
 	cfg   Config
 	log   *slog.Logger
+	mux   *yamux.Config
 	mu    sync.Mutex
 	peers map[string]*Peer // by address
 	known int              // resolved API addresses
@@ -94,7 +96,7 @@ func New(cfg Config) *Client {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Client{cfg: cfg, log: log, peers: map[string]*Peer{}}
+	return &Client{cfg: cfg, log: log, mux: muxconfig.Config(log), peers: map[string]*Peer{}}
 }
 
 // Peers lists the connected API replicas.
@@ -190,6 +192,15 @@ func (c *Client) resolve(ctx context.Context, lastGood map[string][]string) ([]s
 
 var errDuplicate = errors.New("already connected to this API replica through another address")
 
+const (
+	dialTimeout = 10 * time.Second
+	// handshakeTimeout bounds TLS and hello. It is long because the API
+	// takes handshakes in turns: after a restart a fleet queues there for
+	// up to 30 s, then has 10 s each, and an agent that gave up would only
+	// queue again at the back.
+	handshakeTimeout = 40 * time.Second
+)
+
 // keep holds a session to addr, reconnecting with backoff, until ctx is
 // done or addr is retired.
 func (c *Client) keep(ctx context.Context, addr string, retire <-chan struct{}) {
@@ -236,7 +247,7 @@ func (c *Client) session(ctx context.Context, addr string) error {
 	}
 	defer c.release(addr)
 	c.log.Info("tunnel up", "address", addr, "api_id", welcome.APIID, "version", welcome.Version, "cell_ips", welcome.CellIPs)
-	go c.measureRTT(sess)
+	go c.keepalive(sess)
 
 	var (
 		handlers sync.WaitGroup
@@ -283,19 +294,20 @@ func (c *Client) session(ctx context.Context, addr string) error {
 
 // connect dials, handshakes TLS and the protocol.
 func (c *Client) connect(ctx context.Context, addr string) (*yamux.Session, *wire.Welcome, error) {
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	d := net.Dialer{LocalAddr: c.cfg.LocalAddr, KeepAlive: c.cfg.KeepaliveInterval}
-	raw, err := d.DialContext(dctx, "tcp", addr)
+	// No TCP keep-alive: the session's pings are its one keep-alive.
+	d := net.Dialer{LocalAddr: c.cfg.LocalAddr, KeepAlive: -1, Timeout: dialTimeout}
+	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, nil, &connectError{agentmetrics.ReasonDial, fmt.Errorf("dial API %s: %w", addr, err)}
 	}
+	dctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	defer cancel()
 	conn := tls.Client(raw, c.cfg.TLS)
 	if err := conn.HandshakeContext(dctx); err != nil {
 		raw.Close()
 		return nil, nil, &connectError{agentmetrics.ReasonTLS, fmt.Errorf("TLS handshake with API %s: %w", addr, err)}
 	}
-	sess, err := yamux.Client(conn, muxconfig.Config(c.cfg.KeepaliveInterval, c.log))
+	sess, err := yamux.Client(conn, c.mux)
 	if err != nil {
 		conn.Close()
 		return nil, nil, &connectError{agentmetrics.ReasonHandshake, fmt.Errorf("start session with API %s: %w", addr, err)}
@@ -378,9 +390,12 @@ func reasonOf(err error) string {
 	return agentmetrics.ReasonSessionEnded
 }
 
-// measureRTT pings the API over the session every keepalive interval,
-// until the session closes.
-func (c *Client) measureRTT(sess *yamux.Session) {
+// keepalive pings the API every keep-alive interval until the session
+// closes, and closes it when a ping is not answered within
+// muxconfig.WriteTimeout. These pings are the session's only keep-alive:
+// the API knows the agent is alive from them and pings only an agent it
+// has not heard from. Each answer is a round-trip sample.
+func (c *Client) keepalive(sess *yamux.Session) {
 	t := time.NewTicker(c.cfg.KeepaliveInterval)
 	defer t.Stop()
 	for {
@@ -388,9 +403,15 @@ func (c *Client) measureRTT(sess *yamux.Session) {
 		case <-sess.CloseChan():
 			return
 		case <-t.C:
-			if rtt, err := sess.Ping(); err == nil {
-				c.cfg.Metrics.RTT(rtt)
+			rtt, err := sess.Ping()
+			if err != nil {
+				if !sess.IsClosed() {
+					c.log.Warn("API does not answer pings; ending the session", "remote", sess.RemoteAddr().String(), "error", err)
+					sess.Close()
+				}
+				return
 			}
+			c.cfg.Metrics.RTT(rtt)
 		}
 	}
 }

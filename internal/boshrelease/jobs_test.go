@@ -89,6 +89,13 @@ func apiProperties(p *testPKI) map[string]any {
 	}
 }
 
+// conditionalProperties are optional unless another property is set, as
+// it is in the full properties: without them pre-start's -check-config
+// refuses, naming both.
+var conditionalProperties = map[string]string{
+	"uaa.issuer": "cloud_controller.skip_tls_verify",
+}
+
 // pairedProperties go together: one without the other fails the render,
 // with a message that names the other.
 var pairedProperties = map[string]string{
@@ -366,7 +373,14 @@ func TestRequiredProperties(t *testing.T) {
 				if err != nil {
 					t.Fatalf("optional %s: %v", name, err)
 				}
-				if out, err := checkConfig(t, binary(t, job), r.path(configFile(job))); err != nil {
+				out, err := checkConfig(t, binary(t, job), r.path(configFile(job)))
+				if other, ok := conditionalProperties[name]; ok {
+					if err == nil || !strings.Contains(out, name) || !strings.Contains(out, other) {
+						t.Fatalf("without %s but with %s, -check-config: %v\n%s", name, other, err, out)
+					}
+					return
+				}
+				if err != nil {
 					t.Fatalf("without %s: %v\n%s", name, err, out)
 				}
 			})

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cloudfoundry/pcap-server-release/internal/bpfbound"
 	"github.com/cloudfoundry/pcap-server-release/proxy/apiconfig"
 	"github.com/cloudfoundry/pcap-server-release/proxy/capture"
 	"github.com/cloudfoundry/pcap-server-release/proxy/problem"
@@ -90,6 +91,10 @@ func parseCaptureParams(q url.Values, l apiconfig.Limits) (captureParams, error)
 	p.filter = q.Get("filter")
 	if len(p.filter) > wire.MaxFilterLength {
 		return bad("filter is %d characters long, the maximum is %d", len(p.filter), wire.MaxFilterLength)
+	}
+	// Refused here, before any agent is asked to compile it.
+	if err := bpfbound.Check(p.filter); err != nil {
+		return bad("%v", err)
 	}
 	if v := q.Get("snaplen"); v != "" {
 		n, err := strconv.Atoi(v)

@@ -131,7 +131,7 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	case !s.ready.Load():
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "starting"})
 	default:
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "agents": len(s.agents.Agents())})
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "agents": s.agents.Count()})
 	}
 }
 

@@ -86,7 +86,8 @@ type CloudController struct {
 }
 
 type UAA struct {
-	// Issuer defaults to the CC root document's links.uaa + /oauth/token.
+	// Issuer defaults to the CC root document's links.uaa + /oauth/token,
+	// which needs a verified Cloud Controller connection.
 	Issuer string `yaml:"issuer"`
 	CA     string `yaml:"ca"`
 }
@@ -276,6 +277,11 @@ func (c *Config) validateCF(p *configfile.Problems) {
 		if u, err := url.Parse(c.UAA.Issuer); err != nil || u.Scheme != "https" || u.Host == "" {
 			p.Addf("uaa.issuer %q must be an https URL such as https://uaa.SYSTEM_DOMAIN/oauth/token", c.UAA.Issuer)
 		}
+	} else if cc.SkipTLSVerify {
+		// The issuer decides whose keys sign the tokens the API trusts;
+		// found through an unverified connection, whoever answers in the
+		// Cloud Controller's place would choose it.
+		p.Addf("cloud_controller.skip_tls_verify is true and uaa.issuer is not set: the API would learn which UAA signs its tokens over a Cloud Controller connection it does not verify; set uaa.issuer (https://uaa.SYSTEM_DOMAIN/oauth/token), or verify the Cloud Controller (cloud_controller.ca)")
 	}
 	if c.UAA.CA != "" {
 		p.RequireFile("uaa.ca", c.UAA.CA)

@@ -93,3 +93,25 @@ uaa: {issuer: "uaa.sys.example.com"}
 		t.Fatalf("%v", err)
 	}
 }
+
+// The UAA issuer decides whose keys sign the tokens the API trusts: it is
+// never discovered over a Cloud Controller connection that is not verified.
+func TestSkipTLSVerifyNeedsAnIssuer(t *testing.T) {
+	dir := writeFiles(t, "c", "k", "ca")
+	base := `
+tunnel: {tls: {certificate: ` + dir + `/c, private_key: ` + dir + `/k, client_ca: ` + dir + `/ca}}
+cloud_controller: {url: "https://api.sys.example.com", skip_tls_verify: true}
+`
+	_, err := load(t, base)
+	if err == nil {
+		t.Fatal("skip_tls_verify without uaa.issuer accepted")
+	}
+	for _, want := range []string{"cloud_controller.skip_tls_verify", "uaa.issuer"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q does not name %s", err, want)
+		}
+	}
+	if _, err := load(t, base+"uaa: {issuer: \"https://uaa.sys.example.com/oauth/token\"}\n"); err != nil {
+		t.Errorf("with uaa.issuer set: %v", err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -55,6 +56,11 @@ func New(ctx, keysCtx context.Context, cfg *apiconfig.Config, log *slog.Logger, 
 	}
 	issuer := cfg.UAA.Issuer
 	if issuer == "" {
+		// apiconfig refuses this combination too; the issuer decides whose
+		// keys sign the tokens, so it is never learnt unverified.
+		if ccTLS.InsecureSkipVerify {
+			return nil, errors.New("uaa.issuer is required with cloud_controller.skip_tls_verify: the UAA issuer is never discovered over an unverified connection")
+		}
 		if issuer, err = discover(ctx, cc, log); err != nil {
 			return nil, err
 		}

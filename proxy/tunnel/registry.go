@@ -34,7 +34,11 @@ type Agent struct {
 	MaxCaptures int
 
 	sess   *yamux.Session
+	conn   *agentConn
+	watch  *watchdog
 	active atomic.Int64
+	// refs is how many IPs the registry holds the agent under (its mu).
+	refs int
 }
 
 // Open opens a capture stream to the agent.
@@ -101,6 +105,8 @@ func (a *Agent) Release() { a.active.Add(-1) }
 type Registry struct {
 	mu   sync.RWMutex
 	byIP map[netip.Addr]*Agent
+	// count is the number of distinct agents in byIP.
+	count int
 	// changed is closed and replaced on every change, waking WaitFor.
 	changed chan struct{}
 }
@@ -143,6 +149,13 @@ func (r *Registry) Lookup(ip netip.Addr) (*Agent, bool) {
 	return a, ok
 }
 
+// Count is the number of connected agents, without listing them.
+func (r *Registry) Count() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.count
+}
+
 // Agents lists the connected agents, sorted by id.
 func (r *Registry) Agents() []*Agent {
 	r.mu.RLock()
@@ -177,13 +190,30 @@ func (r *Registry) add(a *Agent) (replaced []*Agent, dup *Agent) {
 		}
 	}
 	for _, ip := range a.IPs {
-		if old, ok := r.byIP[ip]; ok && old != a && !slices.Contains(replaced, old) {
-			replaced = append(replaced, old)
+		old, ok := r.byIP[ip]
+		if ok && old == a {
+			continue
+		}
+		if ok {
+			r.unref(old)
+			if !slices.Contains(replaced, old) {
+				replaced = append(replaced, old)
+			}
 		}
 		r.byIP[ip] = a
+		if a.refs++; a.refs == 1 {
+			r.count++
+		}
 	}
 	r.notify()
 	return replaced, nil
+}
+
+// unref notes that old lost one IP; mu must be held for writing.
+func (r *Registry) unref(old *Agent) {
+	if old.refs--; old.refs == 0 {
+		r.count--
+	}
 }
 
 // remove unregisters a, leaving IPs that a newer session took over.
@@ -193,6 +223,7 @@ func (r *Registry) remove(a *Agent) {
 	for _, ip := range a.IPs {
 		if r.byIP[ip] == a {
 			delete(r.byIP, ip)
+			r.unref(a)
 		}
 	}
 	r.notify()

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -28,22 +29,42 @@ type Config struct {
 	// TLS must require and verify client certificates.
 	TLS               *tls.Config
 	APIID, APIVersion string
+	// KeepaliveInterval paces the liveness check: agents ping the API
+	// every (their own) keep-alive interval; an agent the API has heard
+	// nothing from for 1.5 of these intervals is pinged, and its session
+	// ends if the ping is not answered within muxconfig.WriteTimeout.
 	KeepaliveInterval time.Duration
 	// TrustClaimedIPs registers an agent under all the IPs it claims, even
 	// those that are not the connection's source address. Only for cells
 	// behind NAT: it lets any holder of an agent certificate claim any cell.
 	TrustClaimedIPs bool
-	Logger          *slog.Logger
-	Metrics         *apimetrics.Metrics
+	// HandshakeTimeout bounds the wait for a connection's first bytes,
+	// and TLS plus hello from its turn at the handshake on (the wait for
+	// the turn has its own bound). Zero means 10s.
+	HandshakeTimeout time.Duration
+	// MaxHandshakes is how many TLS handshakes compute at once; zero
+	// means the number of CPUs the process may use (at least 2).
+	MaxHandshakes int
+	Logger        *slog.Logger
+	Metrics       *apimetrics.Metrics
 }
 
-// handshakeTimeout bounds TLS plus hello; a peer that stalls is dropped.
-const handshakeTimeout = 10 * time.Second
+const (
+	defaultHandshakeTimeout = 10 * time.Second
+	// probeTimeout bounds the ping that decides whether the session an
+	// agent already has is still alive when the same agent process says
+	// hello again: a live session (the same replica reached through a
+	// second address) answers within a round trip; the one left behind by
+	// a connection that died without a FIN never does.
+	probeTimeout = 2 * time.Second
+)
 
 // Server accepts agent connections.
 type Server struct {
 	cfg      Config
 	log      *slog.Logger
+	mux      *yamux.Config
+	gate     *gate
 	Registry *Registry
 }
 
@@ -52,11 +73,23 @@ func NewServer(cfg Config) *Server {
 	if cfg.KeepaliveInterval <= 0 {
 		cfg.KeepaliveInterval = 10 * time.Second
 	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = defaultHandshakeTimeout
+	}
+	if cfg.MaxHandshakes <= 0 {
+		cfg.MaxHandshakes = max(2, runtime.GOMAXPROCS(0))
+	}
+	if cfg.TLS != nil && !cfg.TLS.SessionTicketsDisabled {
+		// Agents never resume a session: a ticket would only cost every
+		// handshake (a tenth of its CPU, measured).
+		cfg.TLS = cfg.TLS.Clone()
+		cfg.TLS.SessionTicketsDisabled = true
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, log: log, Registry: NewRegistry()}
+	return &Server{cfg: cfg, log: log, mux: muxconfig.APIConfig(log), gate: newGate(cfg.MaxHandshakes), Registry: NewRegistry()}
 }
 
 // Serve accepts connections on ln until ctx is done, then closes every
@@ -78,33 +111,75 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 			return fmt.Errorf("accept agent connection: %w", err)
 		}
-		wg.Go(func() { s.serveConn(ctx, conn) })
+		wg.Go(func() { s.serveConn(ctx, conn, &wg) })
 	}
 }
 
-func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
+// serveConn runs one agent connection's TLS and protocol handshake. Once
+// the session is up, one goroutine holds it besides yamux's two: it
+// accepts streams (there must be none) and cleans up when the session
+// ends; a timer checks the control stream and the agent's liveness. That
+// goroutine starts fresh, so that it does not keep the stack this one grew
+// in the handshake: three small goroutines per idle session.
+func (s *Server) serveConn(ctx context.Context, raw net.Conn, wg *sync.WaitGroup) {
 	remote := addrPort(raw.RemoteAddr())
-	log := s.log.With("remote", remote.String())
-	conn := tls.Server(raw, s.cfg.TLS)
-	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
-	defer cancel()
-	if err := conn.HandshakeContext(hctx); err != nil {
+	if tc, ok := raw.(*net.TCPConn); ok {
+		// The session's pings are its keep-alive; TCP's would be a second.
+		_ = tc.SetKeepAlive(false)
+	}
+	ac := newAgentConn(raw, s.gate, s.cfg.HandshakeTimeout)
+	conn := tls.Server(ac, s.cfg.TLS)
+	err := conn.Handshake()
+	admitted := ac.handshakeDone()
+	if err != nil {
 		// Without a valid client certificate nothing reaches yamux.
-		log.Warn("agent TLS handshake failed", "error", err)
+		s.log.Warn("agent TLS handshake failed", "remote", remote.String(), "error", err, "admitted", !admitted.IsZero())
 		s.cfg.Metrics.Handshake("tls_failed")
 		raw.Close()
 		return
 	}
-	sess, err := yamux.Server(conn, muxconfig.Config(s.cfg.KeepaliveInterval, log))
+	sess, err := yamux.Server(conn, s.mux)
 	if err != nil {
-		log.Error("start agent session", "error", err)
+		s.log.Error("start agent session", "remote", remote.String(), "error", err)
 		conn.Close()
 		return
 	}
-	defer sess.Close()
-	agent, ctl, err := s.handshake(hctx, sess, remote, log)
+	stop := context.AfterFunc(ctx, func() { sess.Close() })
+	hctx, cancel := context.WithDeadline(ctx, admitted.Add(s.cfg.HandshakeTimeout))
+	defer cancel()
+	ctl, err := sess.AcceptStreamWithContext(hctx)
 	if err != nil {
-		log.Warn("agent refused", "error", err)
+		stop()
+		sess.Close()
+		s.log.Warn("agent refused", "remote", remote.String(), "error", fmt.Errorf("no control stream: %w", err))
+		s.cfg.Metrics.Handshake("error")
+		return
+	}
+	// registered carries the agent once the handshake succeeded, nil if it
+	// failed, to the goroutine that cleans up.
+	registered := make(chan *Agent, 1)
+	// Agents open no stream besides the control stream. One that does
+	// breaks the protocol, and yamux would buffer what it sends until the
+	// stream's close timeout: the session ends at once instead, also
+	// during the handshake.
+	wg.Go(func() {
+		defer stop()
+		if st, err := sess.AcceptStream(); err == nil {
+			s.log.Warn("agent opened a stream: protocol violation, ending its session", "remote", remote.String(), "stream", st.StreamID())
+		}
+		sess.Close()
+		if agent := <-registered; agent != nil {
+			agent.watch.stop()
+			s.Registry.remove(agent)
+			s.cfg.Metrics.SessionsChanged(-1)
+			s.log.Info("agent disconnected", "remote", remote.String(), "agent_id", agent.ID)
+		}
+	})
+	agent, err := s.handshake(hctx, sess, ctl, ac, remote)
+	if err != nil {
+		registered <- nil
+		sess.Close()
+		s.log.Warn("agent refused", "remote", remote.String(), "error", err)
 		var r *refusal
 		if errors.As(err, &r) {
 			s.cfg.Metrics.Handshake(string(r.reason))
@@ -115,58 +190,101 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
 	}
 	s.cfg.Metrics.Handshake("accepted")
 	s.cfg.Metrics.SessionsChanged(1)
-	defer s.cfg.Metrics.SessionsChanged(-1)
-	log = log.With("agent_id", agent.ID)
-	defer s.Registry.remove(agent)
-	log.Info("agent connected", "cell_ips", agent.IPs, "version", agent.Version)
+	s.log.Info("agent connected", "remote", remote.String(), "agent_id", agent.ID, "cell_ips", agent.IPs, "version", agent.Version)
+	agent.watch = s.watch(agent, ctl)
+	registered <- agent
+}
 
-	// Agents open no stream after the control stream; refuse any anyway,
-	// but keep accepting: yamux acknowledges streams only in Accept.
-	go func() {
-		for {
-			st, err := sess.AcceptStream()
-			if err != nil {
-				return
-			}
-			st.Close()
-		}
-	}()
-	// The control stream carries nothing after the handshake; its end, or
-	// the session's, is the agent's end.
-	ctlDone := make(chan struct{})
-	go func() {
-		defer close(ctlDone)
-		buf := make([]byte, 512)
-		for {
-			if _, err := ctl.Read(buf); err != nil {
-				return
-			}
-		}
-	}()
-	select {
-	case <-ctx.Done():
-	case <-sess.CloseChan():
-	case <-ctlDone:
+// watchdog checks an agent session without a goroutine of its own. The
+// agent's pings (and any other frame) keep it quiet; an agent silent for
+// 1.5 keep-alive intervals is pinged, and its session ends if it does not
+// answer within muxconfig.WriteTimeout. Each check also looks at the
+// control stream: anything the agent sends on it after the handshake, or
+// its end, ends the session.
+type watchdog struct {
+	log   *slog.Logger
+	agent *Agent
+	ctl   *yamux.Stream
+	quiet time.Duration
+
+	mu      sync.Mutex
+	timer   *time.Timer
+	stopped bool
+}
+
+func (s *Server) watch(a *Agent, ctl *yamux.Stream) *watchdog {
+	w := &watchdog{log: s.log, agent: a, ctl: ctl, quiet: s.cfg.KeepaliveInterval * 3 / 2}
+	w.arm(w.quiet)
+	return w
+}
+
+func (w *watchdog) arm(d time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.stopped:
+	case w.timer == nil:
+		w.timer = time.AfterFunc(d, w.check)
+	default:
+		w.timer.Reset(d)
 	}
-	log.Info("agent disconnected")
+}
+
+// stop ends the checks (the session ended).
+func (w *watchdog) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopped = true
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+}
+
+func (w *watchdog) check() {
+	a := w.agent
+	if a.sess.IsClosed() {
+		return
+	}
+	// A read that is due at once takes what is buffered, without waiting.
+	_ = w.ctl.SetReadDeadline(time.Now())
+	var one [1]byte
+	n, err := w.ctl.Read(one[:])
+	switch {
+	case n > 0:
+		w.log.Warn("agent sent data on the control stream after the handshake: protocol violation, ending its session", "remote", a.Remote.String(), "agent_id", a.ID)
+		a.sess.Close()
+		return
+	case !errors.Is(err, yamux.ErrTimeout):
+		w.log.Info("agent closed its control stream; ending its session", "remote", a.Remote.String(), "agent_id", a.ID, "error", err)
+		a.sess.Close()
+		return
+	}
+	if silent := a.conn.silentFor(); silent < w.quiet {
+		w.arm(w.quiet - silent)
+		return
+	}
+	if _, err := a.sess.Ping(); err != nil {
+		if !a.sess.IsClosed() {
+			w.log.Warn("agent does not answer pings; ending its session", "remote", a.Remote.String(), "agent_id", a.ID, "error", err)
+			a.sess.Close()
+		}
+		return
+	}
+	w.arm(w.quiet)
 }
 
 // handshake reads the agent's hello on the control stream and answers it.
-func (s *Server) handshake(ctx context.Context, sess *yamux.Session, remote netip.AddrPort, log *slog.Logger) (*Agent, net.Conn, error) {
-	ctl, err := sess.AcceptStreamWithContext(ctx)
-	if err != nil {
-		return nil, nil, fmt.Errorf("no control stream: %w", err)
-	}
+func (s *Server) handshake(ctx context.Context, sess *yamux.Session, ctl *yamux.Stream, ac *agentConn, remote netip.AddrPort) (*Agent, error) {
 	deadline, _ := ctx.Deadline()
 	_ = ctl.SetDeadline(deadline)
 	w := wire.NewWriter(ctl)
 	hello, err := wire.Expect[wire.Hello](wire.NewReader(ctl))
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	refuse := func(r wire.Refused) (*Agent, net.Conn, error) {
+	refuse := func(r wire.Refused) (*Agent, error) {
 		_ = w.WriteMessage(&r)
-		return nil, nil, &refusal{agent: hello.AgentID, reason: r.Reason, msg: r.Message}
+		return nil, &refusal{agent: hello.AgentID, reason: r.Reason, msg: r.Message}
 	}
 	version, err := wire.Negotiate(hello.MinVersion, hello.MaxVersion)
 	if err != nil {
@@ -180,7 +298,7 @@ func (s *Server) handshake(ctx context.Context, sess *yamux.Session, remote neti
 		return refuse(wire.Refused{Reason: wire.RefusedIdentity, Message: err.Error()})
 	}
 	if len(ips) < len(hello.CellIPs) {
-		log.Warn("agent claims IPs that are not its connection's address; ignoring them", "agent_id", hello.AgentID, "claimed", hello.CellIPs, "accepted", ips)
+		s.log.Warn("agent claims IPs that are not its connection's address; ignoring them", "agent_id", hello.AgentID, "claimed", hello.CellIPs, "accepted", ips)
 	}
 	agent := &Agent{
 		ID:          hello.AgentID,
@@ -192,16 +310,24 @@ func (s *Server) handshake(ctx context.Context, sess *yamux.Session, remote neti
 		Since:       time.Now(),
 		MaxCaptures: hello.MaxCaptures,
 		sess:        sess,
+		conn:        ac,
 	}
 	// Registered before the welcome goes out, so that a duplicate is
 	// refused before anything changes for the session that stays.
 	replaced, dup := s.Registry.add(agent)
+	if dup != nil && !alive(dup.sess, min(probeTimeout, time.Until(deadline)/2)) {
+		// The same process reconnects while we still hold its previous
+		// session: that connection died without a FIN (half-open).
+		s.log.Info("agent reconnected; its previous session does not answer, replacing it", "agent_id", agent.ID, "old_remote", dup.Remote.String())
+		dup.sess.Close()
+		replaced, dup = s.Registry.add(agent)
+	}
 	if dup != nil {
 		return refuse(wire.Refused{Reason: wire.RefusedDuplicate,
 			Message: fmt.Sprintf("this agent already has a session with API %s (from %s)", s.cfg.APIID, dup.Remote)})
 	}
 	for _, old := range replaced {
-		log.Info("agent session replaced by a newer one", "agent_id", agent.ID, "old_remote", old.Remote.String())
+		s.log.Info("agent session replaced by a newer one", "agent_id", agent.ID, "old_remote", old.Remote.String())
 		old.sess.Close()
 	}
 	welcome := wire.Welcome{Version: version, APIID: s.cfg.APIID, APIVersion: s.cfg.APIVersion}
@@ -210,10 +336,29 @@ func (s *Server) handshake(ctx context.Context, sess *yamux.Session, remote neti
 	}
 	if err := w.WriteMessage(&welcome); err != nil {
 		s.Registry.remove(agent)
-		return nil, nil, err
+		return nil, err
 	}
 	_ = ctl.SetDeadline(time.Time{})
-	return agent, ctl, nil
+	return agent, nil
+}
+
+// alive pings sess and reports whether it answered within timeout.
+func alive(sess *yamux.Session, timeout time.Duration) bool {
+	answered := make(chan bool, 1)
+	// Ping waits up to muxconfig.WriteTimeout; a session found dead is
+	// closed, which ends the wait at once.
+	go func() {
+		_, err := sess.Ping()
+		answered <- err == nil
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case ok := <-answered:
+		return ok
+	case <-t.C:
+		return false
+	}
 }
 
 // refusal is a Hello the API answered with Refused.

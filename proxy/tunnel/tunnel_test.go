@@ -13,11 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/yamux"
 	"go.uber.org/goleak"
 
 	agenttunnel "github.com/cloudfoundry/pcap-server-release/cellagent/tunnel"
-	"github.com/cloudfoundry/pcap-server-release/internal/muxconfig"
 	"github.com/cloudfoundry/pcap-server-release/internal/testpki"
 	"github.com/cloudfoundry/pcap-server-release/proxy/tunnel"
 	"github.com/cloudfoundry/pcap-server-release/wire"
@@ -240,31 +238,11 @@ func assertTLSRefused(t *testing.T, addr string, cfg *tls.Config) {
 // after a welcome.
 func helloOver(t *testing.T, conn net.Conn, h wire.Hello) *wire.Refused {
 	t.Helper()
-	sess, err := yamux.Client(conn, muxconfig.Config(time.Second, nil))
-	if err != nil {
-		t.Fatal(err)
+	ag, refused := dialByHand(t, conn, h)
+	if ag != nil {
+		ag.sess.Close()
 	}
-	defer sess.Close()
-	ctl, err := sess.OpenStream()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = ctl.SetDeadline(time.Now().Add(5 * time.Second))
-	// The API may close the session as soon as it has refused us, which
-	// can fail this write although the hello arrived: judge by the answer.
-	werr := wire.NewWriter(ctl).WriteMessage(&h)
-	f, err := wire.NewReader(ctl).Next()
-	if err != nil {
-		t.Fatal(err, werr)
-	}
-	m, err := wire.Decode(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r, ok := m.(*wire.Refused); ok {
-		return r
-	}
-	return nil
+	return refused
 }
 
 func TestAgentReconnectsAfterAPIRestart(t *testing.T) {

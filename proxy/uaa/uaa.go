@@ -32,8 +32,8 @@ const AdminScope = "cloud_controller.admin"
 // UAA tokens are a few KiB even with many scopes.
 const maxTokenLength = 64 << 10
 
-// defaultKeyFetchTimeout applies when the caller's client has none: go-oidc
-// fetches keys with the long-lived context, so without a client timeout a
+// defaultKeyFetchTimeout applies when the caller's client has none: keys
+// are fetched with the long-lived context, so without a client timeout a
 // hanging UAA would hold a key fetch forever.
 const defaultKeyFetchTimeout = 10 * time.Second
 
@@ -88,12 +88,21 @@ type Verifier struct {
 	verifier *oidc.IDTokenVerifier
 }
 
+// Option changes a default of New.
+type Option func(*keySet)
+
+// KeyRefetchInterval sets the least time between two fetches of UAA's keys
+// after a successful one (DefaultKeyRefetchInterval); 0 fetches for every
+// token with an unknown key id.
+func KeyRefetchInterval(d time.Duration) Option { return func(k *keySet) { k.interval = d } }
+
 // New builds a verifier for tokens of issuer (https://uaa.SYS/oauth/token).
 // Keys come from keysURL, by default the issuer's scheme and host plus
-// /token_keys, never from a token's jku. ctx must live as long as the
-// verifier: go-oidc fetches keys with it, also after New returns. client
-// should trust UAA's CA; nil means the system roots.
-func New(ctx context.Context, issuer, keysURL string, client *http.Client) (*Verifier, error) {
+// /token_keys, never from a token's jku. Keys are fetched with ctx's
+// values but not its cancellation, also after New returns; a fetch is
+// bounded by client's timeout (10 s if it has none). client should trust
+// UAA's CA; nil means the system roots.
+func New(ctx context.Context, issuer, keysURL string, client *http.Client, opts ...Option) (*Verifier, error) {
 	iu, err := url.Parse(issuer)
 	if err != nil || (iu.Scheme != "https" && iu.Scheme != "http") || iu.Host == "" {
 		return nil, fmt.Errorf("UAA issuer %q is not an http(s) URL", issuer)
@@ -111,7 +120,10 @@ func New(ctx context.Context, issuer, keysURL string, client *http.Client) (*Ver
 		c.Timeout = defaultKeyFetchTimeout
 		client = &c
 	}
-	keys := oidc.NewRemoteKeySet(oidc.ClientContext(ctx, client), keysURL)
+	keys := &keySet{url: keysURL, client: client, ctx: context.WithoutCancel(ctx), interval: DefaultKeyRefetchInterval}
+	for _, o := range opts {
+		o(keys)
+	}
 	return &Verifier{
 		issuer:  issuer,
 		keysURL: keysURL,
@@ -182,6 +194,10 @@ func (v *Verifier) explain(ctx context.Context, err error, seen *verification, t
 	case seen.fetchErr != nil:
 		return problem.Wrap(fmt.Errorf("fetch %s: %w", v.keysURL, seen.fetchErr), http.StatusServiceUnavailable,
 			"UAA unavailable: cannot fetch its token signing keys")
+	case seen.cooling != nil:
+		return problem.Wrap(err, http.StatusUnauthorized,
+			"token is signed by key %s, which UAA did not serve when its keys were fetched %s ago; if UAA has just rotated its keys, retry in %s",
+			printable(tok.header.Kid), seen.cooling.ago.Round(time.Second), (seen.cooling.interval - seen.cooling.ago + time.Second - 1).Truncate(time.Second))
 	case !seen.signatureOK:
 		return problem.Wrap(err, http.StatusUnauthorized,
 			"token signature does not match any of UAA's signing keys (kid %s)", printable(tok.header.Kid))
@@ -321,24 +337,26 @@ func printable(s string) string {
 type verification struct {
 	signatureOK bool
 	fetchErr    error
+	cooling     *coolingDown
 }
 
 type verificationKey struct{}
 
 // observedKeySet tells a signature that matches no key apart from keys
 // that could not be fetched, which go-oidc's error strings do not.
-type observedKeySet struct{ remote *oidc.RemoteKeySet }
+type observedKeySet struct{ keys *keySet }
 
 func (k observedKeySet) VerifySignature(ctx context.Context, jwt string) ([]byte, error) {
-	payload, err := k.remote.VerifySignature(ctx, jwt)
+	payload, err := k.keys.VerifySignature(ctx, jwt)
 	if seen, ok := ctx.Value(verificationKey{}).(*verification); ok {
+		var fe *fetchError
 		switch {
 		case err == nil:
 			seen.signatureOK = true
-		case errors.Unwrap(err) != nil:
-			// RemoteKeySet wraps only the error of a key fetch; a
-			// signature that matches no key is a plain error.
-			seen.fetchErr = err
+		case errors.As(err, &fe):
+			seen.fetchErr = fe.err
+		default:
+			errors.As(err, &seen.cooling)
 		}
 	}
 	return payload, err

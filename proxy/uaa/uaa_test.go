@@ -166,18 +166,30 @@ func TestKeysNeverComeFromJKU(t *testing.T) {
 	}
 }
 
+// A rotated key is fetched for the first token signed with it, unless the
+// keys were fetched within the refetch interval; then it is refused, with
+// a message that says to retry, until the interval has passed.
 func TestKeyRotation(t *testing.T) {
 	u := cffake.NewUAA(t)
-	v := newVerifier(t, u)
+	const interval = 300 * time.Millisecond
+	v, err := uaa.New(t.Context(), u.Issuer, "", u.Client(), uaa.KeyRefetchInterval(interval))
+	if err != nil {
+		t.Fatal(err)
+	}
 	old := u.UserToken("u")
 	if _, err := v.Verify(t.Context(), "bearer "+old); err != nil {
 		t.Fatal(err)
 	}
+	fetched := time.Now()
 	u.RotateKey("key-2")
 	rotated := u.UserToken("u")
+	if _, err := v.Verify(t.Context(), "bearer "+rotated); time.Since(fetched) < interval {
+		wantProblem(t, err, rotated, 401, `"key-2"`, "retry in")
+	}
+	time.Sleep(time.Until(fetched.Add(interval))) // the interval is what is tested
 	id, err := v.Verify(t.Context(), "bearer "+rotated)
 	if err != nil {
-		t.Fatalf("token signed by the new key: %v", err)
+		t.Fatalf("token signed by the new key, after the interval: %v", err)
 	}
 	if id.Token != rotated {
 		t.Error("wrong token in identity")
@@ -197,6 +209,36 @@ func TestKeyRotation(t *testing.T) {
 	v = newVerifier(t, u)
 	_, err = v.Verify(t.Context(), "bearer "+old)
 	wantProblem(t, err, old, 401, "signature")
+}
+
+// Forged tokens naming made-up keys do not each cost a fetch of UAA's
+// keys: within the refetch interval they are refused at once.
+func TestForgedTokensDoNotEachFetchKeys(t *testing.T) {
+	u := cffake.NewUAA(t)
+	v := newVerifier(t, u)
+	real := u.UserToken("u")
+	if _, err := v.Verify(t.Context(), "bearer "+real); err != nil {
+		t.Fatal(err)
+	}
+	forger, err := cffake.NewSigningKey("forged")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for i := range 50 {
+		forged := u.UserToken("u", cffake.SignedBy(forger), cffake.Header("kid", fmt.Sprintf("forged-%d", i)), cffake.AddScopes(cffake.ScopeAdmin))
+		_, err = v.Verify(t.Context(), "bearer "+forged)
+		wantProblem(t, err, forged, 401, fmt.Sprintf(`"forged-%d"`, i))
+	}
+	if time.Since(start) >= uaa.DefaultKeyRefetchInterval {
+		t.Skipf("skipped: the forged tokens took %s, longer than the refetch interval, on a slow machine", time.Since(start))
+	}
+	if got := u.Requests(cffake.UAATokenKeys); got != 1 {
+		t.Errorf("token_keys fetched %d times for one real and 50 forged tokens, want 1", got)
+	}
+	if _, err := v.Verify(t.Context(), "bearer "+real); err != nil {
+		t.Errorf("the real token after the forged ones: %v", err)
+	}
 }
 
 func TestUAAUnavailable(t *testing.T) {
@@ -229,7 +271,7 @@ func TestUAAUnavailable(t *testing.T) {
 func TestVerifierSurvivesCancelledContexts(t *testing.T) {
 	u := cffake.NewUAA(t)
 	ctx, cancel := context.WithCancel(t.Context())
-	v, err := uaa.New(ctx, u.Issuer, u.TokenKeysURL(), u.Client())
+	v, err := uaa.New(ctx, u.Issuer, u.TokenKeysURL(), u.Client(), uaa.KeyRefetchInterval(0))
 	if err != nil {
 		t.Fatal(err)
 	}

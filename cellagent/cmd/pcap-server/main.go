@@ -7,11 +7,14 @@ import (
 	"io"
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/agentconfig"
+	"github.com/cloudfoundry/pcap-server-release/cellagent/bpfcompile"
 	"github.com/cloudfoundry/pcap-server-release/cellagent/daemon"
 	"github.com/cloudfoundry/pcap-server-release/internal/daemoncmd"
 )
 
 func main() {
+	// The agent compiles capture filters in children of itself.
+	bpfcompile.Main()
 	daemoncmd.Command[*agentconfig.Config]{
 		Name:          "pcap-server",
 		DefaultConfig: "/var/vcap/jobs/pcap-server/config/pcap-server.yml",

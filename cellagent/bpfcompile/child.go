@@ -1,0 +1,125 @@
+package bpfcompile
+
+/*
+#cgo linux LDFLAGS: -lpcap
+#include <stdlib.h>
+#include <pcap/pcap.h>
+*/
+import "C"
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"unsafe"
+)
+
+// niceStep is how much the compiling thread lowers its priority below
+// the agent's: a compile yields to the apps on the cell and to the agent.
+const niceStep = 10
+
+// maxRequest bounds what the child reads: a filter is at most 5000
+// characters (wire.MaxFilterLength), escaped in JSON.
+const maxRequest = 64 << 10
+
+// Main turns this process into a compiler child if it was started as one
+// (first argument ChildArg): it compiles, answers on stdout and exits.
+// Otherwise it returns at once. Call it first thing in main and TestMain.
+func Main() {
+	if len(os.Args) < 2 || os.Args[1] != ChildArg {
+		return
+	}
+	if err := serveChild(os.Stdin, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "bpf compiler child:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+func serveChild(in io.Reader, out io.Writer) error {
+	var req request
+	if err := json.NewDecoder(io.LimitReader(in, maxRequest)).Decode(&req); err != nil {
+		return fmt.Errorf("read request: %w", err)
+	}
+	// The budget applies before libpcap sees the filter.
+	if err := limit(req.CPUSecs, req.Memory); err != nil {
+		return err
+	}
+	runtime.LockOSThread() // the cgo call below runs on this thread
+	// On Linux getpriority answers 20 - nice, and both calls apply to
+	// the calling thread only.
+	if prio, err := syscall.Getpriority(syscall.PRIO_PROCESS, 0); err == nil {
+		_ = syscall.Setpriority(syscall.PRIO_PROCESS, 0, min(19, 20-prio+niceStep))
+	}
+	w := bufio.NewWriter(out)
+	if err := json.NewEncoder(w).Encode(compile(req)); err != nil {
+		return err
+	}
+	return w.Flush()
+}
+
+// limit caps CPU time (SIGKILL at the hard limit, equal to the soft one)
+// and the address space this process may still add.
+func limit(cpuSecs, memory uint64) error {
+	if err := syscall.Setrlimit(syscall.RLIMIT_CPU, &syscall.Rlimit{Cur: cpuSecs, Max: cpuSecs}); err != nil {
+		return fmt.Errorf("limit CPU time: %w", err)
+	}
+	size, err := addressSpace()
+	if err != nil {
+		return err
+	}
+	as := size + memory
+	if err := syscall.Setrlimit(syscall.RLIMIT_AS, &syscall.Rlimit{Cur: as, Max: as}); err != nil {
+		return fmt.Errorf("limit address space: %w", err)
+	}
+	return nil
+}
+
+// addressSpace is the process's current virtual size (VmSize).
+func addressSpace() (uint64, error) {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmSize:"); ok {
+			kib, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("VmSize %q: %w", v, err)
+			}
+			return kib << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("no VmSize in /proc/self/status")
+}
+
+func compile(req request) response {
+	p := C.pcap_open_dead(C.int(req.LinkType), C.int(req.Snaplen))
+	if p == nil {
+		return response{Error: "pcap_open_dead failed", OutOfMemory: true}
+	}
+	defer C.pcap_close(p)
+	expr := C.CString(req.Filter)
+	defer C.free(unsafe.Pointer(expr))
+	var prog C.struct_bpf_program
+	if C.pcap_compile(p, &prog, expr, 1, C.bpf_u_int32(req.Netmask)) < 0 {
+		msg := C.GoString(C.pcap_geterr(p))
+		// libpcap says "out of memory" (parser, code generator) or
+		// "malloc" (optimizer) when an allocation fails.
+		oom := strings.Contains(msg, "out of memory") || strings.Contains(msg, "malloc")
+		return response{Error: msg, OutOfMemory: oom}
+	}
+	defer C.pcap_freecode(&prog)
+	insns := unsafe.Slice(prog.bf_insns, int(prog.bf_len))
+	resp := response{Instructions: make([][4]uint32, len(insns))}
+	for i, in := range insns {
+		resp.Instructions[i] = [4]uint32{uint32(in.code), uint32(in.jt), uint32(in.jf), uint32(in.k)}
+	}
+	return resp
+}

@@ -1,0 +1,82 @@
+package bpfbound
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/cloudfoundry/pcap-server-release/internal/fuzzcorpus"
+)
+
+// hostile is the filter of the issue: valid, under the length limit, and
+// about 27 s of libpcap's optimizer.
+func hostile() string {
+	parts := make([]string, 510)
+	for i := range parts {
+		parts[i] = fmt.Sprintf("port %d", i+1)
+	}
+	return strings.Join(parts, "||")
+}
+
+func TestOperators(t *testing.T) {
+	for expr, want := range map[string]int{
+		"":                                    0,
+		"tcp port 8080":                       0,
+		"tcp port 8080 and host 10.0.0.1":     1,
+		"port 1||port 2&&port 3":              2,
+		"port 80 or 443 or 8080":              2,
+		"PORT 80 OR port 443 AnD not port 22": 2,
+		"host or.example.com and host and-or": 1, // names, not operators
+		"(tcp[tcpflags] & (tcp-syn|tcp-fin) != 0) and not src and dst net localnet":   2,
+		"tcp port 80 and (((ip[2:2] - ((ip[0]&0xf)<<2)) - ((tcp[12]&0xf0)>>2)) != 0)": 1,
+		"ether host 00:11:22:33:44:55 or ip6 host fe80::1":                            1,
+		"(port 1)or(port 2)": 1,
+		"not not ! port 1":   0,
+	} {
+		if got := Operators(expr); got != want {
+			t.Errorf("Operators(%q) = %d, want %d", expr, got, want)
+		}
+	}
+}
+
+func TestCheckNamesTheBound(t *testing.T) {
+	err := Check(hostile())
+	var tc *TooComplexError
+	if !errors.As(err, &tc) || tc.Operators != 509 {
+		t.Fatalf("hostile filter: %v", err)
+	}
+	for _, want := range []string{"509", fmt.Sprint(MaxOperators), "and/or"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q does not say %q", err, want)
+		}
+	}
+	atBound := strings.Repeat("port 1 or ", MaxOperators) + "port 2"
+	if err := Check(atBound); err != nil {
+		t.Errorf("%d operators refused: %v", MaxOperators, err)
+	}
+	if err := Check(atBound + " or port 3"); err == nil {
+		t.Errorf("%d operators accepted", MaxOperators+1)
+	}
+}
+
+var seeds = []string{"tcp port 8080 and host 10.0.0.1", "port 1||port 2&&port 3", "host or.example.com", "tcp[13] & 2 != 0 or udp", "\xff\xfeor\x00and"}
+
+func TestSeedCorpus(t *testing.T) {
+	var s []any
+	for _, v := range seeds {
+		s = append(s, v)
+	}
+	fuzzcorpus.Check(t, "FuzzOperators", s...)
+}
+
+// FuzzOperators: any text is counted without panicking, and no count
+// exceeds what the text could hold (each operator is at least two bytes
+// plus a separator, but "&&&&" holds two in four bytes).
+func FuzzOperators(f *testing.F) {
+	f.Fuzz(func(t *testing.T, expr string) {
+		if n := Operators(expr); n < 0 || n > len(expr)/2 {
+			t.Fatalf("Operators(%q) = %d", expr, n)
+		}
+	})
+}

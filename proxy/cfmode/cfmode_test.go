@@ -1,0 +1,63 @@
+package cfmode
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cloudfoundry/pcap-server-release/internal/cffake"
+	"github.com/cloudfoundry/pcap-server-release/proxy/apiconfig"
+)
+
+func config(t *testing.T, cc *cffake.CloudController, u *cffake.UAA) *apiconfig.Config {
+	t.Helper()
+	dir := t.TempDir()
+	write := func(name string, pem []byte) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, pem, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	cfg := apiconfig.Default()
+	cfg.CloudController = &apiconfig.CloudController{URL: cc.URL, CA: write("cc.crt", cc.CA.CertPEM())}
+	cfg.UAA = apiconfig.UAA{CA: write("uaa.crt", u.CA.CertPEM())}
+	return &cfg
+}
+
+// Whoever answers in the Cloud Controller's place must not choose the UAA
+// whose keys sign the tokens: with the Cloud Controller unverified, the
+// issuer is not discovered at all.
+func TestIssuerIsNeverDiscoveredUnverified(t *testing.T) {
+	u := cffake.NewUAA(t)
+	cc := cffake.NewCloudController(t, u)
+	log := slog.New(slog.DiscardHandler)
+
+	cfg := config(t, cc, u)
+	cfg.CloudController.SkipTLSVerify = true
+	_, err := New(t.Context(), t.Context(), cfg, log, nil)
+	if err == nil || !strings.Contains(err.Error(), "uaa.issuer") {
+		t.Fatalf("New with skip_tls_verify and no issuer: %v", err)
+	}
+	if n := cc.Requests(cffake.CCRoot); n != 0 {
+		t.Errorf("the Cloud Controller's root was fetched %d times over an unverified connection", n)
+	}
+
+	// Verified, the root document names UAA.
+	a, err := New(t.Context(), t.Context(), config(t, cc, u), log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := a.verifier.Issuer(); got != u.Issuer {
+		t.Errorf("discovered issuer %q, want %q", got, u.Issuer)
+	}
+	// With the issuer set, skip_tls_verify affects the Cloud Controller only.
+	cfg = config(t, cc, u)
+	cfg.CloudController.SkipTLSVerify = true
+	cfg.UAA.Issuer = u.Issuer
+	if _, err := New(t.Context(), t.Context(), cfg, log, nil); err != nil {
+		t.Errorf("skip_tls_verify with uaa.issuer: %v", err)
+	}
+}
