@@ -171,6 +171,11 @@ func (c *Copier) parse() (need int, err error) {
 		switch c.format {
 		case Unknown:
 			n, err = c.start(rest)
+			if err == nil && c.format == Pcapng {
+				// The section header is the first block: parse it now,
+				// the stream may end with this read.
+				continue
+			}
 		case Pcap:
 			n, err = c.pcapRecord(rest)
 			packet = true
