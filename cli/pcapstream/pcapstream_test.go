@@ -83,6 +83,18 @@ func TestCopyWholeStreams(t *testing.T) {
 	}
 }
 
+// The drops of each interface are told by its name, from the interface
+// descriptions.
+func TestInterfaceDrops(t *testing.T) {
+	cp := NewCopier(io.Discard, bytes.NewReader(pcapngStream(t, 5)))
+	if err := cp.Copy(); err != nil {
+		t.Fatal(err)
+	}
+	if got := cp.InterfaceDrops(); len(got) != 1 || got[0] != (InterfaceDrops{ID: 1, Name: "app/1", Dropped: 7}) {
+		t.Fatalf("interface drops %+v", got)
+	}
+}
+
 // Cutting a stream at every byte leaves a copy that ends on a record
 // boundary: a prefix of the stream that tshark reads without complaint.
 func TestCutStreamsLeaveWholeRecords(t *testing.T) {
