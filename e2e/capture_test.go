@@ -230,21 +230,28 @@ func TestIdleCaptureEndsAtDuration(t *testing.T) {
 	}
 }
 
+// With several devices, one device's capture that ends on its own ends
+// the instance's others: eth0 removed means the container is gone,
+// though its lo lives on while the capture holds the namespace.
 func TestContainerGoneEndsCapture(t *testing.T) {
-	api, a := setup(t)
-	resp := startCapture(t, api, url.Values{"filter": {"udp"}, "duration": {"1m"}})
-	a.send(t, "gone", 5)
-	got := readPackets(t, resp, 5)
-	netnstest.IP(t, "-n", a.pair.App.Name, "link", "del", "eth0")
-	r := finish(t, resp)
-	if reason := r.trailer.Get("Pcap-End-Reason"); reason != "container_gone" {
-		t.Fatalf("end reason %q", reason)
-	}
-	if err := os.WriteFile(r.file, append(got, r.body...), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if rows := tshark(t, r.file, "udp.payload"); len(rows) != 5 {
-		t.Fatalf("%d packets", len(rows))
+	for _, devices := range []string{"eth0", "eth0,lo"} {
+		t.Run(devices, func(t *testing.T) {
+			api, a := setup(t)
+			resp := startCapture(t, api, url.Values{"device": {devices}, "filter": {"udp"}, "duration": {"5m"}})
+			a.send(t, "gone", 5)
+			got := readPackets(t, resp, 5)
+			netnstest.IP(t, "-n", a.pair.App.Name, "link", "del", "eth0")
+			r := finish(t, resp)
+			if reason := r.trailer.Get("Pcap-End-Reason"); reason != "container_gone" {
+				t.Fatalf("end reason %q", reason)
+			}
+			if err := os.WriteFile(r.file, append(got, r.body...), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if rows := tshark(t, r.file, "udp.payload"); len(rows) != 5 {
+				t.Fatalf("%d packets", len(rows))
+			}
+		})
 	}
 }
 

@@ -340,10 +340,17 @@ func finish(t testing.TB, resp *http.Response) *captureResp {
 // tshark reads the file and returns the fields of every packet.
 func tshark(t testing.TB, file string, fields ...string) [][]string {
 	t.Helper()
+	return tsharkArgs(t, file, nil, fields...)
+}
+
+// tsharkArgs is tshark with more options, such as -d to decode a port as
+// a protocol.
+func tsharkArgs(t testing.TB, file string, options []string, fields ...string) [][]string {
+	t.Helper()
 	if _, err := exec.LookPath("tshark"); err != nil {
 		t.Fatal("tshark is not installed (make test installs it)")
 	}
-	args := []string{"-r", file, "-T", "fields", "-E", "separator=|"}
+	args := append([]string{"-r", file, "-T", "fields", "-E", "separator=|"}, options...)
 	for _, f := range fields {
 		args = append(args, "-e", f)
 	}

@@ -8,7 +8,8 @@ import (
 )
 
 // seedFrames are the protocol's own frames: one of every message, a packet
-// batch, an unknown type and an oversized header, each as a whole stream.
+// batch, a device's packet batch, an unknown type and an oversized header,
+// each as a whole stream.
 func seedFrames() [][]byte {
 	var seeds [][]byte
 	for _, m := range allMessages() {
@@ -20,6 +21,9 @@ func seedFrames() [][]byte {
 	b.Append(1700000000000000000, 60, make([]byte, 60))
 	b.Append(1700000000000000001, 1514, make([]byte, 96))
 	seeds = append(seeds, bytes.Clone(b.Frame()))
+	db := NewDeviceBatch(1, 0)
+	db.Append(1700000000000000002, 60, make([]byte, 60))
+	seeds = append(seeds, bytes.Clone(db.Frame()))
 	var s bytes.Buffer
 	_ = NewWriter(&s).WriteFrame(Type(99), []byte("from the future"))
 	seeds = append(seeds, s.Bytes())
@@ -30,7 +34,10 @@ func seedFrames() [][]byte {
 // TestSeedCorpus keeps testdata/fuzz in step with the protocol: run with
 // -update-corpus after changing a message.
 func TestSeedCorpus(t *testing.T) {
-	var reader, packets []any
+	var reader, packets, devicePackets []any
+	for _, p := range devicePacketsSeeds() {
+		devicePackets = append(devicePackets, p)
+	}
 	for _, f := range seedFrames() {
 		reader = append(reader, f)
 		if len(f) > HeaderSize && Type(f[0]) == TypePackets {
@@ -39,4 +46,5 @@ func TestSeedCorpus(t *testing.T) {
 	}
 	fuzzcorpus.Check(t, "FuzzReader", reader...)
 	fuzzcorpus.Check(t, "FuzzDecodePackets", packets...)
+	fuzzcorpus.Check(t, "FuzzDecodeDevicePackets", devicePackets...)
 }

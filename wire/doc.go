@@ -40,6 +40,24 @@
 //     (or the tunnel) is lost. CaptureRequest.owner (version 2) names who
 //     asked for the capture.
 //
+//     A capture of several devices of one container (version 2) is one
+//     stream too. CaptureRequest.devices lists them (at most MaxDevices,
+//     4, distinct); each is known by its index in that list. The agent
+//     enters the container's namespace once and opens one libpcap handle
+//     per device, each with its own kernel ring and queue. Started.devices
+//     says, by index, which devices started (with their link type) and
+//     why the others did not (an Error each); if none started the agent
+//     answers Error instead of Started. The packets come in DevicePackets
+//     frames, each holding packets of one device in timestamp order;
+//     frames of different devices interleave. Stats and End carry the
+//     counters of each device in stats.devices, by index, and their sums
+//     in the usual fields. When one device's capture ends on its own (a
+//     limit, an error, the container gone), the agent stops the others
+//     with the same reason, draining. An API sends devices only to agents
+//     that negotiated version 2; a request without devices is a capture
+//     of device alone, answered exactly as in version 1 (Packets frames,
+//     no per-device fields).
+//
 //   - Stop streams (version 2) are opened by the API to stop a capture
 //     that another API replica streams (the replicas share nothing, but
 //     each reaches every agent):
@@ -69,8 +87,8 @@
 // reset), and reads exactly N payload bytes. A receiver never allocates
 // more than MaxPayload for a frame whatever the input.
 //
-// Payloads of control frames (every type except Packets) are one JSON
-// object. Unknown JSON fields are ignored, so a newer peer may add fields
+// Payloads of control frames (every type except Packets and
+// DevicePackets) are one JSON object. Unknown JSON fields are ignored, so a newer peer may add fields
 // to a message without a version change.
 //
 // A Packets payload is a sequence of packet records, no count, no padding:
@@ -85,6 +103,21 @@
 // A record that does not fit in the remaining payload, or whose lengths
 // contradict each other, makes the whole frame malformed; the receiver
 // discards the frame, treats the stream as broken and says so.
+//
+// A DevicePackets payload (version 2, type 13) is one byte, the device's
+// index in CaptureRequest.devices, followed by packet records exactly as
+// in a Packets payload:
+//
+//	offset  size  field
+//	0       1     device index D, below MaxDevices and below the number of
+//	              devices requested, of a device that started
+//	1       ...   packet records of device D, link type as in
+//	              Started.devices[D]
+//
+// An empty payload, an index out of range, or an index of a device that
+// did not start makes the frame malformed, as a bad record does. The index
+// is per frame, not per record: the agent reads each device's handle into
+// batches of its own.
 //
 // # Unknown frame types
 //
@@ -105,6 +138,8 @@
 // A newer API therefore keeps older agents working for as long as it still
 // speaks their version, and vice versa. Both sides send only frames of the
 // chosen version afterwards. This package speaks versions 1 and 2;
-// version 2 adds stop streams (StopCapture, StopResult) and
-// CaptureRequest.owner.
+// version 2 adds stop streams (StopCapture, StopResult),
+// CaptureRequest.owner, and captures of several devices
+// (CaptureRequest.devices, Started.devices, Stats.devices, DevicePackets
+// frames).
 package wire

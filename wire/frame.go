@@ -25,6 +25,7 @@ const (
 	TypeEnd            Type = 10 // agent → API, last frame of a capture
 	TypeStopCapture    Type = 11 // API → agent, opens a stop stream (version 2)
 	TypeStopResult     Type = 12 // agent → API, answers StopCapture (version 2)
+	TypeDevicePackets  Type = 13 // agent → API, binary payload of one device of several (version 2)
 )
 
 var typeNames = [...]string{
@@ -40,6 +41,7 @@ var typeNames = [...]string{
 	TypeEnd:            "end",
 	TypeStopCapture:    "stop_capture",
 	TypeStopResult:     "stop_result",
+	TypeDevicePackets:  "device_packets",
 }
 
 func (t Type) String() string {
@@ -183,14 +185,15 @@ func (w *Writer) WriteMessage(m Message) error {
 	return w.WriteFrame(m.Type(), p)
 }
 
-// WriteBatch writes a packet batch. The batch already holds its frame
-// header, so the packet bytes are not copied again.
+// WriteBatch writes a packet batch (a Packets or DevicePackets frame).
+// The batch already holds its frame header, so the packet bytes are not
+// copied again.
 func (w *Writer) WriteBatch(b *Batch) error {
 	frame := b.Frame()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if _, err := w.w.Write(frame); err != nil {
-		return fmt.Errorf("write packets frame: %w", err)
+		return fmt.Errorf("write %s frame: %w", b.frameType(), err)
 	}
 	return nil
 }

@@ -21,6 +21,10 @@ func FuzzReader(f *testing.F) {
 	b.Append(2, 1500, make([]byte, 96))
 	_ = w.WriteBatch(&b)
 	f.Add(bytes.Clone(stream.Bytes()))
+	db := NewDeviceBatch(1, 256)
+	db.Append(3, 60, make([]byte, 60))
+	_ = w.WriteBatch(db)
+	f.Add(bytes.Clone(stream.Bytes()))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := NewReader(bytes.NewReader(data))
@@ -34,8 +38,18 @@ func FuzzReader(f *testing.F) {
 				t.Fatalf("reader buffer grew to %d", cap(r.buf))
 			}
 			switch {
-			case fr.Type == TypePackets:
-				pkts, err = DecodePackets(fr.Payload, pkts[:0])
+			case fr.Type == TypePackets || fr.Type == TypeDevicePackets:
+				records := fr.Payload
+				if fr.Type == TypeDevicePackets {
+					var dev int
+					dev, pkts, err = DecodeDevicePackets(fr.Payload, pkts[:0])
+					if err == nil && (dev < 0 || dev >= MaxDevices) {
+						t.Fatalf("device index %d accepted", dev)
+					}
+					records = fr.Payload[min(len(fr.Payload), DeviceHeaderSize):]
+				} else {
+					pkts, err = DecodePackets(fr.Payload, pkts[:0])
+				}
 				if err == nil {
 					total := 0
 					for _, p := range pkts {
@@ -44,8 +58,8 @@ func FuzzReader(f *testing.F) {
 							t.Fatalf("packet data %d longer than its length %d", len(p.Data), p.Length)
 						}
 					}
-					if total != len(fr.Payload) {
-						t.Fatalf("packets cover %d of %d payload bytes", total, len(fr.Payload))
+					if total != len(records) {
+						t.Fatalf("packets cover %d of %d record bytes", total, len(records))
 					}
 				}
 			case fr.Type.Known():
@@ -54,7 +68,9 @@ func FuzzReader(f *testing.F) {
 					t.Fatalf("decoded %s from a %s frame", m.Type(), fr.Type)
 				}
 				if req, ok := m.(*CaptureRequest); ok {
-					_ = req.Validate()
+					if req.Validate() == nil && len(req.DeviceList()) > MaxDevices {
+						t.Fatalf("%d devices accepted", len(req.DeviceList()))
+					}
 				}
 				if h, ok := m.(*Hello); ok {
 					_ = ValidateHello(h)
@@ -88,4 +104,44 @@ func FuzzDecodePackets(f *testing.F) {
 			t.Fatal("re-encoding a decoded payload changed it")
 		}
 	})
+}
+
+// FuzzDecodeDevicePackets checks the parser of DevicePackets payloads: a
+// device index below MaxDevices, then records.
+func FuzzDecodeDevicePackets(f *testing.F) {
+	for _, seed := range devicePacketsSeeds() {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		dev, pkts, err := DecodeDevicePackets(payload, nil)
+		if err != nil {
+			if len(pkts) != 0 {
+				t.Fatalf("error with %d packets", len(pkts))
+			}
+			return
+		}
+		if dev < 0 || dev >= MaxDevices {
+			t.Fatalf("device index %d accepted", dev)
+		}
+		re := NewDeviceBatch(dev, 0)
+		for _, p := range pkts {
+			re.Append(p.Timestamp, p.Length, p.Data)
+		}
+		if !bytes.Equal(re.Frame()[HeaderSize:], payload) {
+			t.Fatal("re-encoding a decoded payload changed it")
+		}
+	})
+}
+
+// devicePacketsSeeds are DevicePackets payloads: two records of device 1,
+// an empty batch of the last device, and an index beyond MaxDevices.
+func devicePacketsSeeds() [][]byte {
+	b := NewDeviceBatch(1, 0)
+	b.Append(1, 3, []byte{1, 2, 3})
+	b.Append(2, 10, []byte{4})
+	return [][]byte{
+		bytes.Clone(b.Frame()[HeaderSize:]),
+		bytes.Clone(NewDeviceBatch(MaxDevices-1, 0).Frame()[HeaderSize:]),
+		{MaxDevices, 0},
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 )
@@ -70,9 +71,16 @@ type CaptureRequest struct {
 	Index        int    `json:"index"`
 	InstanceGUID string `json:"instance_guid,omitempty"`
 
-	Device  string `json:"device"`
-	Filter  string `json:"filter,omitempty"`
-	Snaplen int    `json:"snaplen"`
+	Device string `json:"device"`
+	// Devices, when set (version 2), names every device of a capture of
+	// several: at most MaxDevices, distinct. The agent then captures each
+	// on the one stream, answers Started.Devices, sends DevicePackets
+	// frames and counts Stats.Devices, all by the index of the device in
+	// this list; Device is ignored (the API sets it to the first). Without
+	// Devices the capture is of Device alone, as in version 1.
+	Devices []string `json:"devices,omitempty"`
+	Filter  string   `json:"filter,omitempty"`
+	Snaplen int      `json:"snaplen"`
 	// Duration and MaxPackets bound the capture on the agent's side too,
 	// so that a capture ends even if the API forgets it. Zero: no bound.
 	DurationMillis int64  `json:"duration_ms,omitempty"`
@@ -91,21 +99,47 @@ func (r *CaptureRequest) Duration() time.Duration {
 	return time.Duration(r.DurationMillis) * time.Millisecond
 }
 
+// DeviceList is the devices to capture: Devices, or Device alone.
+func (r *CaptureRequest) DeviceList() []string {
+	if len(r.Devices) > 0 {
+		return r.Devices
+	}
+	return []string{r.Device}
+}
+
 // Validate checks what the agent can check without libpcap.
 func (r *CaptureRequest) Validate() error {
+	if err := ValidateDevices(r.DeviceList()); err != nil {
+		return err
+	}
 	switch {
 	case r.AppGUID == "" && r.InstanceGUID == "":
 		return errors.New("capture request names no container: app_guid and instance_guid are empty")
 	case r.Index < 0:
 		return fmt.Errorf("instance index %d is negative", r.Index)
-	case !ValidDevice(r.Device):
-		return fmt.Errorf("device %q is not a valid interface name", r.Device)
 	case r.Snaplen < 1 || r.Snaplen > MaxSnaplen:
 		return fmt.Errorf("snaplen %d is outside 1..%d", r.Snaplen, MaxSnaplen)
 	case len(r.Filter) > MaxFilterLength:
 		return fmt.Errorf("filter is %d characters long, maximum %d", len(r.Filter), MaxFilterLength)
 	case r.DurationMillis < 0:
 		return fmt.Errorf("duration %dms is negative", r.DurationMillis)
+	}
+	return nil
+}
+
+// ValidateDevices checks a capture's devices: one to MaxDevices valid
+// interface names, none twice.
+func ValidateDevices(devices []string) error {
+	if len(devices) == 0 || len(devices) > MaxDevices {
+		return fmt.Errorf("%d devices, want 1 to %d", len(devices), MaxDevices)
+	}
+	for i, d := range devices {
+		if !ValidDevice(d) {
+			return fmt.Errorf("device %q is not a valid interface name", d)
+		}
+		if slices.Contains(devices[:i], d) {
+			return fmt.Errorf("device %s is named twice", d)
+		}
 	}
 	return nil
 }
@@ -127,6 +161,21 @@ type Started struct {
 	Device   string `json:"device"`
 	// Container is the garden handle of the captured container, for logs.
 	Container string `json:"container,omitempty"`
+	// Devices answers a request with CaptureRequest.Devices (version 2):
+	// one entry per requested device, in the request's order, each
+	// started or failed. At least one has started (otherwise the agent
+	// answers Error); LinkType and Device above are then the first
+	// started one's.
+	Devices []DeviceStart `json:"devices,omitempty"`
+}
+
+// DeviceStart is how one device of a capture of several started.
+type DeviceStart struct {
+	Device string `json:"device"`
+	// LinkType is libpcap's DLT of the device's capture; 0 when Error
+	// says why the device could not be captured.
+	LinkType int    `json:"link_type,omitempty"`
+	Error    *Error `json:"error,omitempty"`
 }
 
 // Error refuses a CaptureRequest (agent → API) with a typed reason.
@@ -155,6 +204,15 @@ const (
 // Stats are cumulative counters of one capture (agent → API), sent
 // periodically and in End.
 type Stats struct {
+	Counters
+	// Devices are the counters of each device of a capture of several
+	// (version 2), in the request's order; Counters are their sums, for
+	// readers of version 1.
+	Devices []Counters `json:"devices,omitempty"`
+}
+
+// Counters are a capture's (or one device's) cumulative counters.
+type Counters struct {
 	// Packets and Bytes were handed to the API (Bytes counts captured bytes).
 	Packets uint64 `json:"packets"`
 	Bytes   uint64 `json:"bytes"`
@@ -164,6 +222,15 @@ type Stats struct {
 	InterfaceDropped uint64 `json:"interface_dropped"`
 	// AgentDropped were read from libpcap but found the agent's buffer full.
 	AgentDropped uint64 `json:"agent_dropped"`
+}
+
+// Add adds o's counters to c.
+func (c *Counters) Add(o Counters) {
+	c.Packets += o.Packets
+	c.Bytes += o.Bytes
+	c.KernelDropped += o.KernelDropped
+	c.InterfaceDropped += o.InterfaceDropped
+	c.AgentDropped += o.AgentDropped
 }
 
 // Stop asks the agent to end the capture (API → agent). The agent drains
@@ -318,7 +385,9 @@ func Expect[T any, PT interface {
 }
 
 // Versions this package speaks. Version 2 adds stop streams
-// (StopCapture, StopResult) and CaptureRequest.Owner.
+// (StopCapture, StopResult), CaptureRequest.Owner, and captures of several
+// devices (CaptureRequest.Devices, Started.Devices, Stats.Devices,
+// DevicePackets frames).
 const (
 	MinVersion = 1
 	MaxVersion = 2

@@ -7,6 +7,11 @@ import (
 )
 
 const (
+	// DeviceHeaderSize is what a DevicePackets payload holds before its
+	// records: the device index.
+	DeviceHeaderSize = 1
+	// MaxDevices is the most devices one capture stream may carry.
+	MaxDevices = 4
 	// RecordHeaderSize is the size of a packet record's header in a Packets
 	// payload: timestamp, captured length, original length.
 	RecordHeaderSize = 16
@@ -29,25 +34,59 @@ type Packet struct {
 	Data   []byte
 }
 
-// Batch accumulates packet records into a ready-to-send Packets frame. Its
-// buffer starts with room for the frame header, so sending it costs no copy.
-// The zero Batch is ready to use.
+// Batch accumulates packet records into a ready-to-send Packets frame, or
+// a DevicePackets frame for a batch of one device of several. Its buffer
+// starts with room for the frame header (and the device index), so
+// sending it costs no copy. The zero Batch is a Packets batch, ready to
+// use.
 type Batch struct {
 	buf   []byte
 	count int
+	// tagged batches are DevicePackets frames of device.
+	tagged bool
+	device uint8
 }
 
-// NewBatch returns an empty batch whose buffer holds payloadCap bytes of
-// records without growing.
+// NewBatch returns an empty Packets batch whose buffer holds payloadCap
+// bytes of records without growing.
 func NewBatch(payloadCap int) *Batch {
 	return &Batch{buf: make([]byte, HeaderSize, HeaderSize+payloadCap)}
 }
 
+// NewDeviceBatch returns an empty DevicePackets batch of device (an index
+// below MaxDevices) whose buffer holds payloadCap bytes of records without
+// growing.
+func NewDeviceBatch(device, payloadCap int) *Batch {
+	b := &Batch{tagged: true, device: uint8(device)}
+	b.buf = make([]byte, b.start(), b.start()+payloadCap)
+	return b
+}
+
+// start is where the records begin in buf: after the frame header and,
+// in a DevicePackets frame, the device index.
+func (b *Batch) start() int {
+	if b.tagged {
+		return HeaderSize + DeviceHeaderSize
+	}
+	return HeaderSize
+}
+
+func (b *Batch) frameType() Type {
+	if b.tagged {
+		return TypeDevicePackets
+	}
+	return TypePackets
+}
+
+func (b *Batch) init() {
+	if b.buf == nil {
+		b.buf = make([]byte, b.start(), b.start()+64<<10)
+	}
+}
+
 // Append adds a packet. The caller must have checked Fits.
 func (b *Batch) Append(ts int64, length int, data []byte) {
-	if b.buf == nil {
-		b.buf = make([]byte, HeaderSize, HeaderSize+64<<10)
-	}
+	b.init()
 	b.buf = binary.BigEndian.AppendUint64(b.buf, uint64(ts))
 	b.buf = binary.BigEndian.AppendUint32(b.buf, uint32(len(data)))
 	b.buf = binary.BigEndian.AppendUint32(b.buf, uint32(length))
@@ -58,15 +97,12 @@ func (b *Batch) Append(ts int64, length int, data []byte) {
 // Fits reports whether a packet with n captured bytes can be added without
 // exceeding MaxPayload.
 func (b *Batch) Fits(n int) bool {
-	return b.Size()+RecordHeaderSize+n <= MaxPayload
+	return b.start()-HeaderSize+b.Size()+RecordHeaderSize+n <= MaxPayload
 }
 
-// Size is the payload size so far.
+// Size is the size of the records so far.
 func (b *Batch) Size() int {
-	if len(b.buf) < HeaderSize {
-		return 0
-	}
-	return len(b.buf) - HeaderSize
+	return max(len(b.buf)-b.start(), 0)
 }
 
 // Count is the number of packets in the batch.
@@ -76,9 +112,7 @@ func (b *Batch) Count() int { return b.count }
 // records itself (the agent's libpcap callback) writes them there, in the
 // layout of a Packets payload, and adds them with Commit.
 func (b *Batch) Spare() []byte {
-	if b.buf == nil {
-		b.buf = make([]byte, HeaderSize, HeaderSize+64<<10)
-	}
+	b.init()
 	return b.buf[len(b.buf):cap(b.buf)]
 }
 
@@ -89,25 +123,26 @@ func (b *Batch) Commit(n, count int) {
 	b.count += count
 }
 
-// Cap is the payload the batch's buffer holds without growing: the memory
-// it keeps.
-func (b *Batch) Cap() int { return max(cap(b.buf)-HeaderSize, 0) }
+// Cap is the size of records the batch's buffer holds without growing:
+// the memory it keeps.
+func (b *Batch) Cap() int { return max(cap(b.buf)-b.start(), 0) }
 
 // Reset empties the batch and keeps its buffer.
 func (b *Batch) Reset() {
 	if b.buf != nil {
-		b.buf = b.buf[:HeaderSize]
+		b.buf = b.buf[:b.start()]
 	}
 	b.count = 0
 }
 
-// Frame fills in the header and returns the whole frame, aliasing the
-// batch's buffer.
+// Frame fills in the header (and the device index) and returns the whole
+// frame, aliasing the batch's buffer.
 func (b *Batch) Frame() []byte {
-	if b.buf == nil {
-		b.buf = make([]byte, HeaderSize)
+	b.init()
+	appendHeader(b.buf[:0], b.frameType(), len(b.buf)-HeaderSize)
+	if b.tagged {
+		b.buf[HeaderSize] = b.device
 	}
-	appendHeader(b.buf[:0], TypePackets, b.Size())
 	return b.buf
 }
 
@@ -126,6 +161,30 @@ func DecodePackets(payload []byte, dst []Packet) ([]Packet, error) {
 		off = end
 	}
 	return dst, nil
+}
+
+// DeviceRecords splits a DevicePackets payload into its device index
+// (below MaxDevices) and its records, which are laid out as in a Packets
+// payload and are not checked here.
+func DeviceRecords(payload []byte) (device int, records []byte, err error) {
+	if len(payload) < DeviceHeaderSize {
+		return 0, nil, fmt.Errorf("%w: device packets frame without a device index", ErrMalformedPackets)
+	}
+	if d := int(payload[0]); d >= MaxDevices {
+		return 0, nil, fmt.Errorf("%w: device index %d, at most %d devices", ErrMalformedPackets, d, MaxDevices)
+	}
+	return int(payload[0]), payload[DeviceHeaderSize:], nil
+}
+
+// DecodeDevicePackets is DecodePackets for a DevicePackets payload: it
+// also returns the payload's device index.
+func DecodeDevicePackets(payload []byte, dst []Packet) (int, []Packet, error) {
+	device, records, err := DeviceRecords(payload)
+	if err != nil {
+		return 0, dst, err
+	}
+	dst, err = DecodePackets(records, dst)
+	return device, dst, err
 }
 
 // CountPackets checks a Packets payload as DecodePackets does and returns

@@ -19,11 +19,16 @@ func allMessages() []Message {
 		&CaptureRequest{CaptureID: "c1", AppGUID: "app", ProcessType: "web", Index: 2, InstanceGUID: "inst", Device: "eth0", Filter: "tcp port 8080", Snaplen: 96, DurationMillis: 1500, MaxPackets: 10, Owner: "user-guid"},
 		&Started{LinkType: 1, Snaplen: 96, Device: "eth0", Container: "handle"},
 		&Error{Code: ErrBadFilter, Message: "syntax error"},
-		&Stats{Packets: 1, Bytes: 2, KernelDropped: 3, InterfaceDropped: 4, AgentDropped: 5},
+		&Stats{Counters: Counters{Packets: 1, Bytes: 2, KernelDropped: 3, InterfaceDropped: 4, AgentDropped: 5}},
 		&Stop{Reason: EndClientGone},
-		&End{Reason: EndDuration, Message: "m", Stats: Stats{Packets: 9}},
+		&End{Reason: EndDuration, Message: "m", Stats: Stats{Counters: Counters{Packets: 9}}},
 		&StopCapture{CaptureID: "c1", AppGUID: "app", Requester: "user-guid", Admin: true},
 		&StopResult{Outcome: StopStopping, Streams: 2},
+		// Version 2: a capture of several devices.
+		&CaptureRequest{CaptureID: "c2", AppGUID: "app", Index: 0, Device: "eth0", Devices: []string{"eth0", "lo"}, Snaplen: 65535, Owner: "user-guid"},
+		&Started{LinkType: 1, Snaplen: 65535, Device: "eth0", Container: "handle", Devices: []DeviceStart{
+			{Device: "eth0", LinkType: 1}, {Device: "nosuch0", Error: &Error{Code: ErrNoSuchDevice, Message: "no such device"}}}},
+		&Stats{Counters: Counters{Packets: 3, Bytes: 300, KernelDropped: 1}, Devices: []Counters{{Packets: 1, Bytes: 100}, {Packets: 2, Bytes: 200, KernelDropped: 1}}},
 	}
 }
 
@@ -39,7 +44,7 @@ func TestMessagesRoundTrip(t *testing.T) {
 		seen[m.Type()] = true
 	}
 	for typ := Type(0); typ < 255; typ++ {
-		if typ.Known() && typ != TypePackets && !seen[typ] {
+		if typ.Known() && typ != TypePackets && typ != TypeDevicePackets && !seen[typ] {
 			t.Errorf("no round-trip case for %s", typ)
 		}
 	}
@@ -112,6 +117,55 @@ func TestPacketsRoundTrip(t *testing.T) {
 	b.Reset()
 	if b.Count() != 0 || b.Size() != 0 {
 		t.Fatal("Reset kept packets")
+	}
+}
+
+// A batch of one device of several is a DevicePackets frame: the device
+// index, then records as in a Packets payload.
+func TestDevicePacketsRoundTrip(t *testing.T) {
+	b := NewDeviceBatch(3, 1024)
+	b.Append(7, 60, bytes.Repeat([]byte{7}, 60))
+	spare := b.Spare()
+	n := copy(spare, b.Frame()[HeaderSize+DeviceHeaderSize:]) // the same record again, as the agent's reader writes it
+	b.Commit(n, 1)
+	if b.Count() != 2 || b.Size() != 2*(RecordHeaderSize+60) || b.Cap() != 1024 {
+		t.Fatalf("count %d size %d cap %d", b.Count(), b.Size(), b.Cap())
+	}
+	var stream bytes.Buffer
+	if err := NewWriter(&stream).WriteBatch(b); err != nil {
+		t.Fatal(err)
+	}
+	f, err := NewReader(&stream).Next()
+	if err != nil || f.Type != TypeDevicePackets || len(f.Payload) != 1+b.Size() {
+		t.Fatalf("frame %v of %d bytes, %v", f.Type, len(f.Payload), err)
+	}
+	dev, pkts, err := DecodeDevicePackets(f.Payload, nil)
+	if err != nil || dev != 3 || len(pkts) != 2 || pkts[1].Timestamp != 7 || pkts[1].Length != 60 {
+		t.Fatalf("device %d, packets %+v, %v", dev, pkts, err)
+	}
+	b.Reset()
+	if b.Size() != 0 || b.Count() != 0 || len(b.Frame()) != HeaderSize+DeviceHeaderSize {
+		t.Fatal("Reset kept packets or lost the device index")
+	}
+	for name, payload := range map[string][]byte{
+		"empty":          {},
+		"device too big": {MaxDevices},
+		"bad record":     {0, 1, 2, 3},
+	} {
+		if _, _, err := DecodeDevicePackets(payload, nil); !errors.Is(err, ErrMalformedPackets) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+func TestDeviceBatchFitsAtMaximum(t *testing.T) {
+	b := NewDeviceBatch(1, 0)
+	big := make([]byte, MaxSnaplen)
+	for b.Fits(len(big)) {
+		b.Append(1, len(big), big)
+	}
+	if len(b.Frame())-HeaderSize > MaxPayload {
+		t.Fatalf("payload %d exceeds the maximum", len(b.Frame())-HeaderSize)
 	}
 }
 
@@ -230,6 +284,22 @@ func TestCaptureRequestValidate(t *testing.T) {
 	for name, mutate := range bad {
 		r := good
 		mutate(&r)
+		if err := r.Validate(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	several := good
+	several.Device, several.Devices = "", []string{"eth0", "lo"}
+	if err := several.Validate(); err != nil || len(several.DeviceList()) != 2 {
+		t.Fatalf("two devices: %v", err)
+	}
+	for name, devices := range map[string][]string{
+		"twice":    {"eth0", "lo", "eth0"},
+		"too many": {"a", "b", "c", "d", "e"},
+		"bad name": {"eth0", "a/b"},
+	} {
+		r := several
+		r.Devices = devices
 		if err := r.Validate(); err == nil {
 			t.Errorf("%s: accepted", name)
 		}

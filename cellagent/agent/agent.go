@@ -93,7 +93,7 @@ type Agent struct {
 // runningCapture is one capture stream, as a stop request sees it.
 type runningCapture struct {
 	appGUID, owner string
-	c              *capture.Capture
+	d              *devices
 }
 
 // New returns an agent.
@@ -160,7 +160,7 @@ func (a *Agent) stop(req *wire.StopCapture) *wire.StopResult {
 		}
 	}
 	for _, rc := range found {
-		rc.c.Stop(wire.EndRequested, true)
+		rc.d.Stop(wire.EndRequested, true)
 	}
 	return &wire.StopResult{Outcome: wire.StopStopping, Streams: len(found)}
 }
@@ -185,7 +185,7 @@ func (a *Agent) register(id string, rc *runningCapture) (unregister func()) {
 func (a *Agent) serveCapture(ctx context.Context, stream net.Conn, r *wire.Reader, w *wire.Writer, req *wire.CaptureRequest) {
 	log := a.log.With("capture_id", req.CaptureID, "app_guid", req.AppGUID, "index", req.Index)
 
-	c, container, werr := a.start(ctx, req, log)
+	d, container, werr := a.start(ctx, req, log)
 	if werr != nil {
 		a.opts.Metrics.Request(string(werr.Code))
 		log.Info("capture refused", "code", werr.Code, "error", werr.Message)
@@ -196,30 +196,35 @@ func (a *Agent) serveCapture(ctx context.Context, stream net.Conn, r *wire.Reade
 	a.opts.Metrics.CapturesChanged(1)
 	defer a.opts.Metrics.CapturesChanged(-1)
 	defer a.active.Add(-1)
-	started := &wire.Started{LinkType: c.LinkType(), Snaplen: req.Snaplen, Device: req.Device, Container: container.Handle}
+	started := d.started(req, container.Handle)
 	if err := w.WriteMessage(started); err != nil {
-		c.Start()
-		c.Stop(wire.EndClientGone, false)
-		<-c.Done()
+		d.Start()
+		d.Stop(wire.EndClientGone, false)
+		d.wait()
 		log.Warn("API gone before the capture started", "error", err)
 		return
 	}
-	c.Start()
-	defer a.register(req.CaptureID, &runningCapture{appGUID: req.AppGUID, owner: req.Owner, c: c})()
-	log.Info("capture started", "container", container.Handle, "device", req.Device, "filter", req.Filter, "snaplen", req.Snaplen)
+	d.Start()
+	defer a.register(req.CaptureID, &runningCapture{appGUID: req.AppGUID, owner: req.Owner, d: d})()
+	log.Info("capture started", "container", container.Handle, "devices", d.names, "filter", req.Filter, "snaplen", req.Snaplen)
+	for k, e := range d.errs {
+		if e != nil {
+			log.Info("device not captured", "device", d.names[k], "code", e.Code, "error", e.Message)
+		}
+	}
 
 	apiDone := make(chan struct{})
 	go func() {
 		defer close(apiDone)
-		a.readAPI(r, c, log)
+		a.readAPI(r, d, log)
 	}()
-	stopOnShutdown := context.AfterFunc(ctx, func() { c.Stop(wire.EndAgentDraining, true) })
+	stopOnShutdown := context.AfterFunc(ctx, func() { d.Stop(wire.EndAgentDraining, true) })
 	defer stopOnShutdown()
 
-	a.pump(w, c, log)
+	a.pump(w, d, log)
 
-	reason, endErr := c.Result()
-	end := &wire.End{Reason: reason, Stats: c.Stats()}
+	reason, endErr := d.Result()
+	end := &wire.End{Reason: reason, Stats: d.Stats()}
 	if endErr != nil {
 		end.Message = endErr.Error()
 	}
@@ -235,9 +240,9 @@ func (a *Agent) serveCapture(ctx context.Context, stream net.Conn, r *wire.Reade
 	<-apiDone
 }
 
-// start checks limits, finds the container and opens the capture. On
-// failure it returns the Error to send.
-func (a *Agent) start(ctx context.Context, req *wire.CaptureRequest, log *slog.Logger) (*capture.Capture, Container, *wire.Error) {
+// start checks limits, finds the container and opens the capture of
+// every device. On failure it returns the Error to send.
+func (a *Agent) start(ctx context.Context, req *wire.CaptureRequest, log *slog.Logger) (*devices, Container, *wire.Error) {
 	if err := req.Validate(); err != nil {
 		return nil, Container{}, &wire.Error{Code: wire.ErrBadRequest, Message: err.Error()}
 	}
@@ -248,9 +253,9 @@ func (a *Agent) start(ctx context.Context, req *wire.CaptureRequest, log *slog.L
 		a.active.Add(-1)
 		return nil, Container{}, &wire.Error{Code: wire.ErrLimit, Message: fmt.Sprintf("the cell's agent already runs its maximum of %d captures", a.opts.MaxCaptures)}
 	}
-	fail := func(code wire.ErrorCode, msg string) (*capture.Capture, Container, *wire.Error) {
+	fail := func(e *wire.Error) (*devices, Container, *wire.Error) {
 		a.active.Add(-1)
-		return nil, Container{}, &wire.Error{Code: code, Message: msg}
+		return nil, Container{}, e
 	}
 	lctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
@@ -263,13 +268,12 @@ func (a *Agent) start(ctx context.Context, req *wire.CaptureRequest, log *slog.L
 			code, msg = le.Code, le.Msg
 		}
 		a.opts.Metrics.Lookup(time.Since(started), code)
-		return fail(code, msg)
+		return fail(&wire.Error{Code: code, Message: msg})
 	}
 	a.opts.Metrics.Lookup(time.Since(started), "")
-	c, err := capture.Open(capture.Options{
+	d, werr := openDevices(req, capture.Options{
 		NetnsPath:   container.NetnsPath,
 		AllowHost:   a.opts.AllowHost,
-		Device:      req.Device,
 		Filter:      req.Filter,
 		Snaplen:     req.Snaplen,
 		RingBytes:   a.opts.RingBytes,
@@ -278,22 +282,18 @@ func (a *Agent) start(ctx context.Context, req *wire.CaptureRequest, log *slog.L
 		MaxPackets:  req.MaxPackets,
 		Duration:    req.Duration(),
 	})
-	if err != nil {
-		var oe *capture.OpenError
-		if errors.As(err, &oe) {
-			return fail(oe.Code, oe.Msg)
-		}
-		return fail(wire.ErrInternal, err.Error())
+	if werr != nil {
+		return fail(werr)
 	}
-	return c, container, nil
+	return d, container, nil
 }
 
 // readAPI waits for Stop; the stream's end means the API is gone.
-func (a *Agent) readAPI(r *wire.Reader, c *capture.Capture, log *slog.Logger) {
+func (a *Agent) readAPI(r *wire.Reader, d *devices, log *slog.Logger) {
 	for {
 		f, err := r.NextKnown(func(t wire.Type) { log.Debug("skipping unknown frame", "type", t) })
 		if err != nil {
-			c.Stop(wire.EndClientGone, false)
+			d.Stop(wire.EndClientGone, false)
 			return
 		}
 		if f.Type != wire.TypeStop {
@@ -303,22 +303,22 @@ func (a *Agent) readAPI(r *wire.Reader, c *capture.Capture, log *slog.Logger) {
 		m, err := wire.Decode(f)
 		if err != nil {
 			log.Warn("bad stop frame", "error", err)
-			c.Stop(wire.EndRequested, true)
+			d.Stop(wire.EndRequested, true)
 			continue
 		}
-		c.Stop(m.(*wire.Stop).Reason, true)
+		d.Stop(m.(*wire.Stop).Reason, true)
 	}
 }
 
-// pump sends batches and periodic counters until the capture has ended and
-// its last batch is sent. If the stream fails, the capture is aborted and
-// the rest is discarded.
-func (a *Agent) pump(w *wire.Writer, c *capture.Capture, log *slog.Logger) {
+// pump sends batches of every device and periodic counters until every
+// device's capture has ended and its last batch is sent. If the stream
+// fails, the captures are aborted and the rest is discarded.
+func (a *Agent) pump(w *wire.Writer, d *devices, log *slog.Logger) {
 	ticker := time.NewTicker(statsInterval)
 	defer ticker.Stop()
 	var counted wire.Stats // what the metrics have seen
 	progress := func() {
-		now := c.Stats()
+		now := d.Stats()
 		a.opts.Metrics.Progress(counted, now)
 		counted = now
 	}
@@ -328,29 +328,52 @@ func (a *Agent) pump(w *wire.Writer, c *capture.Capture, log *slog.Logger) {
 		if !broken {
 			broken = true
 			log.Warn("capture stream broken", "error", err)
-			c.Stop(wire.EndClientGone, false)
+			d.Stop(wire.EndClientGone, false)
 		}
 	}
-	for {
+	// One channel per device, nil once the device has ended (and for
+	// the devices a capture does not have): a select needs no allocation,
+	// which a reflect.Select would.
+	var batches [maxPumpDevices]<-chan *wire.Batch
+	running := 0
+	for k, c := range d.caps {
+		if c != nil {
+			batches[k] = c.Batches()
+			running++
+		}
+	}
+	for running > 0 {
+		var k int
+		var b *wire.Batch
+		var ok bool
 		select {
-		case b, ok := <-c.Batches():
-			if !ok {
-				return
-			}
+		case b, ok = <-batches[0]:
+		case b, ok = <-batches[1]:
+			k = 1
+		case b, ok = <-batches[2]:
+			k = 2
+		case b, ok = <-batches[3]:
+			k = 3
+		case <-ticker.C:
+			progress()
 			if !broken {
-				if err := w.WriteBatch(b); err != nil {
+				if err := w.WriteMessage(&counted); err != nil {
 					fail(err)
 				}
 			}
-			c.Release(b)
-		case <-ticker.C:
-			progress()
-			if broken {
-				continue
-			}
-			if err := w.WriteMessage(&counted); err != nil {
+			continue
+		}
+		if !ok {
+			batches[k] = nil
+			running--
+			d.deviceEnded(k)
+			continue
+		}
+		if !broken {
+			if err := w.WriteBatch(b); err != nil {
 				fail(err)
 			}
 		}
+		d.caps[k].Release(b)
 	}
 }

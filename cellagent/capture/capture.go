@@ -51,6 +51,11 @@ type Options struct {
 	// Compiler compiles Filter outside this process; nil: the default
 	// budget.
 	Compiler *bpfcompile.Compiler
+	// DeviceFrames makes the batches DevicePackets frames of device
+	// DeviceIndex: the capture is one of several devices on one stream.
+	// OpenDevices sets DeviceIndex.
+	DeviceFrames bool
+	DeviceIndex  int
 }
 
 const (
@@ -107,25 +112,59 @@ type stopRequest struct {
 // Open enters the namespace and activates libpcap there. The returned
 // capture is not reading yet: call Start.
 func Open(o Options) (*Capture, error) {
-	if o.ReadTimeout <= 0 {
-		return nil, &OpenError{Code: wire.ErrInternal, Msg: "read timeout must be positive"}
+	caps, errs := OpenDevices(o, []string{o.Device})
+	return caps[0], errs[0]
+}
+
+// OpenDevices opens a capture of each device, entering the namespace
+// once: caps[k] captures devices[k], or is nil and errs[k] (an
+// *OpenError) says why. Each capture has its own kernel ring and queue of
+// the sizes in o, and is started and stopped on its own.
+func OpenDevices(o Options, devices []string) (caps []*Capture, errs []error) {
+	caps, errs = make([]*Capture, len(devices)), make([]error, len(devices))
+	failAll := func(err error) ([]*Capture, []error) {
+		for k := range errs {
+			errs[k] = err
+		}
+		return caps, errs
 	}
-	var h *pcap.Handle
+	if o.ReadTimeout <= 0 {
+		return failAll(&OpenError{Code: wire.ErrInternal, Msg: "read timeout must be positive"})
+	}
+	handles := make([]*pcap.Handle, len(devices))
 	err := nsenter.Do(o.NetnsPath, o.AllowHost, func() error {
-		var err error
-		h, err = activate(o)
-		return err
+		for k, dev := range devices {
+			od := o
+			od.Device = dev
+			handles[k], errs[k] = activate(od)
+		}
+		return nil
 	})
 	if err != nil {
-		var oe *OpenError
-		if errors.As(err, &oe) {
-			return nil, oe
+		for _, h := range handles {
+			if h != nil {
+				h.Close()
+			}
 		}
 		if errors.Is(err, nsenter.ErrOwnNamespace) {
-			return nil, &OpenError{Code: wire.ErrNoNetns, Msg: "refusing to capture in the host's network namespace", Err: err}
+			return failAll(&OpenError{Code: wire.ErrNoNetns, Msg: "refusing to capture in the host's network namespace", Err: err})
 		}
-		return nil, &OpenError{Code: wire.ErrNoNetns, Msg: fmt.Sprintf("cannot enter the container's network namespace: %v", err), Err: err}
+		return failAll(&OpenError{Code: wire.ErrNoNetns, Msg: fmt.Sprintf("cannot enter the container's network namespace: %v", err), Err: err})
 	}
+	for k, h := range handles {
+		if h == nil {
+			continue
+		}
+		od := o
+		od.Device, od.DeviceIndex = devices[k], k
+		caps[k], errs[k] = newCapture(od, h)
+	}
+	return caps, errs
+}
+
+// newCapture reads an activated handle; it closes the handle if it
+// cannot.
+func newCapture(o Options, h *pcap.Handle) (*Capture, error) {
 	snaplen := min(max(h.SnapLen(), o.Snaplen), wire.MaxSnaplen)
 	r, err := newRing(h, snaplen)
 	if err != nil {
@@ -141,7 +180,11 @@ func Open(o Options) (*Capture, error) {
 		out:      make(chan *wire.Batch, queueSlots),
 		done:     make(chan struct{}),
 	}
-	c.pool.New = func() any { return wire.NewBatch(c.batchCap) }
+	if o.DeviceFrames {
+		c.pool.New = func() any { return wire.NewDeviceBatch(o.DeviceIndex, c.batchCap) }
+	} else {
+		c.pool.New = func() any { return wire.NewBatch(c.batchCap) }
+	}
 	return c, nil
 }
 
@@ -168,7 +211,7 @@ func activate(o Options) (*pcap.Handle, error) {
 	h, err := inactive.Activate()
 	if err != nil {
 		code := wire.ErrInternal
-		if strings.Contains(err.Error(), "No Such Device") {
+		if msg := err.Error(); strings.Contains(msg, "No Such Device") || strings.Contains(msg, "Interface Not Up") {
 			code = wire.ErrNoSuchDevice
 		}
 		return nil, &OpenError{Code: code, Msg: fmt.Sprintf("open device %s in the container: %v", o.Device, err), Err: err}
@@ -257,8 +300,8 @@ func (c *Capture) Done() <-chan struct{} { return c.done }
 func (c *Capture) Result() (wire.EndReason, error) { return c.reason, c.endErr }
 
 // Stats returns the counters so far; safe to call at any time.
-func (c *Capture) Stats() wire.Stats {
-	return wire.Stats{
+func (c *Capture) Stats() wire.Counters {
+	return wire.Counters{
 		Packets:          c.packets.Load(),
 		Bytes:            c.bytes.Load(),
 		KernelDropped:    c.kernelDrop.Load(),

@@ -46,6 +46,18 @@ func send(t *testing.T, p *netnstest.Pair, n int) {
 // collect consumes every batch until the capture ends.
 func collect(t *testing.T, c *Capture) []wire.Packet {
 	t.Helper()
+	return collectFrames(t, c, func(frame []byte, pkts []wire.Packet) ([]wire.Packet, error) {
+		if wire.Type(frame[0]) != wire.TypePackets {
+			t.Fatalf("a %s frame", wire.Type(frame[0]))
+		}
+		return wire.DecodePackets(frame[wire.HeaderSize:], pkts)
+	})
+}
+
+// collectFrames consumes every batch until the capture ends, decoding
+// each frame with decode.
+func collectFrames(t *testing.T, c *Capture, decode func(frame []byte, pkts []wire.Packet) ([]wire.Packet, error)) []wire.Packet {
+	t.Helper()
 	var pkts []wire.Packet
 	timeout := time.After(30 * time.Second)
 	for {
@@ -56,9 +68,9 @@ func collect(t *testing.T, c *Capture) []wire.Packet {
 				return pkts
 			}
 			var err error
-			f := bytes.Clone(b.Frame()[wire.HeaderSize:])
+			f := bytes.Clone(b.Frame())
 			c.Release(b)
-			if pkts, err = wire.DecodePackets(f, pkts); err != nil {
+			if pkts, err = decode(f, pkts); err != nil {
 				t.Fatal(err)
 			}
 		case <-timeout:

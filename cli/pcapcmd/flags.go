@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cloudfoundry/pcap-server-release/wire"
 )
 
 // Options are the parsed command line of `pcap APP ...`.
@@ -17,7 +19,7 @@ type Options struct {
 	Output    string
 	Instances []int // nil: every running instance
 	Filter    string
-	Device    string
+	Devices   []string
 	Snaplen   int
 	Duration  time.Duration
 	Count     uint64
@@ -45,11 +47,11 @@ var Flags = []flagSpec{
 	{"output", "o", "FILE", "write the capture to FILE (- for stdout, to pipe into wireshark -k -i -); default APP.pcap or APP.pcapng"},
 	{"instance", "i", "INDEXES", "instance indexes to capture, comma-separated, or all (default all running instances)"},
 	{"filter", "f", "FILTER", "BPF filter, as for tcpdump, for example 'tcp port 8080'"},
-	{"device", "d", "DEVICE", "network interface in the container (default eth0)"},
+	{"device", "d", "DEVICES", "network interfaces in the container, comma-separated, at most 4 (default eth0); -d eth0,lo shows the TLS from the router on eth0 and the plaintext between envoy and the app on lo"},
 	{"snaplen", "s", "BYTES", "bytes to keep of each packet (default 65535)"},
 	{"duration", "", "DURATION", "stop after this long, for example 30s or 5m (default and maximum set by the operator)"},
 	{"count", "c", "N", "stop after N packets"},
-	{"format", "", "FORMAT", "pcap or pcapng (default pcap for one instance, pcapng with one interface per instance for several)"},
+	{"format", "", "FORMAT", "pcap or pcapng (default pcap for one instance and device, pcapng with one interface per instance and device for several)"},
 	{"process", "", "TYPE", "process type of the app (default web)"},
 	{"api-url", "", "URL", "pcap-server API URL (default pcap. plus the Cloud Controller's domain; or $PCAP_API_URL)"},
 	{"force", "", "", "overwrite the output file if it exists"},
@@ -59,7 +61,7 @@ var Flags = []flagSpec{
 }
 
 // UsageLine is the synopsis shown by `cf help pcap`.
-const UsageLine = "cf pcap APP [-i INDEXES] [-f FILTER] [-o FILE] [-c N] [--duration D] [-s BYTES] [-d DEVICE] [--format pcap|pcapng] [--process TYPE] [--force]"
+const UsageLine = "cf pcap APP [-i INDEXES] [-f FILTER] [-o FILE] [-c N] [--duration D] [-s BYTES] [-d DEVICE[,DEVICE]] [--format pcap|pcapng] [--process TYPE] [--force]"
 
 // UsageError is a bad command line.
 type UsageError struct{ Msg string }
@@ -70,10 +72,11 @@ func (e *UsageError) Error() string { return e.Msg }
 // come in any order, as cf users are used to. -h and --help give
 // flag.ErrHelp; in the cf CLI they never arrive here.
 func Parse(args []string, getenv func(string) string) (Options, error) {
-	o := Options{Device: "eth0", Snaplen: 65535, Process: "web"}
+	o := Options{Snaplen: 65535, Process: "web"}
 	fs := flag.NewFlagSet("pcap", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	var instances string
+	devices := "eth0"
 	str := func(p *string, long, short string) {
 		fs.StringVar(p, long, *p, "")
 		if short != "" {
@@ -83,7 +86,7 @@ func Parse(args []string, getenv func(string) string) (Options, error) {
 	str(&o.Output, "output", "o")
 	str(&instances, "instance", "i")
 	str(&o.Filter, "filter", "f")
-	str(&o.Device, "device", "d")
+	str(&devices, "device", "d")
 	fs.IntVar(&o.Snaplen, "snaplen", o.Snaplen, "")
 	fs.IntVar(&o.Snaplen, "s", o.Snaplen, "")
 	fs.DurationVar(&o.Duration, "duration", 0, "")
@@ -123,14 +126,20 @@ func Parse(args []string, getenv func(string) string) (Options, error) {
 	if o.Instances, err = parseInstances(instances); err != nil {
 		return Options{}, err
 	}
+	if o.Devices, err = parseDevices(devices); err != nil {
+		return Options{}, err
+	}
 	switch o.Format {
 	case "", "pcap", "pcapng":
 	default:
 		return Options{}, &UsageError{Msg: fmt.Sprintf("--format %q: want pcap or pcapng", o.Format)}
 	}
+	if o.Format == "pcap" && len(o.Devices) > 1 {
+		return Options{}, &UsageError{Msg: "--format pcap holds one device: use pcapng for several"}
+	}
 	if o.Format == "" {
 		o.Format = "pcapng"
-		if len(o.Instances) == 1 {
+		if len(o.Instances) == 1 && len(o.Devices) == 1 {
 			o.Format = "pcap"
 		}
 	}
@@ -168,6 +177,24 @@ func parseInstances(s string) ([]int, error) {
 		}
 	}
 	slices.Sort(out)
+	return out, nil
+}
+
+// parseDevices splits -d eth0,lo into distinct interface names.
+func parseDevices(s string) ([]string, error) {
+	var out []string
+	for _, d := range strings.Split(s, ",") {
+		d = strings.TrimSpace(d)
+		if !wire.ValidDevice(d) {
+			return nil, &UsageError{Msg: fmt.Sprintf("--device %q: %q is not a network interface name", s, d)}
+		}
+		if !slices.Contains(out, d) {
+			out = append(out, d)
+		}
+	}
+	if len(out) > wire.MaxDevices {
+		return nil, &UsageError{Msg: fmt.Sprintf("--device %q: at most %d devices", s, wire.MaxDevices)}
+	}
 	return out, nil
 }
 

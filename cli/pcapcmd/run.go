@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -146,7 +147,7 @@ func run(ctx context.Context, o Options, env Env, p *printer) (int, error) {
 		copyErr = err
 	}
 	p.clearProgress()
-	return summarize(ctx, o, env, copier.Progress(), resp.Trailer, copyErr, time.Since(start))
+	return summarize(ctx, o, env, copier.Progress(), copier.InterfaceDrops(), resp.Trailer, copyErr, time.Since(start))
 }
 
 // captureURL builds GET /v1/apps/{guid}/capture with the query.
@@ -165,7 +166,9 @@ func captureURL(apiURL, guid string, o Options) (string, error) {
 		}
 	}
 	set("filter", o.Filter, "")
-	set("device", o.Device, "eth0")
+	if !slices.Equal(o.Devices, []string{"eth0"}) {
+		q["device"] = o.Devices
+	}
 	set("process", o.Process, "web")
 	set("snaplen", strconv.Itoa(o.Snaplen), "65535")
 	set("format", o.Format, "pcap")

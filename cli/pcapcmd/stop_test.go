@@ -77,7 +77,7 @@ func runAgainst(t *testing.T, api *stubbornAPI) (out string, stderr *syncBuffer,
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
 	out = filepath.Join(t.TempDir(), "cap.pcap")
-	o := Options{App: "app", AppGUID: "guid", Token: "t", APIURL: srv.URL, Output: out, Device: "eth0", Snaplen: 65535, Format: "pcap", Process: "web"}
+	o := Options{App: "app", AppGUID: "guid", Token: "t", APIURL: srv.URL, Output: out, Devices: []string{"eth0"}, Snaplen: 65535, Format: "pcap", Process: "web"}
 	stderr = &syncBuffer{}
 	stop = make(chan struct{})
 	ctx, abort := context.WithCancel(context.Background())

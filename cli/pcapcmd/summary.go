@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,8 +32,9 @@ var endText = map[string]struct {
 	"error":          {"capture error on the cell", false},
 }
 
-// summarize prints the summary line and picks the exit code.
-func summarize(ctx context.Context, o Options, env Env, prog pcapstream.Progress, trailer http.Header, copyErr error, elapsed time.Duration) (int, error) {
+// summarize prints the summary line and picks the exit code. ifDrops are
+// the drops the pcapng statistics blocks reported by interface.
+func summarize(ctx context.Context, o Options, env Env, prog pcapstream.Progress, ifDrops []pcapstream.InterfaceDrops, trailer http.Header, copyErr error, elapsed time.Duration) (int, error) {
 	reason := trailer.Get("Pcap-End-Reason")
 	var why string
 	code := ExitOK
@@ -56,17 +58,46 @@ func summarize(ctx context.Context, o Options, env Env, prog pcapstream.Progress
 		}
 	}
 	dropped := "?"
+	var details []string
 	if d := trailer.Get("Pcap-Dropped"); d != "" {
 		dropped = d
 		if detail := trailer.Get("Pcap-Dropped-Detail"); detail != "" {
-			dropped += " (" + detail + ")"
+			details = append(details, detail)
 		}
 	} else if prog.Dropped > 0 {
 		dropped = strconv.FormatUint(prog.Dropped, 10)
 	}
+	if len(o.Devices) > 1 && len(ifDrops) > 0 {
+		// Which device lost them: the capture of lo may drop while eth0's
+		// does not.
+		details = append(details, interfaceDrops(ifDrops))
+	}
+	if len(details) > 0 {
+		dropped += " (" + strings.Join(details, "; ") + ")"
+	}
 	fmt.Fprintf(env.Stderr, "%d packets, %s written to %s in %s; dropped: %s; ended: %s\n",
 		prog.Packets, humanBytes(prog.Bytes), displayName(o.Output), elapsed.Round(time.Second), dropped, why)
 	return code, nil
+}
+
+// maxDropInterfaces bounds the interfaces the summary names.
+const maxDropInterfaces = 4
+
+// interfaceDrops says where drops happened: "my-app/0/lo: 12, ...".
+func interfaceDrops(drops []pcapstream.InterfaceDrops) string {
+	var parts []string
+	for i, d := range drops {
+		if i == maxDropInterfaces {
+			parts = append(parts, fmt.Sprintf("%d more", len(drops)-i))
+			break
+		}
+		name := d.Name
+		if name == "" {
+			name = fmt.Sprintf("interface %d", d.ID)
+		}
+		parts = append(parts, fmt.Sprintf("%s: %d", name, d.Dropped))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func humanBytes(n int64) string {

@@ -25,5 +25,19 @@ func FuzzCopy(f *testing.F) {
 		if c.Progress().Bytes != int64(out.Len()) {
 			t.Fatalf("progress says %d bytes, wrote %d", c.Progress().Bytes, out.Len())
 		}
+		var dropped uint64
+		for _, d := range c.InterfaceDrops() {
+			if len(d.Name) > maxInterfaceName || d.Dropped == 0 {
+				t.Fatalf("interface drops %+v", d)
+			}
+			dropped += d.Dropped
+		}
+		if len(c.ifNames) > maxNamedInterfaces {
+			t.Fatalf("%d interface names kept", len(c.ifNames))
+		}
+		if dropped != c.Progress().Dropped {
+			t.Fatalf("interfaces dropped %d, progress says %d", dropped, c.Progress().Dropped)
+		}
+
 	})
 }

@@ -10,10 +10,12 @@
 package pcapstream
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync/atomic"
 )
 
@@ -76,6 +78,9 @@ type Copier struct {
 	format  Format
 	order   binary.ByteOrder
 	ifDrops map[uint32]uint64
+	// ifNames are the if_name options of the interface description
+	// blocks, by interface id.
+	ifNames []string
 
 	// Written by Copy, read by Progress from any goroutine.
 	progFormat  atomic.Int32
@@ -171,6 +176,11 @@ func (c *Copier) parse() (need int, err error) {
 		switch c.format {
 		case Unknown:
 			n, err = c.start(rest)
+			if err == nil && c.format == Pcapng {
+				// The section header is the first block: parse it now,
+				// the stream may end with this read.
+				continue
+			}
 		case Pcap:
 			n, err = c.pcapRecord(rest)
 			packet = true
@@ -237,6 +247,7 @@ func (c *Copier) pcapRecord(b []byte) (int, error) {
 // pcapng block types.
 const (
 	blockSHB = 0x0A0D0D0A
+	blockIDB = 1
 	blockEPB = 6
 	blockSPB = 3
 	blockPB  = 2
@@ -274,10 +285,79 @@ func (c *Copier) pcapngBlock(b []byte) (n int, packet bool, err error) {
 	if c.order.Uint32(block[length-4:]) != length {
 		return 0, false, fmt.Errorf("%w: pcapng block lengths disagree", ErrFormat)
 	}
-	if typ == blockISB {
+	switch typ {
+	case blockISB:
 		c.noteStats(block)
+	case blockIDB:
+		c.noteInterface(block)
 	}
 	return int(length), typ == blockEPB || typ == blockSPB || typ == blockPB, nil
+}
+
+// The names kept for InterfaceDrops are bounded: the stream is the
+// server's to choose.
+const (
+	maxNamedInterfaces = 1024
+	maxInterfaceName   = 256
+)
+
+// noteInterface reads if_name (option 2) from an interface description
+// block.
+func (c *Copier) noteInterface(b []byte) {
+	if len(c.ifNames) >= maxNamedInterfaces {
+		return
+	}
+	name := ""
+	if len(b) >= 20 {
+		name = c.option(b[16:len(b)-4], 2)
+	}
+	if len(name) > maxInterfaceName {
+		name = name[:maxInterfaceName]
+	}
+	c.ifNames = append(c.ifNames, name)
+}
+
+// option returns the value of the first option with code in opts, a
+// block's options.
+func (c *Copier) option(opts []byte, code uint16) string {
+	for len(opts) >= 4 {
+		oc, length := c.order.Uint16(opts), int(c.order.Uint16(opts[2:]))
+		padded := (length + 3) &^ 3
+		if oc == 0 || 4+padded > len(opts) {
+			break
+		}
+		if oc == code {
+			return string(opts[4 : 4+length])
+		}
+		opts = opts[4+padded:]
+	}
+	return ""
+}
+
+// InterfaceDrops are the packets an interface dropped, as its latest
+// statistics block says.
+type InterfaceDrops struct {
+	ID      uint32
+	Name    string // if_name; empty if it had none
+	Dropped uint64
+}
+
+// InterfaceDrops lists the interfaces that reported drops, by id. Call it
+// once Copy has returned.
+func (c *Copier) InterfaceDrops() []InterfaceDrops {
+	var out []InterfaceDrops
+	for id, d := range c.ifDrops {
+		if d == 0 {
+			continue
+		}
+		ifd := InterfaceDrops{ID: id, Dropped: d}
+		if int64(id) < int64(len(c.ifNames)) {
+			ifd.Name = c.ifNames[id]
+		}
+		out = append(out, ifd)
+	}
+	slices.SortFunc(out, func(a, b InterfaceDrops) int { return cmp.Compare(a.ID, b.ID) })
+	return out
 }
 
 // noteStats reads isb_ifdrop (option 5) from an interface statistics block.

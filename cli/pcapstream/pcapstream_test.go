@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/gopacket/gopacket"
@@ -67,15 +68,30 @@ func TestCopyWholeStreams(t *testing.T) {
 		"pcap":   {pcapStream(t, 5), Pcap, 0},
 		"pcapng": {pcapngStream(t, 5), Pcapng, 7},
 	} {
-		var out bytes.Buffer
-		cp := NewCopier(&out, bytes.NewReader(c.stream))
-		if err := cp.Copy(); err != nil {
-			t.Fatalf("%s: %v", name, err)
+		// The last read may bring io.EOF with the whole stream.
+		for _, src := range []io.Reader{bytes.NewReader(c.stream), iotest.DataErrReader(bytes.NewReader(c.stream))} {
+			var out bytes.Buffer
+			cp := NewCopier(&out, src)
+			if err := cp.Copy(); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			p := cp.Progress()
+			if !bytes.Equal(out.Bytes(), c.stream) || p.Packets != 5 || p.Format != c.format || p.Bytes != int64(len(c.stream)) || p.Dropped != c.dropped {
+				t.Fatalf("%s: progress %+v, copied %d of %d bytes", name, p, out.Len(), len(c.stream))
+			}
 		}
-		p := cp.Progress()
-		if !bytes.Equal(out.Bytes(), c.stream) || p.Packets != 5 || p.Format != c.format || p.Bytes != int64(len(c.stream)) || p.Dropped != c.dropped {
-			t.Fatalf("%s: progress %+v, copied %d of %d bytes", name, p, out.Len(), len(c.stream))
-		}
+	}
+}
+
+// The drops of each interface are told by its name, from the interface
+// descriptions.
+func TestInterfaceDrops(t *testing.T) {
+	cp := NewCopier(io.Discard, bytes.NewReader(pcapngStream(t, 5)))
+	if err := cp.Copy(); err != nil {
+		t.Fatal(err)
+	}
+	if got := cp.InterfaceDrops(); len(got) != 1 || got[0] != (InterfaceDrops{ID: 1, Name: "app/1", Dropped: 7}) {
+		t.Fatalf("interface drops %+v", got)
 	}
 }
 

@@ -20,7 +20,7 @@ import (
 type captureParams struct {
 	indices    []int // empty: every running instance
 	process    string
-	device     string
+	devices    []string
 	filter     string
 	snaplen    int
 	duration   time.Duration
@@ -49,13 +49,12 @@ func parseCaptureParams(q url.Values, l apiconfig.Limits) (captureParams, error)
 		}
 	}
 	for _, k := range knownParams {
-		if k != "instance" && len(q[k]) > 1 {
+		if k != "instance" && k != "device" && len(q[k]) > 1 {
 			return bad("query parameter %q is given %d times", k, len(q[k]))
 		}
 	}
 	p := captureParams{
 		process:  "web",
-		device:   "eth0",
 		snaplen:  min(65535, l.MaxSnaplen),
 		duration: l.DefaultDuration.D(),
 		format:   capture.FormatPcap,
@@ -82,11 +81,25 @@ func parseCaptureParams(q url.Values, l apiconfig.Limits) (captureParams, error)
 		}
 		p.process = v
 	}
-	if v := q.Get("device"); v != "" {
-		if !wire.ValidDevice(v) {
-			return bad("device %q is not a network interface name", v)
+	for _, v := range q["device"] {
+		if v == "" {
+			continue // device= alone: the default
 		}
-		p.device = v
+		for _, d := range strings.Split(v, ",") {
+			d = strings.TrimSpace(d)
+			if !wire.ValidDevice(d) {
+				return bad("device %q is not a network interface name", d)
+			}
+			if !slices.Contains(p.devices, d) {
+				p.devices = append(p.devices, d)
+			}
+			if len(p.devices) > wire.MaxDevices {
+				return bad("more than %d devices in one capture", wire.MaxDevices)
+			}
+		}
+	}
+	if len(p.devices) == 0 {
+		p.devices = []string{"eth0"}
 	}
 	p.filter = q.Get("filter")
 	if len(p.filter) > wire.MaxFilterLength {
@@ -125,5 +138,12 @@ func parseCaptureParams(q url.Values, l apiconfig.Limits) (captureParams, error)
 		return bad("%v", err)
 	}
 	p.format = f
+	if len(p.devices) > 1 {
+		// pcap has no interfaces to tell the devices apart.
+		if q.Get("format") != "" && f != capture.FormatPcapng {
+			return bad("several devices (%s) need format pcapng, one interface per instance and device", strings.Join(p.devices, ", "))
+		}
+		p.format = capture.FormatPcapng
+	}
 	return p, nil
 }

@@ -197,7 +197,7 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 		refuse(problem.From(err))
 		return
 	}
-	rec.Device, rec.Filter, rec.Instances = params.device, params.filter, params.indices
+	rec.Device, rec.Filter, rec.Instances = strings.Join(params.devices, ","), params.filter, params.indices
 	app, targets, err := s.resolver.Resolve(ctx, id, rec.AppGUID, params.process, params.indices)
 	if err != nil {
 		refuse(problem.From(err))
@@ -218,7 +218,7 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 	req := capture.Request{
 		CaptureID:  captureID,
 		Targets:    targets,
-		Device:     params.device,
+		Devices:    params.devices,
 		Filter:     params.filter,
 		Snaplen:    params.snaplen,
 		Duration:   params.duration,
@@ -265,7 +265,7 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 	s.opts.Metrics.CaptureStarted()
 	start := time.Now()
 	log.Info("capture started", "app_guid", app.GUID, "app_name", app.Name, "instances", indices, "user_id", id.UserID,
-		"user_name", id.UserName, "client_id", id.ClientID, "device", params.device, "filter", params.filter, "format", params.format)
+		"user_name", id.UserName, "client_id", id.ClientID, "devices", params.devices, "filter", params.filter, "format", params.format)
 
 	rc := http.NewResponseController(w)
 	res := sess.Run(ctx, &deadlineWriter{w: w, rc: rc}, rc.Flush, run.stop)

@@ -68,7 +68,48 @@ func recordedStream(b *testing.B, n, size, i, instances int) []byte {
 	if err := w.WriteBatch(batch); err != nil {
 		b.Fatal(err)
 	}
-	if err := w.WriteMessage(&wire.End{Reason: wire.EndDuration, Stats: wire.Stats{Packets: uint64(n)}}); err != nil {
+	if err := w.WriteMessage(&wire.End{Reason: wire.EndDuration, Stats: wire.Stats{Counters: wire.Counters{Packets: uint64(n)}}}); err != nil {
+		b.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// recordedDevicesStream is what an agent sends for a capture of n
+// packets of size bytes on each of devices devices: Started with every
+// device, DevicePackets frames of 128 KiB taking turns, End. The devices'
+// timestamps interleave.
+func recordedDevicesStream(b *testing.B, n, size, devices int) []byte {
+	var buf bytes.Buffer
+	w := wire.NewWriter(&buf)
+	started := &wire.Started{LinkType: 1, Snaplen: 65535, Device: "eth0"}
+	for d := range devices {
+		started.Devices = append(started.Devices, wire.DeviceStart{Device: fmt.Sprintf("eth%d", d), LinkType: 1})
+	}
+	if err := w.WriteMessage(started); err != nil {
+		b.Fatal(err)
+	}
+	data := make([]byte, size)
+	batches := make([]*wire.Batch, devices)
+	for d := range batches {
+		batches[d] = wire.NewDeviceBatch(d, 128<<10+16+size)
+	}
+	for k := range n {
+		for d, batch := range batches {
+			if batch.Size()+16+size > 128<<10 {
+				if err := w.WriteBatch(batch); err != nil {
+					b.Fatal(err)
+				}
+				batch.Reset()
+			}
+			batch.Append(int64(1_700_000_000_000_000_000+k*devices+d), size, data)
+		}
+	}
+	for _, batch := range batches {
+		if err := w.WriteBatch(batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := w.WriteMessage(&wire.End{Reason: wire.EndDuration, Stats: wire.Stats{Counters: wire.Counters{Packets: uint64(n * devices)}}}); err != nil {
 		b.Fatal(err)
 	}
 	return buf.Bytes()
@@ -94,19 +135,19 @@ func BenchmarkSession(b *testing.B) {
 		}
 		for _, format := range []Format{FormatPcap, FormatPcapng} {
 			b.Run(fmt.Sprintf("%s/instances=%d", format, instances), func(b *testing.B) {
-				for b.Loop() {
-					req := request(targets)
-					req.Format = format
-					s, errs := Start(context.Background(), agents, req, Options{BufferBytes: 64 << 20})
-					if len(errs) > 0 {
-						b.Fatal(errs[0])
-					}
-					res := s.Run(context.Background(), io.Discard, func() error { return nil }, nil)
-					if res.Packets != packets {
-						b.Fatalf("%d packets written, want %d", res.Packets, packets)
-					}
-				}
-				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*packets), "ns/packet")
+				req := request(targets)
+				req.Format = format
+				benchSession(b, agents, req, packets)
+			})
+		}
+		if instances == 1 {
+			// One instance, two devices: two sources on one stream.
+			devAgents := replayAgents{targets[0].CellIP: &replayAgent{stream: recordedDevicesStream(b, packets/2, 60, 2)}}
+			b.Run("pcapng/instances=1/devices=2", func(b *testing.B) {
+				req := request(targets)
+				req.Devices = []string{"eth0", "eth1"}
+				req.Format = FormatPcapng
+				benchSession(b, devAgents, req, packets)
 			})
 		}
 		b.Run(fmt.Sprintf("copy/instances=%d", instances), func(b *testing.B) {
@@ -119,4 +160,20 @@ func BenchmarkSession(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*packets), "ns/packet")
 		})
 	}
+}
+
+// benchSession runs the capture req of agents that send packets in all,
+// and reports the time per packet.
+func benchSession(b *testing.B, agents replayAgents, req Request, packets int) {
+	for b.Loop() {
+		s, errs := Start(context.Background(), agents, req, Options{BufferBytes: 64 << 20})
+		if len(errs) > 0 {
+			b.Fatal(errs[0])
+		}
+		res := s.Run(context.Background(), io.Discard, func() error { return nil }, nil)
+		if res.Packets != uint64(packets) {
+			b.Fatalf("%d packets written, want %d", res.Packets, packets)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*packets), "ns/packet")
 }

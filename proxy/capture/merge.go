@@ -11,11 +11,12 @@ import (
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
 
-// frame is one Packets frame of an instance, held until its records are
-// written. The records stay as the agent sent them: they were checked on
-// arrival and are encoded for the client only when written.
+// frame is one Packets (or DevicePackets) frame of a source, held until
+// its records are written. The records stay as the agent sent them: they
+// were checked on arrival and are encoded for the client only when
+// written.
 type frame struct {
-	buf     []byte // wire records
+	buf     []byte // the frame's payload: wire records, after a device index in a DevicePackets frame
 	off     int    // offset of the next record
 	left    int    // records not written yet
 	arrived time.Time
@@ -91,7 +92,8 @@ func (p *framePool) put(f *frame) {
 	p.pools[f.class].Put(f)
 }
 
-// inbox is where the stream readers hand frames to the writing loop.
+// inbox is where the stream readers hand frames to the writing loop, by
+// source: an instance's device (just the instance when it captures one).
 type inbox struct {
 	mu     sync.Mutex
 	frames [][]*frame
@@ -99,22 +101,24 @@ type inbox struct {
 	wake   chan struct{}
 }
 
-func newInbox(instances int) *inbox {
-	return &inbox{frames: make([][]*frame, instances), ended: make([]bool, instances), wake: make(chan struct{}, 1)}
+func newInbox(sources int) *inbox {
+	return &inbox{frames: make([][]*frame, sources), ended: make([]bool, sources), wake: make(chan struct{}, 1)}
 }
 
-// push delivers an instance's frame.
-func (b *inbox) push(inst int, f *frame) {
+// push delivers a source's frame.
+func (b *inbox) push(src int, f *frame) {
 	b.mu.Lock()
-	b.frames[inst] = append(b.frames[inst], f)
+	b.frames[src] = append(b.frames[src], f)
 	b.mu.Unlock()
 	b.signal()
 }
 
-// end says an instance will deliver nothing more.
-func (b *inbox) end(inst int) {
+// end says the sources (an instance's) will deliver nothing more.
+func (b *inbox) end(srcs ...int) {
 	b.mu.Lock()
-	b.ended[inst] = true
+	for _, src := range srcs {
+		b.ended[src] = true
+	}
 	b.mu.Unlock()
 	b.signal()
 }
@@ -142,39 +146,41 @@ func (b *inbox) takeInto(m *merger) {
 	}
 }
 
-// merger orders the queued frames of several instances by timestamp, as
-// far as buffering allows. It belongs to the writing loop.
+// merger orders the queued frames of several sources by timestamp, as
+// far as buffering allows. It belongs to the writing loop. A source is
+// one device of one instance: an instance's stream interleaves the
+// batches of its devices, but each device's packets are in order.
 //
-// Each instance's packets arrive in order. The oldest queued packet is
-// safe to write once every instance still running has a packet queued
+// Each source's packets arrive in order. The oldest queued packet is
+// safe to write once every source still running has a packet queued
 // (none of them can still deliver an older one), or once its frame has
-// waited hold: an idle instance must not stall the others for long. With
-// one instance every packet is safe at once.
+// waited hold: an idle source must not stall the others for long. With
+// one source every packet is safe at once.
 //
-// Instances with queued packets sit in a heap by the timestamp of their
+// Sources with queued packets sit in a heap by the timestamp of their
 // next packet, so that choosing the next packet costs O(log N), and
-// consecutive packets of one instance are written as a run.
+// consecutive packets of one source are written as a run.
 type merger struct {
 	hold   time.Duration
 	queues []fifo[*frame]
 	ended  []bool
-	heads  instanceHeap
-	// headTime is, by instance, the timestamp of its next queued packet.
+	heads  sourceHeap
+	// headTime is, by source, the timestamp of its next queued packet.
 	headTime []int64
-	// idle counts the running instances with nothing queued: while there
+	// idle counts the running sources with nothing queued: while there
 	// is one, a packet waits for its hold.
 	idle int
 }
 
-func newMerger(instances int, hold time.Duration) *merger {
+func newMerger(sources int, hold time.Duration) *merger {
 	m := &merger{
 		hold:     hold,
-		queues:   make([]fifo[*frame], instances),
-		ended:    make([]bool, instances),
-		headTime: make([]int64, instances),
-		idle:     instances,
+		queues:   make([]fifo[*frame], sources),
+		ended:    make([]bool, sources),
+		headTime: make([]int64, sources),
+		idle:     sources,
 	}
-	m.heads.pos = make([]int, instances)
+	m.heads.pos = make([]int, sources)
 	for i := range m.heads.pos {
 		m.heads.pos[i] = -1
 	}
@@ -182,33 +188,33 @@ func newMerger(instances int, hold time.Duration) *merger {
 	return m
 }
 
-func (m *merger) add(inst int, f *frame) {
-	q := &m.queues[inst]
+func (m *merger) add(src int, f *frame) {
+	q := &m.queues[src]
 	q.push(f)
 	if q.len() == 1 {
-		m.headTime[inst] = f.headTime()
-		m.heads.push(inst)
-		if !m.ended[inst] {
+		m.headTime[src] = f.headTime()
+		m.heads.push(src)
+		if !m.ended[src] {
 			m.idle--
 		}
 	}
 }
 
-func (m *merger) end(inst int) {
-	if m.ended[inst] {
+func (m *merger) end(src int) {
+	if m.ended[src] {
 		return
 	}
-	m.ended[inst] = true
-	if m.queues[inst].len() == 0 {
+	m.ended[src] = true
+	if m.queues[src].len() == 0 {
 		m.idle--
 	}
 }
 
 // mergeRun is what may be written next: the records of frame f of
-// instance inst from its next one on, while their timestamp is at most
+// source src from its next one on, while their timestamp is at most
 // until.
 type mergeRun struct {
-	inst  int
+	src   int
 	f     *frame
 	until int64
 }
@@ -219,8 +225,8 @@ func (m *merger) next(now time.Time) (run mergeRun, wait time.Duration, ok bool)
 	if m.heads.len() == 0 {
 		return mergeRun{}, 0, false
 	}
-	inst := m.heads.min()
-	f := m.queues[inst].front()
+	src := m.heads.min()
+	f := m.queues[src].front()
 	if m.idle > 0 {
 		// Order comes first: a younger packet whose hold has expired
 		// still waits behind this one.
@@ -232,26 +238,26 @@ func (m *merger) next(now time.Time) (run mergeRun, wait time.Duration, ok bool)
 	if m.heads.len() > 1 {
 		until = m.headTime[m.heads.second()]
 	}
-	return mergeRun{inst: inst, f: f, until: until}, 0, true
+	return mergeRun{src: src, f: f, until: until}, 0, true
 }
 
-// written updates the order after records of inst were written; a frame
+// written updates the order after records of src were written; a frame
 // with no records left is returned to release.
-func (m *merger) written(inst int, release func(*frame)) {
-	q := &m.queues[inst]
+func (m *merger) written(src int, release func(*frame)) {
+	q := &m.queues[src]
 	if f := q.front(); f.left == 0 {
 		q.pop()
 		release(f)
 	}
 	if q.len() == 0 {
-		m.heads.remove(inst)
-		if !m.ended[inst] {
+		m.heads.remove(src)
+		if !m.ended[src] {
 			m.idle++
 		}
 		return
 	}
-	m.headTime[inst] = q.front().headTime()
-	m.heads.fix(inst)
+	m.headTime[src] = q.front().headTime()
+	m.heads.fix(src)
 }
 
 // discardAll releases every queued frame (the capture writes no more).
@@ -269,7 +275,7 @@ func (m *merger) discardAll(release func(*frame)) {
 	}
 }
 
-// done reports whether every instance has ended and nothing is queued.
+// done reports whether every source has ended and nothing is queued.
 func (m *merger) done() bool {
 	if m.heads.len() > 0 {
 		return false
@@ -308,61 +314,61 @@ func (f *fifo[T]) pop() (v T) {
 	return v
 }
 
-// instanceHeap is a binary min-heap of instance indices by key.
-type instanceHeap struct {
+// sourceHeap is a binary min-heap of source indices by key.
+type sourceHeap struct {
 	items []int
-	pos   []int   // by instance: its index in items, -1 when absent
-	key   []int64 // by instance
+	pos   []int   // by source: its index in items, -1 when absent
+	key   []int64 // by source
 }
 
-func (h *instanceHeap) len() int { return len(h.items) }
-func (h *instanceHeap) min() int { return h.items[0] }
+func (h *sourceHeap) len() int { return len(h.items) }
+func (h *sourceHeap) min() int { return h.items[0] }
 
-// second is the instance with the second smallest key; len must be > 1.
-func (h *instanceHeap) second() int {
+// second is the source with the second smallest key; len must be > 1.
+func (h *sourceHeap) second() int {
 	if len(h.items) > 2 && h.key[h.items[2]] < h.key[h.items[1]] {
 		return h.items[2]
 	}
 	return h.items[1]
 }
 
-func (h *instanceHeap) contains(inst int) bool { return h.pos[inst] >= 0 }
+func (h *sourceHeap) contains(src int) bool { return h.pos[src] >= 0 }
 
-func (h *instanceHeap) push(inst int) {
-	h.items = append(h.items, inst)
-	h.pos[inst] = len(h.items) - 1
+func (h *sourceHeap) push(src int) {
+	h.items = append(h.items, src)
+	h.pos[src] = len(h.items) - 1
 	h.up(len(h.items) - 1)
 }
 
-func (h *instanceHeap) remove(inst int) {
-	i := h.pos[inst]
+func (h *sourceHeap) remove(src int) {
+	i := h.pos[src]
 	last := len(h.items) - 1
 	h.swap(i, last)
 	h.items = h.items[:last]
-	h.pos[inst] = -1
+	h.pos[src] = -1
 	if i < last {
 		h.fixAt(i)
 	}
 }
 
-// fix restores the order after inst's key changed.
-func (h *instanceHeap) fix(inst int) { h.fixAt(h.pos[inst]) }
+// fix restores the order after src's key changed.
+func (h *sourceHeap) fix(src int) { h.fixAt(h.pos[src]) }
 
-func (h *instanceHeap) fixAt(i int) {
+func (h *sourceHeap) fixAt(i int) {
 	if !h.down(i) {
 		h.up(i)
 	}
 }
 
-func (h *instanceHeap) less(i, j int) bool { return h.key[h.items[i]] < h.key[h.items[j]] }
+func (h *sourceHeap) less(i, j int) bool { return h.key[h.items[i]] < h.key[h.items[j]] }
 
-func (h *instanceHeap) swap(i, j int) {
+func (h *sourceHeap) swap(i, j int) {
 	h.items[i], h.items[j] = h.items[j], h.items[i]
 	h.pos[h.items[i]] = i
 	h.pos[h.items[j]] = j
 }
 
-func (h *instanceHeap) up(i int) {
+func (h *sourceHeap) up(i int) {
 	for i > 0 {
 		parent := (i - 1) / 2
 		if !h.less(i, parent) {
@@ -373,7 +379,7 @@ func (h *instanceHeap) up(i int) {
 	}
 }
 
-func (h *instanceHeap) down(i int) bool {
+func (h *sourceHeap) down(i int) bool {
 	start := i
 	for {
 		small := i

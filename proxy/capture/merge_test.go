@@ -40,7 +40,7 @@ func drain(m *merger, now time.Time) ([]int64, time.Duration) {
 			f.off += rec.Size()
 			f.left--
 		}
-		m.written(run.inst, func(*frame) {})
+		m.written(run.src, func(*frame) {})
 	}
 }
 

@@ -62,14 +62,14 @@ func (b *appendBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// ngInterface describes one instance.
+// ngInterface describes one source: an instance, or one of its devices.
 type ngInterface struct {
 	name, description, filter string
 	linkType                  layers.LinkType
 	snaplen                   int
 }
 
-// ifaceStats are an instance's counters so far.
+// ifaceStats are a source's counters so far.
 type ifaceStats struct {
 	delivered, dropped uint64
 	start, end         time.Time
@@ -86,7 +86,7 @@ func newPcapOutput(snaplen int, linkType layers.LinkType) (*output, error) {
 	return o, nil
 }
 
-// newPcapngOutput starts pcapng with one interface per instance.
+// newPcapngOutput starts pcapng with one interface per source.
 func newPcapngOutput(ifaces []ngInterface) (*output, error) {
 	o := &output{format: FormatPcapng}
 	toNg := func(i ngInterface) pcapgo.NgInterface {
@@ -131,7 +131,7 @@ func (o *output) size(n int) int64 {
 }
 
 // appendPacket encodes one record; iface is the pcapng interface of its
-// instance.
+// source.
 func (o *output) appendPacket(iface int, rec wire.Record, data []byte) {
 	le := binary.LittleEndian
 	b := []byte(o.buf)
@@ -157,7 +157,7 @@ func (o *output) appendPacket(iface int, rec wire.Record, data []byte) {
 	o.buf = append(b, data...)
 }
 
-// appendStats records an instance's counters so far (pcapng only).
+// appendStats records a source's counters so far (pcapng only).
 func (o *output) appendStats(iface int, s ifaceStats) error {
 	if o.ng == nil {
 		return nil

@@ -63,8 +63,8 @@ func (s *Session) Started() []Target {
 func (s *Session) Run(ctx context.Context, w io.Writer, flush func() error, stop <-chan wire.EndReason) Result {
 	r := &run{Session: s, cw: &countingWriter{w: w}, flushClient: flush, start: time.Now()}
 	r.frames = newFramePool(s.opts.BufferBytes)
-	r.inbox = newInbox(len(s.instances))
-	r.merge = newMerger(len(s.instances), holdTime)
+	r.inbox = newInbox(len(s.sources))
+	r.merge = newMerger(len(s.sources), holdTime)
 	defer r.close()
 	if err := r.open(); err != nil {
 		s.log.Warn("write capture header", "error", err)
@@ -110,21 +110,21 @@ const writeChunk = 256 << 10
 
 func (r *run) open() error {
 	var err error
-	first := r.instances[0].started
 	if r.req.Format == FormatPcapng {
-		ifaces := make([]ngInterface, len(r.instances))
-		for i, inst := range r.instances {
+		ifaces := make([]ngInterface, len(r.sources))
+		for i, src := range r.sources {
 			ifaces[i] = ngInterface{
-				name:        fmt.Sprintf("%s/%d", appLabel(inst.target), inst.target.Index),
-				description: fmt.Sprintf("%s on cell %s, container %s", inst.started.Device, inst.target.CellIP, inst.started.Container),
+				name:        r.interfaceName(src),
+				description: interfaceDescription(src),
 				filter:      r.req.Filter,
-				linkType:    layers.LinkType(inst.started.LinkType),
-				snaplen:     inst.started.Snaplen,
+				linkType:    layers.LinkType(src.linkType),
+				snaplen:     src.inst.started.Snaplen,
 			}
 		}
 		r.out, err = newPcapngOutput(ifaces)
 	} else {
-		r.out, err = newPcapOutput(first.Snaplen, layers.LinkType(first.LinkType))
+		first := r.sources[0]
+		r.out, err = newPcapOutput(first.inst.started.Snaplen, layers.LinkType(first.linkType))
 	}
 	if err == nil {
 		r.planned = int64(r.out.pending())
@@ -133,6 +133,35 @@ func (r *run) open() error {
 	r.report()
 	r.writing = err == nil
 	return err
+}
+
+// interfaceName names a source's pcapng interface: APP/INDEX, and the
+// device after it when the capture has several.
+func (r *run) interfaceName(src *source) string {
+	name := fmt.Sprintf("%s/%d", appLabel(src.inst.target), src.inst.target.Index)
+	if len(r.req.Devices) > 1 {
+		name += "/" + src.device
+	}
+	return name
+}
+
+// interfaceDescription says what a source is, for Wireshark's interface
+// list and frame.interface_description.
+func interfaceDescription(src *source) string {
+	t := src.inst.target
+	parts := []string{"app " + appLabel(t)}
+	if t.AppName != "" {
+		parts[0] += " (" + t.AppGUID + ")"
+	}
+	parts = append(parts, fmt.Sprintf("instance %d", t.Index))
+	if t.ProcessType != "" {
+		parts = append(parts, "process "+t.ProcessType)
+	}
+	parts = append(parts, "cell "+t.CellIP.String(), "device "+src.device)
+	if c := src.inst.started.Container; c != "" {
+		parts = append(parts, "container "+clip(c))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func appLabel(t Target) string {
@@ -233,7 +262,7 @@ func (r *run) write(now time.Time) time.Duration {
 		}
 		wrote = true
 		r.writeRun(run)
-		r.merge.written(run.inst, release)
+		r.merge.written(run.src, release)
 	}
 	r.merge.discardAll(release)
 	r.endWrite(wrote)
@@ -260,7 +289,7 @@ func (r *run) writeRun(run mergeRun) {
 			return
 		}
 		data := f.buf[f.off+wire.RecordHeaderSize : f.off+rec.Size()]
-		r.out.appendPacket(run.inst, rec, data)
+		r.out.appendPacket(run.src, rec, data)
 		f.off += rec.Size()
 		f.left--
 		r.planned += size
@@ -326,7 +355,7 @@ func (r *run) decide(reason wire.EndReason) {
 // counted and dropped.
 func (r *run) read(i int) {
 	inst := r.instances[i]
-	defer r.inbox.end(i)
+	defer r.inbox.end(inst.sourceIDs()...)
 	var scratch []byte
 	for {
 		typ, n, err := inst.r.NextHeader()
@@ -334,8 +363,8 @@ func (r *run) read(i int) {
 			r.instanceEnded(inst, nil, err)
 			return
 		}
-		if typ == wire.TypePackets {
-			if err := r.readPackets(i, n, &scratch); err != nil {
+		if typ == wire.TypePackets || typ == wire.TypeDevicePackets {
+			if err := r.readPackets(inst, typ, n, &scratch); err != nil {
 				// The stream is broken: close it at once, so that the
 				// agent stops capturing for nobody.
 				_ = inst.stream.Close()
@@ -375,39 +404,42 @@ func (r *run) read(i int) {
 	}
 }
 
-// readPackets reads a Packets payload of n bytes and queues it, or drops
-// it when the capture's buffer is full. Only a malformed payload is an
-// error.
-func (r *run) readPackets(i, n int, scratch *[]byte) error {
-	inst := r.instances[i]
+// readPackets reads a Packets or DevicePackets payload of n bytes and
+// queues it for its source, or drops it when the capture's buffer is
+// full. Only a malformed payload is an error.
+func (r *run) readPackets(inst *instance, typ wire.Type, n int, scratch *[]byte) error {
 	f := r.frames.get(n)
-	if f == nil {
+	var payload []byte
+	if f != nil {
+		payload = f.buf
+	} else {
 		if cap(*scratch) < n {
 			*scratch = make([]byte, n)
 		}
-		payload := (*scratch)[:n]
-		if err := inst.r.ReadPayload(wire.TypePackets, payload); err != nil {
-			return err
-		}
-		count, err := wire.CountPackets(payload)
-		if err != nil {
-			return err
-		}
-		inst.apiDrop.Add(uint64(count))
+		payload = (*scratch)[:n]
+	}
+	err := inst.r.ReadPayload(typ, payload)
+	var src *source
+	var off, count int
+	if err == nil {
+		src, off, err = inst.frameSource(typ, payload)
+	}
+	if err == nil {
+		count, err = wire.CountPackets(payload[off:])
+	}
+	switch {
+	case f == nil && err == nil:
+		src.apiDrop.Add(uint64(count))
 		r.opts.Metrics.Drop(apimetrics.DropAPI, uint64(count))
 		return nil
-	}
-	if err := inst.r.ReadPayload(wire.TypePackets, f.buf); err != nil {
+	case f == nil:
+		return err
+	case err != nil || count == 0:
 		r.frames.put(f)
 		return err
 	}
-	count, err := wire.CountPackets(f.buf)
-	if err != nil || count == 0 {
-		r.frames.put(f)
-		return err
-	}
-	f.left, f.arrived = count, time.Now()
-	r.inbox.push(i, f)
+	f.off, f.left, f.arrived = off, count, time.Now()
+	r.inbox.push(src.id, f)
 	return nil
 }
 
@@ -497,8 +529,12 @@ func (r *run) result() Result {
 		r.endMu.Unlock()
 	}
 	for _, inst := range r.instances {
+		var apiDrop uint64
+		for _, id := range inst.sourceIDs() {
+			apiDrop += r.sources[id].apiDrop.Load()
+		}
 		inst.mu.Lock()
-		ir := InstanceResult{Index: inst.target.Index, Reason: inst.reasonLocked(), Stats: inst.stats, APIDrop: inst.apiDrop.Load()}
+		ir := InstanceResult{Index: inst.target.Index, Reason: inst.reasonLocked(), Stats: inst.stats, APIDrop: apiDrop}
 		switch {
 		case inst.end != nil:
 			ir.Message = inst.end.Message
@@ -522,16 +558,16 @@ func (r *run) result() Result {
 	return res
 }
 
-// writeInterfaceStats writes every instance's counters so far (pcapng
+// writeInterfaceStats writes every source's counters so far (pcapng
 // only): a reader following the stream, the CLI among them, sees the
 // drops while the capture runs, and the last ones close the file.
 func (r *run) writeInterfaceStats(now time.Time) {
-	for i, inst := range r.instances {
-		inst.mu.Lock()
-		st := inst.stats
-		inst.mu.Unlock()
-		apiDrop := inst.apiDrop.Load()
-		err := r.out.appendStats(i, ifaceStats{
+	for _, src := range r.sources {
+		src.inst.mu.Lock()
+		st := src.counters(src.inst.stats)
+		src.inst.mu.Unlock()
+		apiDrop := src.apiDrop.Load()
+		err := r.out.appendStats(src.id, ifaceStats{
 			// The agent's counters may lag behind the API's drops.
 			delivered: delta(st.Packets, apiDrop),
 			dropped:   st.KernelDropped + st.InterfaceDropped + st.AgentDropped + apiDrop,

@@ -34,11 +34,12 @@ type script func(t *testing.T, req *wire.CaptureRequest, r *wire.Reader, w *wire
 
 // fakeAgent plays one agent over net.Pipe.
 type fakeAgent struct {
-	t      *testing.T
-	script script
-	wg     sync.WaitGroup
-	active int
-	mu     sync.Mutex
+	t       *testing.T
+	script  script
+	version int // 0: the newest
+	wg      sync.WaitGroup
+	active  int
+	mu      sync.Mutex
 }
 
 func (a *fakeAgent) Open(ctx context.Context) (net.Conn, error) {
@@ -57,7 +58,7 @@ func (a *fakeAgent) Open(ctx context.Context) (net.Conn, error) {
 
 func (a *fakeAgent) TryAcquire(int) bool { a.mu.Lock(); a.active++; a.mu.Unlock(); return true }
 func (a *fakeAgent) Release()            { a.mu.Lock(); a.active--; a.mu.Unlock() }
-func (a *fakeAgent) Speaks(int) bool     { return true }
+func (a *fakeAgent) Speaks(v int) bool   { return a.version == 0 || v <= a.version }
 
 type fakeAgents map[netip.Addr]*fakeAgent
 
@@ -106,7 +107,7 @@ func waitStop(r *wire.Reader) wire.EndReason {
 }
 
 func request(targets []Target) Request {
-	return Request{CaptureID: "c1", Targets: targets, Device: "eth0", Snaplen: 65535, Format: FormatPcap}
+	return Request{CaptureID: "c1", Targets: targets, Devices: []string{"eth0"}, Snaplen: 65535, Format: FormatPcap}
 }
 
 func newMetrics() (*apimetrics.Metrics, *prometheus.Registry) {
@@ -133,14 +134,35 @@ func readPcap(t *testing.T, b []byte) []int64 {
 	}
 }
 
+// readPcapng reads a pcapng file: its reader (for interfaces and
+// statistics), and every packet's timestamp and interface.
+func readPcapng(t *testing.T, b []byte) (*pcapgo.NgReader, []int64, []int) {
+	t.Helper()
+	r, err := pcapgo.NewNgReader(bytes.NewReader(b), pcapgo.DefaultNgReaderOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ts []int64
+	var ifaces []int
+	for {
+		_, ci, err := r.ReadPacketData()
+		if err != nil {
+			break
+		}
+		ts = append(ts, ci.Timestamp.UnixNano())
+		ifaces = append(ifaces, ci.InterfaceIndex)
+	}
+	return r, ts, ifaces
+}
+
 func noStop() <-chan wire.EndReason { return nil }
 
 func TestSessionCountsPacketsAndDrops(t *testing.T) {
 	agents, targets := agentsFor(t, func(t *testing.T, req *wire.CaptureRequest, r *wire.Reader, w *wire.Writer) {
 		_ = w.WriteMessage(&wire.Started{LinkType: 1, Snaplen: req.Snaplen, Device: req.Device})
 		_ = packetsFrame(w, 1, 2, 3)
-		_ = w.WriteMessage(&wire.Stats{Packets: 3, KernelDropped: 2, AgentDropped: 1})
-		_ = w.WriteMessage(&wire.End{Reason: wire.EndDuration, Stats: wire.Stats{Packets: 3, KernelDropped: 2, InterfaceDropped: 1, AgentDropped: 5}})
+		_ = w.WriteMessage(&wire.Stats{Counters: wire.Counters{Packets: 3, KernelDropped: 2, AgentDropped: 1}})
+		_ = w.WriteMessage(&wire.End{Reason: wire.EndDuration, Stats: wire.Stats{Counters: wire.Counters{Packets: 3, KernelDropped: 2, InterfaceDropped: 1, AgentDropped: 5}}})
 	})
 	m, reg := newMetrics()
 	sess, failed := Start(context.Background(), agents, request(targets), Options{BufferBytes: 1 << 20, Metrics: m})
@@ -207,7 +229,7 @@ func TestSessionDropsBeyondItsBufferAndCountsThem(t *testing.T) {
 		<-client.stalled // the API is stuck writing the first frame
 		_ = packetsFrame(w, 4, 5, 6, 7)
 		_ = packetsFrame(w, 8, 9, 10, 11, 12)
-		_ = w.WriteMessage(&wire.End{Reason: wire.EndDuration, Stats: wire.Stats{Packets: 12}})
+		_ = w.WriteMessage(&wire.End{Reason: wire.EndDuration, Stats: wire.Stats{Counters: wire.Counters{Packets: 12}}})
 	})
 	m, _ := newMetrics()
 	// Room for one frame's buffer.
@@ -287,7 +309,7 @@ func TestSessionMergesInstancesIntoPcapng(t *testing.T) {
 			for _, x := range ts {
 				_ = packetsFrame(w, x)
 			}
-			_ = w.WriteMessage(&wire.End{Reason: wire.EndDuration, Stats: wire.Stats{Packets: uint64(len(ts)), AgentDropped: 1}})
+			_ = w.WriteMessage(&wire.End{Reason: wire.EndDuration, Stats: wire.Stats{Counters: wire.Counters{Packets: uint64(len(ts)), AgentDropped: 1}}})
 		}
 	}
 	agents, targets := agentsFor(t, send(10, 30, 50), send(20, 40, 60))
@@ -299,20 +321,7 @@ func TestSessionMergesInstancesIntoPcapng(t *testing.T) {
 	if res.Packets != 6 {
 		t.Fatalf("%+v", res)
 	}
-	r, err := pcapgo.NewNgReader(bytes.NewReader(out.Bytes()), pcapgo.DefaultNgReaderOptions)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ts []int64
-	var ifaces []int
-	for {
-		_, ci, err := r.ReadPacketData()
-		if err != nil {
-			break
-		}
-		ts = append(ts, ci.Timestamp.UnixNano())
-		ifaces = append(ifaces, ci.InterfaceIndex)
-	}
+	r, ts, ifaces := readPcapng(t, out.Bytes())
 	if want := []int64{10, 20, 30, 40, 50, 60}; !slices.Equal(ts, want) {
 		t.Fatalf("timestamps %v, want %v", ts, want)
 	}
@@ -499,8 +508,8 @@ func TestPcapngCarriesPeriodicStatistics(t *testing.T) {
 	agents, targets := agentsFor(t, func(t *testing.T, req *wire.CaptureRequest, r *wire.Reader, w *wire.Writer) {
 		_ = w.WriteMessage(&wire.Started{LinkType: 1, Snaplen: req.Snaplen})
 		_ = packetsFrame(w, 1)
-		_ = w.WriteMessage(&wire.Stats{Packets: 1, AgentDropped: 4})
-		_ = w.WriteMessage(&wire.End{Reason: waitStop(r), Stats: wire.Stats{Packets: 1, AgentDropped: 4}})
+		_ = w.WriteMessage(&wire.Stats{Counters: wire.Counters{Packets: 1, AgentDropped: 4}})
+		_ = w.WriteMessage(&wire.End{Reason: waitStop(r), Stats: wire.Stats{Counters: wire.Counters{Packets: 1, AgentDropped: 4}}})
 	})
 	req := request(targets)
 	req.Format = FormatPcapng

@@ -37,9 +37,12 @@ type Target struct {
 type Request struct {
 	CaptureID string
 	Targets   []Target
-	Device    string
-	Filter    string
-	Snaplen   int
+	// Devices are captured in every instance: one (eth0 by default), or
+	// up to wire.MaxDevices, which needs pcapng and agents of protocol
+	// version 2.
+	Devices []string
+	Filter  string
+	Snaplen int
 	// Duration bounds the capture; with Deadline set it ends at Deadline
 	// instead, counting the time the request took to start (the gorouter
 	// counts it too).
@@ -122,16 +125,34 @@ type instance struct {
 	r       *wire.Reader
 	w       *wire.Writer
 	started *wire.Started
-
-	// apiDrop counts the packets dropped for this instance because the
-	// capture's buffer was full.
-	apiDrop atomic.Uint64
+	// devices are the devices asked for; tagged says the stream carries
+	// several (DevicePackets frames, per-device counters).
+	devices []string
+	tagged  bool
+	// sources are the instance's started devices by their index in
+	// devices; nil for a device that did not start.
+	sources [wire.MaxDevices]*source
+	// deviceErrs say why devices did not start.
+	deviceErrs []*InstanceError
 
 	mu    sync.Mutex
 	stats wire.Stats
 	end   *wire.End // nil until the agent sent End
 	err   error     // why the stream broke, if it did
 	endAt time.Time
+}
+
+// source is one device of a running instance: the merger orders each on
+// its own, and pcapng gives each its own interface.
+type source struct {
+	id       int // merger source and pcapng interface id
+	inst     *instance
+	dev      int // index in the instance's devices
+	device   string
+	linkType int
+	// apiDrop counts the packets dropped for this source because the
+	// capture's buffer was full.
+	apiDrop atomic.Uint64
 }
 
 // Session is a started capture: every instance has answered and at least
@@ -141,6 +162,7 @@ type Session struct {
 	opts      Options
 	log       *slog.Logger
 	instances []*instance
+	sources   []*source // every instance's started devices, in instance and device order
 }
 
 // Start asks the agent of every target to start capturing and waits for
@@ -155,8 +177,18 @@ func Start(ctx context.Context, agents Agents, req Request, opts Options) (*Sess
 	if opts.StatsInterval <= 0 {
 		opts.StatsInterval = 5 * time.Second
 	}
+	if len(req.Devices) == 0 {
+		req.Devices = []string{"eth0"}
+	}
 	insts := make([]*instance, len(req.Targets))
 	errs := make([]*InstanceError, len(req.Targets))
+	if len(req.Devices) > 1 && req.Format != FormatPcapng {
+		// Classic pcap cannot tell the devices apart.
+		for i, t := range req.Targets {
+			errs[i] = &InstanceError{Index: t.Index, Status: http.StatusBadRequest, Message: "several devices need format pcapng"}
+		}
+		return nil, errs
+	}
 	var wg sync.WaitGroup
 	for i, t := range req.Targets {
 		wg.Go(func() { insts[i], errs[i] = startInstance(ctx, agents, req, t, opts) })
@@ -177,10 +209,22 @@ func Start(ctx context.Context, agents Agents, req Request, opts Options) (*Sess
 				Message: fmt.Sprintf("link type %d differs from the other instances' %d: use format pcapng", insts[i].started.LinkType, s.instances[0].started.LinkType)})
 		default:
 			s.instances = append(s.instances, insts[i])
+			failed = append(failed, insts[i].deviceErrs...)
+			for _, e := range insts[i].deviceErrs {
+				log.Info("device not captured", "index", e.Index, "status", e.Status, "error", e.Message)
+			}
 		}
 	}
 	if len(s.instances) == 0 {
 		return nil, failed
+	}
+	for _, inst := range s.instances {
+		for k := range inst.devices {
+			if inst.sources[k] != nil {
+				inst.sources[k].id = len(s.sources)
+				s.sources = append(s.sources, inst.sources[k])
+			}
+		}
 	}
 	return s, failed
 }
@@ -192,6 +236,9 @@ func startInstance(ctx context.Context, agents Agents, req Request, t Target, op
 	agent, ok := agents.Lookup(t.CellIP)
 	if !ok {
 		return fail(http.StatusServiceUnavailable, "no agent connected for cell %s", t.CellIP)
+	}
+	if len(req.Devices) > 1 && !agent.Speaks(2) {
+		return fail(http.StatusBadGateway, "the agent on cell %s is too old to capture several devices: capture one device at a time", t.CellIP)
 	}
 	if !agent.TryAcquire(opts.PerAgentLimit) {
 		return fail(http.StatusTooManyRequests, "the agent on cell %s already runs %d captures through this API replica", t.CellIP, opts.PerAgentLimit)
@@ -206,19 +253,24 @@ func startInstance(ctx context.Context, agents Agents, req Request, t Target, op
 		}
 		return fail(http.StatusServiceUnavailable, "cannot reach the agent on cell %s: %v", t.CellIP, err)
 	}
-	inst := &instance{target: t, agent: agent, stream: stream, r: wire.NewReader(stream), w: wire.NewWriter(stream)}
+	inst := &instance{target: t, agent: agent, stream: stream, r: wire.NewReader(stream), w: wire.NewWriter(stream),
+		devices: req.Devices, tagged: len(req.Devices) > 1}
 	creq := &wire.CaptureRequest{
 		CaptureID:      req.CaptureID,
 		AppGUID:        t.AppGUID,
 		ProcessType:    t.ProcessType,
 		Index:          t.Index,
 		InstanceGUID:   t.InstanceGUID,
-		Device:         req.Device,
+		Device:         req.Devices[0],
 		Filter:         req.Filter,
 		Snaplen:        req.Snaplen,
 		DurationMillis: req.remaining().Milliseconds(),
 		MaxPackets:     req.MaxPackets,
 		Owner:          req.Owner,
+	}
+	if inst.tagged {
+		// Version 1's shape otherwise: an older agent keeps working.
+		creq.Devices = req.Devices
 	}
 	// The deadline also ends the wait when the client goes away.
 	deadline, _ := ctx.Deadline()
@@ -263,7 +315,86 @@ func startInstance(ctx context.Context, agents Agents, req Request, t Target, op
 	}
 	_ = stream.SetDeadline(time.Time{})
 	inst.started = m.(*wire.Started)
+	if err := inst.startDevices(); err != nil {
+		inst.abort()
+		return fail(http.StatusBadGateway, "bad answer from the agent on cell %s: %v", t.CellIP, err)
+	}
 	return inst, nil
+}
+
+// startDevices records which devices the agent started, and why the
+// others did not, from its Started.
+func (i *instance) startDevices() error {
+	st := i.started
+	if !i.tagged {
+		i.sources[0] = &source{inst: i, device: i.devices[0], linkType: st.LinkType}
+		return nil
+	}
+	if len(st.Devices) != len(i.devices) {
+		return fmt.Errorf("started %d devices of %d", len(st.Devices), len(i.devices))
+	}
+	for k, ds := range st.Devices {
+		if ds.Device != i.devices[k] {
+			return fmt.Errorf("started device %q in place of %s", clip(ds.Device), i.devices[k])
+		}
+		if ds.Error != nil {
+			i.deviceErrs = append(i.deviceErrs, &InstanceError{Index: i.target.Index, Status: statusOf(ds.Error.Code),
+				Message: fmt.Sprintf("device %s: %s", i.devices[k], clip(ds.Error.Message))})
+			continue
+		}
+		i.sources[k] = &source{inst: i, dev: k, device: i.devices[k], linkType: ds.LinkType}
+	}
+	if len(i.deviceErrs) == len(i.devices) {
+		return errors.New("started, but none of the devices")
+	}
+	return nil
+}
+
+// sourceIDs are the ids of the instance's sources.
+func (i *instance) sourceIDs() []int {
+	var ids []int
+	for _, src := range i.sources {
+		if src != nil {
+			ids = append(ids, src.id)
+		}
+	}
+	return ids
+}
+
+// frameSource finds the source of a Packets or DevicePackets payload and
+// where its records begin. A frame the stream's shape does not allow is
+// malformed.
+func (i *instance) frameSource(typ wire.Type, payload []byte) (*source, int, error) {
+	if typ == wire.TypePackets {
+		if i.tagged {
+			return nil, 0, fmt.Errorf("%w: a packets frame without a device on a stream of several devices", wire.ErrMalformedPackets)
+		}
+		return i.sources[0], 0, nil
+	}
+	if !i.tagged {
+		return nil, 0, fmt.Errorf("%w: a device packets frame on a stream of one device", wire.ErrMalformedPackets)
+	}
+	k, _, err := wire.DeviceRecords(payload)
+	if err != nil {
+		return nil, 0, err
+	}
+	if k >= len(i.devices) || i.sources[k] == nil {
+		return nil, 0, fmt.Errorf("%w: packets of device index %d, which was not started", wire.ErrMalformedPackets, k)
+	}
+	return i.sources[k], wire.DeviceHeaderSize, nil
+}
+
+// counters are the source's share of the instance's counters st: its
+// device's, when the agent counts per device.
+func (s *source) counters(st wire.Stats) wire.Counters {
+	switch {
+	case !s.inst.tagged:
+		return st.Counters
+	case len(st.Devices) == len(s.inst.devices):
+		return st.Devices[s.dev]
+	}
+	// An agent that does not count per device: the totals only.
+	return wire.Counters{}
 }
 
 // maxAgentMessage bounds what of an agent's message reaches headers, logs
