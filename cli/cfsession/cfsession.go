@@ -148,6 +148,12 @@ type Standalone struct {
 
 func (s Standalone) Token(ctx context.Context) (string, error) { return s.Store.Token(ctx) }
 
+// Renew replaces a token a server rejected, refreshing it at UAA even
+// before its expiry.
+func (s Standalone) Renew(ctx context.Context, rejected string) (string, error) {
+	return s.Store.Renew(ctx, rejected)
+}
+
 func (s Standalone) APIURL(context.Context) (string, error) {
 	target, err := s.Store.Target()
 	if err != nil {

@@ -202,34 +202,55 @@ func newClient(env Env) *http.Client {
 	return &http.Client{Transport: tr}
 }
 
+// renewer is a session that can replace a token a server rejected before
+// its expiry (revoked, or signed with a retired key): the standalone CLI
+// refreshes it at UAA, where asking for the token again would return the
+// same one.
+type renewer interface {
+	Renew(ctx context.Context, rejected string) (string, error)
+}
+
 // get sends the request with a fresh token, and once more with a newer
-// token after a 401: the token may have expired between the two. It
-// returns the token that was sent.
+// token after a 401: the token may have expired between the two, or been
+// revoked. It returns the token that was sent.
 func get(ctx context.Context, client *http.Client, reqURL string, sess Session) (*http.Response, string, error) {
-	for attempt := 0; ; attempt++ {
-		token, err := sess.Token(ctx)
-		if err != nil {
-			return nil, "", err
-		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, reqURL, nil)
-		if err != nil {
-			return nil, "", err
-		}
-		req.Header.Set("Authorization", "bearer "+token)
-		req.Header.Set("Accept", "application/vnd.tcpdump.pcap, application/x-pcapng, application/problem+json")
-		resp, err := client.Do(req)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, "", errors.New("interrupted before the capture started")
-			}
-			return nil, "", fmt.Errorf("cannot reach the pcap-server API at %s: %w", hostOf(reqURL), unwrapURLError(err))
-		}
-		if resp.StatusCode == http.StatusUnauthorized && attempt == 0 {
-			resp.Body.Close()
-			continue
-		}
-		return resp, token, nil
+	token, err := sess.Token(ctx)
+	if err != nil {
+		return nil, "", err
 	}
+	for attempt := 0; ; attempt++ {
+		resp, err := send(ctx, client, reqURL, token)
+		if err != nil || resp.StatusCode != http.StatusUnauthorized || attempt > 0 {
+			return resp, token, err
+		}
+		resp.Body.Close()
+		if r, ok := sess.(renewer); ok {
+			token, err = r.Renew(ctx, token)
+		} else {
+			token, err = sess.Token(ctx)
+		}
+		if err != nil {
+			return nil, "", err
+		}
+	}
+}
+
+// send sends the capture request once.
+func send(ctx context.Context, client *http.Client, reqURL, token string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, reqURL, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "bearer "+token)
+	req.Header.Set("Accept", "application/vnd.tcpdump.pcap, application/x-pcapng, application/problem+json")
+	resp, err := client.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, errors.New("interrupted before the capture started")
+		}
+		return nil, fmt.Errorf("cannot reach the pcap-server API at %s: %w", hostOf(reqURL), unwrapURLError(err))
+	}
+	return resp, nil
 }
 
 func hostOf(u string) string {

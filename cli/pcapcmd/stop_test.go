@@ -134,3 +134,39 @@ func TestCtrlCAbortsWhenTheAPICannotStop(t *testing.T) {
 		t.Fatalf("%d packets in the file:\n%s", n, stderr.String())
 	}
 }
+
+// renewingSession hands out "old" and, asked to renew it, "new".
+type renewingSession struct{ renewed []string }
+
+func (s *renewingSession) Token(context.Context) (string, error) { return "old", nil }
+func (s *renewingSession) Renew(_ context.Context, rejected string) (string, error) {
+	s.renewed = append(s.renewed, rejected)
+	return "new", nil
+}
+func (s *renewingSession) APIURL(context.Context) (string, error)          { return "", nil }
+func (s *renewingSession) AppGUID(context.Context, string) (string, error) { return "guid", nil }
+
+// A token the API rejects before its expiry (revoked, or signed with a
+// retired key) is renewed once: asking for the token again would return
+// the same one.
+func TestRejectedTokenIsRenewed(t *testing.T) {
+	var seen []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = append(seen, r.Header.Get("Authorization"))
+		if r.Header.Get("Authorization") != "bearer new" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		w.WriteHeader(http.StatusTeapot)
+	}))
+	defer srv.Close()
+	sess := &renewingSession{}
+	resp, token, err := get(context.Background(), srv.Client(), srv.URL, sess)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTeapot || token != "new" || len(sess.renewed) != 1 || sess.renewed[0] != "old" {
+		t.Fatalf("status %d, token %q, renewed %v, requests %v", resp.StatusCode, token, sess.renewed, seen)
+	}
+}
