@@ -123,7 +123,7 @@ func recordedDevicesStream(b *testing.B, n, size, devices int) []byte {
 //	go test -run '^$' -bench Session ./proxy/capture
 func BenchmarkSession(b *testing.B) {
 	const packets = 200000
-	for _, instances := range []int{1, 4} {
+	for _, instances := range []int{1, 4, 16} {
 		agents := replayAgents{}
 		var targets []Target
 		var all int
