@@ -1,11 +1,11 @@
 // Package capture runs one libpcap capture inside a container's network
 // namespace and hands its packets over in wire batches, bounded in memory.
 //
-// The reader loop owns the libpcap handle. It moves whatever libpcap's
-// ring holds into a batch with one call (see ring.go), queues the batch for
-// the consumer (the tunnel stream) once it is big or the ring is empty,
-// and sleeps in poll(2) until the kernel hands over the next ring block:
-// an idle capture costs a wakeup a second. The queue is bounded in bytes:
+// The reader loop owns the libpcap handle. It moves what libpcap's ring
+// holds into a batch in few calls (see ring.go), queues the batch for the
+// consumer (the tunnel stream) once it is big or the ring is empty, and
+// sleeps in Go's netpoller until the kernel hands over the next ring
+// block: an idle capture costs a wakeup a second. The queue is bounded in bytes:
 // when the consumer falls behind, packets are dropped and counted, never
 // buffered without bound, so a slow client cannot make the agent grow on a
 // cell that runs apps.
@@ -166,7 +166,7 @@ func OpenDevices(o Options, devices []string) (caps []*Capture, errs []error) {
 // cannot.
 func newCapture(o Options, h *pcap.Handle) (*Capture, error) {
 	snaplen := min(max(h.SnapLen(), o.Snaplen), wire.MaxSnaplen)
-	r, err := newRing(h, snaplen)
+	r, err := newRing(h, snaplen, o.RingBytes)
 	if err != nil {
 		h.Close()
 		return nil, &OpenError{Code: wire.ErrInternal, Msg: fmt.Sprintf("read the capture on %s: %v", o.Device, err), Err: err}
@@ -338,11 +338,9 @@ type reader struct {
 	drainUntil time.Time
 	lastStats  time.Time
 	gone       error // the interface vanished: the container is gone
-	// When the current burst of reads began, and what was read in the
-	// current pacing window (one read timeout) and the one before.
-	burstStart             time.Time
-	windowStart            time.Time
-	windowBytes, lastBytes int
+	// When the current burst of reads began, and whether it read any.
+	burstStart time.Time
+	burstRead  bool
 	// overflowed is set once the kernel dropped packets: pacing is over
 	// for the capture.
 	overflowed bool
@@ -391,41 +389,36 @@ func (r *reader) loop() (wire.EndReason, error) {
 		r.pace()
 		c.wakeups.Add(1)
 		c.ring.wait(time.Now().Add(r.sleep()), r.stopPending)
-		r.burstStart = time.Now()
+		r.burstStart, r.burstRead = time.Now(), false
 	}
 }
 
-// pace makes bursts of reads start at most once per read timeout while
-// the traffic is light. Every burst costs the process a wakeup of Go's
-// scheduler monitor (about a millisecond of polling in 20 µs steps) and a
-// wakeup of the tunnel, the API and the client; a capture at a few
-// hundred thousand packets per second would otherwise take a burst per
-// ring block. A ring block handed over meanwhile waits in the ring, as
-// long as it would have waited for the read timeout at a lower rate. At a
-// rate that could fill a quarter of the ring in a read timeout, reading
-// goes on at once. Once the kernel has dropped packets (the traffic
-// surged while the reader waited, or the reader is short of CPU, and what
-// it read says little about what arrived), pacing stops for the rest of
-// the capture: a full ring must not wait.
+// pace lets ring blocks gather while the traffic is light, so that
+// bursts of reads start at most once per read timeout. Every burst costs
+// the process a wakeup of Go's scheduler monitor (about a millisecond of
+// polling in 20 µs steps) and a wakeup of the tunnel, the API and the
+// client; a capture at a few hundred thousand packets per second would
+// otherwise take a burst per ring block. A block waits no longer than it
+// would have waited for the read timeout at a lower rate.
+//
+// The ring's view says how many blocks wait, and each block handed over
+// wakes the pacing to look: reading starts as soon as an eighth of the
+// ring is taken, so that a surge never finds it full. Without a view, or
+// once the kernel has dropped packets (a reader short of CPU), there is
+// no pacing.
 func (r *reader) pace() {
-	o := &r.c.opts
-	if !r.overflowed {
-		r.c.sampleStats()
-		r.overflowed = r.c.kernelDrop.Load() > 0
-	}
-	now := time.Now()
-	if since := now.Sub(r.windowStart); since >= o.ReadTimeout {
-		r.lastBytes, r.windowBytes = r.windowBytes, 0
-		if since >= 2*o.ReadTimeout {
-			r.lastBytes = 0 // the last window was empty
-		}
-		r.windowStart = now
-	}
-	if r.overflowed || max(r.windowBytes, r.lastBytes) >= o.RingBytes/4 || r.stopPending() {
+	o, view := &r.c.opts, r.c.ring.view
+	if view == nil || !r.burstRead || r.overflowed {
 		return
 	}
-	if d := r.burstStart.Add(o.ReadTimeout).Sub(now); d > 0 {
-		time.Sleep(d)
+	r.c.sampleStats()
+	if r.overflowed = r.c.kernelDrop.Load() > 0; r.overflowed {
+		return
+	}
+	deadline := r.burstStart.Add(o.ReadTimeout)
+	enough := max(view.blocks/8, 1)
+	for view.ready() < enough && time.Now().Before(deadline) && !r.stopPending() {
+		r.c.ring.waitHandOver(deadline, r.stopPending)
 	}
 }
 
@@ -446,7 +439,7 @@ func (r *reader) readRing() (got, more bool, err error) {
 		want = 0
 	}
 	n, more, err := c.ring.read(r.batch, want, max(flushBytes-r.batch.Size(), 1))
-	r.windowBytes += n.bytes
+	r.burstRead = r.burstRead || n.bytes > 0
 	r.captured += n.kept
 	c.agentDrop.Add(n.lost)
 	if discard {
@@ -519,6 +512,7 @@ func (r *reader) flush() {
 	default:
 		c.agentDrop.Add(uint64(count))
 		c.queued.Add(-int64(b.Cap()))
+		r.captured -= uint64(count) // toward the packet limit, only what went out
 		b.Reset()
 	}
 }

@@ -72,6 +72,15 @@ static int pcs_dispatch(pcap_t *p, unsigned char *buf, pcs_state *st, int cnt) {
 static int pcs_nanos(pcap_t *p) {
 	return pcap_get_tstamp_precision(p) == PCAP_TSTAMP_PRECISION_NANO;
 }
+
+// pcs_nonblock makes pcap_dispatch return at once on an empty ring.
+static int pcs_nonblock(pcap_t *p) {
+	char errbuf[PCAP_ERRBUF_SIZE];
+	if (pcap_setnonblock(p, 1, errbuf) < 0) {
+		return -1;
+	}
+	return pcap_getnonblock(p, errbuf);
+}
 */
 import "C"
 
@@ -80,6 +89,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -108,6 +118,7 @@ type ring struct {
 	st      C.pcs_state
 	file    *os.File // the duplicate, in the netpoller
 	raw     syscall.RawConn
+	view    *ringView // nil: the ring's layout is not the one expected
 }
 
 // dispatchCount bounds the packets of one cgo call: a call that lasts
@@ -126,12 +137,18 @@ func handlePointer(h *pcap.Handle) (unsafe.Pointer, error) {
 	return f.UnsafePointer(), nil
 }
 
-func newRing(h *pcap.Handle, snaplen int) (*ring, error) {
+func newRing(h *pcap.Handle, snaplen, ringBytes int) (*ring, error) {
 	ptr, err := handlePointer(h)
 	if err != nil {
 		return nil, err
 	}
 	p := (*C.pcap_t)(ptr)
+	// gopacket asks for non-blocking reads when a timeout is set, but
+	// does not check that it got them; in blocking mode an empty ring
+	// would block pcap_dispatch inside cgo, and no stop could end it.
+	if C.pcs_nonblock(p) != 1 {
+		return nil, errors.New("libpcap cannot read this capture without blocking")
+	}
 	fd := int(C.pcap_get_selectable_fd(p))
 	if fd < 0 {
 		return nil, errors.New("libpcap has no selectable descriptor for this capture")
@@ -155,7 +172,7 @@ func newRing(h *pcap.Handle, snaplen int) (*ring, error) {
 		file.Close()
 		return nil, fmt.Errorf("wait for the capture's descriptor: %w", err)
 	}
-	r := &ring{p: p, room: wire.RecordHeaderSize + snaplen, tsScale: 1000, file: file, raw: raw}
+	r := &ring{p: p, room: wire.RecordHeaderSize + snaplen, tsScale: 1000, file: file, raw: raw, view: newRingView(dup, ringBytes)}
 	if C.pcs_nanos(p) != 0 {
 		r.tsScale = 1
 	}
@@ -207,9 +224,31 @@ func (r *ring) wait(deadline time.Time, stopped func() bool) {
 		return
 	}
 	first := true
+	_ = r.raw.Read(func(fd uintptr) bool {
+		if !first {
+			// Woken: readable, or an error libpcap reports.
+			return true
+		}
+		first = false
+		// The netpoller is edge-triggered and forgets what it saw
+		// before this wait: a ring block handed over since the last
+		// read would not wake it. Ask the socket itself.
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 0)
+		return err == nil && n > 0
+	})
+}
+
+// waitHandOver sleeps until the kernel hands over a ring block from now
+// on (a block handed over before is not waited for: the caller has seen
+// it in the view), deadline passes, or wakeUp is called.
+func (r *ring) waitHandOver(deadline time.Time, stopped func() bool) {
+	_ = r.file.SetReadDeadline(deadline)
+	if stopped() {
+		return
+	}
+	first := true
 	_ = r.raw.Read(func(uintptr) bool {
-		// The first call asks the netpoller to wait; the second means
-		// the descriptor is readable (or has an error libpcap reports).
 		done := !first
 		first = false
 		return done
@@ -221,7 +260,58 @@ func (r *ring) wakeUp() {
 	_ = r.file.SetReadDeadline(time.Now())
 }
 
-// close releases the duplicate; the pcap handle is closed by its owner.
+// close releases the duplicate and the view; the pcap handle is closed by
+// its owner.
 func (r *ring) close() {
+	r.view.close()
 	_ = r.file.Close()
+}
+
+// ringView is a second, read-only mapping of libpcap's packet ring: it
+// tells how many ring blocks the kernel has handed over that the reader
+// has not read yet, without a system call, so that the reader can let
+// blocks gather while the traffic is light and read before the ring
+// fills.
+type ringView struct {
+	mem       []byte
+	blockSize int
+	blocks    int
+}
+
+// libpcap's TPACKET_V3 ring has blocks of the smallest power of two
+// (from a page) that holds a "frame" of its maximum snaplen, 262144
+// bytes, and as many blocks as the buffer size needs (pcap-linux.c,
+// create_ring).
+const ringBlockSize = 256 << 10
+
+// newRingView maps the ring of the packet socket fd, assumed to be
+// libpcap's layout for a buffer of ringBytes. The kernel refuses a
+// mapping of another size, and then there is no view (nil): the reader
+// does without.
+func newRingView(fd, ringBytes int) *ringView {
+	blocks := (ringBytes + ringBlockSize - 1) / ringBlockSize
+	mem, err := unix.Mmap(fd, 0, blocks*ringBlockSize, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return nil
+	}
+	return &ringView{mem: mem, blockSize: ringBlockSize, blocks: blocks}
+}
+
+// ready counts the blocks handed over to user space (TP_STATUS_USER in
+// the block descriptor's block_status, at offset 8).
+func (v *ringView) ready() int {
+	n := 0
+	for b := range v.blocks {
+		status := (*uint32)(unsafe.Pointer(&v.mem[b*v.blockSize+8]))
+		if atomic.LoadUint32(status)&unix.TP_STATUS_USER != 0 {
+			n++
+		}
+	}
+	return n
+}
+
+func (v *ringView) close() {
+	if v != nil {
+		_ = unix.Munmap(v.mem)
+	}
 }
