@@ -39,19 +39,33 @@ func (f *frame) headTime() int64 {
 	return int64(binary.BigEndian.Uint64(f.buf[f.off:]))
 }
 
-// Frame buffers come in power-of-two size classes from 4 KiB up to the
-// largest frame, so that they can be reused whatever size agents send.
+// Frame buffers come in size classes from 4 KiB up to the largest frame,
+// four to a power of two (4, 5, 6, 7 KiB, 8, 10, 12, 14 KiB, ...), so that
+// they can be reused whatever size agents send, and a buffer is at most a
+// quarter larger than its frame: an agent's batch of 128 KiB and one more
+// record must not count as 256 KiB against the budget.
 const (
-	minClass   = 12
-	maxClass   = 20 // wire.MaxPayload
-	numClasses = maxClass - minClass + 1
+	minClassBits = 12
+	maxClassBits = 20 // wire.MaxPayload
+	numClasses   = (maxClassBits-minClassBits)*4 + 1
 	// frameOverhead is what the API holds per queued frame besides its
 	// buffer: the frame itself and its queue slot.
 	frameOverhead = 128
 )
 
+// classOf is the smallest class that holds n bytes.
 func classOf(n int) int {
-	return max(minClass, bits.Len(uint(max(n, 1)-1))) - minClass
+	n = max(n, 1<<minClassBits)
+	e := bits.Len(uint(n-1)) - 1 // 2^e < n <= 2^(e+1)
+	step := 1 << (e - 2)         // a quarter of 2^e
+	m := (n + step - 1) / step   // 5..8 quarters
+	return (e-minClassBits)*4 + m - 4
+}
+
+// classSize is the buffer size of a class.
+func classSize(class int) int {
+	e, m := class/4+minClassBits, class%4+4
+	return m << (e - 2)
 }
 
 // framePool hands out frame buffers within a capture's budget: every
@@ -72,14 +86,14 @@ func newFramePool(budget int) *framePool {
 // no room for it.
 func (p *framePool) get(n int) *frame {
 	class := classOf(n)
-	cost := int64(1)<<(class+minClass) + frameOverhead
+	cost := int64(classSize(class)) + frameOverhead
 	if p.used.Add(cost) > p.budget {
 		p.used.Add(-cost)
 		return nil
 	}
 	f, _ := p.pools[class].Get().(*frame)
 	if f == nil {
-		f = &frame{buf: make([]byte, 1<<(class+minClass)), class: class}
+		f = &frame{buf: make([]byte, classSize(class)), class: class}
 	}
 	f.buf = f.buf[:n]
 	f.off, f.left = 0, 0
@@ -88,7 +102,7 @@ func (p *framePool) get(n int) *frame {
 
 // put returns a frame to the pool and its memory to the budget.
 func (p *framePool) put(f *frame) {
-	p.used.Add(-(int64(1)<<(f.class+minClass) + frameOverhead))
+	p.used.Add(-(int64(classSize(f.class)) + frameOverhead))
 	p.pools[f.class].Put(f)
 }
 

@@ -143,10 +143,11 @@ func TestMergeOrdersManyInstances(t *testing.T) {
 // The budget counts each frame's whole buffer and its bookkeeping, from
 // the moment it is read until its last record is written.
 func TestFramePoolBudget(t *testing.T) {
-	perFrame := 1<<minClass + frameOverhead
+	smallest := classSize(0)
+	perFrame := smallest + frameOverhead
 	p := newFramePool(2 * perFrame)
-	a, b := p.get(10), p.get(1<<minClass)
-	if a == nil || b == nil || len(a.buf) != 10 || cap(a.buf) != 1<<minClass {
+	a, b := p.get(10), p.get(smallest)
+	if a == nil || b == nil || len(a.buf) != 10 || cap(a.buf) != smallest {
 		t.Fatalf("frames %v %v", a, b)
 	}
 	// Ten bytes cost a whole buffer: the third frame does not fit.
@@ -159,6 +160,23 @@ func TestFramePoolBudget(t *testing.T) {
 	}
 	if big := newFramePool(1 << 30).get(wire.MaxPayload); big == nil || cap(big.buf) != wire.MaxPayload {
 		t.Fatal("the largest frame has no buffer class")
+	}
+}
+
+// A frame's buffer is at most a quarter larger than the frame (from the
+// smallest class up), so the budget holds about what it says.
+func TestFrameClassesFitClosely(t *testing.T) {
+	last := -1
+	for n := 1; n <= wire.MaxPayload; n += 1 + n/997 {
+		c := classOf(n)
+		size := classSize(c)
+		if size < n || (n > classSize(0) && size > n+n/4) || c < last || c >= numClasses {
+			t.Fatalf("%d bytes: class %d of %d bytes", n, c, size)
+		}
+		last = c
+	}
+	if got := classSize(classOf(128<<10 + wire.RecordHeaderSize + 60)); got != 160<<10 {
+		t.Fatalf("an agent's full batch takes a buffer of %d bytes", got)
 	}
 }
 

@@ -157,6 +157,11 @@ func (o *output) appendPacket(iface int, rec wire.Record, data []byte) {
 	o.buf = append(b, data...)
 }
 
+// isbSize is what appendStats writes: an Interface Statistics Block with
+// its timestamp and four options (start, end, received, dropped) and the
+// end of options.
+const isbSize = 24 + 4*12 + 4
+
 // appendStats records a source's counters so far (pcapng only).
 func (o *output) appendStats(iface int, s ifaceStats) error {
 	if o.ng == nil {

@@ -96,6 +96,7 @@ type run struct {
 	reportedPackets uint64
 	reportedBytes   int64
 	writing         bool // false once the client is gone or a limit is hit
+	clientLost      bool // the client is gone: nothing more reaches it
 	reason          wire.EndReason
 	stopping        bool
 	lastEnd         wire.EndReason // the instance that ended last
@@ -215,7 +216,8 @@ func (r *run) loop(ctx context.Context, stop <-chan wire.EndReason) {
 		case <-r.inbox.wake:
 		case <-hold.C:
 		case now := <-statsTick.C:
-			if r.writing && r.req.Format == FormatPcapng {
+			// Room stays for the last statistics, which close the file.
+			if r.writing && r.req.Format == FormatPcapng && (r.req.MaxBytes == 0 || r.planned+2*r.statsRound() <= r.req.MaxBytes) {
 				r.writeInterfaceStats(now)
 				if err := r.flush(); err != nil {
 					r.clientGone(err)
@@ -224,6 +226,11 @@ func (r *run) loop(ctx context.Context, stop <-chan wire.EndReason) {
 			}
 		case <-stopDeadline:
 			r.log.Warn("agents did not end in time after stop", "timeout", stopTimeout.String())
+			// What arrived still goes out, in order, without waiting for
+			// the agents that do not end.
+			r.inbox.takeInto(r.merge)
+			r.merge.hold = 0
+			r.write(time.Now())
 			return
 		}
 		if r.stoppedByAgent.Load() {
@@ -283,7 +290,7 @@ func (r *run) writeRun(run mergeRun) {
 			return
 		}
 		size := r.out.size(rec.CapLen)
-		if r.req.MaxBytes > 0 && r.planned+size > r.req.MaxBytes {
+		if r.req.MaxBytes > 0 && r.planned+size+r.statsRound() > r.req.MaxBytes {
 			r.decide(wire.EndMaxBytes)
 			r.writing = false
 			return
@@ -323,7 +330,7 @@ func (r *run) endWrite(wrote bool) {
 func (r *run) clientGone(err error) {
 	r.log.Info("client gone", "error", err)
 	r.decide(wire.EndClientGone)
-	r.writing = false
+	r.writing, r.clientLost = false, true
 }
 
 // decide ends the capture for reason, unless it is already ending: every
@@ -336,7 +343,7 @@ func (r *run) decide(reason wire.EndReason) {
 	r.stopping = true
 	r.reason = reason
 	if reason == wire.EndClientGone {
-		r.writing = false
+		r.writing, r.clientLost = false, true
 	}
 	for _, inst := range r.instances {
 		// A stalled tunnel may block a write for yamux's write timeout;
@@ -547,10 +554,12 @@ func (r *run) result() Result {
 		res.Dropped.Agent += ir.Stats.AgentDropped
 		res.Dropped.API += ir.APIDrop
 	}
-	if r.writing {
+	// The last statistics close the file, also after a limit (packets
+	// left room for them), unless the client is gone.
+	if !r.clientLost {
 		r.writeInterfaceStats(time.Now())
 	}
-	if r.writing {
+	if !r.clientLost {
 		_ = r.flush()
 	}
 	r.report()
@@ -558,10 +567,22 @@ func (r *run) result() Result {
 	return res
 }
 
+// statsRound is the size of one round of interface statistics: what
+// writeInterfaceStats adds to the file. Packets leave room for the last
+// round, so that max_bytes holds with it.
+func (r *run) statsRound() int64 {
+	if r.req.Format != FormatPcapng {
+		return 0
+	}
+	return int64(len(r.sources)) * isbSize
+}
+
 // writeInterfaceStats writes every source's counters so far (pcapng
 // only): a reader following the stream, the CLI among them, sees the
 // drops while the capture runs, and the last ones close the file.
 func (r *run) writeInterfaceStats(now time.Time) {
+	before := r.out.pending()
+	defer func() { r.planned += int64(r.out.pending() - before) }()
 	for _, src := range r.sources {
 		src.inst.mu.Lock()
 		st := src.counters(src.inst.stats)

@@ -233,7 +233,7 @@ func TestSessionDropsBeyondItsBufferAndCountsThem(t *testing.T) {
 	})
 	m, _ := newMetrics()
 	// Room for one frame's buffer.
-	sess, _ := Start(context.Background(), agents, request(targets), Options{BufferBytes: 1<<minClass + frameOverhead, Metrics: m})
+	sess, _ := Start(context.Background(), agents, request(targets), Options{BufferBytes: classSize(0) + frameOverhead, Metrics: m})
 	go func() {
 		<-sent // net.Pipe: the API has read every frame
 		close(client.release)
@@ -410,6 +410,49 @@ func TestMaxBytesKeepsWholeRecords(t *testing.T) {
 	res := sess.Run(context.Background(), &out, func() error { return nil }, noStop())
 	if res.Reason != wire.EndMaxBytes || int64(out.Len()) > req.MaxBytes || len(readPcap(t, out.Bytes())) != 2 {
 		t.Fatalf("reason %s, %d bytes", res.Reason, out.Len())
+	}
+}
+
+// In pcapng the statistics blocks count too: with them written every
+// 10 ms, the file still ends within max_bytes, closed by the last ones.
+func TestMaxBytesCountsStatisticsInPcapng(t *testing.T) {
+	agents, targets := agentsFor(t, func(t *testing.T, req *wire.CaptureRequest, r *wire.Reader, w *wire.Writer) {
+		_ = w.WriteMessage(&wire.Started{LinkType: 1, Snaplen: req.Snaplen})
+		for i := range int64(200) {
+			if packetsFrame(w, i) != nil {
+				break
+			}
+			time.Sleep(2 * time.Millisecond) // a trickle, so that statistics interleave
+		}
+		_ = w.WriteMessage(&wire.End{Reason: waitStop(r)})
+	})
+	req := request(targets)
+	req.Format = FormatPcapng
+	req.MaxBytes = 2000
+	sess, _ := Start(context.Background(), agents, req, Options{BufferBytes: 1 << 20, StatsInterval: 10 * time.Millisecond})
+	var out bytes.Buffer
+	res := sess.Run(context.Background(), &out, func() error { return nil }, noStop())
+	if res.Reason != wire.EndMaxBytes || int64(out.Len()) > req.MaxBytes || res.Bytes != int64(out.Len()) {
+		t.Fatalf("reason %s, %d bytes written, Pcap-Bytes %d, max %d", res.Reason, out.Len(), res.Bytes, req.MaxBytes)
+	}
+	// The last block is the closing statistics.
+	if b := out.Bytes(); len(b) < isbSize || b[len(b)-isbSize] != 5 {
+		t.Fatal("the file does not end with interface statistics")
+	}
+}
+
+// isbSize is what appendStats writes.
+func TestStatisticsBlockSize(t *testing.T) {
+	o, err := newPcapngOutput([]ngInterface{{name: "a/0", linkType: 1, snaplen: 65535}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := o.pending()
+	if err := o.appendStats(0, ifaceStats{delivered: 1 << 40, dropped: 1 << 40, start: time.Now(), end: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if got := o.pending() - before; got != isbSize {
+		t.Fatalf("a statistics block takes %d bytes, isbSize says %d", got, isbSize)
 	}
 }
 
