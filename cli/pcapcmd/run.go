@@ -106,9 +106,16 @@ func run(ctx context.Context, o Options, env Env, p *printer) (int, error) {
 	}
 	// Until the capture runs, a stop means giving up.
 	ctx, abort := context.WithCancel(ctx)
-	defer abort()
 	stopper := &stopper{abort: abort, out: env.Stderr, printer: p}
-	go stopper.watch(ctx, env.Stop)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		stopper.watch(ctx, env.Stop)
+	}()
+	defer func() {
+		abort()
+		<-watched
+	}()
 	client := newClient(env)
 	resp, token, err := get(ctx, client, reqURL, sess)
 	if err != nil {
@@ -141,6 +148,7 @@ func run(ctx context.Context, o Options, env Env, p *printer) (int, error) {
 	// A second Ctrl-C closes the stream: the copy ends on a whole record.
 	stopCopy := context.AfterFunc(ctx, func() { resp.Body.Close() })
 	copyErr := copier.Copy()
+	stopper.finish()
 	stopCopy()
 	stopProgress()
 	if err := closeOut(); err != nil && copyErr == nil {

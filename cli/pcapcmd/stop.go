@@ -20,8 +20,9 @@ type stopper struct {
 	out     io.Writer
 	printer *printer
 
-	mu  sync.Mutex
-	req *stopRequest // set once the capture runs
+	mu       sync.Mutex
+	req      *stopRequest // set once the capture runs
+	finished bool         // the stream has ended: nothing more to say
 }
 
 // stopRequest is what a stop needs: the capture's URL and a token.
@@ -42,6 +43,13 @@ func (s *stopper) started(r stopRequest) {
 	s.req = &r
 }
 
+// finish says the stream has ended, with or without a stop.
+func (s *stopper) finish() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.finished = true
+}
+
 // watch waits for the first stop signal until ctx ends.
 func (s *stopper) watch(ctx context.Context, stop <-chan struct{}) {
 	select {
@@ -58,6 +66,12 @@ func (s *stopper) watch(ctx context.Context, stop <-chan struct{}) {
 	}
 	s.say("Stopping the capture: the cells send what they captured. Press Ctrl-C again to stop at once.")
 	if err := req.send(ctx); err != nil {
+		s.mu.Lock()
+		finished := s.finished
+		s.mu.Unlock()
+		if finished {
+			return // the stream ended meanwhile: nothing to stop
+		}
 		s.say(fmt.Sprintf("pcap: the API did not stop the capture (%v): stopping at once", err))
 		s.abort()
 	}

@@ -10,13 +10,13 @@
 package pcapstream
 
 import (
-	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"slices"
+	"strings"
 	"sync/atomic"
+	"unicode"
 )
 
 // MaxRecord bounds one record (a pcap packet or a pcapng block); nothing
@@ -75,9 +75,12 @@ type Copier struct {
 	parsed, filled int
 	pending        uint64 // packets among the records not written yet
 
-	format  Format
-	order   binary.ByteOrder
-	ifDrops map[uint32]uint64
+	format Format
+	order  binary.ByteOrder
+	// ifDrops are, by interface id, the latest isb_ifdrop of each
+	// interface described; dropTotal their sum.
+	ifDrops   []uint64
+	dropTotal uint64
 	// ifNames are the if_name options of the interface description
 	// blocks, by interface id.
 	ifNames []string
@@ -91,7 +94,7 @@ type Copier struct {
 
 // NewCopier copies from src to dst.
 func NewCopier(dst io.Writer, src io.Reader) *Copier {
-	return &Copier{src: src, dst: dst, ifDrops: map[uint32]uint64{}}
+	return &Copier{src: src, dst: dst}
 }
 
 // Progress returns what has been copied. It is safe to call while Copy
@@ -314,7 +317,15 @@ func (c *Copier) noteInterface(b []byte) {
 	if len(name) > maxInterfaceName {
 		name = name[:maxInterfaceName]
 	}
+	// The name goes to a terminal: no control characters.
+	name = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(name, "?"))
 	c.ifNames = append(c.ifNames, name)
+	c.ifDrops = append(c.ifDrops, 0)
 }
 
 // option returns the value of the first option with code in opts, a
@@ -347,25 +358,23 @@ type InterfaceDrops struct {
 func (c *Copier) InterfaceDrops() []InterfaceDrops {
 	var out []InterfaceDrops
 	for id, d := range c.ifDrops {
-		if d == 0 {
-			continue
+		if d > 0 {
+			out = append(out, InterfaceDrops{ID: uint32(id), Name: c.ifNames[id], Dropped: d})
 		}
-		ifd := InterfaceDrops{ID: id, Dropped: d}
-		if int64(id) < int64(len(c.ifNames)) {
-			ifd.Name = c.ifNames[id]
-		}
-		out = append(out, ifd)
 	}
-	slices.SortFunc(out, func(a, b InterfaceDrops) int { return cmp.Compare(a.ID, b.ID) })
 	return out
 }
 
-// noteStats reads isb_ifdrop (option 5) from an interface statistics block.
+// noteStats reads isb_ifdrop (option 5) from an interface statistics
+// block of an interface described before; the total stays a running sum.
 func (c *Copier) noteStats(b []byte) {
 	if len(b) < 24 {
 		return
 	}
 	iface := c.order.Uint32(b[8:])
+	if int64(iface) >= int64(len(c.ifDrops)) {
+		return
+	}
 	opts := b[20 : len(b)-4]
 	for len(opts) >= 4 {
 		code, length := c.order.Uint16(opts), int(c.order.Uint16(opts[2:]))
@@ -374,13 +383,11 @@ func (c *Copier) noteStats(b []byte) {
 			break
 		}
 		if code == 5 && length == 8 {
-			c.ifDrops[iface] = c.order.Uint64(opts[4:])
+			d := c.order.Uint64(opts[4:])
+			c.dropTotal += d - c.ifDrops[iface]
+			c.ifDrops[iface] = d
 		}
 		opts = opts[4+padded:]
 	}
-	var total uint64
-	for _, d := range c.ifDrops {
-		total += d
-	}
-	c.progDropped.Store(total)
+	c.progDropped.Store(c.dropTotal)
 }

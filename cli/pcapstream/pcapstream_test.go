@@ -302,3 +302,37 @@ func BenchmarkCopy(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*packets), "ns/packet")
 	})
 }
+
+// Statistics of an interface the stream never described count nothing,
+// and interface names reach the terminal without control characters.
+func TestInterfaceStatisticsAreBounded(t *testing.T) {
+	var b bytes.Buffer
+	w, err := pcapgo.NewNgWriterInterface(&b, pcapgo.NgInterface{Name: "app/0/\x1b[2Jlo", LinkType: layers.LinkTypeEthernet, SnapLength: 65535}, pcapgo.NgWriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteInterfaceStats(0, pcapgo.NgInterfaceStatistics{PacketsDropped: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// A statistics block for interface 7, which was never described.
+	isb := bytes.Clone(b.Bytes()[len(b.Bytes())-isbLen(b.Bytes()):])
+	isb[8] = 7
+	stream := append(bytes.Clone(b.Bytes()), isb...)
+	c := NewCopier(&bytes.Buffer{}, bytes.NewReader(stream))
+	if err := c.Copy(); err != nil {
+		t.Fatal(err)
+	}
+	drops := c.InterfaceDrops()
+	if c.Progress().Dropped != 3 || len(drops) != 1 || drops[0].Name != "app/0/ [2Jlo" {
+		t.Fatalf("dropped %d, interfaces %+v", c.Progress().Dropped, drops)
+	}
+}
+
+// isbLen is the length of the last block of a little-endian pcapng stream.
+func isbLen(stream []byte) int {
+	n := len(stream)
+	return int(uint32(stream[n-4]) | uint32(stream[n-3])<<8 | uint32(stream[n-2])<<16 | uint32(stream[n-1])<<24)
+}

@@ -33,6 +33,8 @@ func main() {
 		close(stop)
 		<-signals
 		abort()
+		// A third signal kills: a write into a stalled pipe may not end.
+		signal.Stop(signals)
 	}()
 	code := cfplugin.Plugin{
 		Metadata: pcapcmd.PluginMetadata(),
