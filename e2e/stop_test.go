@@ -64,6 +64,12 @@ func TestStopThroughTheOtherReplica(t *testing.T) {
 			t.Fatalf("a colleague's stop through %s: %d, want 403", api.url, got)
 		}
 	}
+	// Who cannot see the app learns nothing of its captures.
+	for _, api := range []*apiProc{streaming, other} {
+		if got := stopAs(t, api, f.app.GUID, id, f.uaa.UserToken(f.otherSpace)); got != http.StatusNotFound {
+			t.Fatalf("a stranger's stop through %s: %d, want 404", api.url, got)
+		}
+	}
 	if got := stopAs(t, other, f.app.GUID, "0123456789abcdef", owner); got != http.StatusNotFound {
 		t.Fatalf("stop of an unknown capture: %d, want 404", got)
 	}

@@ -54,9 +54,9 @@
 //     in the usual fields. When one device's capture ends on its own (a
 //     limit, an error, the container gone), the agent stops the others
 //     with the same reason, draining. An API sends devices only to agents
-//     that negotiated version 2; a request without devices is a capture
-//     of device alone, answered exactly as in version 1 (Packets frames,
-//     no per-device fields).
+//     that negotiated version 2; a request without devices, or with a list
+//     of one, is a capture of that device alone, answered exactly as in
+//     version 1 (Packets frames, no per-device fields).
 //
 //   - Stop streams (version 2) are opened by the API to stop a capture
 //     that another API replica streams (the replicas share nothing, but
@@ -88,8 +88,8 @@
 // more than MaxPayload for a frame whatever the input.
 //
 // Payloads of control frames (every type except Packets and
-// DevicePackets) are one JSON object. Unknown JSON fields are ignored, so a newer peer may add fields
-// to a message without a version change.
+// DevicePackets) are one JSON object. Unknown JSON fields are ignored, so
+// a newer peer may add fields to a message without a version change.
 //
 // A Packets payload is a sequence of packet records, no count, no padding:
 //
@@ -141,5 +141,5 @@
 // version 2 adds stop streams (StopCapture, StopResult),
 // CaptureRequest.owner, and captures of several devices
 // (CaptureRequest.devices, Started.devices, Stats.devices, DevicePackets
-// frames).
+// frames). Version 2 was first released with all of these.
 package wire

@@ -77,7 +77,8 @@ type CaptureRequest struct {
 	// on the one stream, answers Started.Devices, sends DevicePackets
 	// frames and counts Stats.Devices, all by the index of the device in
 	// this list; Device is ignored (the API sets it to the first). Without
-	// Devices the capture is of Device alone, as in version 1.
+	// Devices, or with a list of one, the capture is of that one device
+	// and answered as in version 1.
 	Devices []string `json:"devices,omitempty"`
 	Filter  string   `json:"filter,omitempty"`
 	Snaplen int      `json:"snaplen"`

@@ -196,6 +196,9 @@ func (a *Agent) serveCapture(ctx context.Context, stream net.Conn, r *wire.Reade
 	a.opts.Metrics.CapturesChanged(1)
 	defer a.opts.Metrics.CapturesChanged(-1)
 	defer a.active.Add(-1)
+	// Registered before the API hears of it, so that a stop sent through
+	// another replica right after the response finds it.
+	defer a.register(req.CaptureID, &runningCapture{appGUID: req.AppGUID, owner: req.Owner, d: d})()
 	started := d.started(req, container.Handle)
 	if err := w.WriteMessage(started); err != nil {
 		d.Start()
@@ -205,7 +208,6 @@ func (a *Agent) serveCapture(ctx context.Context, stream net.Conn, r *wire.Reade
 		return
 	}
 	d.Start()
-	defer a.register(req.CaptureID, &runningCapture{appGUID: req.AppGUID, owner: req.Owner, d: d})()
 	log.Info("capture started", "container", container.Handle, "devices", d.names, "filter", req.Filter, "snaplen", req.Snaplen)
 	for k, e := range d.errs {
 		if e != nil {

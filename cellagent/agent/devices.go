@@ -23,7 +23,7 @@ type devices struct {
 	names  []string
 	caps   []*capture.Capture
 	errs   []*wire.Error // why caps[k] is nil
-	tagged bool          // the request listed devices: answer per device
+	tagged bool          // the request listed several devices: answer per device
 
 	mu sync.Mutex
 	// ended is set by the first device whose capture ended; its reason
@@ -37,7 +37,8 @@ type devices struct {
 // openDevices opens every device the request names in the container's
 // namespace. It fails, with the Error to send, only if none opened.
 func openDevices(req *wire.CaptureRequest, o capture.Options) (*devices, *wire.Error) {
-	d := &devices{names: req.DeviceList(), tagged: len(req.Devices) > 0}
+	// A list of one device is that device alone, as the API reads it.
+	d := &devices{names: req.DeviceList(), tagged: len(req.Devices) > 1}
 	o.DeviceFrames = d.tagged
 	caps, errs := capture.OpenDevices(o, d.names)
 	d.caps, d.errs = caps, make([]*wire.Error, len(caps))

@@ -57,9 +57,14 @@ func (s *Server) handleStop(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusAccepted, map[string]string{"capture_id": captureID, "status": "stopping"})
 	}
 
-	switch found, p := s.stopLocal(captureID, appGUID, id); {
-	case p != nil:
-		refuse(p)
+	switch found, othersCapture := s.stopLocal(captureID, appGUID, id); {
+	case othersCapture:
+		// Someone else's: say so only to who may see the app at all.
+		if _, _, err := s.resolver.Resolve(ctx, id, appGUID, process, nil); err != nil {
+			refuse(problem.From(err))
+		} else {
+			refuse(problem.New(http.StatusForbidden, "capture %s belongs to another user: only its owner or an admin may stop it", captureID))
+		}
 		return
 	case found:
 		accepted("on this replica")
@@ -99,20 +104,21 @@ func (s *Server) handleStop(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// stopLocal stops the capture if this replica streams it.
-func (s *Server) stopLocal(captureID, appGUID string, id *Identity) (found bool, _ *problem.Error) {
+// stopLocal stops the capture if this replica streams it and it is the
+// caller's to stop; othersCapture says it runs here for someone else.
+func (s *Server) stopLocal(captureID, appGUID string, id *Identity) (found, othersCapture bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r, ok := s.running[captureID]
 	if !ok || r.appGUID != appGUID {
-		return false, nil
+		return false, false
 	}
 	if r.subject != id.Subject() && !id.IsAdmin() {
-		return false, problem.New(http.StatusForbidden, "capture %s belongs to another user: only its owner or an admin may stop it", captureID)
+		return false, true
 	}
 	select {
 	case r.stop <- wire.EndRequested:
 	default: // already ending (a stop or the drain came first)
 	}
-	return true, nil
+	return true, false
 }
