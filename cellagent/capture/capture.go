@@ -411,7 +411,8 @@ func (r *reader) pace() {
 	if view == nil || !r.burstRead || r.overflowed {
 		return
 	}
-	r.c.sampleStats()
+	// The counters of the last tick (a second at most): reading them now
+	// would be a system call per burst.
 	if r.overflowed = r.c.kernelDrop.Load() > 0; r.overflowed {
 		return
 	}

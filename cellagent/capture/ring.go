@@ -232,7 +232,12 @@ func (r *ring) wait(deadline time.Time, stopped func() bool) {
 		first = false
 		// The netpoller is edge-triggered and forgets what it saw
 		// before this wait: a ring block handed over since the last
-		// read would not wake it. Ask the socket itself.
+		// read would not wake it. The view tells without a system call
+		// (which would also wake the scheduler's monitor); else ask the
+		// socket itself.
+		if r.view != nil {
+			return r.view.ready() > 0
+		}
 		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 		n, err := unix.Poll(fds, 0)
 		return err == nil && n > 0
