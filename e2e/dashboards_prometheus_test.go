@@ -33,9 +33,15 @@ var scrapeConfigTemplate = template.Must(template.New("scrape").Parse(`{{range .
 {{- with .TLS}}
   scheme: https
   tls_config:
-    ca_file: {{.CAFile}}
-    cert_file: {{.CertFile}}
-    key_file: {{.KeyFile}}
+{{- if .Inline}}
+    ca: {{.CA}}
+    cert: {{.Cert}}
+    key: {{.Key}}
+{{- else}}
+    ca_file: {{.CA}}
+    cert_file: {{.Cert}}
+    key_file: {{.Key}}
+{{- end}}
     server_name: {{.ServerName}}
 {{- end}}
   file_sd_configs:
@@ -56,15 +62,23 @@ var scrapeConfigTemplate = template.Must(template.New("scrape").Parse(`{{range .
 
 // scrapeTLS is how Prometheus scrapes a job over mutual TLS.
 type scrapeTLS struct {
-	CAFile, CertFile, KeyFile, ServerName string
+	// Inline puts CA, Cert and Key into the configuration itself (ca, cert,
+	// key: Prometheus 3, not Debian's 2.42); otherwise they are file names
+	// (ca_file, cert_file, key_file: every Prometheus).
+	Inline        bool
+	CA, Cert, Key string
+	ServerName    string
 }
 
-// readmeAgentScrapeTLS are the files the README's scrape configuration
-// names on the Prometheus VM, and the agents' metrics.server_name.
+// readmeAgentScrapeTLS is the README's tls_config: inline, from the
+// certificate variable it declares for the Prometheus deployment, because
+// no job of prometheus-boshrelease writes TLS files for a scrape config;
+// and the agents' metrics.server_name.
 var readmeAgentScrapeTLS = scrapeTLS{
-	CAFile:     "/var/vcap/jobs/prometheus/config/pcap_metrics/ca.pem",
-	CertFile:   "/var/vcap/jobs/prometheus/config/pcap_metrics/scrape.crt",
-	KeyFile:    "/var/vcap/jobs/prometheus/config/pcap_metrics/scrape.key",
+	Inline:     true,
+	CA:         "((pcap_metrics_scrape_tls.ca))",
+	Cert:       "((pcap_metrics_scrape_tls.certificate))",
+	Key:        "((pcap_metrics_scrape_tls.private_key))",
 	ServerName: "pcap_server_metrics",
 }
 

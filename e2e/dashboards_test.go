@@ -178,14 +178,14 @@ func metricsPKI(t *testing.T, cfg *agentconfig.Config) scrapeTLS {
 		t.Fatal(err)
 	}
 	st := scrapeTLS{ServerName: readmeAgentScrapeTLS.ServerName}
-	if st.CAFile, err = ca.WriteFile(dir, "ca"); err != nil {
+	if st.CA, err = ca.WriteFile(dir, "ca"); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Metrics.Cert, cfg.Metrics.Key, err = server.WriteFiles(dir, "metrics"); err != nil {
 		t.Fatal(err)
 	}
-	cfg.Metrics.CACert = st.CAFile
-	if st.CertFile, st.KeyFile, err = client.WriteFiles(dir, "scrape"); err != nil {
+	cfg.Metrics.CACert = st.CA
+	if st.Cert, st.Key, err = client.WriteFiles(dir, "scrape"); err != nil {
 		t.Fatal(err)
 	}
 	return st
@@ -211,7 +211,9 @@ func walkDatasources(v any, path string, fn func(path string, ds any)) {
 }
 
 // The README's scrape configuration is the one TestDashboardsAgainstPrometheus
-// runs, with the default metrics ports.
+// runs, with the default metrics ports and the agents' client certificate
+// inline from a BOSH variable, where the test runs Debian's Prometheus 2.42
+// with files (the same certificates; 2.42 knows no inline ca, cert, key).
 func TestReadmeShowsTheTestedScrapeConfig(t *testing.T) {
 	port := func(address string) int {
 		_, p, err := net.SplitHostPort(address)
@@ -253,7 +255,8 @@ func TestDashboardsAgainstPrometheus(t *testing.T) {
 	f.running(cffake.ProcessInstance{Index: 0, State: cffake.StateRunning, Host: "127.0.0.1", InstanceGUID: "handle-0"})
 	// The agent serves its metrics over mutual TLS, as the cf deployment
 	// configures it, and Prometheus scrapes with a client certificate of
-	// the same CA (cf's metric_scraper_ca).
+	// the same CA (cf's metric_scraper_ca), from files: Debian's
+	// Prometheus 2.42 takes no inline certificates.
 	agentCfg := agentConfig(p, api, "127.0.0.1", map[string]string{f.app.GUID + "/0": a.pair.App.Path()})
 	scrapeTLS := metricsPKI(t, &agentCfg)
 	agent := startAgentWith(t, api, agentCfg)

@@ -13,7 +13,9 @@
 #                as DIR/PATH (another checkout's blobs/) or DIR/FILENAME;
 #                checked all the same
 #   LIBPCAP_URL  where the libpcap tarball lies (default: the Debian archive's
-#                pool directory); GOPROXY, as for go, for the toolchain
+#                pool directory); GOPROXY, as for go, for the toolchain (the
+#                caller's other Go settings, GOSUMDB and GOFLAGS among them,
+#                do not reach that download: nothing skips the check)
 #
 # Used by scripts/build-release.sh and by `make deps` (so by `make test`).
 set -euo pipefail
@@ -70,15 +72,24 @@ go_tool() {
 }
 
 # toolchain_zip VERSION FILE: the module zip of golang.org/toolchain@VERSION.
-# go mod download verifies it against the checksum database (whatever the
-# caller's GONOSUMDB or GOPRIVATE say) before it hands out the path.
+# go mod download verifies it against the Go checksum database before it
+# hands out the path, whatever the caller's environment or go env file say:
+# GOENV=off drops the file (where an empty variable would not override it),
+# and every setting that could skip or redirect the check is set here. Only
+# the proxy is the caller's, as go would use it.
 toolchain_zip() {
-	local gobin modcache zip
+	local gobin goproxy modcache zip
 	gobin="$(go_tool "golang.org/toolchain@$1")"
 	modcache="$(mktemp -d)"
-	# A module cache is read-only; `go clean -modcache` empties it.
+	# Outside the repository, whose go.mod could ask for another toolchain.
+	goproxy="$(cd "${modcache}" && GOTOOLCHAIN=local "${gobin}" env GOPROXY)" || {
+		rm -rf "${modcache}"
+		fail "go env GOPROXY failed"
+	}
+	# A module cache is read-only; -modcacherw lets rm -rf empty it.
 	zip="$(cd "${modcache}" &&
-		env GOMODCACHE="${modcache}" GOFLAGS=-modcacherw GOTOOLCHAIN=local GONOSUMDB= GONOSUMCHECK= GOPRIVATE= GOINSECURE= \
+		env GOENV=off GOPROXY="${goproxy}" GOSUMDB=sum.golang.org GONOSUMDB= GOPRIVATE= GONOPROXY= GOINSECURE= \
+			GOFLAGS=-modcacherw GO111MODULE=on GOWORK=off GOTOOLCHAIN=local GOMODCACHE="${modcache}" \
 			"${gobin}" mod download -json "golang.org/toolchain@$1" |
 		sed -n 's/^[[:space:]]*"Zip": "\(.*\)",$/\1/p')" || true
 	if [ -n "${zip}" ] && [ -f "${zip}" ]; then

@@ -1,6 +1,7 @@
 package boshrelease
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -290,6 +291,34 @@ func TestAgentIdentityComesFromTheInstance(t *testing.T) {
 	}
 	if ips := config["cell_ips"]; !reflect.DeepEqual(ips, []any{inst.IP}) {
 		t.Errorf("cell_ips %v, want [%s]", ips, inst.IP)
+	}
+}
+
+// bosh-dns answers for the director's DNS domain (spec.dns_domain_name),
+// "bosh" unless the director is configured with another: the alias's
+// target must be in that domain, where bosh-dns-aliases puts its targets.
+func TestAgentAliasIsInTheDirectorsDNSDomain(t *testing.T) {
+	p := newTestPKI(t)
+	for domain, want := range map[string]string{
+		"":               "*.api-vms.services.capture.bosh", // the director's default
+		"bosh":           "*.api-vms.services.capture.bosh",
+		"dns.corp.local": "*.api-vms.services.capture.dns.corp.local",
+	} {
+		t.Run("domain="+domain, func(t *testing.T) {
+			inst := testInstance("pcap-server")
+			inst.DNSDomainName = domain
+			r, err := renderJobOn(t, "pcap-server", agentProperties(p), inst)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var aliases map[string][]string
+			if err := json.Unmarshal(r.read(t, "dns/aliases.json"), &aliases); err != nil {
+				t.Fatalf("dns/aliases.json: %v", err)
+			}
+			if got := aliases["tunnel.example"]; !slices.Equal(got, []string{want}) {
+				t.Errorf("alias tunnel.example -> %v, want [%s] (all: %v)", got, want, aliases)
+			}
+		})
 	}
 }
 

@@ -187,12 +187,18 @@ func (r renderedJob) yaml(t *testing.T, rel string) map[string]any {
 
 func renderJob(t *testing.T, job string, props map[string]any) (renderedJob, error) {
 	t.Helper()
+	return renderJobOn(t, job, props, testInstance(job))
+}
+
+// renderJobOn renders job for the instance inst.
+func renderJobOn(t *testing.T, job string, props map[string]any, inst Instance) (renderedJob, error) {
+	t.Helper()
 	r := renderedJob{root: t.TempDir(), name: job}
 	err := Render(context.Background(), RenderRequest{
 		JobDir:     filepath.Join(repoRoot(t), "jobs", job),
 		OutDir:     filepath.Join(r.root, "jobs", job),
 		Properties: props,
-		Instance:   testInstance(job),
+		Instance:   inst,
 	})
 	if err != nil {
 		return r, err

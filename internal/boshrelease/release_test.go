@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -245,28 +246,31 @@ func checkBlob(path string, b blob) error {
 	return nil
 }
 
-// TestFetchBlobsRefusesAWrongBlob runs scripts/fetch-blobs.sh on a copy of
-// the repository whose blobs.yml holds the libpcap entry, with a file that
-// is not that tarball on offer: it must refuse it and leave blobs/ empty.
-func TestFetchBlobsRefusesAWrongBlob(t *testing.T) {
-	root := repoRoot(t)
-	dir := t.TempDir()
-	var libpcap blob
+// releaseBlob is the entry of config/blobs.yml whose path has prefix.
+func releaseBlob(t *testing.T, prefix string) blob {
+	t.Helper()
 	for _, b := range releaseBlobs(t) {
-		if strings.HasPrefix(b.path, "libpcap/") {
-			libpcap = b
+		if strings.HasPrefix(b.path, prefix) {
+			return b
 		}
 	}
-	entry, err := yaml.Marshal(map[string]any{libpcap.path: map[string]any{"size": libpcap.size, "sha": libpcap.sha}})
+	t.Fatalf("config/blobs.yml has no blob under %s", prefix)
+	return blob{}
+}
+
+// fetchBlobsCheckout lays out in a new directory what scripts/fetch-blobs.sh
+// reads: itself, a config/blobs.yml with the entry b alone, and files.
+func fetchBlobsCheckout(t *testing.T, b blob, files map[string][]byte) string {
+	t.Helper()
+	dir := t.TempDir()
+	entry, err := yaml.Marshal(map[string]any{b.path: map[string]any{"size": b.size, "sha": b.sha}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	offered := filepath.Join(dir, "offered")
-	for path, data := range map[string][]byte{
-		"config/blobs.yml":                       entry,
-		"scripts/fetch-blobs.sh":                 []byte(readFile(t, filepath.Join(root, "scripts/fetch-blobs.sh"))),
-		"offered/" + filepath.Base(libpcap.path): []byte("not the libpcap tarball"),
-	} {
+	files = maps.Clone(files)
+	files["config/blobs.yml"] = entry
+	files["scripts/fetch-blobs.sh"] = []byte(readFile(t, filepath.Join(repoRoot(t), "scripts/fetch-blobs.sh")))
+	for path, data := range files {
 		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, path)), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -274,6 +278,18 @@ func TestFetchBlobsRefusesAWrongBlob(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	return dir
+}
+
+// TestFetchBlobsRefusesAWrongBlob runs scripts/fetch-blobs.sh on a copy of
+// the repository whose blobs.yml holds the libpcap entry, with a file that
+// is not that tarball on offer: it must refuse it and leave blobs/ empty.
+func TestFetchBlobsRefusesAWrongBlob(t *testing.T) {
+	libpcap := releaseBlob(t, "libpcap/")
+	dir := fetchBlobsCheckout(t, libpcap, map[string][]byte{
+		"offered/" + filepath.Base(libpcap.path): []byte("not the libpcap tarball"),
+	})
+	offered := filepath.Join(dir, "offered")
 	cmd := exec.Command("bash", "scripts/fetch-blobs.sh")
 	cmd.Dir = dir
 	cmd.Env = append(withoutEnv(os.Environ(), "BLOBS_FROM"), "BLOBS_FROM="+offered)
@@ -286,6 +302,91 @@ func TestFetchBlobsRefusesAWrongBlob(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(filepath.Join(dir, "blobs", filepath.Dir(libpcap.path))); len(entries) > 0 {
 		t.Errorf("the refused tarball left %v in blobs/", entries)
+	}
+}
+
+// fakeGo stands in for go on PATH: "go env GOPROXY" answers the caller's
+// GOPROXY, and "go mod download -json" records the environment it was
+// given to $FAKE_GO_RECORD and hands out a zip that is not the toolchain,
+// the way a proxy would if nothing checked it.
+const fakeGo = `#!/bin/sh
+case "$1 $2" in
+"env GOPROXY") echo "${GOPROXY}" ;;
+"mod download")
+	env >"${FAKE_GO_RECORD}"
+	zip="${GOMODCACHE}/cache/download/golang.org/toolchain/@v/forged.zip"
+	mkdir -p "$(dirname "${zip}")"
+	echo "not the toolchain" >"${zip}"
+	printf '{\n\t"Path": "golang.org/toolchain",\n\t"Zip": "%s",\n\t"Sum": "h1:forged"\n}\n' "${zip}"
+	;;
+*) echo "fake go: unexpected $*" >&2; exit 2 ;;
+esac
+`
+
+// TestFetchBlobsChecksTheToolchainAgainstTheChecksumDatabase: whatever the
+// caller's environment says to skip the Go checksum database (GOSUMDB=off,
+// GONOSUMDB, GOPRIVATE, GOINSECURE, GOFLAGS, a go env file), the go mod
+// download that fetches the toolchain blob gets the settings that make go
+// check it, keeps the caller's proxy, and the blob is still held to its
+// sha256 in config/blobs.yml.
+func TestFetchBlobsChecksTheToolchainAgainstTheChecksumDatabase(t *testing.T) {
+	toolchain := releaseBlob(t, "golang/toolchain-")
+	dir := fetchBlobsCheckout(t, toolchain, map[string][]byte{"bin/go": []byte(fakeGo)})
+	record := filepath.Join(t.TempDir(), "go-env")
+	const proxy = "https://goproxy.example.test"
+	cmd := exec.Command("bash", "scripts/fetch-blobs.sh")
+	cmd.Dir = dir
+	cmd.Env = append(withoutEnv(os.Environ(), "BLOBS_FROM", "PATH", "GOENV", "GOPROXY", "GOSUMDB", "GONOSUMDB",
+		"GOPRIVATE", "GONOPROXY", "GOINSECURE", "GOFLAGS", "GO111MODULE", "GOWORK", "GOTOOLCHAIN", "FAKE_GO_RECORD"),
+		"PATH="+filepath.Join(dir, "bin")+":/usr/bin:/bin",
+		"FAKE_GO_RECORD="+record,
+		"GOPROXY="+proxy,
+		"GOSUMDB=off",
+		"GONOSUMDB=*",
+		"GOPRIVATE=*",
+		"GONOPROXY=*",
+		"GOINSECURE=*",
+		"GOFLAGS=-insecure -mod=mod",
+		"GOENV="+filepath.Join(dir, "goenv"),
+		"GO111MODULE=off",
+		"GOWORK="+filepath.Join(dir, "go.work"),
+	)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("fetch-blobs.sh accepted a forged toolchain zip:\n%s", out)
+	}
+	if want := fmt.Sprintf("refusing blob %s: ", toolchain.path); !strings.Contains(string(out), want) {
+		t.Errorf("fetch-blobs.sh on a forged toolchain zip said:\n%s\nwant %q, the sha256 pin", out, want)
+	}
+	data, err := os.ReadFile(record)
+	if err != nil {
+		t.Fatalf("go mod download did not run: %v\n%s", err, out)
+	}
+	got := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			got[k] = v
+		}
+	}
+	for k, want := range map[string]string{
+		"GOSUMDB":     "sum.golang.org",
+		"GOENV":       "off",
+		"GONOSUMDB":   "",
+		"GOPRIVATE":   "",
+		"GONOPROXY":   "",
+		"GOINSECURE":  "",
+		"GOFLAGS":     "-modcacherw",
+		"GO111MODULE": "on",
+		"GOWORK":      "off",
+		"GOTOOLCHAIN": "local",
+		"GOPROXY":     proxy,
+	} {
+		if v := got[k]; v != want {
+			t.Errorf("go mod download ran with %s=%q, want %q", k, v, want)
+		}
+	}
+	if entries, _ := os.ReadDir(filepath.Join(dir, "blobs", filepath.Dir(toolchain.path))); len(entries) > 0 {
+		t.Errorf("the refused zip left %v in blobs/", entries)
 	}
 }
 

@@ -26,6 +26,9 @@ type Instance struct {
 	Address    string `json:"address"`
 	AZ         string `json:"az"`
 	Bootstrap  bool   `json:"bootstrap"`
+	// DNSDomainName is the director's DNS domain (spec.dns_domain_name);
+	// empty renders as "bosh", the director's default.
+	DNSDomainName string `json:"dns_domain_name,omitempty"`
 }
 
 // Link is a consumed link as templates see it (link("name")).

@@ -6,7 +6,8 @@
 #   ruby render.rb INPUT.json        (or the script on stdin: ruby - INPUT.json)
 #
 # INPUT: {"job_dir": DIR, "out_dir": DIR, "properties": {...manifest job properties...},
-#         "spec": {"id", "ip", "name", "index", "deployment", "address", "az", "bootstrap", ...},
+#         "spec": {"id", "ip", "name", "index", "deployment", "address", "az", "bootstrap",
+#                  "dns_domain_name" (default "bosh", as the director's), ...},
 #         "links": {NAME: {"address", "instances": [{...}], "properties": {...}}}}
 # Every template is written to OUT_DIR/DESTINATION; bin/* is made executable.
 # Failures go to stderr, one line per template, and the exit status is 1.
@@ -139,7 +140,8 @@ job_dir = input.fetch('job_dir')
 out_dir = input.fetch('out_dir')
 job = YAML.safe_load(File.read(File.join(job_dir, 'spec')))
 props = effective_properties(job['properties'], input['properties'] || {})
-spec = { 'name' => job['name'], 'job' => { 'name' => job['name'] } }.merge(input['spec'] || {})
+spec = { 'name' => job['name'], 'job' => { 'name' => job['name'] }, 'dns_domain_name' => 'bosh' }
+       .merge(input['spec'] || {})
 
 errors = []
 (job['templates'] || {}).each do |source, destination|

@@ -62,7 +62,7 @@ const semanticsTemplate = `<%
   'null_in_manifest' => p('null_in_manifest'),
   'db' => db,
   'nolink' => nolink,
-  'spec' => [spec.id, spec.ip, spec.name, spec.index, spec.deployment, spec.address, spec.az, spec.bootstrap, spec.job.name],
+  'spec' => [spec.id, spec.ip, spec.name, spec.index, spec.deployment, spec.address, spec.az, spec.bootstrap, spec.job.name, spec.dns_domain_name],
   'index' => index,
 ) %>
 `
@@ -120,7 +120,7 @@ func TestRenderGivesTemplatesWhatTheDirectorGives(t *testing.T) {
 		"db":               []any{"db-0.internal", "db-1.internal", float64(5432), "dflt"},
 		"nolink":           "else",
 		"spec": []any{"6a3c-id", "10.0.16.5", "diego-cell", float64(2), "cf",
-			"6a3c-id.diego-cell.default.cf.bosh", "z1", true, "semantics"},
+			"6a3c-id.diego-cell.default.cf.bosh", "z1", true, "semantics", "bosh"},
 		"index": float64(2),
 	}
 	for k, w := range want {
