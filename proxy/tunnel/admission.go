@@ -99,7 +99,8 @@ func (g *gate) release() {
 
 // queueTimeout bounds how long a connection that has sent the start of
 // its handshake waits for its turn. Agents wait longer than this plus a
-// handshake timeout before they give up (cellagent/tunnel).
+// handshake timeout plus probeTimeout before they give up (45 s,
+// cellagent/tunnel).
 const queueTimeout = 30 * time.Second
 
 // agentConn is an agent's TCP connection as the API uses it. During the
