@@ -114,6 +114,8 @@ type agentConn struct {
 	net.Conn
 	gate    *gate
 	timeout time.Duration
+	// accepted is when the connection was accepted.
+	accepted time.Time
 
 	// Handshake state, used by the handshake's goroutine only.
 	deadline time.Time
@@ -126,7 +128,8 @@ type agentConn struct {
 }
 
 func newAgentConn(c net.Conn, g *gate, timeout time.Duration) *agentConn {
-	ac := &agentConn{Conn: c, gate: g, timeout: timeout, deadline: time.Now().Add(timeout)}
+	now := time.Now()
+	ac := &agentConn{Conn: c, gate: g, timeout: timeout, accepted: now, deadline: now.Add(timeout)}
 	_ = c.SetDeadline(ac.deadline)
 	return ac
 }
@@ -179,4 +182,9 @@ func (c *agentConn) handshakeDone() time.Time {
 // silentFor is how long the agent has sent nothing.
 func (c *agentConn) silentFor() time.Duration {
 	return time.Since(time.Unix(0, c.lastRead.Load()))
+}
+
+// heardSince reports whether the agent has sent anything after t.
+func (c *agentConn) heardSince(t time.Time) bool {
+	return c.lastRead.Load() > t.UnixNano()
 }
