@@ -208,8 +208,15 @@ func activate(o Options) (*pcap.Handle, error) {
 			return nil, &OpenError{Code: wire.ErrInternal, Msg: fmt.Sprintf("configure capture on %s: %v", o.Device, err), Err: err}
 		}
 	}
-	h, err := inactive.Activate()
+	var h *pcap.Handle
+	err = closeOnExec(func() (err error) {
+		h, err = inactive.Activate()
+		return err
+	})
 	if err != nil {
+		if h != nil {
+			h.Close()
+		}
 		code := wire.ErrInternal
 		if msg := err.Error(); strings.Contains(msg, "No Such Device") || strings.Contains(msg, "Interface Not Up") {
 			code = wire.ErrNoSuchDevice

@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cloudfoundry/pcap-server-release/cellagent/bpfcompile"
 	"github.com/cloudfoundry/pcap-server-release/internal/cputime"
 	"github.com/cloudfoundry/pcap-server-release/internal/netnstest"
 	"github.com/cloudfoundry/pcap-server-release/wire"
@@ -22,6 +26,22 @@ func hostileFilter() string {
 		parts[i] = fmt.Sprintf("port %d", i+1)
 	}
 	return strings.Join(parts, "||")
+}
+
+// openAndClose opens a capture with o in a goroutine, ends it at once if
+// it opened, and delivers Open's error.
+func openAndClose(o Options) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		c, err := Open(o)
+		if c != nil {
+			c.Start()
+			c.Stop(wire.EndRequested, false)
+			<-c.Done()
+		}
+		done <- err
+	}()
+	return done
 }
 
 // One tenant's filter that takes libpcap half a minute to compile must not
@@ -47,16 +67,7 @@ func TestHostileFilterDoesNotHoldOtherCaptures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() {
-		c, err := Open(ho)
-		if c != nil {
-			c.Start()
-			c.Stop(wire.EndRequested, false)
-			<-c.Done()
-		}
-		done <- err
-	}()
+	done := openAndClose(ho)
 	// Compiling: the process tree is busy (here or in a child).
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
@@ -114,5 +125,120 @@ func TestFilterBeyondTheKernelsLimit(t *testing.T) {
 	var oe *OpenError
 	if !errors.As(err, &oe) || oe.Code != wire.ErrBadFilter || !strings.Contains(oe.Msg, "4096") {
 		t.Fatalf("err %v, want a bad filter over the kernel's 4096 instructions", err)
+	}
+}
+
+// openFiles names what pid's descriptors refer to, by descriptor number:
+// a socket by its inode ("socket:[N]"), an eventfd by its id ("eventfd
+// N"), anything else by its link. Descriptors closed while it reads are
+// left out.
+func openFiles(pid string) (map[string]string, error) {
+	dir := "/proc/" + pid + "/fd"
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	files := make(map[string]string, len(ents))
+	for _, e := range ents {
+		link, err := os.Readlink(dir + "/" + e.Name())
+		if err != nil {
+			continue
+		}
+		if link == "anon_inode:[eventfd]" {
+			info, err := os.ReadFile("/proc/" + pid + "/fdinfo/" + e.Name())
+			if err != nil {
+				continue
+			}
+			for line := range strings.Lines(string(info)) {
+				if id, ok := strings.CutPrefix(line, "eventfd-id:"); ok {
+					link = "eventfd " + strings.TrimSpace(id)
+				}
+			}
+		}
+		files[e.Name()] = link
+	}
+	return files, nil
+}
+
+// compileChild waits for a filter compiler child of this process to have
+// started (exec'd: before exec a child still holds every descriptor) and
+// returns its pid.
+func compileChild(ctx context.Context) (string, error) {
+	for {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", os.Getpid()))
+		for _, task := range tasks {
+			children, _ := os.ReadFile(task)
+			for _, pid := range strings.Fields(string(children)) {
+				cmdline, _ := os.ReadFile("/proc/" + pid + "/cmdline")
+				if slices.Contains(strings.Split(string(cmdline), "\x00"), bpfcompile.ChildArg) {
+					return pid, nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("no compiler child: %w", ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// A compiler child must not hold other captures' packet sockets (each
+// with its kernel ring) or libpcap's eventfds: closing a capture would not
+// free its socket while a compile runs. libpcap opens them without
+// close-on-exec.
+func TestCompileChildInheritsNoCapture(t *testing.T) {
+	p := netnstest.NewPair(t)
+	before, err := openFiles("self")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Open(options(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		c.Start()
+		c.Stop(wire.EndRequested, false)
+		<-c.Done()
+	}()
+	after, err := openFiles("self")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the capture holds: its packet socket, and libpcap's eventfd
+	// where it keeps one (libpcap 1.10 closes it again when gopacket
+	// makes the handle non-blocking, inside Activate).
+	held := map[string]bool{}
+	for fd, f := range after {
+		if before[fd] != f && (strings.HasPrefix(f, "socket:") || strings.HasPrefix(f, "eventfd")) {
+			held[f] = true
+		}
+	}
+	if !slices.ContainsFunc(slices.Collect(maps.Keys(held)), func(f string) bool { return strings.HasPrefix(f, "socket:") }) {
+		t.Fatalf("the open capture holds %v: no socket to look for", held)
+	}
+
+	ho := options(netnstest.NewPair(t))
+	ho.Filter = hostileFilter()
+	done := openAndClose(ho)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	pid, err := compileChild(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := openFiles(pid)
+	if err != nil {
+		t.Fatalf("the compiler child ended before its descriptors could be read: %v", err)
+	}
+	for fd, f := range files {
+		if held[f] {
+			t.Errorf("the compiler child holds the open capture's %s as descriptor %s", f, fd)
+		}
+	}
+	t.Logf("compiler child %s holds %v; the capture %v", pid, files, held)
+	if err := <-done; err == nil {
+		t.Error("the hostile filter compiled")
 	}
 }
