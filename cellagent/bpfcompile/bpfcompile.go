@@ -97,8 +97,21 @@ func (e *BudgetError) Error() string {
 	return fmt.Sprintf("compiling it needs more than the agent's budget of %s of %s; simplify the filter (fewer and/or alternatives, ranges instead of lists)", e.Limit, e.Resource)
 }
 
+// Target is the capture a filter is compiled for.
+type Target struct {
+	// Device is the captured interface, in the network namespace of the
+	// calling thread.
+	Device string
+	// LinkType and Snaplen are the capture handle's.
+	LinkType, Snaplen int
+	// Netmask is the device's IPv4 netmask (for "ip broadcast"),
+	// NetmaskUnknown when unknown.
+	Netmask uint32
+}
+
 // request and response are what parent and child exchange (stdin, stdout).
 type request struct {
+	Device   string `json:"device"`
 	LinkType int    `json:"link_type"`
 	Snaplen  int    `json:"snaplen"`
 	Netmask  uint32 `json:"netmask"`
@@ -112,21 +125,24 @@ type response struct {
 	Instructions [][4]uint32 `json:"instructions,omitempty"`
 	Error        string      `json:"error,omitempty"`
 	OutOfMemory  bool        `json:"out_of_memory,omitempty"`
+	// DeviceError is the device's handle failing to activate.
+	DeviceError string `json:"device_error,omitempty"`
 }
 
-// Compile compiles expr for a capture of linkType and snaplen, optimized
-// as libpcap does for a live handle. netmask is the capture interface's
-// IPv4 netmask (for "ip broadcast"), NetmaskUnknown when unknown. Errors
-// are *FilterError, *BudgetError, or another error when no child could
-// run. A nil Compiler uses the default budget.
-func (c *Compiler) Compile(ctx context.Context, linkType, snaplen int, netmask uint32, expr string) ([]pcap.BPFInstruction, error) {
+// Compile compiles expr for the target capture as libpcap would on the
+// capture's handle: the child activates a handle of the device (without
+// reading it), in the network namespace of the calling thread, which the
+// child inherits. Errors are *FilterError, *BudgetError, or another error
+// when no child could run or the device could not be opened. A nil
+// Compiler uses the default budget.
+func (c *Compiler) Compile(ctx context.Context, t Target, expr string) ([]pcap.BPFInstruction, error) {
 	var b Budget
 	if c != nil {
 		b = c.Budget
 	}
 	b = b.withDefaults()
 	req, err := json.Marshal(request{
-		LinkType: linkType, Snaplen: snaplen, Netmask: netmask, Filter: expr,
+		Device: t.Device, LinkType: t.LinkType, Snaplen: t.Snaplen, Netmask: t.Netmask, Filter: expr,
 		CPUSecs: uint64((b.CPU + time.Second - 1) / time.Second), Memory: uint64(b.Memory),
 	})
 	if err != nil {
@@ -165,6 +181,8 @@ func (c *Compiler) Compile(ctx context.Context, linkType, snaplen int, netmask u
 		return nil, fmt.Errorf("compile filter: unreadable answer from the child process: %w", err)
 	}
 	switch {
+	case resp.DeviceError != "":
+		return nil, fmt.Errorf("compile filter: %s", resp.DeviceError)
 	case resp.OutOfMemory:
 		return nil, &BudgetError{Resource: "memory", Limit: fmt.Sprintf("%d MiB", b.Memory>>20)}
 	case resp.Error != "":

@@ -229,7 +229,8 @@ func activate(o Options) (*pcap.Handle, error) {
 	// Compiled in a child process: gopacket compiles under one lock for
 	// the whole process, so a filter that keeps libpcap busy would hold
 	// every other capture start on the cell; the child has a budget.
-	insns, err := o.Compiler.Compile(context.Background(), int(h.LinkType()), o.Snaplen, bpfcompile.Netmask(o.Device), o.Filter)
+	target := bpfcompile.Target{Device: o.Device, LinkType: int(h.LinkType()), Snaplen: o.Snaplen, Netmask: bpfcompile.Netmask(o.Device)}
+	insns, err := o.Compiler.Compile(context.Background(), target, o.Filter)
 	if err == nil && len(insns) > pcap.MaxBpfInstructions {
 		err = &bpfcompile.FilterError{Msg: fmt.Sprintf("it compiles to %d BPF instructions, more than the kernel's limit of %d", len(insns), pcap.MaxBpfInstructions)}
 	}

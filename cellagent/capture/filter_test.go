@@ -1,16 +1,21 @@
 package capture
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/bpfcompile"
 	"github.com/cloudfoundry/pcap-server-release/internal/cputime"
@@ -240,5 +245,77 @@ func TestCompileChildInheritsNoCapture(t *testing.T) {
 	t.Logf("compiler child %s holds %v; the capture %v", pid, files, held)
 	if err := <-done; err == nil {
 		t.Error("the hostile filter compiled")
+	}
+}
+
+// vlanFrame is an Ethernet broadcast frame tagged with VLAN id that
+// carries a UDP datagram from the peer to the app.
+func vlanFrame(id uint16, payload []byte) []byte {
+	f := []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 1}
+	f = binary.BigEndian.AppendUint16(f, 0x8100)
+	f = binary.BigEndian.AppendUint16(f, id)
+	f = binary.BigEndian.AppendUint16(f, 0x0800)
+	udpLen := 8 + len(payload)
+	ip := []byte{0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0}
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+udpLen))
+	ip = append(ip, netnstest.PeerIP.AsSlice()...)
+	ip = append(ip, netnstest.AppIP.AsSlice()...)
+	f = append(f, ip...)
+	f = binary.BigEndian.AppendUint16(f, 5555)
+	f = binary.BigEndian.AppendUint16(f, udpPort)
+	f = binary.BigEndian.AppendUint16(f, uint16(udpLen))
+	f = binary.BigEndian.AppendUint16(f, 0)
+	return append(f, payload...)
+}
+
+// A "vlan" filter matches VLAN-tagged frames. The kernel takes the tag
+// off a received frame before capture sockets see it and keeps it as
+// metadata, which libpcap tests on a live handle only: compiled on a
+// pcap_open_dead handle the filter looks for the tag in the bytes, and
+// matches nothing.
+func TestVLANFilterMatchesTaggedFrames(t *testing.T) {
+	p := netnstest.NewPair(t)
+	o := options(p)
+	o.Filter = "vlan 100 and udp"
+	c, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Start()
+	p.Peer.Do(t, func() error {
+		ifc, err := net.InterfaceByName("peer0")
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		to := &unix.SockaddrLinklayer{Ifindex: ifc.Index, Halen: 6, Addr: [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
+		for i := range 5 {
+			if err := unix.Sendto(fd, vlanFrame(100, payload(i)), 0, to); err != nil {
+				return err
+			}
+			// Another VLAN: not wanted.
+			if err := unix.Sendto(fd, vlanFrame(200, payload(100+i)), 0, to); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	c.Stop(wire.EndRequested, true)
+	pkts := collect(t, c)
+	if len(pkts) != 5 {
+		t.Fatalf("captured %d frames of VLAN 100, want 5", len(pkts))
+	}
+	for i, pk := range pkts {
+		// libpcap puts the tag back in front of the frame's type.
+		if len(pk.Data) < 18 || binary.BigEndian.Uint16(pk.Data[12:]) != 0x8100 || binary.BigEndian.Uint16(pk.Data[14:])&0xfff != 100 {
+			t.Fatalf("frame %d: % x, want VLAN 100", i, pk.Data[:min(len(pk.Data), 18)])
+		}
+		if !bytes.HasSuffix(pk.Data, payload(i)) {
+			t.Fatalf("frame %d does not carry %q", i, payload(i))
+		}
 	}
 }
