@@ -40,7 +40,8 @@ const ChildArg = "compile-bpf-filter"
 // refused.
 const NetmaskUnknown = 0xffffffff
 
-// Budget bounds one compile. Zero fields take the defaults.
+// Budget bounds one compile, and all compiles of one filter for a
+// capture's devices together. Zero fields take the defaults.
 type Budget struct {
 	// CPU is the child's CPU time (RLIMIT_CPU, whole seconds, rounded up).
 	CPU time.Duration
@@ -50,15 +51,22 @@ type Budget struct {
 	// Wall bounds the compile in real time: a filter naming hosts waits
 	// for DNS, which costs no CPU.
 	Wall time.Duration
+	// TotalWall bounds CompileAll in real time.
+	TotalWall time.Duration
 }
 
 // Defaults. Filters within the API's bound (bpfbound.MaxOperators) compile
 // in at most 0.25 s and 8 MB; the budget is ten times that and more, and
 // still ends the 27 s, 110 MB filter early.
+// DefaultTotalWall keeps a capture of several devices within the API's
+// 15 s wait for the agent's answer (proxy/capture), with room for the
+// container lookup: beyond it the user would get a 503 "did not answer"
+// instead of a 400 that names the budget.
 const (
-	DefaultCPU    = 2 * time.Second
-	DefaultMemory = 256 << 20
-	DefaultWall   = 5 * time.Second
+	DefaultCPU       = 2 * time.Second
+	DefaultMemory    = 256 << 20
+	DefaultWall      = 5 * time.Second
+	DefaultTotalWall = 8 * time.Second
 )
 
 func (b Budget) withDefaults() Budget {
@@ -70,6 +78,9 @@ func (b Budget) withDefaults() Budget {
 	}
 	if b.Wall <= 0 {
 		b.Wall = DefaultWall
+	}
+	if b.TotalWall <= 0 {
+		b.TotalWall = DefaultTotalWall
 	}
 	return b
 }
@@ -87,7 +98,8 @@ func (e *FilterError) Error() string { return e.Msg }
 
 // BudgetError is a compile that ran out of its budget.
 type BudgetError struct {
-	// Resource is "CPU time", "memory" or "wall-clock time".
+	// Resource is "CPU time", "memory", "wall-clock time" or
+	// "wall-clock time for all devices".
 	Resource string
 	// Limit is the budget, such as "2s" or "256 MiB".
 	Limit string
@@ -193,6 +205,69 @@ func (c *Compiler) Compile(ctx context.Context, t Target, expr string) ([]pcap.B
 		out[i] = pcap.BPFInstruction{Code: uint16(in[0]), Jt: uint8(in[1]), Jf: uint8(in[2]), K: in[3]}
 	}
 	return out, nil
+}
+
+// CompileAll compiles expr for each target: results[k] and errs[k] are
+// Compile's for targets[k]. Targets that differ in their device only get
+// one compile: libpcap generates code from the handle's link type and
+// snaplen, the netmask, and the kernel's BPF extensions, which are the
+// same for every device; and the netmask only for "ip broadcast", so it
+// tells targets apart only if expr mentions "broadcast". The compiles run one after another within
+// TotalWall in all, each within Wall; once one ran out of a budget the
+// filter is taken to be over it for every target, as the optimizer's cost
+// comes from the expression, not the link type. Sequential rather than in
+// parallel: a filter over budget then costs one compile's CPU, not one per
+// link type on a cell that runs apps, and filters within budget compile in
+// milliseconds either way.
+func (c *Compiler) CompileAll(ctx context.Context, targets []Target, expr string) (results [][]pcap.BPFInstruction, errs []error) {
+	var b Budget
+	if c != nil {
+		b = c.Budget
+	}
+	b = b.withDefaults()
+	results, errs = make([][]pcap.BPFInstruction, len(targets)), make([]error, len(targets))
+	type key struct {
+		linkType, snaplen int
+		netmask           uint32
+	}
+	type result struct {
+		insns []pcap.BPFInstruction
+		err   error
+	}
+	done := map[key]result{}
+	var overBudget error
+	usesNetmask := strings.Contains(strings.ToLower(expr), "broadcast")
+	deadline := time.Now().Add(b.TotalWall)
+	for k, t := range targets {
+		id := key{t.LinkType, t.Snaplen, t.Netmask}
+		if !usesNetmask {
+			id.netmask = NetmaskUnknown
+		}
+		r, ok := done[id]
+		switch {
+		case ok:
+		case overBudget != nil:
+			r.err = overBudget
+		default:
+			one := b
+			one.Wall = min(b.Wall, time.Until(deadline))
+			if one.Wall <= 0 {
+				r.err = &BudgetError{Resource: "wall-clock time for all devices", Limit: b.TotalWall.String()}
+			} else {
+				r.insns, r.err = (&Compiler{Budget: one}).Compile(ctx, t, expr)
+			}
+			var be *BudgetError
+			if errors.As(r.err, &be) {
+				if be.Resource == "wall-clock time" && one.Wall < b.Wall {
+					r.err = &BudgetError{Resource: "wall-clock time for all devices", Limit: b.TotalWall.String()}
+				}
+				overBudget = r.err
+			}
+			done[id] = r
+		}
+		results[k], errs[k] = r.insns, r.err
+	}
+	return results, errs
 }
 
 // clip keeps a child's stderr short enough for a log line.

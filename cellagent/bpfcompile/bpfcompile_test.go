@@ -185,3 +185,76 @@ func TestNetmaskOfTheNamespace(t *testing.T) {
 		t.Errorf("ip broadcast with the namespace's netmask: %v", err)
 	}
 }
+
+// CompileAll compiles once for targets that differ only in their device,
+// or in their netmask where the filter does not use it: a device that
+// does not exist gets the program of one that does, and an error only
+// where its own compile was needed.
+func TestCompileAllOncePerLinkTypeAndNetmask(t *testing.T) {
+	p := netnstest.NewPair(t)
+	compileAll := func(expr string) (programs [][]pcap.BPFInstruction, errs []error) {
+		p.App.Do(t, func() error {
+			mask := Netmask("eth0")
+			programs, errs = (&Compiler{}).CompileAll(t.Context(), []Target{
+				{Device: "eth0", LinkType: int(layers.LinkTypeEthernet), Snaplen: 65535, Netmask: mask},
+				{Device: "nosuch0", LinkType: int(layers.LinkTypeEthernet), Snaplen: 65535, Netmask: mask},
+				{Device: "any", LinkType: int(layers.LinkTypeLinuxSLL), Snaplen: 65535, Netmask: NetmaskUnknown},
+				{Device: "nosuch1", LinkType: int(layers.LinkTypeEthernet), Snaplen: 65535, Netmask: 0xff000000},
+			}, expr)
+			return nil
+		})
+		return programs, errs
+	}
+
+	programs, errs := compileAll("udp")
+	for k, name := range []string{"nosuch0", "any", "nosuch1"} {
+		if errs[k+1] != nil {
+			t.Errorf("udp: %s: %v", name, errs[k+1])
+		}
+	}
+	if errs[0] != nil || !slices.Equal(programs[0], programs[1]) || !slices.Equal(programs[0], programs[3]) || len(programs[0]) == 0 {
+		t.Errorf("udp: eth0 (%v), nosuch0 and nosuch1 (another netmask): want one program for the three", errs[0])
+	}
+	if slices.Equal(programs[0], programs[2]) {
+		t.Error("udp: any (another link type) got Ethernet's program")
+	}
+
+	programs, errs = compileAll("udp or ip broadcast")
+	if errs[0] != nil || errs[1] != nil || !slices.Equal(programs[0], programs[1]) {
+		t.Errorf("ip broadcast: eth0: %v, nosuch0 with eth0's netmask: %v: want one program for both", errs[0], errs[1])
+	}
+	var fe *FilterError
+	if !errors.As(errs[2], &fe) || !strings.Contains(fe.Msg, "netmask") {
+		t.Errorf("ip broadcast: any, without a netmask: %v, want its own compile to refuse it", errs[2])
+	}
+	if errs[3] == nil || !strings.Contains(errs[3].Error(), "nosuch1") {
+		t.Errorf("ip broadcast: nosuch1, another netmask: %v, want its own compile, which cannot open it", errs[3])
+	}
+}
+
+// CompileAll stays within one wall-clock budget for all targets, and
+// says so.
+func TestCompileAllWithinOneWallBudget(t *testing.T) {
+	ns := netnstest.NewNamespace(t)
+	budget := Budget{CPU: time.Minute, Wall: time.Minute, TotalWall: 800 * time.Millisecond}
+	start := time.Now()
+	var errs []error
+	ns.Do(t, func() error {
+		_, errs = (&Compiler{Budget: budget}).CompileAll(t.Context(), []Target{
+			{Device: "lo", LinkType: int(layers.LinkTypeEthernet), Snaplen: 65535, Netmask: NetmaskUnknown},
+			{Device: "any", LinkType: int(layers.LinkTypeLinuxSLL), Snaplen: 65535, Netmask: NetmaskUnknown},
+		}, orChain("port %d", 510))
+		return nil
+	})
+	took := time.Since(start)
+	for k, err := range errs {
+		var be *BudgetError
+		if !errors.As(err, &be) || be.Resource != "wall-clock time for all devices" || !strings.Contains(err.Error(), "800ms") {
+			t.Errorf("target %d: %v, want the wall-clock budget for all devices", k, err)
+		}
+	}
+	if took > budget.TotalWall+time.Second {
+		t.Errorf("took %s, more than the budget of %s for all", took, budget.TotalWall)
+	}
+	t.Logf("after %s: %v", took.Round(time.Millisecond), errs[0])
+}

@@ -319,3 +319,37 @@ func TestVLANFilterMatchesTaggedFrames(t *testing.T) {
 		}
 	}
 }
+
+// A filter over budget costs one budget for all devices of a capture, not
+// one per device: four devices must not take the capture start beyond the
+// API's wait for the agent's answer (15 s), where the user would get a
+// 503 instead of a 400 that names the budget.
+func TestSlowFilterOnSeveralDevicesCostsOneBudget(t *testing.T) {
+	p := netnstest.NewPair(t)
+	netnstest.IP(t, "-n", p.App.Name, "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p")
+	netnstest.IP(t, "-n", p.App.Name, "link", "set", "eth1", "up")
+	netnstest.IP(t, "-n", p.App.Name, "link", "set", "eth1p", "up")
+	o := options(p)
+	o.Filter = hostileFilter()
+	// The wall-clock budget ends each compile, not the CPU budget.
+	o.Compiler = &bpfcompile.Compiler{Budget: bpfcompile.Budget{CPU: time.Minute, Wall: time.Second}}
+	devices := []string{"eth0", "lo", "eth1", "any"}
+	start := time.Now()
+	caps, errs := OpenDevices(o, devices)
+	took := time.Since(start)
+	for k, err := range errs {
+		if caps[k] != nil {
+			caps[k].Start()
+			caps[k].Stop(wire.EndRequested, false)
+			<-caps[k].Done()
+		}
+		var oe *OpenError
+		if !errors.As(err, &oe) || oe.Code != wire.ErrBadFilter || !strings.Contains(oe.Msg, "budget") {
+			t.Errorf("%s: %v, want a bad filter that names the budget", devices[k], err)
+		}
+	}
+	if took > 2500*time.Millisecond {
+		t.Errorf("the capture of %d devices took %s to fail, with a budget of 1s a compile", len(devices), took.Round(time.Millisecond))
+	}
+	t.Logf("failed after %s: %v", took.Round(time.Millisecond), errs[0])
+}
