@@ -23,6 +23,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -121,6 +122,10 @@ type Target struct {
 	Netmask uint32
 }
 
+// maxAnswer bounds what the parent reads from a child: a program of the
+// kernel's 4096 instructions takes some 100 KiB.
+const maxAnswer = 16 << 20
+
 // request and response are what parent and child exchange (stdin, stdout).
 type request struct {
 	Device   string `json:"device"`
@@ -166,10 +171,28 @@ func (c *Compiler) Compile(ctx context.Context, t Target, expr string) ([]pcap.B
 	// One P is all a compile uses; fewer threads, less address space.
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
 	cmd.Stdin = bytes.NewReader(req)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
 	cmd.WaitDelay = time.Second
-	runErr := cmd.Run()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("compile filter: %w", err)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("compile filter: start a child process: %w", err)
+	}
+	// The child closes its stdout once it has answered. Its exit takes
+	// longer: the kernel releases the device's packet socket then, which
+	// waits for RCU grace periods (some 25 ms). A complete answer is used
+	// at once; the exit is awaited meanwhile (and hastened by the
+	// deferred cancel, which kills the child).
+	answer, readErr := io.ReadAll(io.LimitReader(stdout, maxAnswer))
+	var resp response
+	if readErr == nil && wctx.Err() == nil && json.Unmarshal(answer, &resp) == nil {
+		go func() { _ = cmd.Wait() }()
+		return resp.program(b)
+	}
+	runErr := cmd.Wait()
 	if wctx.Err() != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("compile filter: %w", ctx.Err())
@@ -188,10 +211,15 @@ func (c *Compiler) Compile(ctx context.Context, t Target, expr string) ([]pcap.B
 		}
 		return nil, fmt.Errorf("compile filter in a child process: %w: %s", runErr, clip(stderr.String()))
 	}
-	var resp response
-	if err := json.Unmarshal(stdout.Bytes(), &resp); err != nil {
-		return nil, fmt.Errorf("compile filter: unreadable answer from the child process: %w", err)
+	if readErr == nil {
+		readErr = json.Unmarshal(answer, &resp)
 	}
+	return nil, fmt.Errorf("compile filter: unreadable answer from the child process: %w", readErr)
+}
+
+// program is the compiled program the child answered, or why there is
+// none.
+func (resp *response) program(b Budget) ([]pcap.BPFInstruction, error) {
 	switch {
 	case resp.DeviceError != "":
 		return nil, fmt.Errorf("compile filter: %s", resp.DeviceError)

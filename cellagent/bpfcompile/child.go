@@ -8,7 +8,6 @@ package bpfcompile
 import "C"
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -47,20 +46,18 @@ func Main() {
 	os.Exit(0)
 }
 
-func serveChild(in io.Reader, out io.Writer) error {
+func serveChild(in io.Reader, out io.WriteCloser) error {
 	var req request
 	if err := json.NewDecoder(io.LimitReader(in, maxRequest)).Decode(&req); err != nil {
 		return fmt.Errorf("read request: %w", err)
 	}
-	w := bufio.NewWriter(out)
 	p, err := openLive(req)
 	if err != nil {
-		if err := json.NewEncoder(w).Encode(response{DeviceError: err.Error()}); err != nil {
-			return err
-		}
-		return w.Flush()
+		return answer(out, response{DeviceError: err.Error()})
 	}
-	defer C.pcap_close(p)
+	// The handle is not closed: the process exits once it has answered,
+	// and the kernel releases the packet socket then (which waits for RCU
+	// grace periods, some 25 ms), while the parent goes on.
 	// The budget applies before libpcap sees the filter.
 	if err := limit(req.CPUSecs, req.Memory); err != nil {
 		return err
@@ -71,10 +68,17 @@ func serveChild(in io.Reader, out io.Writer) error {
 	if prio, err := syscall.Getpriority(syscall.PRIO_PROCESS, 0); err == nil {
 		_ = syscall.Setpriority(syscall.PRIO_PROCESS, 0, min(19, 20-prio+niceStep))
 	}
-	if err := json.NewEncoder(w).Encode(compile(p, req)); err != nil {
-		return err
+	return answer(out, compile(p, req))
+}
+
+// answer writes resp and closes out: the parent takes the end of its
+// input for the end of the answer and does not wait for the exit.
+func answer(out io.WriteCloser, resp response) error {
+	err := json.NewEncoder(out).Encode(resp)
+	if cerr := out.Close(); err == nil {
+		err = cerr
 	}
-	return w.Flush()
+	return err
 }
 
 // limit caps CPU time (SIGKILL at the hard limit, equal to the soft one)
