@@ -169,7 +169,11 @@ func (c *Compiler) Compile(ctx context.Context, t Target, expr string) ([]pcap.B
 	defer cancel()
 	cmd := exec.CommandContext(wctx, "/proc/self/exe", ChildArg)
 	// One P is all a compile uses; fewer threads, less address space.
-	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
+	// One malloc arena: glibc gives a thread that mallocs an arena of its
+	// own, reserving 64 MiB of address space at once; one reserved before
+	// the child sets its memory budget (while it activates the device's
+	// handle) would let the compile use that much beyond the budget.
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=1", "MALLOC_ARENA_MAX=1")
 	cmd.Stdin = bytes.NewReader(req)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
