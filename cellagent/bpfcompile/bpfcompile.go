@@ -23,6 +23,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -40,7 +41,8 @@ const ChildArg = "compile-bpf-filter"
 // refused.
 const NetmaskUnknown = 0xffffffff
 
-// Budget bounds one compile. Zero fields take the defaults.
+// Budget bounds one compile, and all compiles of one filter for a
+// capture's devices together. Zero fields take the defaults.
 type Budget struct {
 	// CPU is the child's CPU time (RLIMIT_CPU, whole seconds, rounded up).
 	CPU time.Duration
@@ -50,15 +52,22 @@ type Budget struct {
 	// Wall bounds the compile in real time: a filter naming hosts waits
 	// for DNS, which costs no CPU.
 	Wall time.Duration
+	// TotalWall bounds CompileAll in real time.
+	TotalWall time.Duration
 }
 
 // Defaults. Filters within the API's bound (bpfbound.MaxOperators) compile
 // in at most 0.25 s and 8 MB; the budget is ten times that and more, and
 // still ends the issue's 27 s, 110 MB filter early.
+// DefaultTotalWall keeps a capture of several devices within the API's
+// 15 s wait for the agent's answer (proxy/capture), with room for the
+// container lookup: beyond it the user would get a 503 "did not answer"
+// instead of a 400 that names the budget.
 const (
-	DefaultCPU    = 2 * time.Second
-	DefaultMemory = 256 << 20
-	DefaultWall   = 5 * time.Second
+	DefaultCPU       = 2 * time.Second
+	DefaultMemory    = 256 << 20
+	DefaultWall      = 5 * time.Second
+	DefaultTotalWall = 8 * time.Second
 )
 
 func (b Budget) withDefaults() Budget {
@@ -70,6 +79,9 @@ func (b Budget) withDefaults() Budget {
 	}
 	if b.Wall <= 0 {
 		b.Wall = DefaultWall
+	}
+	if b.TotalWall <= 0 {
+		b.TotalWall = DefaultTotalWall
 	}
 	return b
 }
@@ -87,7 +99,8 @@ func (e *FilterError) Error() string { return e.Msg }
 
 // BudgetError is a compile that ran out of its budget.
 type BudgetError struct {
-	// Resource is "CPU time", "memory" or "wall-clock time".
+	// Resource is "CPU time", "memory", "wall-clock time" or
+	// "wall-clock time for all devices".
 	Resource string
 	// Limit is the budget, such as "2s" or "256 MiB".
 	Limit string
@@ -97,8 +110,25 @@ func (e *BudgetError) Error() string {
 	return fmt.Sprintf("compiling it needs more than the agent's budget of %s of %s; simplify the filter (fewer and/or alternatives, ranges instead of lists)", e.Limit, e.Resource)
 }
 
+// Target is the capture a filter is compiled for.
+type Target struct {
+	// Device is the captured interface, in the network namespace of the
+	// calling thread.
+	Device string
+	// LinkType and Snaplen are the capture handle's.
+	LinkType, Snaplen int
+	// Netmask is the device's IPv4 netmask (for "ip broadcast"),
+	// NetmaskUnknown when unknown.
+	Netmask uint32
+}
+
+// maxAnswer bounds what the parent reads from a child: a program of the
+// kernel's 4096 instructions takes some 100 KiB.
+const maxAnswer = 16 << 20
+
 // request and response are what parent and child exchange (stdin, stdout).
 type request struct {
+	Device   string `json:"device"`
 	LinkType int    `json:"link_type"`
 	Snaplen  int    `json:"snaplen"`
 	Netmask  uint32 `json:"netmask"`
@@ -112,21 +142,24 @@ type response struct {
 	Instructions [][4]uint32 `json:"instructions,omitempty"`
 	Error        string      `json:"error,omitempty"`
 	OutOfMemory  bool        `json:"out_of_memory,omitempty"`
+	// DeviceError is the device's handle failing to activate.
+	DeviceError string `json:"device_error,omitempty"`
 }
 
-// Compile compiles expr for a capture of linkType and snaplen, optimized
-// as libpcap does for a live handle. netmask is the capture interface's
-// IPv4 netmask (for "ip broadcast"), NetmaskUnknown when unknown. Errors
-// are *FilterError, *BudgetError, or another error when no child could
-// run. A nil Compiler uses the default budget.
-func (c *Compiler) Compile(ctx context.Context, linkType, snaplen int, netmask uint32, expr string) ([]pcap.BPFInstruction, error) {
+// Compile compiles expr for the target capture as libpcap would on the
+// capture's handle: the child activates a handle of the device (without
+// reading it), in the network namespace of the calling thread, which the
+// child inherits. Errors are *FilterError, *BudgetError, or another error
+// when no child could run or the device could not be opened. A nil
+// Compiler uses the default budget.
+func (c *Compiler) Compile(ctx context.Context, t Target, expr string) ([]pcap.BPFInstruction, error) {
 	var b Budget
 	if c != nil {
 		b = c.Budget
 	}
 	b = b.withDefaults()
 	req, err := json.Marshal(request{
-		LinkType: linkType, Snaplen: snaplen, Netmask: netmask, Filter: expr,
+		Device: t.Device, LinkType: t.LinkType, Snaplen: t.Snaplen, Netmask: t.Netmask, Filter: expr,
 		CPUSecs: uint64((b.CPU + time.Second - 1) / time.Second), Memory: uint64(b.Memory),
 	})
 	if err != nil {
@@ -136,12 +169,34 @@ func (c *Compiler) Compile(ctx context.Context, linkType, snaplen int, netmask u
 	defer cancel()
 	cmd := exec.CommandContext(wctx, "/proc/self/exe", ChildArg)
 	// One P is all a compile uses; fewer threads, less address space.
-	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
+	// One malloc arena: glibc gives a thread that mallocs an arena of its
+	// own, reserving 64 MiB of address space at once; one reserved before
+	// the child sets its memory budget (while it activates the device's
+	// handle) would let the compile use that much beyond the budget.
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=1", "MALLOC_ARENA_MAX=1")
 	cmd.Stdin = bytes.NewReader(req)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
 	cmd.WaitDelay = time.Second
-	runErr := cmd.Run()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("compile filter: %w", err)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("compile filter: start a child process: %w", err)
+	}
+	// The child closes its stdout once it has answered. Its exit takes
+	// longer: the kernel releases the device's packet socket then, which
+	// waits for RCU grace periods (some 25 ms). A complete answer is used
+	// at once; the exit is awaited meanwhile (and hastened by the
+	// deferred cancel, which kills the child).
+	answer, readErr := io.ReadAll(io.LimitReader(stdout, maxAnswer))
+	var resp response
+	if readErr == nil && wctx.Err() == nil && json.Unmarshal(answer, &resp) == nil {
+		go func() { _ = cmd.Wait() }()
+		return resp.program(b)
+	}
+	runErr := cmd.Wait()
 	if wctx.Err() != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("compile filter: %w", ctx.Err())
@@ -160,11 +215,18 @@ func (c *Compiler) Compile(ctx context.Context, linkType, snaplen int, netmask u
 		}
 		return nil, fmt.Errorf("compile filter in a child process: %w: %s", runErr, clip(stderr.String()))
 	}
-	var resp response
-	if err := json.Unmarshal(stdout.Bytes(), &resp); err != nil {
-		return nil, fmt.Errorf("compile filter: unreadable answer from the child process: %w", err)
+	if readErr == nil {
+		readErr = json.Unmarshal(answer, &resp)
 	}
+	return nil, fmt.Errorf("compile filter: unreadable answer from the child process: %w", readErr)
+}
+
+// program is the compiled program the child answered, or why there is
+// none.
+func (resp *response) program(b Budget) ([]pcap.BPFInstruction, error) {
 	switch {
+	case resp.DeviceError != "":
+		return nil, fmt.Errorf("compile filter: %s", resp.DeviceError)
 	case resp.OutOfMemory:
 		return nil, &BudgetError{Resource: "memory", Limit: fmt.Sprintf("%d MiB", b.Memory>>20)}
 	case resp.Error != "":
@@ -175,6 +237,69 @@ func (c *Compiler) Compile(ctx context.Context, linkType, snaplen int, netmask u
 		out[i] = pcap.BPFInstruction{Code: uint16(in[0]), Jt: uint8(in[1]), Jf: uint8(in[2]), K: in[3]}
 	}
 	return out, nil
+}
+
+// CompileAll compiles expr for each target: results[k] and errs[k] are
+// Compile's for targets[k]. Targets that differ in their device only get
+// one compile: libpcap generates code from the handle's link type and
+// snaplen, the netmask, and the kernel's BPF extensions, which are the
+// same for every device; and the netmask only for "ip broadcast", so it
+// tells targets apart only if expr mentions "broadcast". The compiles run one after another within
+// TotalWall in all, each within Wall; once one ran out of a budget the
+// filter is taken to be over it for every target, as the optimizer's cost
+// comes from the expression, not the link type. Sequential rather than in
+// parallel: a filter over budget then costs one compile's CPU, not one per
+// link type on a cell that runs apps, and filters within budget compile in
+// milliseconds either way.
+func (c *Compiler) CompileAll(ctx context.Context, targets []Target, expr string) (results [][]pcap.BPFInstruction, errs []error) {
+	var b Budget
+	if c != nil {
+		b = c.Budget
+	}
+	b = b.withDefaults()
+	results, errs = make([][]pcap.BPFInstruction, len(targets)), make([]error, len(targets))
+	type key struct {
+		linkType, snaplen int
+		netmask           uint32
+	}
+	type result struct {
+		insns []pcap.BPFInstruction
+		err   error
+	}
+	done := map[key]result{}
+	var overBudget error
+	usesNetmask := strings.Contains(strings.ToLower(expr), "broadcast")
+	deadline := time.Now().Add(b.TotalWall)
+	for k, t := range targets {
+		id := key{t.LinkType, t.Snaplen, t.Netmask}
+		if !usesNetmask {
+			id.netmask = NetmaskUnknown
+		}
+		r, ok := done[id]
+		switch {
+		case ok:
+		case overBudget != nil:
+			r.err = overBudget
+		default:
+			one := b
+			one.Wall = min(b.Wall, time.Until(deadline))
+			if one.Wall <= 0 {
+				r.err = &BudgetError{Resource: "wall-clock time for all devices", Limit: b.TotalWall.String()}
+			} else {
+				r.insns, r.err = (&Compiler{Budget: one}).Compile(ctx, t, expr)
+			}
+			var be *BudgetError
+			if errors.As(r.err, &be) {
+				if be.Resource == "wall-clock time" && one.Wall < b.Wall {
+					r.err = &BudgetError{Resource: "wall-clock time for all devices", Limit: b.TotalWall.String()}
+				}
+				overBudget = r.err
+			}
+			done[id] = r
+		}
+		results[k], errs[k] = r.insns, r.err
+	}
+	return results, errs
 }
 
 // clip keeps a child's stderr short enough for a log line.

@@ -19,6 +19,9 @@ import (
 // TestMain lets this test binary be its own compiler child.
 func TestMain(m *testing.M) {
 	Main()
+	// Built with -race, every child would sleep a second before it exits
+	// (the race runtime's atexit_sleep_ms).
+	os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	os.Exit(m.Run())
 }
 
@@ -30,36 +33,101 @@ func orChain(primitive string, n int) string {
 	return strings.Join(parts, "||")
 }
 
-// The child compiles exactly what gopacket would compile in-process.
-func TestSameInstructionsAsInProcess(t *testing.T) {
-	for _, expr := range []string{"udp dst port 9999", "tcp[tcpflags] & (tcp-syn|tcp-fin) != 0 and not port 22", orChain("port %d", 20)} {
-		want, err := pcap.CompileBPFFilter(layers.LinkTypeEthernet, 65535, expr)
-		if err != nil {
-			t.Fatal(err)
+// compileIn compiles in the namespace ns, for its loopback device.
+func compileIn(t *testing.T, ns *netnstest.Namespace, c *Compiler, ctx context.Context, expr string) (insns []pcap.BPFInstruction, err error) {
+	t.Helper()
+	ns.Do(t, func() error {
+		insns, err = c.Compile(ctx, Target{Device: "lo", LinkType: int(layers.LinkTypeEthernet), Snaplen: 65535, Netmask: NetmaskUnknown}, expr)
+		return nil
+	})
+	return insns, err
+}
+
+// The child compiles exactly what libpcap compiles on the capture's own
+// live handle, in the capture's namespace: also for "vlan", which a
+// pcap_open_dead handle compiles differently (it lacks the kernel's VLAN
+// metadata).
+func TestSameInstructionsAsALiveHandle(t *testing.T) {
+	p := netnstest.NewPair(t)
+	exprs := []string{"vlan and tcp", "vlan 100 and host 198.18.0.1", "udp dst port 9999",
+		"tcp[tcpflags] & (tcp-syn|tcp-fin) != 0 and not port 22", orChain("port %d", 20)}
+	var liveVLAN []pcap.BPFInstruction
+	p.App.Do(t, func() error {
+		for _, dev := range []string{"eth0", "lo", "any"} {
+			inactive, err := pcap.NewInactiveHandle(dev)
+			if err != nil {
+				return err
+			}
+			defer inactive.CleanUp()
+			if err := inactive.SetSnapLen(65535); err != nil {
+				return err
+			}
+			if err := inactive.SetTimeout(50 * time.Millisecond); err != nil {
+				return err
+			}
+			h, err := inactive.Activate()
+			if err != nil {
+				return fmt.Errorf("activate %s: %w", dev, err)
+			}
+			defer h.Close()
+			target := Target{Device: dev, LinkType: int(h.LinkType()), Snaplen: 65535, Netmask: Netmask(dev)}
+			for _, expr := range exprs {
+				want, wantErr := h.CompileBPFFilter(expr)
+				got, err := (&Compiler{}).Compile(t.Context(), target, expr)
+				switch {
+				case (err != nil) != (wantErr != nil):
+					t.Errorf("%s, %q: the child says %v, the live handle %v", dev, expr, err, wantErr)
+				case !slices.Equal(got, want):
+					t.Errorf("%s, %q: the child compiled %d instructions, the live handle %d, or they differ", dev, expr, len(got), len(want))
+				}
+				if dev == "eth0" && expr == exprs[0] {
+					liveVLAN = want
+				}
+			}
 		}
-		got, err := (&Compiler{}).Compile(t.Context(), int(layers.LinkTypeEthernet), 65535, NetmaskUnknown, expr)
-		if err != nil {
-			t.Fatalf("%q: %v", expr, err)
-		}
-		if !slices.Equal(got, want) {
-			t.Errorf("%q: child compiled %d instructions, in-process %d, or they differ", expr, len(got), len(want))
-		}
+		return nil
+	})
+	// The test's premise: a dead handle compiles "vlan" differently.
+	dead, err := pcap.CompileBPFFilter(layers.LinkTypeEthernet, 65535, exprs[0])
+	if err != nil {
+		t.Fatal(err)
 	}
+	if slices.Equal(dead, liveVLAN) {
+		t.Errorf("%q compiles to the same %d instructions on a dead handle as on a live one: the comparison proves nothing here", exprs[0], len(dead))
+	}
+	t.Logf("%q: %d instructions on a live handle, %d on a dead one", exprs[0], len(liveVLAN), len(dead))
 }
 
 func TestBadFilterCarriesLibpcapMessage(t *testing.T) {
-	_, err := (*Compiler)(nil).Compile(t.Context(), 1, 65535, NetmaskUnknown, "tcp port eighty")
+	ns := netnstest.NewNamespace(t)
+	_, err := compileIn(t, ns, nil, t.Context(), "tcp port eighty")
 	var fe *FilterError
 	if !errors.As(err, &fe) || !strings.Contains(fe.Msg, "eighty") {
 		t.Fatalf("err %v, want libpcap's message", err)
 	}
-	_, err = (*Compiler)(nil).Compile(t.Context(), 1, 65535, NetmaskUnknown, "ip broadcast")
+	_, err = compileIn(t, ns, nil, t.Context(), "ip broadcast")
 	if !errors.As(err, &fe) || !strings.Contains(fe.Msg, "netmask") {
 		t.Fatalf("ip broadcast without a netmask: %v", err)
 	}
 }
 
+// A device the child cannot open is not the filter's fault.
+func TestDeviceTheChildCannotOpen(t *testing.T) {
+	ns := netnstest.NewNamespace(t)
+	var err error
+	ns.Do(t, func() error {
+		_, err = (&Compiler{}).Compile(t.Context(), Target{Device: "nosuch0", LinkType: 1, Snaplen: 65535, Netmask: NetmaskUnknown}, "tcp")
+		return nil
+	})
+	var fe *FilterError
+	var be *BudgetError
+	if err == nil || errors.As(err, &fe) || errors.As(err, &be) || !strings.Contains(err.Error(), "nosuch0") {
+		t.Fatalf("err %v, want an error that names the device and blames neither filter nor budget", err)
+	}
+}
+
 func TestBudgets(t *testing.T) {
+	ns := netnstest.NewNamespace(t)
 	for _, tc := range []struct {
 		name     string
 		budget   Budget
@@ -74,7 +142,7 @@ func TestBudgets(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
-			_, err := (&Compiler{Budget: tc.budget}).Compile(t.Context(), 1, 65535, NetmaskUnknown, tc.expr)
+			_, err := compileIn(t, ns, &Compiler{Budget: tc.budget}, t.Context(), tc.expr)
 			var be *BudgetError
 			if !errors.As(err, &be) || be.Resource != tc.resource {
 				t.Fatalf("err %v, want the %s budget", err, tc.resource)
@@ -90,7 +158,7 @@ func TestBudgets(t *testing.T) {
 func TestCancelledCompile(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	time.AfterFunc(100*time.Millisecond, cancel)
-	_, err := (&Compiler{Budget: Budget{Wall: time.Minute}}).Compile(ctx, 1, 65535, NetmaskUnknown, orChain("port %d", 510))
+	_, err := compileIn(t, netnstest.NewNamespace(t), &Compiler{Budget: Budget{Wall: time.Minute}}, ctx, orChain("port %d", 510))
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err %v, want context.Canceled", err)
 	}
@@ -101,8 +169,10 @@ func TestCancelledCompile(t *testing.T) {
 func TestNetmaskOfTheNamespace(t *testing.T) {
 	p := netnstest.NewPair(t)
 	var mask uint32
+	var err error
 	p.App.Do(t, func() error {
 		mask = Netmask("eth0")
+		_, err = (&Compiler{}).Compile(t.Context(), Target{Device: "eth0", LinkType: 1, Snaplen: 65535, Netmask: mask}, "ip broadcast")
 		return nil
 	})
 	if mask != 0xffffff00 {
@@ -111,7 +181,80 @@ func TestNetmaskOfTheNamespace(t *testing.T) {
 	if got := Netmask("no-such-device"); got != NetmaskUnknown {
 		t.Errorf("netmask of a missing device %#x", got)
 	}
-	if _, err := (&Compiler{}).Compile(t.Context(), 1, 65535, mask, "ip broadcast"); err != nil {
+	if err != nil {
 		t.Errorf("ip broadcast with the namespace's netmask: %v", err)
 	}
+}
+
+// CompileAll compiles once for targets that differ only in their device,
+// or in their netmask where the filter does not use it: a device that
+// does not exist gets the program of one that does, and an error only
+// where its own compile was needed.
+func TestCompileAllOncePerLinkTypeAndNetmask(t *testing.T) {
+	p := netnstest.NewPair(t)
+	compileAll := func(expr string) (programs [][]pcap.BPFInstruction, errs []error) {
+		p.App.Do(t, func() error {
+			mask := Netmask("eth0")
+			programs, errs = (&Compiler{}).CompileAll(t.Context(), []Target{
+				{Device: "eth0", LinkType: int(layers.LinkTypeEthernet), Snaplen: 65535, Netmask: mask},
+				{Device: "nosuch0", LinkType: int(layers.LinkTypeEthernet), Snaplen: 65535, Netmask: mask},
+				{Device: "any", LinkType: int(layers.LinkTypeLinuxSLL), Snaplen: 65535, Netmask: NetmaskUnknown},
+				{Device: "nosuch1", LinkType: int(layers.LinkTypeEthernet), Snaplen: 65535, Netmask: 0xff000000},
+			}, expr)
+			return nil
+		})
+		return programs, errs
+	}
+
+	programs, errs := compileAll("udp")
+	for k, name := range []string{"nosuch0", "any", "nosuch1"} {
+		if errs[k+1] != nil {
+			t.Errorf("udp: %s: %v", name, errs[k+1])
+		}
+	}
+	if errs[0] != nil || !slices.Equal(programs[0], programs[1]) || !slices.Equal(programs[0], programs[3]) || len(programs[0]) == 0 {
+		t.Errorf("udp: eth0 (%v), nosuch0 and nosuch1 (another netmask): want one program for the three", errs[0])
+	}
+	if slices.Equal(programs[0], programs[2]) {
+		t.Error("udp: any (another link type) got Ethernet's program")
+	}
+
+	programs, errs = compileAll("udp or ip broadcast")
+	if errs[0] != nil || errs[1] != nil || !slices.Equal(programs[0], programs[1]) {
+		t.Errorf("ip broadcast: eth0: %v, nosuch0 with eth0's netmask: %v: want one program for both", errs[0], errs[1])
+	}
+	var fe *FilterError
+	if !errors.As(errs[2], &fe) || !strings.Contains(fe.Msg, "netmask") {
+		t.Errorf("ip broadcast: any, without a netmask: %v, want its own compile to refuse it", errs[2])
+	}
+	if errs[3] == nil || !strings.Contains(errs[3].Error(), "nosuch1") {
+		t.Errorf("ip broadcast: nosuch1, another netmask: %v, want its own compile, which cannot open it", errs[3])
+	}
+}
+
+// CompileAll stays within one wall-clock budget for all targets, and
+// says so.
+func TestCompileAllWithinOneWallBudget(t *testing.T) {
+	ns := netnstest.NewNamespace(t)
+	budget := Budget{CPU: time.Minute, Wall: time.Minute, TotalWall: 800 * time.Millisecond}
+	start := time.Now()
+	var errs []error
+	ns.Do(t, func() error {
+		_, errs = (&Compiler{Budget: budget}).CompileAll(t.Context(), []Target{
+			{Device: "lo", LinkType: int(layers.LinkTypeEthernet), Snaplen: 65535, Netmask: NetmaskUnknown},
+			{Device: "any", LinkType: int(layers.LinkTypeLinuxSLL), Snaplen: 65535, Netmask: NetmaskUnknown},
+		}, orChain("port %d", 510))
+		return nil
+	})
+	took := time.Since(start)
+	for k, err := range errs {
+		var be *BudgetError
+		if !errors.As(err, &be) || be.Resource != "wall-clock time for all devices" || !strings.Contains(err.Error(), "800ms") {
+			t.Errorf("target %d: %v, want the wall-clock budget for all devices", k, err)
+		}
+	}
+	if took > budget.TotalWall+time.Second {
+		t.Errorf("took %s, more than the budget of %s for all", took, budget.TotalWall)
+	}
+	t.Logf("after %s: %v", took.Round(time.Millisecond), errs[0])
 }

@@ -8,7 +8,6 @@ package bpfcompile
 import "C"
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -28,6 +27,11 @@ const niceStep = 10
 // characters (wire.MaxFilterLength), escaped in JSON.
 const maxRequest = 64 << 10
 
+// childRingBytes is the kernel ring of the child's live handle, which
+// never reads it: libpcap allocates one block (256 KiB) for anything up to
+// that.
+const childRingBytes = 256 << 10
+
 // Main turns this process into a compiler child if it was started as one
 // (first argument ChildArg): it compiles, answers on stdout and exits.
 // Otherwise it returns at once. Call it first thing in main and TestMain.
@@ -42,11 +46,18 @@ func Main() {
 	os.Exit(0)
 }
 
-func serveChild(in io.Reader, out io.Writer) error {
+func serveChild(in io.Reader, out io.WriteCloser) error {
 	var req request
 	if err := json.NewDecoder(io.LimitReader(in, maxRequest)).Decode(&req); err != nil {
 		return fmt.Errorf("read request: %w", err)
 	}
+	p, err := openLive(req)
+	if err != nil {
+		return answer(out, response{DeviceError: err.Error()})
+	}
+	// The handle is not closed: the process exits once it has answered,
+	// and the kernel releases the packet socket then (which waits for RCU
+	// grace periods, some 25 ms), while the parent goes on.
 	// The budget applies before libpcap sees the filter.
 	if err := limit(req.CPUSecs, req.Memory); err != nil {
 		return err
@@ -57,11 +68,17 @@ func serveChild(in io.Reader, out io.Writer) error {
 	if prio, err := syscall.Getpriority(syscall.PRIO_PROCESS, 0); err == nil {
 		_ = syscall.Setpriority(syscall.PRIO_PROCESS, 0, min(19, 20-prio+niceStep))
 	}
-	w := bufio.NewWriter(out)
-	if err := json.NewEncoder(w).Encode(compile(req)); err != nil {
-		return err
+	return answer(out, compile(p, req))
+}
+
+// answer writes resp and closes out: the parent takes the end of its
+// input for the end of the answer and does not wait for the exit.
+func answer(out io.WriteCloser, resp response) error {
+	err := json.NewEncoder(out).Encode(resp)
+	if cerr := out.Close(); err == nil {
+		err = cerr
 	}
-	return w.Flush()
+	return err
 }
 
 // limit caps CPU time (SIGKILL at the hard limit, equal to the soft one)
@@ -99,12 +116,40 @@ func addressSpace() (uint64, error) {
 	return 0, fmt.Errorf("no VmSize in /proc/self/status")
 }
 
-func compile(req request) response {
-	p := C.pcap_open_dead(C.int(req.LinkType), C.int(req.Snaplen))
-	if p == nil {
-		return response{Error: "pcap_open_dead failed", OutOfMemory: true}
+// openLive activates a handle of the device, in the network namespace
+// the child was started in (the container's), as the capture's own: code
+// generation depends on the live handle. On Linux it knows the kernel's
+// VLAN metadata (BPF_SPECIAL_VLAN_HANDLING), which a pcap_open_dead handle
+// lacks: there "vlan" tests the packet's bytes for a tag the kernel has
+// already removed, and matches nothing. The handle's ring is never read.
+func openLive(req request) (*C.pcap_t, error) {
+	if req.Device == "" {
+		return nil, fmt.Errorf("no device to compile for")
 	}
-	defer C.pcap_close(p)
+	dev := C.CString(req.Device)
+	defer C.free(unsafe.Pointer(dev))
+	errbuf := (*C.char)(C.calloc(C.PCAP_ERRBUF_SIZE, 1))
+	defer C.free(unsafe.Pointer(errbuf))
+	p := C.pcap_create(dev, errbuf)
+	if p == nil {
+		return nil, fmt.Errorf("create a handle of %s: %s", req.Device, C.GoString(errbuf))
+	}
+	C.pcap_set_snaplen(p, C.int(req.Snaplen))
+	C.pcap_set_buffer_size(p, childRingBytes)
+	if status := C.pcap_activate(p); status < 0 {
+		err := fmt.Errorf("activate a handle of %s: %s: %s", req.Device, C.GoString(C.pcap_statustostr(status)), C.GoString(C.pcap_geterr(p)))
+		C.pcap_close(p)
+		return nil, err
+	}
+	if int(C.pcap_datalink(p)) != req.LinkType && C.pcap_set_datalink(p, C.int(req.LinkType)) < 0 {
+		err := fmt.Errorf("link type %d on %s: %s", req.LinkType, req.Device, C.GoString(C.pcap_geterr(p)))
+		C.pcap_close(p)
+		return nil, err
+	}
+	return p, nil
+}
+
+func compile(p *C.pcap_t, req request) response {
 	expr := C.CString(req.Filter)
 	defer C.free(unsafe.Pointer(expr))
 	var prog C.struct_bpf_program

@@ -12,7 +12,6 @@
 package capture
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -138,6 +137,8 @@ func OpenDevices(o Options, devices []string) (caps []*Capture, errs []error) {
 			od.Device = dev
 			handles[k], errs[k] = activate(od)
 		}
+		// In the namespace: the compiler child opens the devices there.
+		setFilter(o, devices, handles, errs)
 		return nil
 	})
 	if err != nil {
@@ -189,7 +190,7 @@ func newCapture(o Options, h *pcap.Handle) (*Capture, error) {
 }
 
 // activate runs inside the target namespace: the socket libpcap creates
-// here stays in it.
+// here stays in it. The filter is set afterwards (setFilter).
 func activate(o Options) (*pcap.Handle, error) {
 	inactive, err := pcap.NewInactiveHandle(o.Device)
 	if err != nil {
@@ -208,42 +209,20 @@ func activate(o Options) (*pcap.Handle, error) {
 			return nil, &OpenError{Code: wire.ErrInternal, Msg: fmt.Sprintf("configure capture on %s: %v", o.Device, err), Err: err}
 		}
 	}
-	h, err := inactive.Activate()
+	var h *pcap.Handle
+	err = closeOnExec(func() (err error) {
+		h, err = inactive.Activate()
+		return err
+	})
 	if err != nil {
+		if h != nil {
+			h.Close()
+		}
 		code := wire.ErrInternal
 		if msg := err.Error(); strings.Contains(msg, "No Such Device") || strings.Contains(msg, "Interface Not Up") {
 			code = wire.ErrNoSuchDevice
 		}
 		return nil, &OpenError{Code: code, Msg: fmt.Sprintf("open device %s in the container: %v", o.Device, err), Err: err}
-	}
-	if o.Filter == "" {
-		return h, nil
-	}
-	// Compiled in a child process: gopacket compiles under one lock for
-	// the whole process, so a filter that keeps libpcap busy would hold
-	// every other capture start on the cell; the child has a budget.
-	insns, err := o.Compiler.Compile(context.Background(), int(h.LinkType()), o.Snaplen, bpfcompile.Netmask(o.Device), o.Filter)
-	if err == nil && len(insns) > pcap.MaxBpfInstructions {
-		err = &bpfcompile.FilterError{Msg: fmt.Sprintf("it compiles to %d BPF instructions, more than the kernel's limit of %d", len(insns), pcap.MaxBpfInstructions)}
-	}
-	if err == nil {
-		// libpcap filters in user space whatever reached the ring before
-		// the kernel filter was set, so no unfiltered packet gets through.
-		err = h.SetBPFInstructionFilter(insns)
-	}
-	if err != nil {
-		h.Close()
-		// A long filter would push the reason out of the API's message.
-		shown := o.Filter
-		if len(shown) > 80 {
-			shown = strings.ToValidUTF8(shown[:80], "") + "..."
-		}
-		var fe *bpfcompile.FilterError
-		var be *bpfcompile.BudgetError
-		if errors.As(err, &fe) || errors.As(err, &be) {
-			return nil, &OpenError{Code: wire.ErrBadFilter, Msg: fmt.Sprintf("bad filter %q: %v", shown, err), Err: err}
-		}
-		return nil, &OpenError{Code: wire.ErrInternal, Msg: fmt.Sprintf("set filter %q on %s: %v", shown, o.Device, err), Err: err}
 	}
 	return h, nil
 }

@@ -1,14 +1,23 @@
 package capture
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
+	"net"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/cloudfoundry/pcap-server-release/cellagent/bpfcompile"
 	"github.com/cloudfoundry/pcap-server-release/internal/cputime"
 	"github.com/cloudfoundry/pcap-server-release/internal/netnstest"
 	"github.com/cloudfoundry/pcap-server-release/wire"
@@ -22,6 +31,22 @@ func hostileFilter() string {
 		parts[i] = fmt.Sprintf("port %d", i+1)
 	}
 	return strings.Join(parts, "||")
+}
+
+// openAndClose opens a capture with o in a goroutine, ends it at once if
+// it opened, and delivers Open's error.
+func openAndClose(o Options) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		c, err := Open(o)
+		if c != nil {
+			c.Start()
+			c.Stop(wire.EndRequested, false)
+			<-c.Done()
+		}
+		done <- err
+	}()
+	return done
 }
 
 // One tenant's filter that takes libpcap half a minute to compile must not
@@ -47,16 +72,7 @@ func TestHostileFilterDoesNotHoldOtherCaptures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() {
-		c, err := Open(ho)
-		if c != nil {
-			c.Start()
-			c.Stop(wire.EndRequested, false)
-			<-c.Done()
-		}
-		done <- err
-	}()
+	done := openAndClose(ho)
 	// Compiling: the process tree is busy (here or in a child).
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
@@ -115,4 +131,225 @@ func TestFilterBeyondTheKernelsLimit(t *testing.T) {
 	if !errors.As(err, &oe) || oe.Code != wire.ErrBadFilter || !strings.Contains(oe.Msg, "4096") {
 		t.Fatalf("err %v, want a bad filter over the kernel's 4096 instructions", err)
 	}
+}
+
+// openFiles names what pid's descriptors refer to, by descriptor number:
+// a socket by its inode ("socket:[N]"), an eventfd by its id ("eventfd
+// N"), anything else by its link. Descriptors closed while it reads are
+// left out.
+func openFiles(pid string) (map[string]string, error) {
+	dir := "/proc/" + pid + "/fd"
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	files := make(map[string]string, len(ents))
+	for _, e := range ents {
+		link, err := os.Readlink(dir + "/" + e.Name())
+		if err != nil {
+			continue
+		}
+		if link == "anon_inode:[eventfd]" {
+			info, err := os.ReadFile("/proc/" + pid + "/fdinfo/" + e.Name())
+			if err != nil {
+				continue
+			}
+			for line := range strings.Lines(string(info)) {
+				if id, ok := strings.CutPrefix(line, "eventfd-id:"); ok {
+					link = "eventfd " + strings.TrimSpace(id)
+				}
+			}
+		}
+		files[e.Name()] = link
+	}
+	return files, nil
+}
+
+// compileChild waits for a filter compiler child of this process to have
+// started (exec'd: before exec a child still holds every descriptor) and
+// returns its pid.
+func compileChild(ctx context.Context) (string, error) {
+	for {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", os.Getpid()))
+		for _, task := range tasks {
+			children, _ := os.ReadFile(task)
+			for _, pid := range strings.Fields(string(children)) {
+				cmdline, _ := os.ReadFile("/proc/" + pid + "/cmdline")
+				if slices.Contains(strings.Split(string(cmdline), "\x00"), bpfcompile.ChildArg) {
+					return pid, nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("no compiler child: %w", ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// A compiler child must not hold other captures' packet sockets (each
+// with its kernel ring) or libpcap's eventfds: closing a capture would not
+// free its socket while a compile runs. libpcap opens them without
+// close-on-exec.
+func TestCompileChildInheritsNoCapture(t *testing.T) {
+	p := netnstest.NewPair(t)
+	before, err := openFiles("self")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Open(options(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		c.Start()
+		c.Stop(wire.EndRequested, false)
+		<-c.Done()
+	}()
+	after, err := openFiles("self")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the capture holds: its packet socket, and libpcap's eventfd
+	// where it keeps one (libpcap 1.10 closes it again when gopacket
+	// makes the handle non-blocking, inside Activate).
+	held := map[string]bool{}
+	for fd, f := range after {
+		if before[fd] != f && (strings.HasPrefix(f, "socket:") || strings.HasPrefix(f, "eventfd")) {
+			held[f] = true
+		}
+	}
+	if !slices.ContainsFunc(slices.Collect(maps.Keys(held)), func(f string) bool { return strings.HasPrefix(f, "socket:") }) {
+		t.Fatalf("the open capture holds %v: no socket to look for", held)
+	}
+
+	ho := options(netnstest.NewPair(t))
+	ho.Filter = hostileFilter()
+	done := openAndClose(ho)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	pid, err := compileChild(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := openFiles(pid)
+	if err != nil {
+		t.Fatalf("the compiler child ended before its descriptors could be read: %v", err)
+	}
+	for fd, f := range files {
+		if held[f] {
+			t.Errorf("the compiler child holds the open capture's %s as descriptor %s", f, fd)
+		}
+	}
+	t.Logf("compiler child %s holds %v; the capture %v", pid, files, held)
+	if err := <-done; err == nil {
+		t.Error("the hostile filter compiled")
+	}
+}
+
+// vlanFrame is an Ethernet broadcast frame tagged with VLAN id that
+// carries a UDP datagram from the peer to the app.
+func vlanFrame(id uint16, payload []byte) []byte {
+	f := []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 1}
+	f = binary.BigEndian.AppendUint16(f, 0x8100)
+	f = binary.BigEndian.AppendUint16(f, id)
+	f = binary.BigEndian.AppendUint16(f, 0x0800)
+	udpLen := 8 + len(payload)
+	ip := []byte{0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0}
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+udpLen))
+	ip = append(ip, netnstest.PeerIP.AsSlice()...)
+	ip = append(ip, netnstest.AppIP.AsSlice()...)
+	f = append(f, ip...)
+	f = binary.BigEndian.AppendUint16(f, 5555)
+	f = binary.BigEndian.AppendUint16(f, udpPort)
+	f = binary.BigEndian.AppendUint16(f, uint16(udpLen))
+	f = binary.BigEndian.AppendUint16(f, 0)
+	return append(f, payload...)
+}
+
+// A "vlan" filter matches VLAN-tagged frames. The kernel takes the tag
+// off a received frame before capture sockets see it and keeps it as
+// metadata, which libpcap tests on a live handle only: compiled on a
+// pcap_open_dead handle the filter looks for the tag in the bytes, and
+// matches nothing.
+func TestVLANFilterMatchesTaggedFrames(t *testing.T) {
+	p := netnstest.NewPair(t)
+	o := options(p)
+	o.Filter = "vlan 100 and udp"
+	c, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Start()
+	p.Peer.Do(t, func() error {
+		ifc, err := net.InterfaceByName("peer0")
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		to := &unix.SockaddrLinklayer{Ifindex: ifc.Index, Halen: 6, Addr: [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
+		for i := range 5 {
+			if err := unix.Sendto(fd, vlanFrame(100, payload(i)), 0, to); err != nil {
+				return err
+			}
+			// Another VLAN: not wanted.
+			if err := unix.Sendto(fd, vlanFrame(200, payload(100+i)), 0, to); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	c.Stop(wire.EndRequested, true)
+	pkts := collect(t, c)
+	if len(pkts) != 5 {
+		t.Fatalf("captured %d frames of VLAN 100, want 5", len(pkts))
+	}
+	for i, pk := range pkts {
+		// libpcap puts the tag back in front of the frame's type.
+		if len(pk.Data) < 18 || binary.BigEndian.Uint16(pk.Data[12:]) != 0x8100 || binary.BigEndian.Uint16(pk.Data[14:])&0xfff != 100 {
+			t.Fatalf("frame %d: % x, want VLAN 100", i, pk.Data[:min(len(pk.Data), 18)])
+		}
+		if !bytes.HasSuffix(pk.Data, payload(i)) {
+			t.Fatalf("frame %d does not carry %q", i, payload(i))
+		}
+	}
+}
+
+// A filter over budget costs one budget for all devices of a capture, not
+// one per device: four devices must not take the capture start beyond the
+// API's wait for the agent's answer (15 s), where the user would get a
+// 503 instead of a 400 that names the budget.
+func TestSlowFilterOnSeveralDevicesCostsOneBudget(t *testing.T) {
+	p := netnstest.NewPair(t)
+	netnstest.IP(t, "-n", p.App.Name, "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p")
+	netnstest.IP(t, "-n", p.App.Name, "link", "set", "eth1", "up")
+	netnstest.IP(t, "-n", p.App.Name, "link", "set", "eth1p", "up")
+	o := options(p)
+	o.Filter = hostileFilter()
+	// The wall-clock budget ends each compile, not the CPU budget.
+	o.Compiler = &bpfcompile.Compiler{Budget: bpfcompile.Budget{CPU: time.Minute, Wall: time.Second}}
+	devices := []string{"eth0", "lo", "eth1", "any"}
+	start := time.Now()
+	caps, errs := OpenDevices(o, devices)
+	took := time.Since(start)
+	for k, err := range errs {
+		if caps[k] != nil {
+			caps[k].Start()
+			caps[k].Stop(wire.EndRequested, false)
+			<-caps[k].Done()
+		}
+		var oe *OpenError
+		if !errors.As(err, &oe) || oe.Code != wire.ErrBadFilter || !strings.Contains(oe.Msg, "budget") {
+			t.Errorf("%s: %v, want a bad filter that names the budget", devices[k], err)
+		}
+	}
+	if took > 2500*time.Millisecond {
+		t.Errorf("the capture of %d devices took %s to fail, with a budget of 1s a compile", len(devices), took.Round(time.Millisecond))
+	}
+	t.Logf("failed after %s: %v", took.Round(time.Millisecond), errs[0])
 }

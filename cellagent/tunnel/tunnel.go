@@ -196,9 +196,10 @@ const (
 	dialTimeout = 10 * time.Second
 	// handshakeTimeout bounds TLS and hello. It is long because the API
 	// takes handshakes in turns: after a restart a fleet queues there for
-	// up to 30 s, then has 10 s each, and an agent that gave up would only
-	// queue again at the back.
-	handshakeTimeout = 40 * time.Second
+	// up to 30 s, then has 10 s each (plus up to 2 s for the API to probe
+	// a session it still holds for this agent), and an agent that gave up
+	// would only queue again at the back. It must exceed their sum.
+	handshakeTimeout = 45 * time.Second
 )
 
 // keep holds a session to addr, reconnecting with backoff, until ctx is

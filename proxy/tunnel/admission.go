@@ -99,7 +99,8 @@ func (g *gate) release() {
 
 // queueTimeout bounds how long a connection that has sent the start of
 // its handshake waits for its turn. Agents wait longer than this plus a
-// handshake timeout before they give up (cellagent/tunnel).
+// handshake timeout plus probeTimeout before they give up (45 s,
+// cellagent/tunnel).
 const queueTimeout = 30 * time.Second
 
 // agentConn is an agent's TCP connection as the API uses it. During the
@@ -113,6 +114,8 @@ type agentConn struct {
 	net.Conn
 	gate    *gate
 	timeout time.Duration
+	// accepted is when the connection was accepted.
+	accepted time.Time
 
 	// Handshake state, used by the handshake's goroutine only.
 	deadline time.Time
@@ -125,7 +128,8 @@ type agentConn struct {
 }
 
 func newAgentConn(c net.Conn, g *gate, timeout time.Duration) *agentConn {
-	ac := &agentConn{Conn: c, gate: g, timeout: timeout, deadline: time.Now().Add(timeout)}
+	now := time.Now()
+	ac := &agentConn{Conn: c, gate: g, timeout: timeout, accepted: now, deadline: now.Add(timeout)}
 	_ = c.SetDeadline(ac.deadline)
 	return ac
 }
@@ -178,4 +182,9 @@ func (c *agentConn) handshakeDone() time.Time {
 // silentFor is how long the agent has sent nothing.
 func (c *agentConn) silentFor() time.Duration {
 	return time.Since(time.Unix(0, c.lastRead.Load()))
+}
+
+// heardSince reports whether the agent has sent anything after t.
+func (c *agentConn) heardSince(t time.Time) bool {
+	return c.lastRead.Load() > t.UnixNano()
 }

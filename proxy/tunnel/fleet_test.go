@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -139,23 +140,15 @@ func TestAgentBreakingTheProtocolLosesItsSession(t *testing.T) {
 	assertEcho(t, good)
 }
 
-// freezer forwards TCP connections. freeze stops the ones open so far:
-// nothing passes in either direction any more and nothing is closed, as a
-// cell that lost power or a dropped route leaves a connection behind.
-// Connections made afterwards flow again.
-type freezer struct {
-	ln     net.Listener
-	mu     sync.Mutex
-	frozen chan struct{} // closed by freeze, for the connections open then
-}
-
-func startFreezer(t *testing.T, target string) *freezer {
+// relay listens on loopback and, for every connection it accepts, dials
+// target and runs serve with both ends on the relay's wait group. done is
+// closed when the test ends; the relay then waits for every serve.
+func relay(t *testing.T, target string, serve func(wg *sync.WaitGroup, client, upstream net.Conn, done <-chan struct{})) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &freezer{ln: ln, frozen: make(chan struct{})}
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	t.Cleanup(func() { ln.Close(); close(done); wg.Wait() })
@@ -170,33 +163,52 @@ func startFreezer(t *testing.T, target string) *freezer {
 				c.Close()
 				continue
 			}
-			f.mu.Lock()
-			frozen := f.frozen
-			f.mu.Unlock()
-			for _, pair := range [][2]net.Conn{{c, u}, {u, c}} {
-				wg.Go(func() {
-					defer pair[1].Close()
-					buf := make([]byte, 32<<10)
-					for {
-						n, err := pair[0].Read(buf)
-						select {
-						case <-frozen:
-							<-done // hold both ends open, silent, until the test ends
-							pair[0].Close()
-							return
-						default:
-						}
-						if n > 0 {
-							if _, werr := pair[1].Write(buf[:n]); werr != nil {
-								return
-							}
-						}
-						if err != nil {
+			serve(&wg, c, u, done)
+		}
+	})
+	return ln
+}
+
+// freezer forwards TCP connections. freeze stops the ones open so far:
+// nothing passes in either direction any more and nothing is closed, as a
+// cell that lost power or a dropped route leaves a connection behind.
+// Connections made afterwards flow again.
+type freezer struct {
+	ln     net.Listener
+	mu     sync.Mutex
+	frozen chan struct{} // closed by freeze, for the connections open then
+}
+
+func startFreezer(t *testing.T, target string) *freezer {
+	t.Helper()
+	f := &freezer{frozen: make(chan struct{})}
+	f.ln = relay(t, target, func(wg *sync.WaitGroup, c, u net.Conn, done <-chan struct{}) {
+		f.mu.Lock()
+		frozen := f.frozen
+		f.mu.Unlock()
+		for _, pair := range [][2]net.Conn{{c, u}, {u, c}} {
+			wg.Go(func() {
+				defer pair[1].Close()
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := pair[0].Read(buf)
+					select {
+					case <-frozen:
+						<-done // hold both ends open, silent, until the test ends
+						pair[0].Close()
+						return
+					default:
+					}
+					if n > 0 {
+						if _, werr := pair[1].Write(buf[:n]); werr != nil {
 							return
 						}
 					}
-				})
-			}
+					if err != nil {
+						return
+					}
+				}
+			})
 		}
 	})
 	return f
@@ -296,6 +308,167 @@ func TestHalfOpenSessionDoesNotLockTheCellOut(t *testing.T) {
 		}
 	}()
 	assertEcho(t, now)
+}
+
+// throttle forwards TCP connections to target, carrying what the client
+// sends at rate bytes a second (queued in memory meanwhile) and what the
+// server sends at once: a busy uplink, on which the agent's answer to a
+// ping waits behind the data it sent before. backlog is closed once a
+// connection's queue first holds backlogBytes.
+type throttle struct {
+	ln           net.Listener
+	rate         int
+	backlogBytes int64
+	backlog      chan struct{}
+	once         sync.Once
+}
+
+func startThrottle(t *testing.T, target string, rate int, backlogBytes int64) *throttle {
+	t.Helper()
+	th := &throttle{rate: rate, backlogBytes: backlogBytes, backlog: make(chan struct{})}
+	th.ln = relay(t, target, func(wg *sync.WaitGroup, c, u net.Conn, done <-chan struct{}) {
+		wg.Go(func() {
+			<-done
+			c.Close()
+			u.Close()
+		})
+		wg.Go(func() { _, _ = io.Copy(c, u); c.Close() })
+		queue := make(chan []byte, 1<<14)
+		var queued atomic.Int64
+		wg.Go(func() {
+			defer close(queue)
+			for {
+				buf := make([]byte, 32<<10)
+				n, err := c.Read(buf)
+				if n > 0 {
+					if queued.Add(int64(n)) >= th.backlogBytes {
+						th.once.Do(func() { close(th.backlog) })
+					}
+					queue <- buf[:n]
+				}
+				if err != nil {
+					return
+				}
+			}
+		})
+		wg.Go(func() {
+			defer u.Close()
+			// 10 ms worth of bytes on every tick.
+			tick := time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+			for chunk := range queue {
+				for len(chunk) > 0 {
+					<-tick.C
+					n := min(len(chunk), th.rate/100)
+					if _, err := u.Write(chunk[:n]); err != nil {
+						return
+					}
+					queued.Add(-int64(n))
+					chunk = chunk[n:]
+				}
+			}
+		})
+	})
+	return th
+}
+
+func (th *throttle) addr() string { return th.ln.Addr().String() }
+
+// A live session that is busy sending captures answers a ping late: its
+// answer waits behind its data. When the same agent process says hello
+// again (the same replica reached through a second address), the busy
+// session is kept and the newcomer refused as a duplicate.
+func TestBusySessionIsNotReplaced(t *testing.T) {
+	p := newPKI(t)
+	a := startAPI(t, p, "api/0", "127.0.0.1:0")
+	// 1 MiB/s; a backlog of 3 MiB is 3 s, more than the probe's 2 s.
+	th := startThrottle(t, a.addr, 1<<20, 3<<20)
+	h := hello("cell", "run-1", "127.0.0.1")
+	busy, refused := dialByHand(t, tlsDial(t, p, th.addr(), ""), h)
+	if refused != nil {
+		t.Fatal(refused)
+	}
+	old := waitAgent(t, a, "127.0.0.1")
+
+	// A capture stream: the agent sends as fast as the window lets it,
+	// the API reads all of it.
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		st, err := busy.sess.AcceptStream()
+		if err != nil {
+			return
+		}
+		defer st.Close()
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := st.Write(buf); err != nil {
+				return
+			}
+		}
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	s, err := old.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		s.Close()
+		busy.sess.Close()
+		wg.Wait()
+	}()
+	// received carries the bytes read so far after every read.
+	received := make(chan int64, 1)
+	wg.Go(func() {
+		buf := make([]byte, 64<<10)
+		var total int64
+		for {
+			n, err := s.Read(buf)
+			if err != nil {
+				return
+			}
+			total += int64(n)
+			select {
+			case <-received:
+			default:
+			}
+			received <- total
+		}
+	})
+	select {
+	case <-th.backlog:
+	case <-ctx.Done():
+		t.Fatal("the agent's data never queued up on the throttled connection")
+	}
+
+	start := time.Now()
+	_, refused = dialByHand(t, tlsDial(t, p, a.addr, ""), h)
+	if refused == nil || refused.Reason != wire.RefusedDuplicate {
+		t.Fatalf("the same process again while its session is busy: %+v, want refused as duplicate", refused)
+	}
+	t.Logf("refused as duplicate after %s", time.Since(start).Round(time.Millisecond))
+	select {
+	case <-old.Closed():
+		t.Fatal("the busy session was closed")
+	default:
+	}
+	if ag, _ := a.srv.Registry.Lookup(netip.MustParseAddr("127.0.0.1")); ag != old {
+		t.Fatal("the busy session lost its registration")
+	}
+	// Its capture goes on.
+	var before, now int64
+	for now < before+(256<<10) {
+		select {
+		case now = <-received:
+			if before == 0 {
+				before = now
+			}
+		case <-old.Closed():
+			t.Fatal("the busy session was closed")
+		case <-ctx.Done():
+			t.Fatalf("the busy session's stream stopped after %d bytes", now)
+		}
+	}
 }
 
 // When a fleet reconnects at once, TLS handshakes take turns (a bounded

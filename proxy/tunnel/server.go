@@ -53,10 +53,15 @@ const (
 	defaultHandshakeTimeout = 10 * time.Second
 	// probeTimeout bounds the ping that decides whether the session an
 	// agent already has is still alive when the same agent process says
-	// hello again: a live session (the same replica reached through a
-	// second address) answers within a round trip; the one left behind by
-	// a connection that died without a FIN never does.
+	// hello again: a live idle session (the same replica reached through
+	// a second address) answers within a round trip, a live busy one at
+	// least sends data meanwhile; the one left behind by a connection that
+	// died without a FIN does neither. It is added to the handshake
+	// timeout when needed, so that a hello late in its window still gets
+	// the whole probe.
 	probeTimeout = 2 * time.Second
+	// answerTimeout bounds writing the answer to a hello after a probe.
+	answerTimeout = time.Second
 )
 
 // Server accepts agent connections.
@@ -315,7 +320,12 @@ func (s *Server) handshake(ctx context.Context, sess *yamux.Session, ctl *yamux.
 	// Registered before the welcome goes out, so that a duplicate is
 	// refused before anything changes for the session that stays.
 	replaced, dup := s.Registry.add(agent)
-	if dup != nil && !alive(dup.sess, min(probeTimeout, time.Until(deadline)/2)) {
+	if dup != nil {
+		if d := time.Now().Add(probeTimeout + answerTimeout); d.After(deadline) {
+			_ = ctl.SetDeadline(d)
+		}
+	}
+	if dup != nil && !stillAlive(dup, ac.accepted) {
 		// The same process reconnects while we still hold its previous
 		// session: that connection died without a FIN (half-open).
 		s.log.Info("agent reconnected; its previous session does not answer, replacing it", "agent_id", agent.ID, "old_remote", dup.Remote.String())
@@ -340,6 +350,24 @@ func (s *Server) handshake(ctx context.Context, sess *yamux.Session, ctl *yamux.
 	}
 	_ = ctl.SetDeadline(time.Time{})
 	return agent, nil
+}
+
+// stillAlive decides whether a, a session the same agent process already
+// has, is alive, now that the process says hello on a connection accepted
+// at since. A session that has sent anything since then is alive: a
+// connection that died before the agent dialled again has been silent
+// since. Otherwise it is pinged; it is alive if it answers within
+// probeTimeout, or if it sends anything meanwhile: a busy session's answer
+// waits behind the data it sends. Only a session silent throughout is
+// taken for dead. A live session taken for dead would be closed with the
+// captures it carries; a dead one taken for alive only delays the agent
+// until the watchdog has closed it.
+func stillAlive(a *Agent, since time.Time) bool {
+	if a.conn.heardSince(since) {
+		return true
+	}
+	start := time.Now()
+	return alive(a.sess, probeTimeout) || a.conn.heardSince(start)
 }
 
 // alive pings sess and reports whether it answered within timeout.

@@ -17,6 +17,14 @@ import (
 // UAA's keys after one succeeded.
 const DefaultKeyRefetchInterval = 5 * time.Second
 
+// After a failed fetch of UAA's keys the next waits
+// DefaultKeyRetryFirst, doubling with each further failure up to
+// DefaultKeyRetryMost.
+const (
+	DefaultKeyRetryFirst = time.Second
+	DefaultKeyRetryMost  = 5 * time.Second
+)
+
 // maxKeysBody bounds UAA's /token_keys answer (a few KiB in practice).
 const maxKeysBody = 1 << 20
 
@@ -28,7 +36,10 @@ const maxKeysBody = 1 << 20
 // with the new key, at once unless a fetch succeeded within the interval,
 // else by the first such token after it; tokens in between are refused
 // with a message that says so. Concurrent fetches are one fetch. After a
-// failed fetch (UAA unavailable) the next token tries again.
+// failed fetch (UAA unavailable or answering errors) the next waits at
+// least a second, doubling with each further failure up to five: tokens
+// meanwhile get the failure again (503), so that forged tokens cannot make
+// the API hammer a UAA that is down, or has never answered yet.
 //
 // go-oidc's RemoteKeySet fetches again for every token with an unknown
 // kid, which is what this replaces.
@@ -37,11 +48,20 @@ type keySet struct {
 	client   *http.Client
 	ctx      context.Context // fetches outlive the request that started them
 	interval time.Duration
+	// retryFirst and retryMost bound the wait after a failed fetch.
+	retryFirst, retryMost time.Duration
 
 	mu       sync.Mutex
 	keys     []jose.JSONWebKey
 	fetched  time.Time // last successful fetch
 	inflight *keyFetch
+	// failures counts the failed fetches since the last success; failed
+	// is the last one's error and when it ended, retryAt when the next
+	// may start.
+	failures int
+	failed   error
+	failedAt time.Time
+	retryAt  time.Time
 }
 
 type keyFetch struct {
@@ -130,6 +150,11 @@ func (k *keySet) refresh(ctx context.Context, gen time.Time, kid string) error {
 	}
 	f := k.inflight
 	if f == nil {
+		if now := time.Now(); now.Before(k.retryAt) {
+			k.mu.Unlock()
+			return &fetchError{err: fmt.Errorf("%w (failed %s ago; not fetched again for %s)",
+				k.failed, now.Sub(k.failedAt).Round(time.Millisecond), k.retryAt.Sub(now).Round(time.Millisecond))}
+		}
 		if ago := time.Since(k.fetched); !k.fetched.IsZero() && ago < k.interval {
 			k.mu.Unlock()
 			return &coolingDown{kid: kid, ago: ago, interval: k.interval}
@@ -153,11 +178,25 @@ func (k *keySet) fetch(f *keyFetch) {
 	defer k.mu.Unlock()
 	if err != nil {
 		f.err = &fetchError{err: err}
+		k.failures++
+		k.failed, k.failedAt = err, time.Now()
+		k.retryAt = k.failedAt.Add(retryWait(k.retryFirst, k.retryMost, k.failures))
 	} else {
 		k.keys, k.fetched = keys, time.Now()
+		k.failures, k.retryAt = 0, time.Time{}
 	}
 	k.inflight = nil
 	close(f.done)
+}
+
+// retryWait is the wait after the nth failed fetch in a row: first,
+// doubling up to most.
+func retryWait(first, most time.Duration, n int) time.Duration {
+	d := first
+	for i := 1; i < n && d > 0 && d < most; i++ {
+		d *= 2
+	}
+	return min(d, most)
 }
 
 func (k *keySet) get() ([]jose.JSONWebKey, error) {

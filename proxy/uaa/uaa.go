@@ -96,6 +96,14 @@ type Option func(*keySet)
 // token with an unknown key id.
 func KeyRefetchInterval(d time.Duration) Option { return func(k *keySet) { k.interval = d } }
 
+// KeyRetry sets the wait after a failed fetch of UAA's keys: first after
+// one failure, doubling with each further failure up to most
+// (DefaultKeyRetryFirst, DefaultKeyRetryMost). Tokens that would fetch
+// meanwhile get the failure again.
+func KeyRetry(first, most time.Duration) Option {
+	return func(k *keySet) { k.retryFirst, k.retryMost = first, most }
+}
+
 // New builds a verifier for tokens of issuer (https://uaa.SYS/oauth/token).
 // Keys come from keysURL, by default the issuer's scheme and host plus
 // /token_keys, never from a token's jku. Keys are fetched with ctx's
@@ -120,7 +128,8 @@ func New(ctx context.Context, issuer, keysURL string, client *http.Client, opts 
 		c.Timeout = defaultKeyFetchTimeout
 		client = &c
 	}
-	keys := &keySet{url: keysURL, client: client, ctx: context.WithoutCancel(ctx), interval: DefaultKeyRefetchInterval}
+	keys := &keySet{url: keysURL, client: client, ctx: context.WithoutCancel(ctx), interval: DefaultKeyRefetchInterval,
+		retryFirst: DefaultKeyRetryFirst, retryMost: DefaultKeyRetryMost}
 	for _, o := range opts {
 		o(keys)
 	}

@@ -241,16 +241,61 @@ func TestForgedTokensDoNotEachFetchKeys(t *testing.T) {
 	}
 }
 
+// Forged tokens with made-up key ids do not make the API hammer a UAA
+// that answers errors (or has not answered yet): after a failed fetch the
+// next waits at least a second, and tokens meanwhile get the failure
+// again.
+func TestForgedTokensDoNotHammerAFailingUAA(t *testing.T) {
+	u := cffake.NewUAA(t)
+	u.SetUnavailable(http.StatusInternalServerError)
+	v := newVerifier(t, u)
+	forger, err := cffake.NewSigningKey("forged")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for i := range 50 {
+		forged := u.UserToken("u", cffake.SignedBy(forger), cffake.Header("kid", fmt.Sprintf("forged-%d", i)))
+		_, err := v.Verify(t.Context(), "bearer "+forged)
+		var p *problem.Error
+		if !errors.As(err, &p) || p.Status != http.StatusServiceUnavailable {
+			t.Fatalf("forged token %d: %v, want 503", i, err)
+		}
+	}
+	took := time.Since(start)
+	// Fetches are at least a second apart.
+	most := 1 + int(took/time.Second)
+	if got := u.Requests(cffake.UAATokenKeys); got > most {
+		t.Errorf("token_keys fetched %d times for 50 forged tokens in %s, want at most %d", got, took.Round(time.Millisecond), most)
+	}
+	t.Logf("50 forged tokens in %s: %d fetches", took.Round(time.Millisecond), u.Requests(cffake.UAATokenKeys))
+}
+
 func TestUAAUnavailable(t *testing.T) {
 	u := cffake.NewUAA(t)
 	raw := u.UserToken("u")
 
 	u.SetUnavailable(http.StatusServiceUnavailable)
-	v := newVerifier(t, u)
-	_, err := v.Verify(t.Context(), "bearer "+raw)
+	const retry = 300 * time.Millisecond
+	v, err := uaa.New(t.Context(), u.Issuer, "", u.Client(), uaa.KeyRetry(retry, time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = v.Verify(t.Context(), "bearer "+raw)
+	failed := time.Now()
 	wantProblem(t, err, raw, 503, "UAA unavailable")
 
+	// Within the retry wait the failure is answered again, and UAA is
+	// not asked.
 	u.SetUnavailable(0)
+	_, err = v.Verify(t.Context(), "bearer "+raw)
+	if time.Since(failed) < retry {
+		wantProblem(t, err, raw, 503, "UAA unavailable")
+		if got := u.Requests(cffake.UAATokenKeys); got != 1 {
+			t.Errorf("token_keys fetched %d times within the retry wait, want 1", got)
+		}
+	}
+	time.Sleep(time.Until(failed.Add(retry))) // the wait is what is tested
 	if _, err := v.Verify(t.Context(), "bearer "+raw); err != nil {
 		t.Errorf("after UAA recovered: %v", err)
 	}
