@@ -27,6 +27,7 @@ import (
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/agentmetrics"
 	"github.com/cloudfoundry/pcap-server-release/internal/muxconfig"
+	"github.com/cloudfoundry/pcap-server-release/internal/tlsbatch"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
 
@@ -303,7 +304,8 @@ func (c *Client) connect(ctx context.Context, addr string) (*yamux.Session, *wir
 	}
 	dctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	defer cancel()
-	conn := tls.Client(raw, c.cfg.TLS)
+	// The records of a packet batch go out in one write (tlsbatch).
+	conn := tlsbatch.Client(raw, c.cfg.TLS)
 	if err := conn.HandshakeContext(dctx); err != nil {
 		raw.Close()
 		return nil, nil, &connectError{agentmetrics.ReasonTLS, fmt.Errorf("TLS handshake with API %s: %w", addr, err)}

@@ -1,0 +1,116 @@
+package tlsbatch
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/tls"
+	"io"
+	"net"
+	"sync"
+	"testing"
+
+	"github.com/cloudfoundry/pcap-server-release/internal/testpki"
+)
+
+// countingConn counts the writes that reach the network.
+type countingConn struct {
+	net.Conn
+	mu     sync.Mutex
+	writes int
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	c.writes++
+	c.mu.Unlock()
+	return c.Conn.Write(p)
+}
+
+func (c *countingConn) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.writes
+}
+
+func pair(t *testing.T) (client *Conn, server *tls.Conn, counted *countingConn) {
+	t.Helper()
+	ca, err := testpki.NewCA("tlsbatch test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ca.Server("tlsbatch.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := srv.TLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := net.Pipe()
+	counted = &countingConn{Conn: a}
+	client = Client(counted, &tls.Config{RootCAs: ca.Pool(), ServerName: "tlsbatch.test", MinVersion: tls.VersionTLS13})
+	server = tls.Server(b, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13})
+	errs := make(chan error, 1)
+	go func() { errs <- server.Handshake() }()
+	if err := client.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return client, server, counted
+}
+
+// A write of many records reaches the network as one write, and the
+// peer reads exactly what was written.
+func TestRecordsOfAWriteGoOutTogether(t *testing.T) {
+	client, server, counted := pair(t)
+	data := make([]byte, 160<<10) // ten records and some
+	_, _ = rand.Read(data)
+	got := make(chan []byte, 1)
+	go func() {
+		b := make([]byte, len(data))
+		_, _ = io.ReadFull(server, b)
+		got <- b
+	}()
+	before := counted.count()
+	if n, err := client.Write(data); err != nil || n != len(data) {
+		t.Fatalf("wrote %d, %v", n, err)
+	}
+	if w := counted.count() - before; w != 1 {
+		t.Fatalf("%d network writes for one Write of %d bytes", w, len(data))
+	}
+	if !bytes.Equal(<-got, data) {
+		t.Fatal("the peer read other bytes")
+	}
+}
+
+// Writes from several goroutines keep whole, in some order.
+func TestConcurrentWritesStayWhole(t *testing.T) {
+	client, server, _ := pair(t)
+	const writers, size = 4, 40 << 10
+	done := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(server, writers*size))
+		done <- b
+	}()
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			if _, err := client.Write(bytes.Repeat([]byte{byte('a' + w)}, size)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	b := <-done
+	if len(b) != writers*size {
+		t.Fatalf("read %d bytes", len(b))
+	}
+	for off := 0; off < len(b); off += size {
+		if chunk := b[off : off+size]; !bytes.Equal(chunk, bytes.Repeat(chunk[:1], size)) {
+			t.Fatalf("writes interleaved at %d", off)
+		}
+	}
+}
