@@ -57,24 +57,8 @@ type Limits struct {
 	ReadTimeout configfile.Duration `yaml:"read_timeout"`
 }
 
-// Metrics is the Prometheus listener. With ca_cert, cert and key (PEM
-// files) it serves mutual TLS and refuses clients without a certificate
-// signed by ca_cert, as Cloud Foundry's components serve prom_scraper.
-type Metrics struct {
-	Address string `yaml:"address"`
-	CACert  string `yaml:"ca_cert"`
-	Cert    string `yaml:"cert"`
-	Key     string `yaml:"key"`
-}
-
-// MutualTLS is what the metrics server needs of it.
-func (m Metrics) MutualTLS() metricsserver.MutualTLS {
-	return metricsserver.MutualTLS{CACert: m.CACert, Cert: m.Cert, Key: m.Key}
-}
-
-func (m Metrics) validate(p *configfile.Problems) {
-	p.RequireFilesTogether([]string{"metrics.ca_cert", "metrics.cert", "metrics.key"}, []string{m.CACert, m.Cert, m.Key})
-}
+// Metrics is the Prometheus listener: the same keys in both binaries.
+type Metrics = metricsserver.Config
 
 // Dev replaces the garden lookup by a fixed map, for the local demo.
 type Dev struct {
@@ -198,7 +182,7 @@ func (c *Config) Validate() error {
 			p.Addf("metrics.address %q is not host:port", c.Metrics.Address)
 		}
 	}
-	c.Metrics.validate(&p)
+	c.Metrics.Validate(&p)
 	return p.Err()
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cloudfoundry/pcap-server-release/internal/buildinfo"
+	"github.com/cloudfoundry/pcap-server-release/internal/configfile"
 	"github.com/cloudfoundry/pcap-server-release/internal/tlsconfig"
 )
 
@@ -45,6 +46,28 @@ func NewRegistry(namespace string) *prometheus.Registry {
 type Server struct {
 	ln  net.Listener
 	srv *http.Server
+}
+
+// Config is a metrics listener's part of both binaries' configuration.
+// With ca_cert, cert and key (PEM files) it serves mutual TLS and refuses
+// clients without a certificate signed by ca_cert, as Cloud Foundry's
+// components serve prom_scraper.
+type Config struct {
+	Address string `yaml:"address"`
+	CACert  string `yaml:"ca_cert"`
+	Cert    string `yaml:"cert"`
+	Key     string `yaml:"key"`
+}
+
+// MutualTLS is what Listen needs of it.
+func (c Config) MutualTLS() MutualTLS {
+	return MutualTLS{CACert: c.CACert, Cert: c.Cert, Key: c.Key}
+}
+
+// Validate adds what is wrong with the certificate files to p; the
+// address is each binary's to check.
+func (c Config) Validate(p *configfile.Problems) {
+	p.RequireFilesTogether([]string{"metrics.ca_cert", "metrics.cert", "metrics.key"}, []string{c.CACert, c.Cert, c.Key})
 }
 
 // MutualTLS names the PEM files of the listener's mutual TLS, as the
