@@ -38,4 +38,4 @@ bench-e2e:
 # N agent sessions against one API process: connect, idle cost, capture
 # opens, restart storm (also with a CPU hog). Not a CI gate; needs root.
 bench-scale:
-	scripts/bench-scale.sh
+	@scripts/bench-scale.sh
