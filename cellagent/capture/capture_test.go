@@ -43,6 +43,17 @@ func send(t *testing.T, p *netnstest.Pair, n int) {
 	}
 }
 
+// closeCapture ends a capture that was opened (started or not) and waits
+// for its handle to close; a nil capture is fine.
+func closeCapture(c *Capture) {
+	if c == nil {
+		return
+	}
+	c.Start() // the reader loop closes the handle
+	c.Stop(wire.EndRequested, false)
+	<-c.Done()
+}
+
 // collect consumes every batch until the capture ends.
 func collect(t *testing.T, c *Capture) []wire.Packet {
 	t.Helper()

@@ -39,11 +39,7 @@ func openAndClose(o Options) <-chan error {
 	done := make(chan error, 1)
 	go func() {
 		c, err := Open(o)
-		if c != nil {
-			c.Start()
-			c.Stop(wire.EndRequested, false)
-			<-c.Done()
-		}
+		closeCapture(c)
 		done <- err
 	}()
 	return done
@@ -62,9 +58,7 @@ func TestHostileFilterDoesNotHoldOtherCaptures(t *testing.T) {
 		t.Fatal(err)
 	}
 	alone := time.Since(start)
-	c.Start()
-	c.Stop(wire.EndRequested, false)
-	<-c.Done()
+	closeCapture(c)
 
 	ho := options(hostile)
 	ho.Filter = hostileFilter()
@@ -122,11 +116,7 @@ func TestFilterBeyondTheKernelsLimit(t *testing.T) {
 	}
 	o.Filter = strings.Join(parts, " or ")
 	c, err := Open(o)
-	if c != nil {
-		c.Start()
-		c.Stop(wire.EndRequested, false)
-		<-c.Done()
-	}
+	closeCapture(c)
 	var oe *OpenError
 	if !errors.As(err, &oe) || oe.Code != wire.ErrBadFilter || !strings.Contains(oe.Msg, "4096") {
 		t.Fatalf("err %v, want a bad filter over the kernel's 4096 instructions", err)
@@ -202,11 +192,7 @@ func TestCompileChildInheritsNoCapture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		c.Start()
-		c.Stop(wire.EndRequested, false)
-		<-c.Done()
-	}()
+	defer closeCapture(c)
 	after, err := openFiles("self")
 	if err != nil {
 		t.Fatal(err)

@@ -18,11 +18,7 @@ func TestWaitSeesABlockHandedOverBefore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		c.Start()
-		c.Stop(wire.EndRequested, false)
-		<-c.Done()
-	}()
+	defer closeCapture(c)
 	b := wire.NewBatch(c.batchCap)
 	if n, _, err := c.ring.read(b, 1000, flushBytes); err != nil || n.kept != 0 {
 		t.Fatalf("read %+v, %v on an empty ring", n, err)
