@@ -19,7 +19,7 @@ import (
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/bpfcompile"
 	"github.com/cloudfoundry/pcap-server-release/internal/cputime"
-	"github.com/cloudfoundry/pcap-server-release/internal/netnstest"
+	"github.com/cloudfoundry/pcap-server-release/test/netnstest"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
 

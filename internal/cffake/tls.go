@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/cloudfoundry/pcap-server-release/internal/testpki"
+	"github.com/cloudfoundry/pcap-server-release/test/testpki"
 )
 
 // CA is a throw-away certificate authority. Each fake server gets its own,

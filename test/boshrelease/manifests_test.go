@@ -18,8 +18,8 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/cloudfoundry/pcap-server-release/internal/testpki"
 	"github.com/cloudfoundry/pcap-server-release/internal/tlsconfig"
+	"github.com/cloudfoundry/pcap-server-release/test/testpki"
 )
 
 // credhub generates certificate variables as the director does through

@@ -12,7 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/cloudfoundry/pcap-server-release/cli/cfplugin"
-	"github.com/cloudfoundry/pcap-server-release/cli/cfplugin/fakecf"
+	"github.com/cloudfoundry/pcap-server-release/test/fakecf"
 )
 
 func start(t *testing.T, state fakecf.State) *fakecf.CLI {

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloudfoundry/pcap-server-release/cli/cfplugin/fakecf"
 	"github.com/cloudfoundry/pcap-server-release/internal/cffake"
-	"github.com/cloudfoundry/pcap-server-release/internal/netnstest"
+	"github.com/cloudfoundry/pcap-server-release/test/fakecf"
+	"github.com/cloudfoundry/pcap-server-release/test/netnstest"
 )
 
 // cfWorld is a fake foundation with a real API and agent, and a fake cf

@@ -17,9 +17,9 @@ import (
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/agentconfig"
 	"github.com/cloudfoundry/pcap-server-release/internal/cffake"
-	"github.com/cloudfoundry/pcap-server-release/internal/netnstest"
-	"github.com/cloudfoundry/pcap-server-release/internal/testpki"
 	"github.com/cloudfoundry/pcap-server-release/proxy/apiconfig"
+	"github.com/cloudfoundry/pcap-server-release/test/netnstest"
+	"github.com/cloudfoundry/pcap-server-release/test/testpki"
 )
 
 // dashboardSpec is what the tests know of a dashboard file.
@@ -30,8 +30,8 @@ type dashboardSpec struct {
 }
 
 var dashboardSpecs = []dashboardSpec{
-	{"../dashboards/pcap-server-api.json", "pcap-server-api", "CF: pcap-server API", "pcap_api_", "pcap-server-api"},
-	{"../dashboards/pcap-server-agents.json", "pcap-server-agents", "CF: pcap-server agents", "pcap_agent_", "pcap-server"},
+	{"../../dashboards/pcap-server-api.json", "pcap-server-api", "CF: pcap-server API", "pcap_api_", "pcap-server-api"},
+	{"../../dashboards/pcap-server-agents.json", "pcap-server-agents", "CF: pcap-server agents", "pcap_agent_", "pcap-server"},
 }
 
 // dashboardVars are the template variables every dashboard filters on, in
@@ -228,7 +228,7 @@ func TestReadmeShowsTheTestedScrapeConfig(t *testing.T) {
 	}
 	want := boshScrapeConfigs(boshSDFile, "((metrics_environment))",
 		port(apiconfig.Default().Metrics.Address), port(agentconfig.Default().Metrics.Address), readmeAgentScrapeTLS)
-	readme, err := os.ReadFile("../README.md")
+	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}

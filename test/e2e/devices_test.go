@@ -21,8 +21,8 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/nsenter"
-	"github.com/cloudfoundry/pcap-server-release/internal/netnstest"
-	"github.com/cloudfoundry/pcap-server-release/internal/testpki"
+	"github.com/cloudfoundry/pcap-server-release/test/netnstest"
+	"github.com/cloudfoundry/pcap-server-release/test/testpki"
 )
 
 // dialIn dials from inside the network namespace at path.

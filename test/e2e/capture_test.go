@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloudfoundry/pcap-server-release/internal/netnstest"
 	"github.com/cloudfoundry/pcap-server-release/proxy/apiconfig"
+	"github.com/cloudfoundry/pcap-server-release/test/netnstest"
 )
 
 func oneInstance(cellIP string) []apiconfig.DevTarget {

@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cloudfoundry/pcap-server-release/internal/testpki"
+	"github.com/cloudfoundry/pcap-server-release/test/testpki"
 )
 
 const (

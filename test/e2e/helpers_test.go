@@ -13,7 +13,7 @@ import (
 
 	"github.com/cloudfoundry/pcap-server-release/cli/pcapstream"
 	"github.com/cloudfoundry/pcap-server-release/internal/configfile"
-	"github.com/cloudfoundry/pcap-server-release/internal/netnstest"
+	"github.com/cloudfoundry/pcap-server-release/test/netnstest"
 )
 
 func netipAppPort(port uint16) netip.AddrPort { return netip.AddrPortFrom(netnstest.AppIP, port) }

@@ -28,10 +28,10 @@ import (
 	"github.com/cloudfoundry/pcap-server-release/cellagent/bpfcompile"
 	agentdaemon "github.com/cloudfoundry/pcap-server-release/cellagent/daemon"
 	"github.com/cloudfoundry/pcap-server-release/internal/configfile"
-	"github.com/cloudfoundry/pcap-server-release/internal/netnstest"
-	"github.com/cloudfoundry/pcap-server-release/internal/testpki"
 	"github.com/cloudfoundry/pcap-server-release/proxy/apiconfig"
 	apidaemon "github.com/cloudfoundry/pcap-server-release/proxy/daemon"
+	"github.com/cloudfoundry/pcap-server-release/test/netnstest"
+	"github.com/cloudfoundry/pcap-server-release/test/testpki"
 )
 
 const (
@@ -75,7 +75,7 @@ func binary(t testing.TB, name string) string {
 			return
 		}
 		bins.dir = dir
-		out, err := exec.Command("go", "build", "-o", dir+"/", "../cellagent/cmd/pcap-server", "../cli/cmd/pcap-server-cli").CombinedOutput()
+		out, err := exec.Command("go", "build", "-o", dir+"/", "../../cellagent/cmd/pcap-server", "../../cli/cmd/pcap-server-cli").CombinedOutput()
 		if err != nil {
 			bins.err = fmt.Sprintf("go build: %v\n%s", err, out)
 		}

@@ -17,7 +17,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/cloudfoundry/pcap-server-release/internal/testpki"
+	"github.com/cloudfoundry/pcap-server-release/test/testpki"
 )
 
 func TestMain(m *testing.M) {
@@ -83,7 +83,7 @@ func binary(t *testing.T, name string) string {
 			return
 		}
 		cmd := exec.Command(gobin, "build", "-o", built.dir+string(filepath.Separator),
-			"./proxy/cmd/pcap-server-api", "./cellagent/cmd/pcap-server", "./internal/boshrelease/testdata/fakedaemon")
+			"./proxy/cmd/pcap-server-api", "./cellagent/cmd/pcap-server", "./test/boshrelease/testdata/fakedaemon")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			built.err = fmt.Errorf("go build: %w: %s", err, out)

@@ -10,8 +10,8 @@ import (
 	"testing"
 
 	"github.com/cloudfoundry/pcap-server-release/internal/cffake"
-	"github.com/cloudfoundry/pcap-server-release/internal/netnstest"
 	"github.com/cloudfoundry/pcap-server-release/proxy/apiconfig"
+	"github.com/cloudfoundry/pcap-server-release/test/netnstest"
 )
 
 // stopAs sends the graceful stop of a capture to api and returns its status.

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/cloudfoundry/pcap-server-release/internal/cputime"
-	"github.com/cloudfoundry/pcap-server-release/internal/netnstest"
 	"github.com/cloudfoundry/pcap-server-release/proxy/apiconfig"
+	"github.com/cloudfoundry/pcap-server-release/test/netnstest"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
 

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/cloudfoundry/pcap-server-release/cli/pcapstream"
-	"github.com/cloudfoundry/pcap-server-release/internal/netnstest"
+	"github.com/cloudfoundry/pcap-server-release/test/netnstest"
 )
 
 // BenchmarkCaptureVsTcpdump sends the same burst of UDP datagrams into an

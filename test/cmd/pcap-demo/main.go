@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cloudfoundry/pcap-server-release/internal/testpki"
+	"github.com/cloudfoundry/pcap-server-release/test/testpki"
 )
 
 func main() {

@@ -9,8 +9,8 @@ import (
 	"testing"
 
 	"github.com/cloudfoundry/pcap-server-release/internal/cffake"
-	"github.com/cloudfoundry/pcap-server-release/internal/netnstest"
 	"github.com/cloudfoundry/pcap-server-release/proxy/apiconfig"
+	"github.com/cloudfoundry/pcap-server-release/test/netnstest"
 )
 
 // foundation is a fake Cloud Foundry: UAA and a Cloud Controller with one
