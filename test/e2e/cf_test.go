@@ -8,19 +8,20 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cloudfoundry/pcap-server-release/internal/cffake"
 	"github.com/cloudfoundry/pcap-server-release/proxy/apiconfig"
+	"github.com/cloudfoundry/pcap-server-release/test/fakecc"
+	"github.com/cloudfoundry/pcap-server-release/test/fakeuaa"
 	"github.com/cloudfoundry/pcap-server-release/test/netnstest"
 )
 
 // foundation is a fake Cloud Foundry: UAA and a Cloud Controller with one
 // org, a space "dev" holding my-app, and a space "prod".
 type foundation struct {
-	uaa        *cffake.UAA
-	cc         *cffake.CloudController
-	space      cffake.Space
-	other      cffake.Space
-	app        cffake.App
+	uaa        *fakeuaa.UAA
+	cc         *fakecc.CloudController
+	space      fakecc.Space
+	other      fakecc.Space
+	app        fakecc.App
 	ccCA       string // files
 	uaaCA      string
 	caBundle   string // both CAs, for SSL_CERT_FILE of CLI processes
@@ -31,15 +32,15 @@ type foundation struct {
 
 func newFoundation(t *testing.T) *foundation {
 	t.Helper()
-	f := &foundation{uaa: cffake.NewUAA(t), developer: "dev-user", auditor: "auditor-user", otherSpace: "prod-dev-user"}
-	f.cc = cffake.NewCloudController(t, f.uaa)
+	f := &foundation{uaa: fakeuaa.New(t), developer: "dev-user", auditor: "auditor-user", otherSpace: "prod-dev-user"}
+	f.cc = fakecc.New(t, f.uaa)
 	org := f.cc.AddOrg("org")
 	f.space = f.cc.AddSpace(org.GUID, "dev")
 	f.other = f.cc.AddSpace(org.GUID, "prod")
 	f.app = f.cc.AddApp(f.space.GUID, appName)
-	f.cc.AddRole(cffake.RoleSpaceDeveloper, f.developer, f.space.GUID)
-	f.cc.AddRole(cffake.RoleSpaceAuditor, f.auditor, f.space.GUID)
-	f.cc.AddRole(cffake.RoleSpaceDeveloper, f.otherSpace, f.other.GUID)
+	f.cc.AddRole(fakecc.RoleSpaceDeveloper, f.developer, f.space.GUID)
+	f.cc.AddRole(fakecc.RoleSpaceAuditor, f.auditor, f.space.GUID)
+	f.cc.AddRole(fakecc.RoleSpaceDeveloper, f.otherSpace, f.other.GUID)
 	dir := t.TempDir()
 	write := func(name string, data []byte) string {
 		path := filepath.Join(dir, name)
@@ -63,7 +64,7 @@ func (f *foundation) cfMode(c *apiconfig.Config) {
 
 // running gives the app's instances, on the cell 127.0.0.1 unless a host
 // is given.
-func (f *foundation) running(instances ...cffake.ProcessInstance) {
+func (f *foundation) running(instances ...fakecc.ProcessInstance) {
 	f.cc.SetInstances(f.app.GUID, "web", instances...)
 }
 
@@ -91,8 +92,8 @@ func TestCloudFoundryAuthorization(t *testing.T) {
 	a := newApp(t)
 	api := startAPI(t, p, nil, f.cfMode)
 	f.running(
-		cffake.ProcessInstance{Index: 0, State: cffake.StateRunning, Host: "127.0.0.1", InstanceGUID: "handle-0"},
-		cffake.ProcessInstance{Index: 1, State: cffake.StateDown},
+		fakecc.ProcessInstance{Index: 0, State: fakecc.StateRunning, Host: "127.0.0.1", InstanceGUID: "handle-0"},
+		fakecc.ProcessInstance{Index: 1, State: fakecc.StateDown},
 	)
 	startAgent(t, p, api, "127.0.0.1", map[string]string{f.app.GUID + "/0": a.pair.App.Path()})
 
@@ -105,10 +106,10 @@ func TestCloudFoundryAuthorization(t *testing.T) {
 		detail string
 	}{
 		{"space developer", f.uaa.UserToken(f.developer), one, 200, ""},
-		{"admin", f.uaa.UserToken("admin", cffake.AddScopes("cloud_controller.admin")), one, 200, ""},
+		{"admin", f.uaa.UserToken("admin", fakeuaa.AddScopes("cloud_controller.admin")), one, 200, ""},
 		{"auditor", f.uaa.UserToken(f.auditor), one, 403, `SpaceDeveloper role in space \"dev\"`},
 		{"developer of another space", f.uaa.UserToken(f.otherSpace), one, 404, "not found"},
-		{"expired token", f.uaa.UserToken(f.developer, cffake.Expired()), one, 401, "expired"},
+		{"expired token", f.uaa.UserToken(f.developer, fakeuaa.Expired()), one, 401, "expired"},
 		{"refresh token", f.uaa.RefreshToken(f.developer), one, 401, "refresh token"},
 		{"no token", "", one, 401, "missing"},
 		{"instance down", f.uaa.UserToken(f.developer), url.Values{"instance": {"1"}}, 409, "DOWN"},

@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/agentconfig"
-	"github.com/cloudfoundry/pcap-server-release/internal/cffake"
 	"github.com/cloudfoundry/pcap-server-release/proxy/apiconfig"
+	"github.com/cloudfoundry/pcap-server-release/test/fakecc"
 	"github.com/cloudfoundry/pcap-server-release/test/netnstest"
 	"github.com/cloudfoundry/pcap-server-release/test/testpki"
 )
@@ -252,7 +252,7 @@ func TestDashboardsAgainstPrometheus(t *testing.T) {
 	// Against the fake Cloud Controller and UAA, so that the upstream
 	// latency metrics exist.
 	api := startAPI(t, p, nil, f.cfMode)
-	f.running(cffake.ProcessInstance{Index: 0, State: cffake.StateRunning, Host: "127.0.0.1", InstanceGUID: "handle-0"})
+	f.running(fakecc.ProcessInstance{Index: 0, State: fakecc.StateRunning, Host: "127.0.0.1", InstanceGUID: "handle-0"})
 	// The agent serves its metrics over mutual TLS, as the cf deployment
 	// configures it, and Prometheus scrapes with a client certificate of
 	// the same CA (cf's metric_scraper_ca), from files: Debian's

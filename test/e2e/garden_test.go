@@ -10,27 +10,28 @@ import (
 	"testing"
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/agentconfig"
-	"github.com/cloudfoundry/pcap-server-release/internal/cffake"
+	"github.com/cloudfoundry/pcap-server-release/test/fakecc"
+	"github.com/cloudfoundry/pcap-server-release/test/fakegarden"
 )
 
 // cell plays a Diego cell: a fake garden, and runc state pointing each
 // container handle at a real network namespace.
 type cell struct {
-	garden   *cffake.Garden
+	garden   *fakegarden.Garden
 	runcRoot string
 	netnsDir string
 }
 
 func newCell(t *testing.T) *cell {
 	t.Helper()
-	return &cell{garden: cffake.NewGarden(t), runcRoot: t.TempDir(), netnsDir: t.TempDir()}
+	return &cell{garden: fakegarden.New(t), runcRoot: t.TempDir(), netnsDir: t.TempDir()}
 }
 
 // add registers a Diego app container for app a and records its network
 // namespace where garden's runc would: <root>/<handle>/state.json.
 func (c *cell) add(t *testing.T, a *app, appGUID string, index int) string {
 	t.Helper()
-	handle := c.garden.AddAppContainer(cffake.GardenAppContainer{AppGUID: appGUID, AppName: "app-" + appGUID[:4], Index: index})
+	handle := c.garden.AddAppContainer(fakegarden.AppContainer{AppGUID: appGUID, AppName: "app-" + appGUID[:4], Index: index})
 	dir := filepath.Join(c.runcRoot, handle)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
@@ -66,8 +67,8 @@ func TestGardenByHandleTwoInstances(t *testing.T) {
 	h0 := c.add(t, a0, f.app.GUID, 0)
 	h1 := c.add(t, a1, f.app.GUID, 1)
 	f.running(
-		cffake.ProcessInstance{Index: 0, State: cffake.StateRunning, Host: "127.0.0.1", InstanceGUID: h0},
-		cffake.ProcessInstance{Index: 1, State: cffake.StateRunning, Host: "127.0.0.1", InstanceGUID: h1},
+		fakecc.ProcessInstance{Index: 0, State: fakecc.StateRunning, Host: "127.0.0.1", InstanceGUID: h0},
+		fakecc.ProcessInstance{Index: 1, State: fakecc.StateRunning, Host: "127.0.0.1", InstanceGUID: h1},
 	)
 	api := startAPI(t, p, nil, f.cfMode)
 	startAgentProcessWith(t, api, c.agentConfig(p, api, "127.0.0.1"))
@@ -87,7 +88,7 @@ func TestGardenByHandleTwoInstances(t *testing.T) {
 	if len(rows) != 20 || perIface[appName+"/0"] != 10 || perIface[appName+"/1"] != 10 {
 		t.Fatalf("packets per interface: %v", perIface)
 	}
-	if got := c.garden.Requests(cffake.GardenList); got != 0 {
+	if got := c.garden.Requests(fakegarden.ListContainers); got != 0 {
 		t.Fatalf("garden listed containers %d times although the handles were known", got)
 	}
 }
@@ -104,8 +105,8 @@ func TestGardenPicksTheContainerByIndex(t *testing.T) {
 	c.add(t, apps["A1"], f.app.GUID, 1)
 	c.add(t, apps["B1"], otherApp, 1)
 	f.running(
-		cffake.ProcessInstance{Index: 0, State: cffake.StateRunning, Host: "127.0.0.1"},
-		cffake.ProcessInstance{Index: 1, State: cffake.StateRunning, Host: "127.0.0.1"},
+		fakecc.ProcessInstance{Index: 0, State: fakecc.StateRunning, Host: "127.0.0.1"},
+		fakecc.ProcessInstance{Index: 1, State: fakecc.StateRunning, Host: "127.0.0.1"},
 	)
 	api := startAPI(t, p, nil, f.cfMode)
 	startAgentWith(t, api, c.agentConfig(p, api, "127.0.0.1"))
@@ -137,9 +138,9 @@ func TestGardenErrorsReachTheUser(t *testing.T) {
 	a := newApp(t)
 	c.add(t, a, f.app.GUID, 0)
 	f.running(
-		cffake.ProcessInstance{Index: 0, State: cffake.StateRunning, Host: "127.0.0.1"},
-		cffake.ProcessInstance{Index: 3, State: cffake.StateRunning, Host: "127.0.0.1"},
-		cffake.ProcessInstance{Index: 4, State: cffake.StateRunning, Host: "127.0.0.1", InstanceGUID: "gone-handle-0000000000000000"},
+		fakecc.ProcessInstance{Index: 0, State: fakecc.StateRunning, Host: "127.0.0.1"},
+		fakecc.ProcessInstance{Index: 3, State: fakecc.StateRunning, Host: "127.0.0.1"},
+		fakecc.ProcessInstance{Index: 4, State: fakecc.StateRunning, Host: "127.0.0.1", InstanceGUID: "gone-handle-0000000000000000"},
 	)
 	api := startAPI(t, p, nil, f.cfMode)
 	startAgentWith(t, api, c.agentConfig(p, api, "127.0.0.1"))

@@ -11,8 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloudfoundry/pcap-server-release/internal/cffake"
+	"github.com/cloudfoundry/pcap-server-release/test/fakecc"
 	"github.com/cloudfoundry/pcap-server-release/test/fakecf"
+	"github.com/cloudfoundry/pcap-server-release/test/fakeuaa"
 	"github.com/cloudfoundry/pcap-server-release/test/netnstest"
 )
 
@@ -32,7 +33,7 @@ func newCFWorld(t *testing.T, state func(*foundation) fakecf.State) *cfWorld {
 	w := &cfWorld{f: newFoundation(t), app: newApp(t), bin: binary(t, "pcap-server-cli")}
 	p := newPKI(t)
 	w.api = startAPI(t, p, nil, w.f.cfMode)
-	w.f.running(cffake.ProcessInstance{Index: 0, State: cffake.StateRunning, Host: "127.0.0.1", InstanceGUID: "handle-0"})
+	w.f.running(fakecc.ProcessInstance{Index: 0, State: fakecc.StateRunning, Host: "127.0.0.1", InstanceGUID: "handle-0"})
 	startAgent(t, p, w.api, "127.0.0.1", map[string]string{w.f.app.GUID + "/0": w.app.pair.App.Path()})
 	ctx, cancel := context.WithCancel(context.Background())
 	cf, err := fakecf.Start(ctx, fakecf.Options{
@@ -149,7 +150,7 @@ func runWithPackets(ctx context.Context, t *testing.T, w *cfWorld, out string) (
 func TestPluginRetriesOnceWithAFreshToken(t *testing.T) {
 	w := newCFWorld(t, func(f *foundation) fakecf.State {
 		s := loggedIn(f)
-		s.AccessTokens = []string{f.uaa.UserToken(f.developer), f.uaa.UserToken(f.developer, cffake.Expired()), f.uaa.UserToken(f.developer)}
+		s.AccessTokens = []string{f.uaa.UserToken(f.developer), f.uaa.UserToken(f.developer, fakeuaa.Expired()), f.uaa.UserToken(f.developer)}
 		return s
 	})
 	out := filepath.Join(t.TempDir(), "x.pcap")
@@ -167,7 +168,7 @@ func TestPluginRetriesOnceWithAFreshToken(t *testing.T) {
 // the app up again. A second 401 is the end: log in again.
 func TestPluginRetriesTheCloudControllerOnceWithAFreshToken(t *testing.T) {
 	w := newCFWorld(t, loggedIn)
-	expired := w.f.uaa.UserToken(w.f.developer, cffake.Expired())
+	expired := w.f.uaa.UserToken(w.f.developer, fakeuaa.Expired())
 	good := w.f.uaa.UserToken(w.f.developer)
 
 	t.Run("fresh token accepted", func(t *testing.T) {
@@ -175,7 +176,7 @@ func TestPluginRetriesTheCloudControllerOnceWithAFreshToken(t *testing.T) {
 		s.AccessTokens = []string{expired, good}
 		w.cf.SetState(s)
 		w.cf.ResetCalls()
-		before := w.f.cc.Requests(cffake.CCApps)
+		before := w.f.cc.Requests(fakecc.ListApps)
 		out := filepath.Join(t.TempDir(), "x.pcap")
 		stderr, code := w.runPlugin(t, 3, appName, "-i", "0", "-f", "udp", "-c", "3", "-o", out)
 		if code != 0 {
@@ -184,7 +185,7 @@ func TestPluginRetriesTheCloudControllerOnceWithAFreshToken(t *testing.T) {
 		if rows := tshark(t, out, "udp.payload"); len(rows) != 3 {
 			t.Fatalf("%d packets", len(rows))
 		}
-		if n := w.f.cc.Requests(cffake.CCApps) - before; n != 2 {
+		if n := w.f.cc.Requests(fakecc.ListApps) - before; n != 2 {
 			t.Errorf("%d app lookups at the Cloud Controller, want 2 (rejected, retried)", n)
 		}
 		if n := w.cf.CallCount("AccessToken"); n != 3 {
@@ -196,12 +197,12 @@ func TestPluginRetriesTheCloudControllerOnceWithAFreshToken(t *testing.T) {
 		s.AccessTokens = []string{expired, expired, good}
 		w.cf.SetState(s)
 		w.cf.ResetCalls()
-		before := w.f.cc.Requests(cffake.CCApps)
+		before := w.f.cc.Requests(fakecc.ListApps)
 		stderr, code := w.runPlugin(t, 0, appName, "-o", filepath.Join(t.TempDir(), "x.pcap"))
 		if code == 0 || !strings.Contains(stderr, "rejected the token") || !strings.Contains(stderr, "log in again") {
 			t.Fatalf("exit %d, stderr %q; want the Cloud Controller's rejection and \"log in again\"", code, stderr)
 		}
-		if n := w.f.cc.Requests(cffake.CCApps) - before; n != 2 {
+		if n := w.f.cc.Requests(fakecc.ListApps) - before; n != 2 {
 			t.Errorf("%d app lookups at the Cloud Controller, want 2", n)
 		}
 		if n := w.cf.CallCount("AccessToken"); n != 2 {
@@ -252,9 +253,9 @@ func TestPluginErrors(t *testing.T) {
 // expired token through UAA before it captures.
 func TestStandaloneRefreshesTheTokenFromCfConfig(t *testing.T) {
 	w := newCFWorld(t, loggedIn)
-	expired := w.f.uaa.UserToken(w.f.developer, cffake.Expired())
+	expired := w.f.uaa.UserToken(w.f.developer, fakeuaa.Expired())
 	cfgPath := w.standaloneCapture(t, expired)
-	if n := w.f.uaa.Requests(cffake.UAAToken); n != 1 {
+	if n := w.f.uaa.Requests(fakeuaa.PostToken); n != 1 {
 		t.Fatalf("%d refreshes through UAA, want 1", n)
 	}
 	after, _ := os.ReadFile(cfgPath)
@@ -272,15 +273,15 @@ func TestStandaloneRefreshesTheTokenFromCfConfig(t *testing.T) {
 // once, and the lookup tried again.
 func TestStandaloneRefreshesATokenTheCloudControllerRejects(t *testing.T) {
 	w := newCFWorld(t, loggedIn)
-	retired, err := cffake.NewSigningKey("retired-key")
+	retired, err := fakeuaa.NewSigningKey("retired-key")
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.standaloneCapture(t, w.f.uaa.UserToken(w.f.developer, cffake.SignedBy(retired)))
-	if n := w.f.uaa.Requests(cffake.UAAToken); n != 1 {
+	w.standaloneCapture(t, w.f.uaa.UserToken(w.f.developer, fakeuaa.SignedBy(retired)))
+	if n := w.f.uaa.Requests(fakeuaa.PostToken); n != 1 {
 		t.Fatalf("%d refreshes through UAA, want 1", n)
 	}
-	if n := w.f.cc.Requests(cffake.CCApps); n != 2 {
+	if n := w.f.cc.Requests(fakecc.ListApps); n != 2 {
 		t.Fatalf("%d app lookups at the Cloud Controller, want 2 (rejected, retried)", n)
 	}
 }

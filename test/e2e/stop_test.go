@@ -9,8 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cloudfoundry/pcap-server-release/internal/cffake"
 	"github.com/cloudfoundry/pcap-server-release/proxy/apiconfig"
+	"github.com/cloudfoundry/pcap-server-release/test/fakecc"
+	"github.com/cloudfoundry/pcap-server-release/test/fakeuaa"
 	"github.com/cloudfoundry/pcap-server-release/test/netnstest"
 )
 
@@ -36,7 +37,7 @@ func TestStopThroughTheOtherReplica(t *testing.T) {
 	netnstest.RequireRoot(t)
 	f := newFoundation(t)
 	colleague := "dev-user-2"
-	f.cc.AddRole(cffake.RoleSpaceDeveloper, colleague, f.space.GUID)
+	f.cc.AddRole(fakecc.RoleSpaceDeveloper, colleague, f.space.GUID)
 	p := newPKI(t)
 	a := newApp(t)
 	streaming := startAPI(t, p, nil, f.cfMode)
@@ -44,7 +45,7 @@ func TestStopThroughTheOtherReplica(t *testing.T) {
 		f.cfMode(c)
 		c.ID = "pcap-server-api/other"
 	})
-	f.running(cffake.ProcessInstance{Index: 0, State: cffake.StateRunning, Host: "127.0.0.1", InstanceGUID: "handle-0"})
+	f.running(fakecc.ProcessInstance{Index: 0, State: fakecc.StateRunning, Host: "127.0.0.1", InstanceGUID: "handle-0"})
 	cfg := agentConfig(p, streaming, "127.0.0.1", map[string]string{f.app.GUID + "/0": a.pair.App.Path()})
 	cfg.API.Addresses = append(cfg.API.Addresses, other.tunnel)
 	startAgentWith(t, streaming, cfg)
@@ -92,7 +93,7 @@ func TestStopThroughTheOtherReplica(t *testing.T) {
 	}
 	// An admin may stop anyone's capture.
 	resp = startCaptureAs(t, streaming, f.app.GUID, owner, url.Values{"filter": {"udp"}, "duration": {"1m"}})
-	admin := f.uaa.UserToken("admin", cffake.AddScopes("cloud_controller.admin"))
+	admin := f.uaa.UserToken("admin", fakeuaa.AddScopes("cloud_controller.admin"))
 	if got := stopAs(t, other, f.app.GUID, resp.Header.Get("Pcap-Capture-Id"), admin); got != http.StatusAccepted {
 		t.Fatalf("an admin's stop: %d, want 202", got)
 	}

@@ -1,4 +1,8 @@
-package cffake
+// Package fakecc is a fake Cloud Controller (v3): a real HTTPS server on
+// loopback with a small in-memory model of orgs, spaces, apps, roles and
+// process instances, answering with CC's JSON shapes, errors and
+// pagination, and checking tokens minted by a fakeuaa.UAA as CC does.
+package fakecc
 
 import (
 	"cmp"
@@ -13,18 +17,21 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cloudfoundry/pcap-server-release/test/fakeserver"
+	"github.com/cloudfoundry/pcap-server-release/test/fakeuaa"
 )
 
 // Cloud Controller endpoints, as counted by (*CloudController).Requests and
 // as keys for (*CloudController).Inject.
 const (
-	CCRoot         = "GET /{$}"
-	CCApp          = "GET /v3/apps/{guid}"
-	CCApps         = "GET /v3/apps"
-	CCRoles        = "GET /v3/roles"
-	CCProcessStats = "GET /v3/apps/{guid}/processes/{type}/stats"
-	// CCAny as an Inject key applies to every request.
-	CCAny = ""
+	GetRoot         = "GET /{$}"
+	GetApp          = "GET /v3/apps/{guid}"
+	ListApps        = "GET /v3/apps"
+	ListRoles       = "GET /v3/roles"
+	GetProcessStats = "GET /v3/apps/{guid}/processes/{type}/stats"
+	// AnyEndpoint as an Inject key applies to every request.
+	AnyEndpoint = ""
 )
 
 // Role types, as the Cloud Controller spells them.
@@ -47,8 +54,8 @@ const (
 	StateDown     = "DOWN"
 )
 
-// CCAPIVersion is the v3 API version the fake claims.
-const CCAPIVersion = "3.195.0"
+// APIVersion is the v3 API version the fake claims.
+const APIVersion = "3.195.0"
 
 // Org is an organization.
 type Org struct{ GUID, Name string }
@@ -77,8 +84,8 @@ type ProcessInstance struct {
 	Details      string
 }
 
-// CCError is one entry of a Cloud Controller error body.
-type CCError struct {
+// Error is one entry of a Cloud Controller error body.
+type Error struct {
 	Code   int    `json:"code"`
 	Title  string `json:"title"`
 	Detail string `json:"detail"`
@@ -86,30 +93,30 @@ type CCError struct {
 
 type knownError struct {
 	status int
-	err    CCError
+	err    Error
 }
 
 // knownErrors are entries of cloud_controller_ng's errors/v2.yml.
 var knownErrors = map[int]knownError{
-	1000:   {401, CCError{1000, "CF-InvalidAuthToken", "Invalid Auth Token"}},
-	10001:  {500, CCError{10001, "CF-ServerError", "Server error"}},
-	10002:  {401, CCError{10002, "CF-NotAuthenticated", "Authentication error"}},
-	10003:  {403, CCError{10003, "CF-NotAuthorized", "You are not authorized to perform the requested action"}},
-	10005:  {400, CCError{10005, "CF-BadQueryParameter", "The query parameter is invalid"}},
-	10007:  {403, CCError{10007, "CF-InsufficientScope", "Your token lacks the necessary scopes to access this resource."}},
-	10008:  {422, CCError{10008, "CF-UnprocessableEntity", "Unprocessable entity"}},
-	10010:  {404, CCError{10010, "CF-ResourceNotFound", "Resource not found"}},
-	10013:  {429, CCError{10013, "CF-RateLimitExceeded", "Rate Limit Exceeded"}},
-	10015:  {503, CCError{10015, "CF-ServiceUnavailable", "Service Unavailable"}},
-	10017:  {403, CCError{10017, "CF-OrgSuspended", "The organization is suspended"}},
-	20004:  {503, CCError{20004, "CF-UaaUnavailable", "The UAA service is currently unavailable"}},
-	200002: {503, CCError{200002, "CF-StatsUnavailable", "Stats server temporarily unavailable."}},
-	220002: {503, CCError{220002, "CF-InstancesUnavailable", "Instances information unavailable"}},
+	1000:   {401, Error{1000, "CF-InvalidAuthToken", "Invalid Auth Token"}},
+	10001:  {500, Error{10001, "CF-ServerError", "Server error"}},
+	10002:  {401, Error{10002, "CF-NotAuthenticated", "Authentication error"}},
+	10003:  {403, Error{10003, "CF-NotAuthorized", "You are not authorized to perform the requested action"}},
+	10005:  {400, Error{10005, "CF-BadQueryParameter", "The query parameter is invalid"}},
+	10007:  {403, Error{10007, "CF-InsufficientScope", "Your token lacks the necessary scopes to access this resource."}},
+	10008:  {422, Error{10008, "CF-UnprocessableEntity", "Unprocessable entity"}},
+	10010:  {404, Error{10010, "CF-ResourceNotFound", "Resource not found"}},
+	10013:  {429, Error{10013, "CF-RateLimitExceeded", "Rate Limit Exceeded"}},
+	10015:  {503, Error{10015, "CF-ServiceUnavailable", "Service Unavailable"}},
+	10017:  {403, Error{10017, "CF-OrgSuspended", "The organization is suspended"}},
+	20004:  {503, Error{20004, "CF-UaaUnavailable", "The UAA service is currently unavailable"}},
+	200002: {503, Error{200002, "CF-StatsUnavailable", "Stats server temporarily unavailable."}},
+	220002: {503, Error{220002, "CF-InstancesUnavailable", "Instances information unavailable"}},
 }
 
 // KnownError is the Cloud Controller's error for code (for example 10010)
 // with its usual detail. Unknown codes give CF-ServerError.
-func KnownError(code int) CCError {
+func KnownError(code int) Error {
 	if k, ok := knownErrors[code]; ok {
 		return k.err
 	}
@@ -128,7 +135,7 @@ type Fault struct {
 	// Status, when set, replaces the real answer: with Body if set, else
 	// with Errors, else with the usual error for that status.
 	Status int
-	Errors []CCError
+	Errors []Error
 	Body   string
 }
 
@@ -137,9 +144,9 @@ type CloudController struct {
 	// URL is the base URL, like https://api.SYS.
 	URL string
 	// CA signed the server certificate.
-	CA *CA
+	CA *fakeserver.CA
 
-	uaa     *UAA
+	uaa     *fakeuaa.UAA
 	srv     *httptest.Server
 	closing chan struct{}
 	once    sync.Once
@@ -156,15 +163,15 @@ type CloudController struct {
 	requests  map[string]int
 }
 
-// NewCloudController starts a fake Cloud Controller that accepts the tokens
+// New starts a fake Cloud Controller that accepts the tokens
 // uaa mints. It stops when the test ends.
-func NewCloudController(tb testing.TB, uaa *UAA) *CloudController {
+func New(tb testing.TB, uaa *fakeuaa.UAA) *CloudController {
 	tb.Helper()
-	ca, err := NewCA("cffake Cloud Controller CA")
+	ca, err := fakeserver.NewCA("fake Cloud Controller CA")
 	if err != nil {
 		tb.Fatalf("fake Cloud Controller: %v", err)
 	}
-	tlsCfg, err := ca.serverTLS("api")
+	tlsCfg, err := ca.ServerTLS("api")
 	if err != nil {
 		tb.Fatalf("fake Cloud Controller: %v", err)
 	}
@@ -180,13 +187,13 @@ func NewCloudController(tb testing.TB, uaa *UAA) *CloudController {
 		requests:  map[string]int{},
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc(CCRoot, cc.serveRoot)
-	mux.HandleFunc(CCApp, cc.authenticated(cc.serveApp))
-	mux.HandleFunc(CCApps, cc.authenticated(cc.serveApps))
-	mux.HandleFunc(CCRoles, cc.authenticated(cc.serveRoles))
-	mux.HandleFunc(CCProcessStats, cc.authenticated(cc.serveProcessStats))
+	mux.HandleFunc(GetRoot, cc.serveRoot)
+	mux.HandleFunc(GetApp, cc.authenticated(cc.serveApp))
+	mux.HandleFunc(ListApps, cc.authenticated(cc.serveApps))
+	mux.HandleFunc(ListRoles, cc.authenticated(cc.serveRoles))
+	mux.HandleFunc(GetProcessStats, cc.authenticated(cc.serveProcessStats))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeCCError(w, http.StatusNotFound, CCError{10000, "CF-NotFound", "Unknown request"})
+		writeCCError(w, http.StatusNotFound, Error{10000, "CF-NotFound", "Unknown request"})
 	})
 	cc.srv = httptest.NewUnstartedServer(cc.intercept(mux))
 	cc.srv.TLS = tlsCfg
@@ -269,7 +276,7 @@ func (cc *CloudController) AddRole(roleType, userGUID, spaceOrOrgGUID string) Ro
 	return r
 }
 
-// Inject makes endpoint (CCApp, ..., or CCAny) answer with f until Clear.
+// Inject makes endpoint (GetApp, ..., or AnyEndpoint) answer with f until Clear.
 func (cc *CloudController) Inject(endpoint string, f Fault) {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
@@ -283,7 +290,7 @@ func (cc *CloudController) Clear() {
 	clear(cc.faults)
 }
 
-// Requests is how many requests an endpoint (CCApp, ...) received,
+// Requests is how many requests an endpoint (GetApp, ...) received,
 // including rejected ones.
 func (cc *CloudController) Requests(endpoint string) int {
 	cc.mu.Lock()
@@ -320,12 +327,12 @@ func (cc *CloudController) newGUID() string {
 // handlers run.
 func (cc *CloudController) intercept(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		f, ok := faultLookup(&cc.mu, mux, r, cc.requests, cc.faults, CCAny)
+		f, ok := fakeserver.FaultLookup(&cc.mu, mux, r, cc.requests, cc.faults, AnyEndpoint)
 		if !ok {
 			mux.ServeHTTP(w, r)
 			return
 		}
-		if !delayOrDrop(w, r, f.Delay, f.Drop, cc.closing) {
+		if !fakeserver.DelayOrDrop(w, r, f.Delay, f.Drop, cc.closing) {
 			return
 		}
 		if len(f.Warnings) > 0 {
@@ -350,7 +357,7 @@ func (cc *CloudController) intercept(mux *http.ServeMux) http.Handler {
 	})
 }
 
-func errorForStatus(status int) CCError {
+func errorForStatus(status int) Error {
 	codes := make([]int, 0, len(knownErrors))
 	for code, k := range knownErrors {
 		if k.status == status {
@@ -363,8 +370,8 @@ func errorForStatus(status int) CCError {
 	return knownErrors[slices.Min(codes)].err
 }
 
-func writeCCError(w http.ResponseWriter, status int, errs ...CCError) {
-	writeJSON(w, status, map[string][]CCError{"errors": errs})
+func writeCCError(w http.ResponseWriter, status int, errs ...Error) {
+	fakeserver.WriteJSON(w, status, map[string][]Error{"errors": errs})
 }
 
 // caller is who a request comes from, as the Cloud Controller sees it.
@@ -389,22 +396,22 @@ func (cc *CloudController) authenticated(next authedHandler) http.HandlerFunc {
 			writeCCError(w, http.StatusUnauthorized, KnownError(1000))
 			return
 		}
-		claims, err := cc.uaa.accessClaims(strings.TrimSpace(token))
+		claims, err := cc.uaa.AccessClaims(strings.TrimSpace(token))
 		if err != nil {
 			writeCCError(w, http.StatusUnauthorized, KnownError(1000))
 			return
 		}
-		scopes := stringList(claims["scope"])
+		scopes := fakeuaa.ClaimStrings(claims["scope"])
 		c := caller{
 			globalRead: slices.ContainsFunc(scopes, func(s string) bool {
-				return s == ScopeAdmin || s == ScopeAdminReadOnly || s == ScopeGlobalAuditor
+				return s == fakeuaa.ScopeAdmin || s == fakeuaa.ScopeAdminReadOnly || s == fakeuaa.ScopeGlobalAuditor
 			}),
 		}
 		c.guid, _ = claims["user_id"].(string)
 		if c.guid == "" {
 			c.guid, _ = claims["client_id"].(string)
 		}
-		if !c.globalRead && !slices.Contains(scopes, ScopeRead) {
+		if !c.globalRead && !slices.Contains(scopes, fakeuaa.ScopeRead) {
 			writeCCError(w, http.StatusForbidden, KnownError(10007))
 			return
 		}
@@ -443,12 +450,12 @@ func (cc *CloudController) canSeeOrg(c caller, orgGUID string) bool {
 
 func (cc *CloudController) serveRoot(w http.ResponseWriter, r *http.Request) {
 	href := func(u string) map[string]string { return map[string]string{"href": u} }
-	writeJSON(w, http.StatusOK, map[string]any{
+	fakeserver.WriteJSON(w, http.StatusOK, map[string]any{
 		"links": map[string]any{
 			"self":                href(cc.URL),
 			"bits_service":        nil,
 			"cloud_controller_v2": map[string]any{"href": cc.URL + "/v2", "meta": map[string]string{"version": "2.250.0"}},
-			"cloud_controller_v3": map[string]any{"href": cc.URL + "/v3", "meta": map[string]string{"version": CCAPIVersion}},
+			"cloud_controller_v3": map[string]any{"href": cc.URL + "/v3", "meta": map[string]string{"version": APIVersion}},
 			"network_policy_v0":   href(cc.URL + "/networking/v0/external"),
 			"network_policy_v1":   href(cc.URL + "/networking/v1/external"),
 			"login":               href(cc.uaa.URL),
@@ -472,14 +479,14 @@ func (cc *CloudController) serveApp(w http.ResponseWriter, r *http.Request, c ca
 	defer cc.mu.Unlock()
 	i := slices.IndexFunc(cc.apps, func(a App) bool { return a.GUID == r.PathValue("guid") })
 	if i < 0 || !cc.canSeeSpace(c, cc.apps[i].SpaceGUID) {
-		writeCCError(w, http.StatusNotFound, CCError{10010, "CF-ResourceNotFound", "App not found"})
+		writeCCError(w, http.StatusNotFound, Error{10010, "CF-ResourceNotFound", "App not found"})
 		return
 	}
 	body := cc.appJSON(cc.apps[i])
 	if included := cc.includeSpaces(r, cc.apps[i:i+1]); included != nil {
 		body["included"] = included
 	}
-	writeJSON(w, http.StatusOK, body)
+	fakeserver.WriteJSON(w, http.StatusOK, body)
 }
 
 func (cc *CloudController) serveApps(w http.ResponseWriter, r *http.Request, c caller) {
@@ -552,12 +559,12 @@ func (cc *CloudController) serveProcessStats(w http.ResponseWriter, r *http.Requ
 	defer cc.mu.Unlock()
 	i := slices.IndexFunc(cc.apps, func(a App) bool { return a.GUID == r.PathValue("guid") })
 	if i < 0 || !cc.canSeeSpace(c, cc.apps[i].SpaceGUID) {
-		writeCCError(w, http.StatusNotFound, CCError{10010, "CF-ResourceNotFound", "App not found"})
+		writeCCError(w, http.StatusNotFound, Error{10010, "CF-ResourceNotFound", "App not found"})
 		return
 	}
 	instances, ok := cc.processes[cc.apps[i].GUID][r.PathValue("type")]
 	if !ok {
-		writeCCError(w, http.StatusNotFound, CCError{10010, "CF-ResourceNotFound", "Process not found"})
+		writeCCError(w, http.StatusNotFound, Error{10010, "CF-ResourceNotFound", "Process not found"})
 		return
 	}
 	instances = slices.SortedFunc(slices.Values(instances), func(a, b ProcessInstance) int { return cmp.Compare(a.Index, b.Index) })
@@ -565,7 +572,7 @@ func (cc *CloudController) serveProcessStats(w http.ResponseWriter, r *http.Requ
 	for _, in := range instances {
 		res = append(res, statsJSON(r.PathValue("type"), in))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"resources": res})
+	fakeserver.WriteJSON(w, http.StatusOK, map[string]any{"resources": res})
 }
 
 // statsJSON follows process_stats_presenter.rb: DOWN instances carry no
@@ -769,5 +776,5 @@ func paginate[T any](cc *CloudController, w http.ResponseWriter, r *http.Request
 		"next":          next,
 		"previous":      previous,
 	}
-	writeJSON(w, http.StatusOK, body)
+	fakeserver.WriteJSON(w, http.StatusOK, body)
 }

@@ -1,4 +1,8 @@
-package cffake
+// Package fakegarden is a fake garden server: real HTTP/1.1 on a unix
+// socket (or TCP) with the routes the agent uses, Guardian's property
+// filters, garden's error JSON, and containers carrying the properties
+// Diego's executor sets.
+package fakegarden
 
 import (
 	"crypto/rand"
@@ -14,28 +18,30 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cloudfoundry/pcap-server-release/test/fakeserver"
 )
 
 // Garden endpoints, as counted by (*Garden).Requests and as keys for
 // (*Garden).Inject.
 const (
-	GardenPing       = "GET /ping"
-	GardenList       = "GET /containers"
-	GardenInfo       = "GET /containers/{handle}/info"
-	GardenProperties = "GET /containers/{handle}/properties"
-	// GardenAny as an Inject key applies to every request.
-	GardenAny = ""
+	Ping           = "GET /ping"
+	ListContainers = "GET /containers"
+	GetInfo        = "GET /containers/{handle}/info"
+	GetProperties  = "GET /containers/{handle}/properties"
+	// AnyEndpoint as an Inject key applies to every request.
+	AnyEndpoint = ""
 )
 
 // Garden's error types, the Type of its error body.
 const (
-	GardenContainerNotFound  = "ContainerNotFoundError"
-	GardenServiceUnavailable = "ServiceUnavailableError"
-	GardenUnrecoverable      = "UnrecoverableError"
+	ContainerNotFound  = "ContainerNotFoundError"
+	ServiceUnavailable = "ServiceUnavailableError"
+	Unrecoverable      = "UnrecoverableError"
 )
 
-// GardenFault changes how the fake garden answers an endpoint.
-type GardenFault struct {
+// Fault changes how the fake garden answers an endpoint.
+type Fault struct {
 	// Delay holds the answer back; it ends early when the client goes away
 	// or the server closes.
 	Delay time.Duration
@@ -50,9 +56,9 @@ type GardenFault struct {
 	Body    string
 }
 
-// GardenAppContainer describes the container Diego's executor creates for
+// AppContainer describes the container Diego's executor creates for
 // one instance of an app's process.
-type GardenAppContainer struct {
+type AppContainer struct {
 	AppGUID   string
 	AppName   string
 	SpaceGUID string
@@ -86,13 +92,13 @@ type Garden struct {
 
 	mu         sync.Mutex
 	containers map[string]map[string]string // handle -> properties
-	faults     map[string]GardenFault
+	faults     map[string]Fault
 	requests   map[string]int
 }
 
-// NewGarden starts a fake garden on a unix socket in a temporary
+// New starts a fake garden on a unix socket in a temporary
 // directory. It stops when the test ends.
-func NewGarden(tb testing.TB) *Garden {
+func New(tb testing.TB) *Garden {
 	tb.Helper()
 	path := filepath.Join(gardenSocketDir(tb), "garden.sock")
 	l, err := net.Listen("unix", path)
@@ -102,9 +108,9 @@ func NewGarden(tb testing.TB) *Garden {
 	return startGarden(tb, l, "unix", path)
 }
 
-// NewGardenTCP starts a fake garden on loopback TCP, as garden listens
+// NewTCP starts a fake garden on loopback TCP, as garden listens
 // when garden.listen_network is tcp. It stops when the test ends.
-func NewGardenTCP(tb testing.TB) *Garden {
+func NewTCP(tb testing.TB) *Garden {
 	tb.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -136,16 +142,16 @@ func startGarden(tb testing.TB, l net.Listener, network, address string) *Garden
 		served:     make(chan struct{}),
 		closing:    make(chan struct{}),
 		containers: map[string]map[string]string{},
-		faults:     map[string]GardenFault{},
+		faults:     map[string]Fault{},
 		requests:   map[string]int{},
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc(GardenPing, func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, struct{}{})
+	mux.HandleFunc(Ping, func(w http.ResponseWriter, r *http.Request) {
+		fakeserver.WriteJSON(w, http.StatusOK, struct{}{})
 	})
-	mux.HandleFunc(GardenList, g.serveList)
-	mux.HandleFunc(GardenInfo, g.serveInfo)
-	mux.HandleFunc(GardenProperties, g.serveProperties)
+	mux.HandleFunc(ListContainers, g.serveList)
+	mux.HandleFunc(GetInfo, g.serveInfo)
+	mux.HandleFunc(GetProperties, g.serveProperties)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		// garden's router answers unknown routes with a bare 404.
 		http.NotFound(w, r)
@@ -187,9 +193,9 @@ func (g *Garden) AddContainer(handle string, properties map[string]string) {
 
 // AddAppContainer adds the container of one app instance with Diego's
 // properties and returns its handle.
-func (g *Garden) AddAppContainer(c GardenAppContainer) string {
+func (g *Garden) AddAppContainer(c AppContainer) string {
 	if c.Handle == "" {
-		c.Handle = GardenInstanceGUID()
+		c.Handle = InstanceGUID()
 	}
 	if c.ProcessType == "" {
 		c.ProcessType = "web"
@@ -197,13 +203,13 @@ func (g *Garden) AddAppContainer(c GardenAppContainer) string {
 	if c.Workload == "" {
 		c.Workload = "app"
 	}
-	g.AddContainer(c.Handle, GardenDiegoProperties(c))
+	g.AddContainer(c.Handle, DiegoProperties(c))
 	return c.Handle
 }
 
-// GardenDiegoProperties are the properties of c's container as Diego's
+// DiegoProperties are the properties of c's container as Diego's
 // executor and the Cloud Controller set them (c.Handle must be set).
-func GardenDiegoProperties(c GardenAppContainer) map[string]string {
+func DiegoProperties(c AppContainer) map[string]string {
 	tags := map[string]string{
 		"source_id":           c.AppGUID,
 		"app_id":              c.AppGUID,
@@ -241,9 +247,9 @@ func GardenDiegoProperties(c GardenAppContainer) map[string]string {
 	}
 }
 
-// GardenInstanceGUID returns a random instance guid in Diego's shape: the
+// InstanceGUID returns a random instance guid in Diego's shape: the
 // first 28 characters of a UUID.
-func GardenInstanceGUID() string {
+func InstanceGUID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:12])
@@ -265,9 +271,9 @@ func (g *Garden) SetProperty(handle, name, value string) {
 	}
 }
 
-// Inject makes endpoint (GardenList, ..., or GardenAny) answer with f
+// Inject makes endpoint (ListContainers, ..., or AnyEndpoint) answer with f
 // until Clear.
-func (g *Garden) Inject(endpoint string, f GardenFault) {
+func (g *Garden) Inject(endpoint string, f Fault) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.faults[endpoint] = f
@@ -276,7 +282,7 @@ func (g *Garden) Inject(endpoint string, f GardenFault) {
 // SetUnavailable makes every endpoint fail as garden does when its backend
 // is down: 500 with a ServiceUnavailableError naming cause.
 func (g *Garden) SetUnavailable(cause string) {
-	g.Inject(GardenAny, GardenFault{Status: http.StatusInternalServerError, Type: GardenServiceUnavailable, Message: cause})
+	g.Inject(AnyEndpoint, Fault{Status: http.StatusInternalServerError, Type: ServiceUnavailable, Message: cause})
 }
 
 // Clear removes all injected faults.
@@ -286,7 +292,7 @@ func (g *Garden) Clear() {
 	clear(g.faults)
 }
 
-// Requests is how many requests an endpoint (GardenList, ...) received,
+// Requests is how many requests an endpoint (ListContainers, ...) received,
 // including failed ones.
 func (g *Garden) Requests(endpoint string) int {
 	g.mu.Lock()
@@ -309,12 +315,12 @@ func (g *Garden) TotalRequests() int {
 // handlers run.
 func (g *Garden) intercept(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		f, ok := faultLookup(&g.mu, mux, r, g.requests, g.faults, GardenAny)
+		f, ok := fakeserver.FaultLookup(&g.mu, mux, r, g.requests, g.faults, AnyEndpoint)
 		if !ok {
 			mux.ServeHTTP(w, r)
 			return
 		}
-		if !delayOrDrop(w, r, f.Delay, f.Drop, g.closing) {
+		if !fakeserver.DelayOrDrop(w, r, f.Delay, f.Drop, g.closing) {
 			return
 		}
 		switch {
@@ -339,11 +345,11 @@ type gardenError struct {
 }
 
 func writeGardenError(w http.ResponseWriter, status int, typ, message, handle string) {
-	writeJSON(w, status, gardenError{Type: typ, Message: message, Handle: handle})
+	fakeserver.WriteJSON(w, status, gardenError{Type: typ, Message: message, Handle: handle})
 }
 
 func writeGardenNotFound(w http.ResponseWriter, handle string) {
-	writeGardenError(w, http.StatusNotFound, GardenContainerNotFound, "unknown handle: "+handle, handle)
+	writeGardenError(w, http.StatusNotFound, ContainerNotFound, "unknown handle: "+handle, handle)
 }
 
 // serveList filters as Guardian does: every query parameter (its first
@@ -370,7 +376,7 @@ func (g *Garden) serveList(w http.ResponseWriter, r *http.Request) {
 	}
 	g.mu.Unlock()
 	slices.Sort(handles)
-	writeJSON(w, http.StatusOK, struct{ Handles []string }{handles})
+	fakeserver.WriteJSON(w, http.StatusOK, struct{ Handles []string }{handles})
 }
 
 func gardenMatchesAll(props, filter map[string]string) bool {
@@ -433,7 +439,7 @@ func (g *Garden) serveInfo(w http.ResponseWriter, r *http.Request) {
 	if port, err := strconv.ParseUint(props["network.ports"], 10, 16); err == nil {
 		info.MappedPorts = append(info.MappedPorts, gardenPortMapping{HostPort: 61000, ContainerPort: uint32(port)})
 	}
-	writeJSON(w, http.StatusOK, info)
+	fakeserver.WriteJSON(w, http.StatusOK, info)
 }
 
 func (g *Garden) serveProperties(w http.ResponseWriter, r *http.Request) {
@@ -441,5 +447,5 @@ func (g *Garden) serveProperties(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	writeJSON(w, http.StatusOK, props)
+	fakeserver.WriteJSON(w, http.StatusOK, props)
 }

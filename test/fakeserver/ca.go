@@ -1,4 +1,4 @@
-package cffake
+package fakeserver
 
 import (
 	"crypto/tls"
@@ -56,9 +56,9 @@ func (ca *CA) Client() *http.Client {
 	}
 }
 
-// serverTLS is the server side of a fake: a certificate for loopback signed
+// ServerTLS is the server side of a fake: a certificate for loopback signed
 // by ca.
-func (ca *CA) serverTLS(name string) (*tls.Config, error) {
+func (ca *CA) ServerTLS(name string) (*tls.Config, error) {
 	cert, err := ca.Issue(name, "127.0.0.1", "::1", "localhost")
 	if err != nil {
 		return nil, err

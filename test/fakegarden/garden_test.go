@@ -1,4 +1,4 @@
-package cffake_test
+package fakegarden_test
 
 import (
 	"context"
@@ -13,12 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloudfoundry/pcap-server-release/internal/cffake"
+	"github.com/cloudfoundry/pcap-server-release/test/fakegarden"
 )
 
 // gardenClient dials the fake garden whatever the URL's host, as garden's
 // own client does with http://api.
-func gardenClient(t *testing.T, g *cffake.Garden) *http.Client {
+func gardenClient(t *testing.T, g *fakegarden.Garden) *http.Client {
 	t.Helper()
 	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
@@ -54,12 +54,12 @@ type gardenErrorBody struct {
 }
 
 func TestGardenDiegoContainerShapes(t *testing.T) {
-	g := cffake.NewGarden(t)
+	g := fakegarden.New(t)
 	if g.Network != "unix" {
 		t.Fatalf("network %q", g.Network)
 	}
 	c := gardenClient(t, g)
-	h := g.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-1", AppName: "my-app", SpaceGUID: "space-1", OrgGUID: "org-1", Index: 2})
+	h := g.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-1", AppName: "my-app", SpaceGUID: "space-1", OrgGUID: "org-1", Index: 2})
 	if !regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}$`).MatchString(h) {
 		t.Errorf("handle %q is not an instance guid (28 characters)", h)
 	}
@@ -115,7 +115,7 @@ func TestGardenDiegoContainerShapes(t *testing.T) {
 		t.Errorf("info Properties = %s (%v)", info["Properties"], err)
 	}
 
-	worker := g.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-1", ProcessType: "worker", NoProcessTypeTag: true})
+	worker := g.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-1", ProcessType: "worker", NoProcessTypeTag: true})
 	gardenGet(t, c, "/containers/"+worker+"/properties", &props)
 	lc.Tags = nil
 	if err := json.Unmarshal([]byte(props["log_config"]), &lc); err != nil {
@@ -126,13 +126,13 @@ func TestGardenDiegoContainerShapes(t *testing.T) {
 	}
 }
 
-func TestGardenListFilters(t *testing.T) {
-	g := cffake.NewGarden(t)
+func TestListFilters(t *testing.T) {
+	g := fakegarden.New(t)
 	c := gardenClient(t, g)
-	a0 := g.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-a", Index: 0})
-	a1 := g.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-a", Index: 1})
-	b0 := g.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-b", Index: 0})
-	task := g.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-a", Workload: "task"})
+	a0 := g.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-a", Index: 0})
+	a1 := g.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-a", Index: 1})
+	b0 := g.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-b", Index: 0})
+	task := g.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-a", Workload: "task"})
 	g.AddContainer("plain", nil)
 	g.AddContainer("stopping", map[string]string{"garden.state": "destroying", "network.app_id": "app-a"})
 
@@ -174,20 +174,20 @@ func TestGardenListFilters(t *testing.T) {
 	if got := list("?network.app_id=app-b"); !slices.Equal(got, sorted(a0, b0)) {
 		t.Errorf("after changes: %v", got)
 	}
-	if got := g.Requests(cffake.GardenList); got != len(cases)+1 {
+	if got := g.Requests(fakegarden.ListContainers); got != len(cases)+1 {
 		t.Errorf("list requests = %d, want %d", got, len(cases)+1)
 	}
 }
 
 func TestGardenErrors(t *testing.T) {
-	g := cffake.NewGarden(t)
+	g := fakegarden.New(t)
 	c := gardenClient(t, g)
 	for _, route := range []string{"/properties", "/info"} {
 		var e gardenErrorBody
 		if status := gardenGet(t, c, "/containers/nope"+route, &e); status != 404 {
 			t.Errorf("%s of a missing container: %d", route, status)
 		}
-		if e.Type == nil || *e.Type != cffake.GardenContainerNotFound || *e.Message != "unknown handle: nope" || *e.Handle != "nope" || e.ProcessID == nil {
+		if e.Type == nil || *e.Type != fakegarden.ContainerNotFound || *e.Message != "unknown handle: nope" || *e.Handle != "nope" || e.ProcessID == nil {
 			t.Errorf("%s error body = %+v", route, e)
 		}
 	}
@@ -196,12 +196,12 @@ func TestGardenErrors(t *testing.T) {
 	}
 }
 
-func TestGardenFaults(t *testing.T) {
-	g := cffake.NewGarden(t)
+func TestFaults(t *testing.T) {
+	g := fakegarden.New(t)
 	c := gardenClient(t, g)
-	h := g.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app"})
+	h := g.AddAppContainer(fakegarden.AppContainer{AppGUID: "app"})
 
-	g.Inject(cffake.GardenProperties, cffake.GardenFault{Status: 500, Message: "boom"})
+	g.Inject(fakegarden.GetProperties, fakegarden.Fault{Status: 500, Message: "boom"})
 	var e gardenErrorBody
 	if status := gardenGet(t, c, "/containers/"+h+"/properties", &e); status != 500 || *e.Type != "" || *e.Message != "boom" {
 		t.Errorf("injected 500: %d %+v", status, e)
@@ -213,13 +213,13 @@ func TestGardenFaults(t *testing.T) {
 	g.SetUnavailable("containerd is down")
 	for _, p := range []string{"/ping", "/containers", "/containers/" + h + "/info"} {
 		e = gardenErrorBody{}
-		if status := gardenGet(t, c, p, &e); status != 500 || *e.Type != cffake.GardenServiceUnavailable || *e.Message != "containerd is down" {
+		if status := gardenGet(t, c, p, &e); status != 500 || *e.Type != fakegarden.ServiceUnavailable || *e.Message != "containerd is down" {
 			t.Errorf("unavailable %s: %d %+v", p, status, e)
 		}
 	}
 
 	g.Clear()
-	g.Inject(cffake.GardenList, cffake.GardenFault{Status: 500, Body: "not json"})
+	g.Inject(fakegarden.ListContainers, fakegarden.Fault{Status: 500, Body: "not json"})
 	resp, err := c.Get("http://api/containers")
 	if err != nil {
 		t.Fatal(err)
@@ -230,14 +230,14 @@ func TestGardenFaults(t *testing.T) {
 		t.Errorf("raw body: %d %q", resp.StatusCode, b)
 	}
 
-	g.Inject(cffake.GardenPing, cffake.GardenFault{Drop: true})
+	g.Inject(fakegarden.Ping, fakegarden.Fault{Drop: true})
 	if resp, err := c.Get("http://api/ping"); err == nil {
 		resp.Body.Close()
 		t.Error("dropped connection gave an answer")
 	}
 
 	g.Clear()
-	g.Inject(cffake.GardenAny, cffake.GardenFault{Delay: time.Hour})
+	g.Inject(fakegarden.AnyEndpoint, fakegarden.Fault{Delay: time.Hour})
 	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://api/ping", nil)
@@ -249,7 +249,7 @@ func TestGardenFaults(t *testing.T) {
 	if status := gardenGet(t, c, "/ping", nil); status != 200 {
 		t.Errorf("after Clear: %d", status)
 	}
-	if got := g.Requests(cffake.GardenProperties); got != 1 {
+	if got := g.Requests(fakegarden.GetProperties); got != 1 {
 		t.Errorf("properties requests = %d, want 1", got)
 	}
 	if got := g.Requests("GET /containers/x/run"); got != 0 {
@@ -263,9 +263,9 @@ func TestGardenFaults(t *testing.T) {
 // Closing the fake is garden going down: the socket disappears, and a
 // pending delayed answer does not hold Close up.
 func TestGardenCloseRemovesSocket(t *testing.T) {
-	g := cffake.NewGarden(t)
+	g := fakegarden.New(t)
 	c := gardenClient(t, g)
-	g.Inject(cffake.GardenAny, cffake.GardenFault{Delay: time.Hour})
+	g.Inject(fakegarden.AnyEndpoint, fakegarden.Fault{Delay: time.Hour})
 	errc := make(chan error, 1)
 	go func() {
 		resp, err := c.Get("http://api/ping")
@@ -298,12 +298,12 @@ func TestGardenCloseRemovesSocket(t *testing.T) {
 }
 
 func TestGardenTCP(t *testing.T) {
-	g := cffake.NewGardenTCP(t)
+	g := fakegarden.NewTCP(t)
 	if g.Network != "tcp" {
 		t.Fatalf("network %q", g.Network)
 	}
 	c := gardenClient(t, g)
-	h := g.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app"})
+	h := g.AddAppContainer(fakegarden.AppContainer{AppGUID: "app"})
 	var reply struct{ Handles []string }
 	if status := gardenGet(t, c, "/containers?network.app_id=app", &reply); status != 200 || !slices.Equal(reply.Handles, []string{h}) {
 		t.Errorf("list over TCP: %d %v", status, reply.Handles)

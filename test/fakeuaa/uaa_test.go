@@ -1,4 +1,4 @@
-package cffake_test
+package fakeuaa_test
 
 import (
 	"crypto"
@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloudfoundry/pcap-server-release/internal/cffake"
+	"github.com/cloudfoundry/pcap-server-release/test/fakeuaa"
 )
 
 // decodeJWT splits a token and checks its RS256 signature against pub.
@@ -70,8 +70,8 @@ func getJSON(t *testing.T, c *http.Client, u string, v any) *http.Response {
 }
 
 func TestUserTokenHasUAAClaims(t *testing.T) {
-	u := cffake.NewUAA(t)
-	raw := u.UserToken("user-1", cffake.AddScopes(cffake.ScopeAdmin))
+	u := fakeuaa.New(t)
+	raw := u.UserToken("user-1", fakeuaa.AddScopes(fakeuaa.ScopeAdmin))
 	header, claims := decodeJWT(t, raw, &u.SigningKey().Private.PublicKey)
 
 	if header["alg"] != "RS256" || header["typ"] != "JWT" || header["kid"] != "key-1" || header["jku"] != u.URL+"/token_keys" {
@@ -88,7 +88,7 @@ func TestUserTokenHasUAAClaims(t *testing.T) {
 	if jti, _ := claims["jti"].(string); jti == "" || strings.HasSuffix(jti, "-r") {
 		t.Errorf("jti = %q", jti)
 	}
-	if !slices.Contains(stringClaims(claims["scope"]), cffake.ScopeAdmin) {
+	if !slices.Contains(stringClaims(claims["scope"]), fakeuaa.ScopeAdmin) {
 		t.Errorf("scope = %v", claims["scope"])
 	}
 	aud := stringClaims(claims["aud"])
@@ -110,7 +110,7 @@ func TestUserTokenHasUAAClaims(t *testing.T) {
 }
 
 func TestTokenOptions(t *testing.T) {
-	u := cffake.NewUAA(t)
+	u := fakeuaa.New(t)
 	pub := &u.SigningKey().Private.PublicKey
 
 	_, c := decodeJWT(t, u.ClientToken("my-client"), pub)
@@ -118,17 +118,17 @@ func TestTokenOptions(t *testing.T) {
 		t.Errorf("client token claims = %v", c)
 	}
 
-	_, c = decodeJWT(t, u.UserToken("u", cffake.Expired()), pub)
+	_, c = decodeJWT(t, u.UserToken("u", fakeuaa.Expired()), pub)
 	if exp := time.Unix(int64(c["exp"].(float64)), 0); !exp.Before(time.Now()) {
 		t.Errorf("expired token expires at %v", exp)
 	}
 
-	_, c = decodeJWT(t, u.UserToken("u", cffake.Issuer("https://other/oauth/token"), cffake.Audience("foo")), pub)
+	_, c = decodeJWT(t, u.UserToken("u", fakeuaa.Issuer("https://other/oauth/token"), fakeuaa.Audience("foo")), pub)
 	if c["iss"] != "https://other/oauth/token" || !slices.Equal(stringClaims(c["aud"]), []string{"foo"}) {
 		t.Errorf("claims = %v", c)
 	}
 
-	_, c = decodeJWT(t, u.UserToken("u", cffake.Claim("email", nil), cffake.Claim("extra", "x")), pub)
+	_, c = decodeJWT(t, u.UserToken("u", fakeuaa.Claim("email", nil), fakeuaa.Claim("extra", "x")), pub)
 	if _, ok := c["email"]; ok || c["extra"] != "x" {
 		t.Errorf("claims = %v", c)
 	}
@@ -138,22 +138,22 @@ func TestTokenOptions(t *testing.T) {
 		t.Errorf("refresh jti = %v", c["jti"])
 	}
 
-	other, err := cffake.NewSigningKey("key-1")
+	other, err := fakeuaa.NewSigningKey("key-1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, _ := decodeJWT(t, u.UserToken("u", cffake.SignedBy(other)), &other.Private.PublicKey)
+	h, _ := decodeJWT(t, u.UserToken("u", fakeuaa.SignedBy(other)), &other.Private.PublicKey)
 	if h["kid"] != "key-1" {
 		t.Errorf("kid = %v", h["kid"])
 	}
-	h, _ = decodeJWT(t, u.UserToken("u", cffake.Header("kid", "nope")), pub)
+	h, _ = decodeJWT(t, u.UserToken("u", fakeuaa.Header("kid", "nope")), pub)
 	if h["kid"] != "nope" {
 		t.Errorf("kid = %v", h["kid"])
 	}
 }
 
 func TestTokenKeysServesUAAShapeWithRotation(t *testing.T) {
-	u := cffake.NewUAA(t)
+	u := fakeuaa.New(t)
 	c := u.Client()
 	var set struct {
 		Keys []map[string]string `json:"keys"`
@@ -209,13 +209,13 @@ func TestTokenKeysServesUAAShapeWithRotation(t *testing.T) {
 	if len(set.Keys) != 1 || set.Keys[0]["kid"] != "key-2" {
 		t.Errorf("after removal keys = %v", set.Keys)
 	}
-	if got := u.Requests(cffake.UAATokenKeys); got != 4 {
+	if got := u.Requests(fakeuaa.GetTokenKeys); got != 4 {
 		t.Errorf("token_keys requests = %d, want 4", got)
 	}
 }
 
 func TestOpenIDConfiguration(t *testing.T) {
-	u := cffake.NewUAA(t)
+	u := fakeuaa.New(t)
 	for _, path := range []string{"/.well-known/openid-configuration", "/oauth/token/.well-known/openid-configuration"} {
 		var doc map[string]any
 		getJSON(t, u.Client(), u.URL+path, &doc)
@@ -226,8 +226,8 @@ func TestOpenIDConfiguration(t *testing.T) {
 }
 
 func TestRefreshGrant(t *testing.T) {
-	u := cffake.NewUAA(t)
-	refresh := u.RefreshToken("user-1", cffake.Scopes("openid", cffake.ScopeRead))
+	u := fakeuaa.New(t)
+	refresh := u.RefreshToken("user-1", fakeuaa.Scopes("openid", fakeuaa.ScopeRead))
 
 	post := func(client, secret, token string) (int, map[string]any) {
 		form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {token}, "scope": {""}}
@@ -262,19 +262,19 @@ func TestRefreshGrant(t *testing.T) {
 	if status, body = post("cf", "", "not-a-token"); status != http.StatusUnauthorized || body["error"] != "invalid_token" {
 		t.Errorf("bad refresh token = %d %v", status, body)
 	}
-	if status, body = post("cf", "", u.RefreshToken("user-1", cffake.Expired())); status != http.StatusUnauthorized || body["error"] != "invalid_token" {
+	if status, body = post("cf", "", u.RefreshToken("user-1", fakeuaa.Expired())); status != http.StatusUnauthorized || body["error"] != "invalid_token" {
 		t.Errorf("expired refresh token = %d %v", status, body)
 	}
 	if status, body = post("cf", "wrong", refresh); status != http.StatusUnauthorized || body["error"] != "unauthorized" {
 		t.Errorf("bad client secret = %d %v", status, body)
 	}
-	if got := u.Requests(cffake.UAAToken); got != 4 {
+	if got := u.Requests(fakeuaa.PostToken); got != 4 {
 		t.Errorf("token requests = %d, want 4", got)
 	}
 }
 
 func TestUAAUnavailable(t *testing.T) {
-	u := cffake.NewUAA(t)
+	u := fakeuaa.New(t)
 	u.SetUnavailable(http.StatusServiceUnavailable)
 	resp := getJSON(t, u.Client(), u.TokenKeysURL(), nil)
 	if resp.StatusCode != http.StatusServiceUnavailable {

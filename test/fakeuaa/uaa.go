@@ -1,4 +1,9 @@
-package cffake
+// Package fakeuaa is a fake UAA: a real HTTPS server on loopback that mints
+// real RS256 JWTs with UAA's claims (scopes, audience derived from them,
+// refresh tokens ending -r), serves their keys on /token_keys and
+// OpenID discovery, and answers the token endpoint's password,
+// client_credentials and refresh_token grants as UAA does.
+package fakeuaa
 
 import (
 	"bytes"
@@ -21,6 +26,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cloudfoundry/pcap-server-release/test/fakeserver"
 )
 
 // Scopes that matter to pcap-server-api.
@@ -34,10 +41,10 @@ const (
 
 // UAA endpoints as counted by (*UAA).Requests.
 const (
-	UAATokenKeys      = "GET /token_keys"
-	UAAOpenIDConfig   = "GET /.well-known/openid-configuration"
-	UAATokenOpenIDCfg = "GET /oauth/token/.well-known/openid-configuration"
-	UAAToken          = "POST /oauth/token"
+	GetTokenKeys         = "GET /token_keys"
+	GetOpenIDConfig      = "GET /.well-known/openid-configuration"
+	GetTokenOpenIDConfig = "GET /oauth/token/.well-known/openid-configuration"
+	PostToken            = "POST /oauth/token"
 )
 
 // DefaultUserScopes are the scopes of a token the cf CLI gets for an
@@ -75,7 +82,7 @@ type UAA struct {
 	// Issuer is the iss of the tokens: URL + "/oauth/token".
 	Issuer string
 	// CA signed the server certificate.
-	CA *CA
+	CA *fakeserver.CA
 
 	tb  testing.TB
 	srv *httptest.Server
@@ -89,15 +96,15 @@ type UAA struct {
 	requests    map[string]int
 }
 
-// NewUAA starts a fake UAA serving one key, "key-1", and knowing the client
+// New starts a fake UAA serving one key, "key-1", and knowing the client
 // "cf" with an empty secret. It stops when the test ends.
-func NewUAA(tb testing.TB) *UAA {
+func New(tb testing.TB) *UAA {
 	tb.Helper()
-	ca, err := NewCA("cffake UAA CA")
+	ca, err := fakeserver.NewCA("fake UAA CA")
 	if err != nil {
 		tb.Fatalf("fake UAA: %v", err)
 	}
-	tlsCfg, err := ca.serverTLS("uaa")
+	tlsCfg, err := ca.ServerTLS("uaa")
 	if err != nil {
 		tb.Fatalf("fake UAA: %v", err)
 	}
@@ -115,10 +122,10 @@ func NewUAA(tb testing.TB) *UAA {
 		requests: map[string]int{},
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc(UAATokenKeys, u.serveTokenKeys)
-	mux.HandleFunc(UAAOpenIDConfig, u.serveOpenIDConfig)
-	mux.HandleFunc(UAATokenOpenIDCfg, u.serveOpenIDConfig)
-	mux.HandleFunc(UAAToken, u.serveToken)
+	mux.HandleFunc(GetTokenKeys, u.serveTokenKeys)
+	mux.HandleFunc(GetOpenIDConfig, u.serveOpenIDConfig)
+	mux.HandleFunc(GetTokenOpenIDConfig, u.serveOpenIDConfig)
+	mux.HandleFunc(PostToken, u.serveToken)
 	u.srv = httptest.NewUnstartedServer(u.count(mux))
 	u.srv.TLS = tlsCfg
 	u.srv.StartTLS()
@@ -182,7 +189,7 @@ func (u *UAA) SetUnavailable(status int) {
 	u.unavailable = status
 }
 
-// Requests is how many requests an endpoint (UAATokenKeys, ...) received.
+// Requests is how many requests an endpoint (GetTokenKeys, ...) received.
 func (u *UAA) Requests(endpoint string) int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -211,7 +218,7 @@ func (u *UAA) count(mux *http.ServeMux) http.Handler {
 		status := u.unavailable
 		u.mu.Unlock()
 		if status != 0 {
-			writeJSON(w, status, map[string]string{"error": "server_error", "error_description": "UAA is unavailable"})
+			fakeserver.WriteJSON(w, status, map[string]string{"error": "server_error", "error_description": "UAA is unavailable"})
 			return
 		}
 		mux.ServeHTTP(w, r)
@@ -270,7 +277,7 @@ func (u *UAA) serveTokenKeys(w http.ResponseWriter, r *http.Request) {
 }
 
 func (u *UAA) serveOpenIDConfig(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{
+	fakeserver.WriteJSON(w, http.StatusOK, map[string]any{
 		"issuer":                                u.Issuer,
 		"authorization_endpoint":                u.URL + "/oauth/authorize",
 		"token_endpoint":                        u.URL + "/oauth/token",
@@ -295,15 +302,15 @@ func (u *UAA) serveToken(w http.ResponseWriter, r *http.Request) {
 	u.mu.Unlock()
 	if !ok || !known || secret != want {
 		w.Header().Set("WWW-Authenticate", `Basic realm="UAA/client", error="unauthorized", error_description="Bad credentials"`)
-		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized", "error_description": "Bad credentials"})
+		fakeserver.WriteJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized", "error_description": "Bad credentials"})
 		return
 	}
 	if err := r.ParseForm(); err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": err.Error()})
+		fakeserver.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": err.Error()})
 		return
 	}
 	if gt := r.PostForm.Get("grant_type"); gt != "refresh_token" {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "unsupported_grant_type", "error_description": "Unsupported grant type: " + gt})
+		fakeserver.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "unsupported_grant_type", "error_description": "Unsupported grant type: " + gt})
 		return
 	}
 	refreshToken := r.PostForm.Get("refresh_token")
@@ -312,10 +319,10 @@ func (u *UAA) serveToken(w http.ResponseWriter, r *http.Request) {
 	u.mu.Unlock()
 	switch {
 	case !found || spec.clientID != clientID:
-		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_token", "error_description": "The token expired, was revoked, or the token ID is incorrect."})
+		fakeserver.WriteJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_token", "error_description": "The token expired, was revoked, or the token ID is incorrect."})
 		return
 	case !spec.expiry.After(time.Now()):
-		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_token", "error_description": "Invalid refresh token (expired): " + spec.jti})
+		fakeserver.WriteJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_token", "error_description": "Invalid refresh token (expired): " + spec.jti})
 		return
 	}
 	now := time.Now()
@@ -327,11 +334,11 @@ func (u *UAA) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	raw, err := access.sign()
 	if err != nil {
-		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "server_error", "error_description": err.Error()})
+		fakeserver.WriteJSON(w, http.StatusInternalServerError, map[string]string{"error": "server_error", "error_description": err.Error()})
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, map[string]any{
+	fakeserver.WriteJSON(w, http.StatusOK, map[string]any{
 		"access_token":  raw,
 		"token_type":    "bearer",
 		"id_token":      nil,
@@ -568,10 +575,10 @@ func signJWT(key *rsa.PrivateKey, header, claims map[string]any) (string, error)
 	return input + "." + base64.RawURLEncoding.EncodeToString(sig), nil
 }
 
-// accessClaims checks a bearer token the way the Cloud Controller does and
+// AccessClaims checks a bearer token the way the Cloud Controller does and
 // returns its claims: RS256 signed by a key UAA serves, this issuer,
 // audience cloud_controller, not expired, not a refresh token.
-func (u *UAA) accessClaims(raw string) (map[string]any, error) {
+func (u *UAA) AccessClaims(raw string) (map[string]any, error) {
 	parts := strings.Split(raw, ".")
 	if len(parts) != 3 {
 		return nil, errors.New("not a JWT")
@@ -614,7 +621,7 @@ func (u *UAA) accessClaims(raw string) (map[string]any, error) {
 	if jti, _ := claims["jti"].(string); strings.HasSuffix(jti, "-r") {
 		return nil, errors.New("refresh token")
 	}
-	if !slices.Contains(stringList(claims["aud"]), "cloud_controller") {
+	if !slices.Contains(ClaimStrings(claims["aud"]), "cloud_controller") {
 		return nil, errors.New("audience")
 	}
 	exp, ok := claims["exp"].(json.Number)
@@ -637,8 +644,8 @@ func decodeSegment(seg string, v any) error {
 	return d.Decode(v)
 }
 
-// stringList reads a claim that is a string or an array of strings.
-func stringList(v any) []string {
+// ClaimStrings reads a claim that is a string or an array of strings.
+func ClaimStrings(v any) []string {
 	switch t := v.(type) {
 	case string:
 		return []string{t}
@@ -658,15 +665,4 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails
 	return hex.EncodeToString(b)
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json;charset=utf-8")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
 }

@@ -1,16 +1,18 @@
-package cffake_test
+package fakeserver_test
 
 import (
 	"crypto/x509"
 	"errors"
 	"testing"
 
-	"github.com/cloudfoundry/pcap-server-release/internal/cffake"
+	"github.com/cloudfoundry/pcap-server-release/test/fakecc"
+	"github.com/cloudfoundry/pcap-server-release/test/fakeserver"
+	"github.com/cloudfoundry/pcap-server-release/test/fakeuaa"
 )
 
 func TestEachFakeHasItsOwnCA(t *testing.T) {
-	u := cffake.NewUAA(t)
-	cc := cffake.NewCloudController(t, u)
+	u := fakeuaa.New(t)
+	cc := fakecc.New(t, u)
 
 	if _, err := u.Client().Get(u.TokenKeysURL()); err != nil {
 		t.Errorf("UAA client to UAA: %v", err)
@@ -23,7 +25,7 @@ func TestEachFakeHasItsOwnCA(t *testing.T) {
 }
 
 func TestIssueClientAndServerCertificate(t *testing.T) {
-	ca, err := cffake.NewCA("test CA")
+	ca, err := fakeserver.NewCA("test CA")
 	if err != nil {
 		t.Fatal(err)
 	}

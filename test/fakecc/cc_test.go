@@ -1,4 +1,4 @@
-package cffake_test
+package fakecc_test
 
 import (
 	"context"
@@ -11,15 +11,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloudfoundry/pcap-server-release/internal/cffake"
+	"github.com/cloudfoundry/pcap-server-release/test/fakecc"
+	"github.com/cloudfoundry/pcap-server-release/test/fakeuaa"
 )
 
 type world struct {
-	uaa              *cffake.UAA
-	cc               *cffake.CloudController
-	org              cffake.Org
-	space, other     cffake.Space
-	app, otherApp    cffake.App
+	uaa              *fakeuaa.UAA
+	cc               *fakecc.CloudController
+	org              fakecc.Org
+	space, other     fakecc.Space
+	app, otherApp    fakecc.App
 	client           *http.Client
 	dev, outsider    string
 	orgManager       string
@@ -31,8 +32,8 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	w := &world{uaa: cffake.NewUAA(t)}
-	w.cc = cffake.NewCloudController(t, w.uaa)
+	w := &world{uaa: fakeuaa.New(t)}
+	w.cc = fakecc.New(t, w.uaa)
 	w.client = w.cc.Client()
 	w.org = w.cc.AddOrg("org")
 	w.space = w.cc.AddSpace(w.org.GUID, "dev")
@@ -40,12 +41,12 @@ func newWorld(t *testing.T) *world {
 	w.app = w.cc.AddApp(w.space.GUID, "my-app")
 	w.otherApp = w.cc.AddApp(w.other.GUID, "their-app")
 	w.dev, w.outsider, w.orgManager = "dev-user", "outsider", "org-manager"
-	w.cc.AddRole(cffake.RoleSpaceDeveloper, w.dev, w.space.GUID)
-	w.cc.AddRole(cffake.RoleOrgManager, w.orgManager, w.org.GUID)
+	w.cc.AddRole(fakecc.RoleSpaceDeveloper, w.dev, w.space.GUID)
+	w.cc.AddRole(fakecc.RoleOrgManager, w.orgManager, w.org.GUID)
 	w.developerToken = w.uaa.UserToken(w.dev)
 	w.outsiderToken = w.uaa.UserToken(w.outsider)
 	w.orgManagerToken = w.uaa.UserToken(w.orgManager)
-	w.readOnlyAdminTok = w.uaa.UserToken("ro-admin", cffake.Scopes(cffake.ScopeAdminReadOnly))
+	w.readOnlyAdminTok = w.uaa.UserToken("ro-admin", fakeuaa.Scopes(fakeuaa.ScopeAdminReadOnly))
 	return w
 }
 
@@ -81,7 +82,7 @@ func (w *world) get(t *testing.T, ctx context.Context, token, path string, v any
 }
 
 type ccErrors struct {
-	Errors []cffake.CCError `json:"errors"`
+	Errors []fakecc.Error `json:"errors"`
 }
 
 func TestRootDocument(t *testing.T) {
@@ -98,14 +99,14 @@ func TestRootDocument(t *testing.T) {
 	if root.Links["uaa"].Href != w.uaa.URL || root.Links["login"].Href != w.uaa.URL || root.Links["self"].Href != w.cc.URL {
 		t.Errorf("links = %+v", root.Links)
 	}
-	if v3 := root.Links["cloud_controller_v3"]; v3.Href != w.cc.URL+"/v3" || v3.Meta["version"] != cffake.CCAPIVersion {
+	if v3 := root.Links["cloud_controller_v3"]; v3.Href != w.cc.URL+"/v3" || v3.Meta["version"] != fakecc.APIVersion {
 		t.Errorf("v3 link = %+v", v3)
 	}
 }
 
 func TestAuthentication(t *testing.T) {
 	w := newWorld(t)
-	other, err := cffake.NewSigningKey("key-1")
+	other, err := fakeuaa.NewSigningKey("key-1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,11 +117,11 @@ func TestAuthentication(t *testing.T) {
 	}{
 		"missing":        {"", 401, 10002},
 		"garbage":        {"abc", 401, 1000},
-		"wrong key":      {w.uaa.UserToken(w.dev, cffake.SignedBy(other)), 401, 1000},
-		"expired":        {w.uaa.UserToken(w.dev, cffake.Expired()), 401, 1000},
+		"wrong key":      {w.uaa.UserToken(w.dev, fakeuaa.SignedBy(other)), 401, 1000},
+		"expired":        {w.uaa.UserToken(w.dev, fakeuaa.Expired()), 401, 1000},
 		"refresh token":  {w.uaa.RefreshToken(w.dev), 401, 1000},
-		"wrong audience": {w.uaa.UserToken(w.dev, cffake.Audience("cf")), 401, 1000},
-		"no read scope":  {w.uaa.UserToken(w.dev, cffake.Scopes("openid", cffake.ScopeWrite)), 403, 10007},
+		"wrong audience": {w.uaa.UserToken(w.dev, fakeuaa.Audience("cf")), 401, 1000},
+		"no read scope":  {w.uaa.UserToken(w.dev, fakeuaa.Scopes("openid", fakeuaa.ScopeWrite)), 403, 10007},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var body ccErrors
@@ -132,14 +133,14 @@ func TestAuthentication(t *testing.T) {
 	}
 	var body ccErrors
 	w.get(t, t.Context(), "abc", "/v3/apps/"+w.app.GUID, &body)
-	if want := (cffake.CCError{Code: 1000, Title: "CF-InvalidAuthToken", Detail: "Invalid Auth Token"}); body.Errors[0] != want {
+	if want := (fakecc.Error{Code: 1000, Title: "CF-InvalidAuthToken", Detail: "Invalid Auth Token"}); body.Errors[0] != want {
 		t.Errorf("invalid token body = %+v", body)
 	}
 }
 
 func TestAppVisibility(t *testing.T) {
 	w := newWorld(t)
-	w.cc.AddRole(cffake.RoleSpaceAuditor, "auditor", w.space.GUID)
+	w.cc.AddRole(fakecc.RoleSpaceAuditor, "auditor", w.space.GUID)
 	for name, tc := range map[string]struct {
 		token   string
 		visible bool
@@ -147,9 +148,9 @@ func TestAppVisibility(t *testing.T) {
 		"space developer":     {w.developerToken, true},
 		"space auditor":       {w.uaa.UserToken("auditor"), true},
 		"org manager":         {w.orgManagerToken, true},
-		"admin":               {w.uaa.UserToken("admin", cffake.AddScopes(cffake.ScopeAdmin)), true},
+		"admin":               {w.uaa.UserToken("admin", fakeuaa.AddScopes(fakeuaa.ScopeAdmin)), true},
 		"admin read only":     {w.readOnlyAdminTok, true},
-		"global auditor":      {w.uaa.UserToken("ga", cffake.Scopes(cffake.ScopeGlobalAuditor)), true},
+		"global auditor":      {w.uaa.UserToken("ga", fakeuaa.Scopes(fakeuaa.ScopeGlobalAuditor)), true},
 		"user without a role": {w.outsiderToken, false},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -210,10 +211,10 @@ type rolePage struct {
 func TestRolesPagination(t *testing.T) {
 	w := newWorld(t)
 	for _, u := range []string{"a", "b"} {
-		w.cc.AddRole(cffake.RoleSpaceDeveloper, u, w.space.GUID)
+		w.cc.AddRole(fakecc.RoleSpaceDeveloper, u, w.space.GUID)
 	}
-	w.cc.AddRole(cffake.RoleSpaceManager, "c", w.space.GUID)
-	admin := w.uaa.UserToken("admin", cffake.AddScopes(cffake.ScopeAdmin))
+	w.cc.AddRole(fakecc.RoleSpaceManager, "c", w.space.GUID)
+	admin := w.uaa.UserToken("admin", fakeuaa.AddScopes(fakeuaa.ScopeAdmin))
 
 	var p rolePage
 	q := url.Values{"types": {"space_developer"}, "space_guids": {w.space.GUID}, "per_page": {"1"}}
@@ -261,9 +262,9 @@ func TestRolesPagination(t *testing.T) {
 func TestProcessStatsShapes(t *testing.T) {
 	w := newWorld(t)
 	w.cc.SetInstances(w.app.GUID, "web",
-		cffake.ProcessInstance{Index: 2, State: cffake.StateDown, Details: "insufficient resources: memory"},
-		cffake.ProcessInstance{Index: 0, State: cffake.StateRunning, Host: "10.0.16.5", InstanceGUID: "ig-0", InternalIP: "10.255.0.2", Uptime: 99},
-		cffake.ProcessInstance{Index: 1, State: cffake.StateStarting},
+		fakecc.ProcessInstance{Index: 2, State: fakecc.StateDown, Details: "insufficient resources: memory"},
+		fakecc.ProcessInstance{Index: 0, State: fakecc.StateRunning, Host: "10.0.16.5", InstanceGUID: "ig-0", InternalIP: "10.255.0.2", Uptime: 99},
+		fakecc.ProcessInstance{Index: 1, State: fakecc.StateStarting},
 	)
 	var body struct {
 		Resources []map[string]any `json:"resources"`
@@ -313,7 +314,7 @@ func TestFaults(t *testing.T) {
 	w := newWorld(t)
 	path := "/v3/apps/" + w.app.GUID
 
-	w.cc.Inject(cffake.CCApp, cffake.Fault{Status: 503, Errors: []cffake.CCError{cffake.KnownError(200002)}, Warnings: []string{"a, b", "c"}})
+	w.cc.Inject(fakecc.GetApp, fakecc.Fault{Status: 503, Errors: []fakecc.Error{fakecc.KnownError(200002)}, Warnings: []string{"a, b", "c"}})
 	var e ccErrors
 	status, h := w.get(t, t.Context(), w.developerToken, path, &e)
 	if status != 503 || e.Errors[0].Title != "CF-StatsUnavailable" {
@@ -323,12 +324,12 @@ func TestFaults(t *testing.T) {
 		t.Errorf("warnings header = %q", got)
 	}
 
-	w.cc.Inject(cffake.CCApp, cffake.Fault{Status: 500})
+	w.cc.Inject(fakecc.GetApp, fakecc.Fault{Status: 500})
 	if status, _ = w.get(t, t.Context(), w.developerToken, path, &e); status != 500 || e.Errors[0].Code != 10001 {
 		t.Errorf("default error for 500: %d %+v", status, e)
 	}
 
-	w.cc.Inject(cffake.CCApp, cffake.Fault{Status: 502, Body: "<html>bad gateway</html>"})
+	w.cc.Inject(fakecc.GetApp, fakecc.Fault{Status: 502, Body: "<html>bad gateway</html>"})
 	req, _ := http.NewRequest(http.MethodGet, w.cc.URL+path, nil)
 	resp, err := w.client.Do(req)
 	if err != nil {
@@ -340,13 +341,13 @@ func TestFaults(t *testing.T) {
 		t.Errorf("raw body fault: %d %q", resp.StatusCode, b)
 	}
 
-	w.cc.Inject(cffake.CCAny, cffake.Fault{Drop: true})
+	w.cc.Inject(fakecc.AnyEndpoint, fakecc.Fault{Drop: true})
 	if _, err := w.client.Get(w.cc.URL + "/"); err == nil {
 		t.Error("dropped connection gave an answer")
 	}
 
 	w.cc.Clear()
-	w.cc.Inject(cffake.CCApp, cffake.Fault{Delay: time.Hour})
+	w.cc.Inject(fakecc.GetApp, fakecc.Fault{Delay: time.Hour})
 	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel()
 	req, _ = http.NewRequestWithContext(ctx, http.MethodGet, w.cc.URL+path, nil)
@@ -363,11 +364,11 @@ func TestFaults(t *testing.T) {
 	if status, _ := w.get(t, t.Context(), w.developerToken, path, &app); status != 200 {
 		t.Errorf("after Clear: %d", status)
 	}
-	if got := w.cc.Requests(cffake.CCApp); got != 5 {
+	if got := w.cc.Requests(fakecc.GetApp); got != 5 {
 		t.Errorf("app requests = %d, want 5", got)
 	}
 	// The transport retries a GET whose connection was dropped.
-	root := w.cc.Requests(cffake.CCRoot)
+	root := w.cc.Requests(fakecc.GetRoot)
 	if root < 1 {
 		t.Errorf("root requests = %d, want at least 1", root)
 	}
@@ -379,9 +380,9 @@ func TestFaults(t *testing.T) {
 // The server must close even while a delayed answer is pending: Close
 // waits for handlers.
 func TestCloseEndsDelays(t *testing.T) {
-	u := cffake.NewUAA(t)
-	cc := cffake.NewCloudController(t, u)
-	cc.Inject(cffake.CCAny, cffake.Fault{Delay: time.Hour})
+	u := fakeuaa.New(t)
+	cc := fakecc.New(t, u)
+	cc.Inject(fakecc.AnyEndpoint, fakecc.Fault{Delay: time.Hour})
 	errc := make(chan error, 1)
 	go func() {
 		resp, err := cc.Client().Get(cc.URL + "/")

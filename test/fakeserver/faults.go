@@ -1,15 +1,16 @@
-package cffake
+package fakeserver
 
 import (
+	"encoding/json"
 	"net/http"
 	"sync"
 	"time"
 )
 
-// faultLookup counts r under its route pattern and returns the fault
+// FaultLookup counts r under its route pattern and returns the fault
 // injected for that pattern, or for any, if there is one. mu guards
 // requests and faults.
-func faultLookup[F any](mu *sync.Mutex, mux *http.ServeMux, r *http.Request, requests map[string]int, faults map[string]F, any string) (F, bool) {
+func FaultLookup[F any](mu *sync.Mutex, mux *http.ServeMux, r *http.Request, requests map[string]int, faults map[string]F, any string) (F, bool) {
 	_, pattern := mux.Handler(r)
 	if pattern == "/" {
 		pattern = r.Method + " " + r.URL.Path
@@ -24,11 +25,11 @@ func faultLookup[F any](mu *sync.Mutex, mux *http.ServeMux, r *http.Request, req
 	return f, ok
 }
 
-// delayOrDrop applies the transport part of a fault: it waits delay (the
+// DelayOrDrop applies the transport part of a fault: it waits delay (the
 // request is aborted if it or the fake ends first) and drops the
 // connection when asked. It reports whether the handler should still
 // answer.
-func delayOrDrop(w http.ResponseWriter, r *http.Request, delay time.Duration, drop bool, closing <-chan struct{}) bool {
+func DelayOrDrop(w http.ResponseWriter, r *http.Request, delay time.Duration, drop bool, closing <-chan struct{}) bool {
 	if delay > 0 {
 		t := time.NewTimer(delay)
 		defer t.Stop()
@@ -54,4 +55,16 @@ func delayOrDrop(w http.ResponseWriter, r *http.Request, delay time.Duration, dr
 		panic(http.ErrAbortHandler)
 	}
 	return true
+}
+
+// WriteJSON answers with v as JSON, as the real components do.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json;charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
 }
