@@ -10,12 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloudfoundry/pcap-server-release/test/fakecc"
-	"github.com/cloudfoundry/pcap-server-release/test/fakeuaa"
 	"github.com/cloudfoundry/pcap-server-release/proxy/cfaccess"
 	"github.com/cloudfoundry/pcap-server-release/proxy/cloudcontroller"
 	"github.com/cloudfoundry/pcap-server-release/proxy/problem"
 	"github.com/cloudfoundry/pcap-server-release/proxy/uaa"
+	"github.com/cloudfoundry/pcap-server-release/test/fakecc"
+	"github.com/cloudfoundry/pcap-server-release/test/fakeuaa"
 )
 
 // foundation is a UAA and a Cloud Controller with one org, two spaces and

@@ -7,9 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cloudfoundry/pcap-server-release/proxy/apiconfig"
 	"github.com/cloudfoundry/pcap-server-release/test/fakecc"
 	"github.com/cloudfoundry/pcap-server-release/test/fakeuaa"
-	"github.com/cloudfoundry/pcap-server-release/proxy/apiconfig"
 )
 
 func config(t *testing.T, cc *fakecc.CloudController, u *fakeuaa.UAA) *apiconfig.Config {

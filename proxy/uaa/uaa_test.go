@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloudfoundry/pcap-server-release/test/fakeuaa"
 	"github.com/cloudfoundry/pcap-server-release/proxy/problem"
 	"github.com/cloudfoundry/pcap-server-release/proxy/uaa"
+	"github.com/cloudfoundry/pcap-server-release/test/fakeuaa"
 )
 
 func newVerifier(t *testing.T, u *fakeuaa.UAA) *uaa.Verifier {

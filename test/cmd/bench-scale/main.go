@@ -43,8 +43,8 @@ import (
 
 	agenttunnel "github.com/cloudfoundry/pcap-server-release/cellagent/tunnel"
 	"github.com/cloudfoundry/pcap-server-release/internal/configfile"
-	"github.com/cloudfoundry/pcap-server-release/internal/cputime"
 	"github.com/cloudfoundry/pcap-server-release/proxy/apiconfig"
+	"github.com/cloudfoundry/pcap-server-release/test/cputime"
 	"github.com/cloudfoundry/pcap-server-release/test/testpki"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
