@@ -49,7 +49,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "== building" >&2
-go build -o "$work/bin/" ./proxy/cmd/pcap-server-api ./cellagent/cmd/pcap-server ./cli/cmd/pcap-server-cli ./internal/cmd/pcap-bench-e2e
+go build -o "$work/bin/" ./proxy/cmd/pcap-server-api ./cellagent/cmd/pcap-server ./cli/cmd/pcap-server-cli ./test/cmd/pcap-bench-e2e
 code="$(git describe --always --dirty 2>/dev/null || echo unknown) ($(git rev-parse --abbrev-ref HEAD 2>/dev/null || echo '?'))"
 "$work/bin/pcap-bench-e2e" -bin "$work/bin" -work "$work" -out "$out" -app-ns "$app_ns" -peer-ns "$peer_ns" -code "$code" \
 	-rates "${RATES:-100k,250k,400k,max}" -step "${STEP:-8s}" -margin "${MARGIN:-4s}" \

@@ -14,7 +14,7 @@ n=${N:-5000}
 ulimit -n "$(ulimit -Hn)"
 bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
-go build -o "$bin/" ./proxy/cmd/pcap-server-api ./internal/cmd/bench-scale
+go build -o "$bin/" ./proxy/cmd/pcap-server-api ./test/cmd/bench-scale
 if [ "${HOG:-}" != only ]; then
 	"$bin/bench-scale" -n "$n" -api "$bin/pcap-server-api"
 	echo

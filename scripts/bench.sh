@@ -17,4 +17,4 @@ go test -run '^$' -bench . -benchmem -count "$count" ./wire ./proxy/tunnel
 go test -run '^$' -bench 'CaptureBurst|ReadLoop' -benchtime 3x -count "$count" ./cellagent/capture
 go test -run '^$' -bench Session -count "$count" ./proxy/capture
 go test -run '^$' -bench Copy -count "$count" ./cli/pcapstream
-go test -run '^$' -bench CaptureVsTcpdump -benchtime 3x -count "$count" ./e2e 2>/dev/null | grep -Ev '^[[:space:]]*(\{|\.\.\.)'
+go test -run '^$' -bench CaptureVsTcpdump -benchtime 3x -count "$count" ./test/e2e 2>/dev/null | grep -Ev '^[[:space:]]*(\{|\.\.\.)'

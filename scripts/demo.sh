@@ -35,7 +35,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "== building"
-go build -o "$work/bin/" ./proxy/cmd/pcap-server-api ./cellagent/cmd/pcap-server ./cli/cmd/pcap-server-cli ./internal/cmd/pcap-demo
+go build -o "$work/bin/" ./proxy/cmd/pcap-server-api ./cellagent/cmd/pcap-server ./cli/cmd/pcap-server-cli ./test/cmd/pcap-demo
 "$work/bin/pcap-demo" certs "$work"
 
 echo "== creating network namespace $ns (the app container) with eth0 198.18.0.2"

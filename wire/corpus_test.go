@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"testing"
 
-	"github.com/cloudfoundry/pcap-server-release/internal/fuzzcorpus"
+	"github.com/cloudfoundry/pcap-server-release/test/fuzzcorpus"
 )
 
 // seedFrames are the protocol's own frames: one of every message, a packet

@@ -13,7 +13,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcap"
 
-	"github.com/cloudfoundry/pcap-server-release/internal/netnstest"
+	"github.com/cloudfoundry/pcap-server-release/test/netnstest"
 )
 
 // TestMain lets this test binary be its own compiler child.

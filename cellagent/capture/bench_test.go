@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloudfoundry/pcap-server-release/internal/netnstest"
+	"github.com/cloudfoundry/pcap-server-release/test/netnstest"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
 

@@ -18,8 +18,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/bpfcompile"
-	"github.com/cloudfoundry/pcap-server-release/internal/cputime"
-	"github.com/cloudfoundry/pcap-server-release/internal/netnstest"
+	"github.com/cloudfoundry/pcap-server-release/test/cputime"
+	"github.com/cloudfoundry/pcap-server-release/test/netnstest"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
 

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/agentconfig"
-	"github.com/cloudfoundry/pcap-server-release/internal/testpki"
+	"github.com/cloudfoundry/pcap-server-release/test/testpki"
 )
 
 // TestMetricsServeMutualTLS runs the agent from a configuration file with

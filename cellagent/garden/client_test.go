@@ -12,10 +12,10 @@ import (
 	"time"
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/garden"
-	"github.com/cloudfoundry/pcap-server-release/internal/cffake"
+	"github.com/cloudfoundry/pcap-server-release/test/fakegarden"
 )
 
-func newClient(t *testing.T, g *cffake.Garden, timeout time.Duration) *garden.Client {
+func newClient(t *testing.T, g *fakegarden.Garden, timeout time.Duration) *garden.Client {
 	t.Helper()
 	c, err := garden.NewClient(g.Network, g.Address, timeout)
 	if err != nil {
@@ -36,15 +36,15 @@ func TestNewClientChecksArguments(t *testing.T) {
 
 func TestClientRoutes(t *testing.T) {
 	for _, tcp := range []bool{false, true} {
-		g := cffake.NewGarden(t)
+		g := fakegarden.New(t)
 		if tcp {
-			g = cffake.NewGardenTCP(t)
+			g = fakegarden.NewTCP(t)
 		}
 		c := newClient(t, g, 0)
 		ctx := t.Context()
-		a0 := g.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-a", Index: 0})
-		a1 := g.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-a", Index: 1})
-		g.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-b", Index: 0})
+		a0 := g.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-a", Index: 0})
+		a1 := g.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-a", Index: 1})
+		g.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-b", Index: 0})
 
 		if err := c.Ping(ctx); err != nil {
 			t.Errorf("%s: ping: %v", g.Network, err)
@@ -106,28 +106,28 @@ func TestClientEncodesFilter(t *testing.T) {
 }
 
 func TestClientFailures(t *testing.T) {
-	g := cffake.NewGarden(t)
+	g := fakegarden.New(t)
 	c := newClient(t, g, 200*time.Millisecond)
 	ctx := t.Context()
 
-	g.Inject(cffake.GardenList, cffake.GardenFault{Status: 500, Body: "<html>\nproxy error</html>"})
+	g.Inject(fakegarden.ListContainers, fakegarden.Fault{Status: 500, Body: "<html>\nproxy error</html>"})
 	_, err := c.Containers(ctx, nil)
 	var ge *garden.Error
 	if !errors.As(err, &ge) || ge.Status != 500 || ge.Message != "<html>" || garden.IsContainerNotFound(err) {
 		t.Errorf("non-JSON 500: %v", err)
 	}
 
-	g.Inject(cffake.GardenList, cffake.GardenFault{Status: 200, Body: `{"Handles":[` + strings.Repeat(`"x",`, 300000) + `"x"]}`})
+	g.Inject(fakegarden.ListContainers, fakegarden.Fault{Status: 200, Body: `{"Handles":[` + strings.Repeat(`"x",`, 300000) + `"x"]}`})
 	if _, err := c.Containers(ctx, nil); err == nil || !strings.Contains(err.Error(), "exceeds") {
 		t.Errorf("oversized reply: %v", err)
 	}
 
-	g.Inject(cffake.GardenList, cffake.GardenFault{Status: 200, Body: `{"Handles":"h"}`})
+	g.Inject(fakegarden.ListContainers, fakegarden.Fault{Status: 200, Body: `{"Handles":"h"}`})
 	if _, err := c.Containers(ctx, nil); err == nil || !strings.Contains(err.Error(), "decode") {
 		t.Errorf("malformed reply: %v", err)
 	}
 
-	g.Inject(cffake.GardenPing, cffake.GardenFault{Delay: time.Hour})
+	g.Inject(fakegarden.Ping, fakegarden.Fault{Delay: time.Hour})
 	start := time.Now()
 	if err := c.Ping(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("slow garden: %v", err)

@@ -20,8 +20,8 @@ import (
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/agent"
 	"github.com/cloudfoundry/pcap-server-release/cellagent/garden"
-	"github.com/cloudfoundry/pcap-server-release/internal/cffake"
-	"github.com/cloudfoundry/pcap-server-release/internal/netnstest"
+	"github.com/cloudfoundry/pcap-server-release/test/fakegarden"
+	"github.com/cloudfoundry/pcap-server-release/test/netnstest"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
 
@@ -30,17 +30,17 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // cell is one Diego cell as the agent sees it: garden, garden-cni's
 // directory of namespace bind mounts and two runc state roots.
 type cell struct {
-	garden    *cffake.Garden
+	garden    *fakegarden.Garden
 	netnsDir  string
 	runcRoots []string
 	logs      *bytes.Buffer
 	loc       *garden.Locator
 }
 
-func newCell(t *testing.T, g *cffake.Garden) *cell {
+func newCell(t *testing.T, g *fakegarden.Garden) *cell {
 	t.Helper()
 	if g == nil {
-		g = cffake.NewGarden(t)
+		g = fakegarden.New(t)
 	}
 	c := &cell{
 		garden:    g,
@@ -170,8 +170,8 @@ func startInNewNetns(t *testing.T) (int, uint64) {
 func TestLocateByHandle(t *testing.T) {
 	c := newCell(t, nil)
 	ns := netnstest.NewNamespace(t)
-	h := c.garden.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-a", Index: 0})
-	c.garden.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-a", Index: 1})
+	h := c.garden.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-a", Index: 0})
+	c.garden.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-a", Index: 1})
 	bind := c.bindNetns(t, h, ns.Path())
 
 	got, err := c.loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", Index: 0, InstanceGUID: h})
@@ -184,10 +184,10 @@ func TestLocateByHandle(t *testing.T) {
 	if netnsID(t, got.NetnsPath) != netnsID(t, ns.Path()) {
 		t.Error("the path found is not the container's namespace")
 	}
-	if n := c.garden.Requests(cffake.GardenProperties); n != 1 {
+	if n := c.garden.Requests(fakegarden.GetProperties); n != 1 {
 		t.Errorf("%d properties requests, want 1", n)
 	}
-	if n := c.garden.Requests(cffake.GardenList); n != 0 {
+	if n := c.garden.Requests(fakegarden.ListContainers); n != 0 {
 		t.Errorf("a lookup by handle listed containers %d times", n)
 	}
 	// The log says what was found and where the namespace came from.
@@ -206,7 +206,7 @@ func TestLocateByHandle(t *testing.T) {
 
 func TestLocateByHandleMissing(t *testing.T) {
 	c := newCell(t, nil)
-	c.garden.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-a"})
+	c.garden.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-a"})
 	_, err := c.loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", InstanceGUID: "8c8a8e78-2f13-4e4b-7c2c-8f2d"})
 	locateErr(t, err, wire.ErrContainerNotFound, "no container with instance guid 8c8a8e78-2f13-4e4b-7c2c-8f2d on this cell")
 	if !garden.IsContainerNotFound(err) {
@@ -218,7 +218,7 @@ func TestLocateByHandleMissing(t *testing.T) {
 // container: the API authorized the user for the app it names.
 func TestLocateByHandleOfAnotherApp(t *testing.T) {
 	c := newCell(t, nil)
-	theirs := c.garden.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-b"})
+	theirs := c.garden.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-b"})
 	_, err := c.loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", InstanceGUID: theirs})
 	locateErr(t, err, wire.ErrContainerNotFound, theirs, "not an instance of app app-a")
 }
@@ -237,7 +237,7 @@ func TestLocateByHandleRejectsPaths(t *testing.T) {
 func TestLocateByAppAndIndex(t *testing.T) {
 	c := newCell(t, nil)
 	add := func(app string, index int, ptype, workload string) (string, string) {
-		h := c.garden.AddAppContainer(cffake.GardenAppContainer{AppGUID: app, Index: index, ProcessType: ptype, Workload: workload})
+		h := c.garden.AddAppContainer(fakegarden.AppContainer{AppGUID: app, Index: index, ProcessType: ptype, Workload: workload})
 		ns := netnstest.NewNamespace(t)
 		c.bindNetns(t, h, ns.Path())
 		return h, ns.Path()
@@ -284,7 +284,7 @@ func TestLocateByAppAndIndex(t *testing.T) {
 
 func TestLocateAcceptsContainerWithoutProcessType(t *testing.T) {
 	c := newCell(t, nil)
-	h := c.garden.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-a", Index: 2, NoProcessTypeTag: true})
+	h := c.garden.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-a", Index: 2, NoProcessTypeTag: true})
 	c.bindNetns(t, h, netnstest.NewNamespace(t).Path())
 	got, err := c.loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", ProcessType: "web", Index: 2})
 	if err != nil || got.Handle != h {
@@ -294,15 +294,15 @@ func TestLocateAcceptsContainerWithoutProcessType(t *testing.T) {
 
 func TestLocateInstanceMissing(t *testing.T) {
 	c := newCell(t, nil)
-	c.garden.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-a", Index: 0})
-	c.garden.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-a", Index: 1})
-	c.garden.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-b", Index: 2})
+	c.garden.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-a", Index: 0})
+	c.garden.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-a", Index: 1})
+	c.garden.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-b", Index: 2})
 	_, err := c.loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", Index: 2})
 	locateErr(t, err, wire.ErrContainerNotFound, "no container of app app-a instance 2 on this cell", "web/0, web/1")
 
 	_, err = c.loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-c", Index: 0})
 	locateErr(t, err, wire.ErrContainerNotFound, "no container of app app-c instance 0 on this cell")
-	if n := c.garden.Requests(cffake.GardenProperties); n != 2 {
+	if n := c.garden.Requests(fakegarden.GetProperties); n != 2 {
 		t.Errorf("%d properties requests, want 2 (app-a's containers only)", n)
 	}
 }
@@ -311,15 +311,15 @@ func TestLocateInstanceMissing(t *testing.T) {
 // a failure, and one without an index in log_config is skipped.
 func TestLocateSkipsVanishedAndUnlabelled(t *testing.T) {
 	c := newCell(t, nil)
-	h := c.garden.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-a", Index: 0})
-	odd := c.garden.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-a", Index: 0})
+	h := c.garden.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-a", Index: 0})
+	odd := c.garden.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-a", Index: 0})
 	c.garden.SetProperty(odd, "log_config", `{"guid":"app-a","source_name":"CELL"}`)
 	list, _ := json.Marshal(map[string][]string{"Handles": {h, odd, "vanished"}})
-	c.garden.Inject(cffake.GardenList, cffake.GardenFault{Status: 200, Body: string(list)})
+	c.garden.Inject(fakegarden.ListContainers, fakegarden.Fault{Status: 200, Body: string(list)})
 	_, err := c.loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", Index: 0})
 	// The container is chosen; its namespace is not set up in this test.
 	locateErr(t, err, wire.ErrNoNetns, "no network namespace found for container "+h)
-	if n := c.garden.Requests(cffake.GardenProperties); n != 3 {
+	if n := c.garden.Requests(fakegarden.GetProperties); n != 3 {
 		t.Errorf("%d properties requests, want 3", n)
 	}
 }
@@ -337,18 +337,18 @@ func TestLocateGardenDown(t *testing.T) {
 
 func TestLocateGardenFailing(t *testing.T) {
 	c := newCell(t, nil)
-	h := c.garden.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-a"})
+	h := c.garden.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-a"})
 
 	c.garden.SetUnavailable("containerd is not running")
 	_, err := c.loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a"})
 	locateErr(t, err, wire.ErrGardenUnavailable, c.garden.Address, "list the containers of app app-a", "500", "containerd is not running")
 
 	c.garden.Clear()
-	c.garden.Inject(cffake.GardenProperties, cffake.GardenFault{Status: 500, Message: "runc state: i/o error"})
+	c.garden.Inject(fakegarden.GetProperties, fakegarden.Fault{Status: 500, Message: "runc state: i/o error"})
 	_, err = c.loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", InstanceGUID: h})
 	locateErr(t, err, wire.ErrGardenUnavailable, "read the properties of container "+h, "runc state: i/o error")
 
-	c.garden.Inject(cffake.GardenProperties, cffake.GardenFault{Delay: time.Hour})
+	c.garden.Inject(fakegarden.GetProperties, fakegarden.Fault{Delay: time.Hour})
 	impatient := c.locator(t, c.garden.Network, c.garden.Address, 100*time.Millisecond)
 	start := time.Now()
 	_, err = impatient.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a"})
@@ -357,19 +357,19 @@ func TestLocateGardenFailing(t *testing.T) {
 		t.Errorf("a call timeout of 100ms took %v", d)
 	}
 
-	c.garden.Inject(cffake.GardenList, cffake.GardenFault{Drop: true})
+	c.garden.Inject(fakegarden.ListContainers, fakegarden.Fault{Drop: true})
 	_, err = c.loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a"})
 	locateErr(t, err, wire.ErrGardenUnavailable, c.garden.Address, "closed the connection instead of answering")
 
 	// A garden without the route: a bare 404 is not "no such container".
-	c.garden.Inject(cffake.GardenProperties, cffake.GardenFault{Status: 404, Body: "404 page not found\n"})
+	c.garden.Inject(fakegarden.GetProperties, fakegarden.Fault{Status: 404, Body: "404 page not found\n"})
 	_, err = c.loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", InstanceGUID: h})
 	locateErr(t, err, wire.ErrGardenUnavailable, "garden answered 404: 404 page not found")
 }
 
 func TestLocateOverTCP(t *testing.T) {
-	c := newCell(t, cffake.NewGardenTCP(t))
-	h := c.garden.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-a", Index: 3})
+	c := newCell(t, fakegarden.NewTCP(t))
+	h := c.garden.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-a", Index: 3})
 	bind := c.bindNetns(t, h, netnstest.NewNamespace(t).Path())
 	got, err := c.loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", Index: 3})
 	if err != nil || got != (agent.Container{Handle: h, NetnsPath: bind}) {
@@ -385,7 +385,7 @@ func TestLocateOverTCP(t *testing.T) {
 func TestLocateFromRuncNamespacePath(t *testing.T) {
 	c := newCell(t, nil)
 	ns := netnstest.NewNamespace(t)
-	h := c.garden.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-a"})
+	h := c.garden.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-a"})
 	writeState(t, c.runcRoots[1], h, map[string]any{
 		"id": h, "init_process_pid": 0,
 		"namespace_paths": map[string]string{"NEWNET": ns.Path(), "NEWUTS": "/proc/1/ns/uts"},
@@ -403,7 +403,7 @@ func TestLocateFromRuncNamespacePath(t *testing.T) {
 func TestLocateSkipsStaleBindMountFile(t *testing.T) {
 	c := newCell(t, nil)
 	ns := netnstest.NewNamespace(t)
-	h := c.garden.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-a"})
+	h := c.garden.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-a"})
 	if err := os.WriteFile(filepath.Join(c.netnsDir, h), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -418,7 +418,7 @@ func TestLocateSkipsStaleBindMountFile(t *testing.T) {
 func TestLocateFromRuncInitPID(t *testing.T) {
 	c := newCell(t, nil)
 	pid, start := startInNewNetns(t)
-	h := c.garden.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-a"})
+	h := c.garden.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-a"})
 	writeState(t, c.runcRoots[0], h, map[string]any{"init_process_pid": pid, "init_process_start": strconv.FormatUint(start, 10)})
 	got, err := c.loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", InstanceGUID: h})
 	want := fmt.Sprintf("/proc/%d/ns/net", pid)
@@ -440,7 +440,7 @@ func TestLocateFromRuncInitPID(t *testing.T) {
 // stranger: the start time in state.json shows it.
 func TestLocateRefusesReusedPID(t *testing.T) {
 	c := newCell(t, nil)
-	h := c.garden.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-a"})
+	h := c.garden.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-a"})
 	state := writeState(t, c.runcRoots[0], h, map[string]any{
 		"init_process_pid": os.Getpid(), "init_process_start": 1,
 		"namespace_paths": map[string]string{"NEWNET": fmt.Sprintf("/proc/%d/ns/net", os.Getpid())},
@@ -451,7 +451,7 @@ func TestLocateRefusesReusedPID(t *testing.T) {
 
 func TestLocateNoNetnsAnywhere(t *testing.T) {
 	c := newCell(t, nil)
-	h := c.garden.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-a"})
+	h := c.garden.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-a"})
 	broken := writeState(t, c.runcRoots[1], h, map[string]any{"init_process_pid": -3})
 	_, err := c.loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", InstanceGUID: h})
 	locateErr(t, err, wire.ErrNoNetns,
@@ -482,7 +482,7 @@ func TestLocateNoNetnsAnywhere(t *testing.T) {
 
 func TestLocateRefusesHostNamespace(t *testing.T) {
 	c := newCell(t, nil)
-	h := c.garden.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-a"})
+	h := c.garden.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-a"})
 	writeState(t, c.runcRoots[0], h, map[string]any{"init_process_pid": os.Getpid()})
 	hostPath := fmt.Sprintf("/proc/%d/ns/net", os.Getpid())
 	_, err := c.loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", InstanceGUID: h})
@@ -496,7 +496,7 @@ func TestLocateRefusesHostNamespace(t *testing.T) {
 func TestLocateRefusesHostNamespaceBindMount(t *testing.T) {
 	netnstest.RequireRoot(t)
 	c := newCell(t, nil)
-	h := c.garden.AddAppContainer(cffake.GardenAppContainer{AppGUID: "app-a"})
+	h := c.garden.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-a"})
 	bind := c.bindNetns(t, h, "/proc/self/ns/net")
 	// A good state.json must not rescue it: the first source decides.
 	writeState(t, c.runcRoots[0], h, map[string]any{"namespace_paths": map[string]string{"NEWNET": netnstest.NewNamespace(t).Path()}})

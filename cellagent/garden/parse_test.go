@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cloudfoundry/pcap-server-release/internal/fuzzcorpus"
+	"github.com/cloudfoundry/pcap-server-release/test/fuzzcorpus"
 )
 
 func TestParseLogConfig(t *testing.T) {

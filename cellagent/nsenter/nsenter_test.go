@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/nsenter"
-	"github.com/cloudfoundry/pcap-server-release/internal/netnstest"
+	"github.com/cloudfoundry/pcap-server-release/test/netnstest"
 	"github.com/vishvananda/netns"
 )
 

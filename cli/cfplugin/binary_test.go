@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/cloudfoundry/pcap-server-release/cli/cfplugin"
-	"github.com/cloudfoundry/pcap-server-release/cli/cfplugin/fakecf"
+	"github.com/cloudfoundry/pcap-server-release/test/fakecf"
 )
 
 // The test plugin is built once per test binary, on first use.

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/cloudfoundry/pcap-server-release/cli/cfplugin"
-	"github.com/cloudfoundry/pcap-server-release/cli/cfplugin/fakecf"
+	"github.com/cloudfoundry/pcap-server-release/test/fakecf"
 )
 
 func startFake(t *testing.T, state fakecf.State) *fakecf.CLI {

@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/cloudfoundry/pcap-server-release/cli/cfplugin"
-	"github.com/cloudfoundry/pcap-server-release/cli/cfplugin/fakecf"
+	"github.com/cloudfoundry/pcap-server-release/test/fakecf"
 )
 
 func TestClassify(t *testing.T) {

@@ -3,7 +3,7 @@ package pcapstream
 import (
 	"testing"
 
-	"github.com/cloudfoundry/pcap-server-release/internal/fuzzcorpus"
+	"github.com/cloudfoundry/pcap-server-release/test/fuzzcorpus"
 )
 
 func TestSeedCorpus(t *testing.T) {

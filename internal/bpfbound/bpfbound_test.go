@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cloudfoundry/pcap-server-release/internal/fuzzcorpus"
+	"github.com/cloudfoundry/pcap-server-release/test/fuzzcorpus"
 )
 
 // hostile is the filter of the issue: valid, under the length limit, and

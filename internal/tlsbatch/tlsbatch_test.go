@@ -9,7 +9,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/cloudfoundry/pcap-server-release/internal/testpki"
+	"github.com/cloudfoundry/pcap-server-release/test/testpki"
 )
 
 // countingConn counts the writes that reach the network.

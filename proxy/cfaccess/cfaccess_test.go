@@ -10,31 +10,32 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloudfoundry/pcap-server-release/internal/cffake"
 	"github.com/cloudfoundry/pcap-server-release/proxy/cfaccess"
 	"github.com/cloudfoundry/pcap-server-release/proxy/cloudcontroller"
 	"github.com/cloudfoundry/pcap-server-release/proxy/problem"
 	"github.com/cloudfoundry/pcap-server-release/proxy/uaa"
+	"github.com/cloudfoundry/pcap-server-release/test/fakecc"
+	"github.com/cloudfoundry/pcap-server-release/test/fakeuaa"
 )
 
 // foundation is a UAA and a Cloud Controller with one org, two spaces and
 // an app in each, and the pcap-server side wired as the API wires it.
 type foundation struct {
-	uaa      *cffake.UAA
-	cc       *cffake.CloudController
+	uaa      *fakeuaa.UAA
+	cc       *fakecc.CloudController
 	verifier *uaa.Verifier
 	client   *cloudcontroller.Client
-	org      cffake.Org
-	space    cffake.Space // "dev", holds app
-	other    cffake.Space // "prod", holds otherApp
-	app      cffake.App   // "my-app"
-	otherApp cffake.App
+	org      fakecc.Org
+	space    fakecc.Space // "dev", holds app
+	other    fakecc.Space // "prod", holds otherApp
+	app      fakecc.App   // "my-app"
+	otherApp fakecc.App
 }
 
 func newFoundation(t *testing.T, ccTimeout time.Duration) *foundation {
 	t.Helper()
-	f := &foundation{uaa: cffake.NewUAA(t)}
-	f.cc = cffake.NewCloudController(t, f.uaa)
+	f := &foundation{uaa: fakeuaa.New(t)}
+	f.cc = fakecc.New(t, f.uaa)
 	var err error
 	f.client, err = cloudcontroller.New(cloudcontroller.Config{URL: f.cc.URL, HTTPClient: f.cc.Client(), Timeout: ccTimeout})
 	if err != nil {
@@ -54,13 +55,13 @@ func newFoundation(t *testing.T, ccTimeout time.Duration) *foundation {
 	f.app = f.cc.AddApp(f.space.GUID, "my-app")
 	f.otherApp = f.cc.AddApp(f.other.GUID, "other-app")
 	f.cc.SetInstances(f.app.GUID, "web",
-		cffake.ProcessInstance{Index: 0, State: cffake.StateRunning, Host: "10.0.16.5", InstanceGUID: "ig-0"},
-		cffake.ProcessInstance{Index: 1, State: cffake.StateStarting},
-		cffake.ProcessInstance{Index: 2, State: cffake.StateRunning, Host: "10.0.16.6"}, // older CC: no instance_guid
-		cffake.ProcessInstance{Index: 3, State: cffake.StateDown},
-		cffake.ProcessInstance{Index: 4, State: cffake.StateCrashed, Host: "10.0.16.7"},
-		cffake.ProcessInstance{Index: 5, State: cffake.StateStopping, Host: "10.0.16.8"},
-		cffake.ProcessInstance{Index: 6, State: cffake.StateRunning},
+		fakecc.ProcessInstance{Index: 0, State: fakecc.StateRunning, Host: "10.0.16.5", InstanceGUID: "ig-0"},
+		fakecc.ProcessInstance{Index: 1, State: fakecc.StateStarting},
+		fakecc.ProcessInstance{Index: 2, State: fakecc.StateRunning, Host: "10.0.16.6"}, // older CC: no instance_guid
+		fakecc.ProcessInstance{Index: 3, State: fakecc.StateDown},
+		fakecc.ProcessInstance{Index: 4, State: fakecc.StateCrashed, Host: "10.0.16.7"},
+		fakecc.ProcessInstance{Index: 5, State: fakecc.StateStopping, Host: "10.0.16.8"},
+		fakecc.ProcessInstance{Index: 6, State: fakecc.StateRunning},
 	)
 	return f
 }
@@ -102,21 +103,21 @@ func checkProblem(t *testing.T, err error, status int, parts ...string) {
 func TestAuthorizationMatrix(t *testing.T) {
 	f := newFoundation(t, 0)
 	roles := map[string][2]string{ // user -> role type, space or org
-		"dev":           {cffake.RoleSpaceDeveloper, f.space.GUID},
-		"prod-dev":      {cffake.RoleSpaceDeveloper, f.other.GUID},
-		"auditor":       {cffake.RoleSpaceAuditor, f.space.GUID},
-		"manager":       {cffake.RoleSpaceManager, f.space.GUID},
-		"supporter":     {cffake.RoleSpaceSupporter, f.space.GUID},
-		"org-manager":   {cffake.RoleOrgManager, f.org.GUID},
-		"ci-client":     {cffake.RoleSpaceDeveloper, f.space.GUID},
-		"admin-ro":      {cffake.RoleOrgUser, f.org.GUID},
-		"global-audit":  {cffake.RoleOrgUser, f.org.GUID},
-		"plain-org-usr": {cffake.RoleOrgUser, f.org.GUID},
+		"dev":           {fakecc.RoleSpaceDeveloper, f.space.GUID},
+		"prod-dev":      {fakecc.RoleSpaceDeveloper, f.other.GUID},
+		"auditor":       {fakecc.RoleSpaceAuditor, f.space.GUID},
+		"manager":       {fakecc.RoleSpaceManager, f.space.GUID},
+		"supporter":     {fakecc.RoleSpaceSupporter, f.space.GUID},
+		"org-manager":   {fakecc.RoleOrgManager, f.org.GUID},
+		"ci-client":     {fakecc.RoleSpaceDeveloper, f.space.GUID},
+		"admin-ro":      {fakecc.RoleOrgUser, f.org.GUID},
+		"global-audit":  {fakecc.RoleOrgUser, f.org.GUID},
+		"plain-org-usr": {fakecc.RoleOrgUser, f.org.GUID},
 	}
 	for user, r := range roles {
 		f.cc.AddRole(r[0], user, r[1])
 	}
-	stranger, err := cffake.NewSigningKey("key-1")
+	stranger, err := fakeuaa.NewSigningKey("key-1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,8 +132,8 @@ func TestAuthorizationMatrix(t *testing.T) {
 		detail   []string
 		noCCCall bool
 	}{
-		{"admin", "", bearer(f.uaa.UserToken("root", cffake.AddScopes(cffake.ScopeAdmin))), 0, nil, false},
-		{"admin in admin_only mode", cfaccess.ModeAdminOnly, bearer(f.uaa.UserToken("root", cffake.AddScopes(cffake.ScopeAdmin))), 0, nil, false},
+		{"admin", "", bearer(f.uaa.UserToken("root", fakeuaa.AddScopes(fakeuaa.ScopeAdmin))), 0, nil, false},
+		{"admin in admin_only mode", cfaccess.ModeAdminOnly, bearer(f.uaa.UserToken("root", fakeuaa.AddScopes(fakeuaa.ScopeAdmin))), 0, nil, false},
 		{"space developer", "", bearer(f.uaa.UserToken("dev")), 0, nil, false},
 		{"space developer, explicit mode", cfaccess.ModeSpaceDeveloper, bearer(f.uaa.UserToken("dev")), 0, nil, false},
 		{"client with space developer role", "", bearer(f.uaa.ClientToken("ci-client")), 0, nil, false},
@@ -142,13 +143,13 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"space supporter", "", bearer(f.uaa.UserToken("supporter")), 403, needsDev, false},
 		{"org manager", "", bearer(f.uaa.UserToken("org-manager")), 403, needsDev, false},
 		{"org user", "", bearer(f.uaa.UserToken("plain-org-usr")), 404, []string{"not found"}, false},
-		{"admin_read_only", "", bearer(f.uaa.UserToken("admin-ro", cffake.AddScopes(cffake.ScopeAdminReadOnly))), 403, needsDev, false},
-		{"global_auditor", "", bearer(f.uaa.UserToken("global-audit", cffake.AddScopes(cffake.ScopeGlobalAuditor))), 403, needsDev, false},
+		{"admin_read_only", "", bearer(f.uaa.UserToken("admin-ro", fakeuaa.AddScopes(fakeuaa.ScopeAdminReadOnly))), 403, needsDev, false},
+		{"global_auditor", "", bearer(f.uaa.UserToken("global-audit", fakeuaa.AddScopes(fakeuaa.ScopeGlobalAuditor))), 403, needsDev, false},
 		{"admin_only mode, space developer", cfaccess.ModeAdminOnly, bearer(f.uaa.UserToken("dev")), 403, []string{"restricted to admins"}, true},
-		{"expired token", "", bearer(f.uaa.UserToken("dev", cffake.Expired())), 401, []string{"expired at"}, true},
-		{"wrong signing key", "", bearer(f.uaa.UserToken("dev", cffake.SignedBy(stranger))), 401, []string{"signature"}, true},
-		{"wrong issuer", "", bearer(f.uaa.UserToken("dev", cffake.Issuer("https://uaa.evil.example.com/oauth/token"))), 401, []string{"issuer", "expected"}, true},
-		{"wrong audience", "", bearer(f.uaa.UserToken("dev", cffake.Audience("cf"))), 401, []string{"audience"}, true},
+		{"expired token", "", bearer(f.uaa.UserToken("dev", fakeuaa.Expired())), 401, []string{"expired at"}, true},
+		{"wrong signing key", "", bearer(f.uaa.UserToken("dev", fakeuaa.SignedBy(stranger))), 401, []string{"signature"}, true},
+		{"wrong issuer", "", bearer(f.uaa.UserToken("dev", fakeuaa.Issuer("https://uaa.evil.example.com/oauth/token"))), 401, []string{"issuer", "expected"}, true},
+		{"wrong audience", "", bearer(f.uaa.UserToken("dev", fakeuaa.Audience("cf"))), 401, []string{"audience"}, true},
 		{"refresh token", "", bearer(f.uaa.RefreshToken("dev")), 401, []string{"refresh token"}, true},
 		{"opaque token", "", "bearer 0c3b9e3b0b5e4c4f9f1e2e1d7c6b5a49", 401, []string{"not a JWT"}, true},
 		{"no header", "", "", 401, []string{"missing Authorization header"}, true},
@@ -187,16 +188,16 @@ func indexes(in []cfaccess.Instance) []int {
 
 func TestAdminStillNeedsTheAppToExist(t *testing.T) {
 	f := newFoundation(t, 0)
-	_, err := f.resolve(t, "", "bearer "+f.uaa.UserToken("root", cffake.AddScopes(cffake.ScopeAdmin)), "no-such-guid", "", nil)
+	_, err := f.resolve(t, "", "bearer "+f.uaa.UserToken("root", fakeuaa.AddScopes(fakeuaa.ScopeAdmin)), "no-such-guid", "", nil)
 	checkProblem(t, err, 404, `app "no-such-guid" not found`)
-	if n := f.cc.Requests(cffake.CCRoles); n != 0 {
+	if n := f.cc.Requests(fakecc.ListRoles); n != 0 {
 		t.Errorf("admin's role was looked up %d times", n)
 	}
 }
 
 func TestInstanceSelection(t *testing.T) {
 	f := newFoundation(t, 0)
-	admin := "bearer " + f.uaa.UserToken("root", cffake.AddScopes(cffake.ScopeAdmin))
+	admin := "bearer " + f.uaa.UserToken("root", fakeuaa.AddScopes(fakeuaa.ScopeAdmin))
 	for _, tc := range []struct {
 		name    string
 		indices []int
@@ -233,14 +234,14 @@ func TestInstanceSelection(t *testing.T) {
 func TestNoRunningInstances(t *testing.T) {
 	f := newFoundation(t, 0)
 	dev := "bearer " + f.uaa.UserToken("dev")
-	f.cc.AddRole(cffake.RoleSpaceDeveloper, "dev", f.other.GUID)
+	f.cc.AddRole(fakecc.RoleSpaceDeveloper, "dev", f.other.GUID)
 
 	_, err := f.resolve(t, "", dev, f.otherApp.GUID, "", nil)
 	checkProblem(t, err, 409, `app "other-app" has no running instances`, "web process has no instances")
 
 	f.cc.SetInstances(f.otherApp.GUID, "web",
-		cffake.ProcessInstance{Index: 0, State: cffake.StateCrashed, Host: "10.0.16.5"},
-		cffake.ProcessInstance{Index: 1, State: cffake.StateStarting})
+		fakecc.ProcessInstance{Index: 0, State: fakecc.StateCrashed, Host: "10.0.16.5"},
+		fakecc.ProcessInstance{Index: 1, State: fakecc.StateStarting})
 	_, err = f.resolve(t, "", dev, f.otherApp.GUID, "", nil)
 	checkProblem(t, err, 409, "has no running instances", "0 CRASHED, 1 STARTING")
 
@@ -253,8 +254,8 @@ func TestNoRunningInstances(t *testing.T) {
 func TestOtherProcessTypes(t *testing.T) {
 	f := newFoundation(t, 0)
 	dev := "bearer " + f.uaa.UserToken("dev")
-	f.cc.AddRole(cffake.RoleSpaceDeveloper, "dev", f.space.GUID)
-	f.cc.SetInstances(f.app.GUID, "worker", cffake.ProcessInstance{Index: 0, State: cffake.StateRunning, Host: "10.0.16.9", InstanceGUID: "w-0"})
+	f.cc.AddRole(fakecc.RoleSpaceDeveloper, "dev", f.space.GUID)
+	f.cc.SetInstances(f.app.GUID, "worker", fakecc.ProcessInstance{Index: 0, State: fakecc.StateRunning, Host: "10.0.16.9", InstanceGUID: "w-0"})
 
 	target, err := f.resolve(t, "", dev, f.app.GUID, "worker", nil)
 	checkProblem(t, err, 0)
@@ -268,8 +269,8 @@ func TestOtherProcessTypes(t *testing.T) {
 func TestCloudControllerFailures(t *testing.T) {
 	t.Run("timeout", func(t *testing.T) {
 		f := newFoundation(t, 300*time.Millisecond)
-		f.cc.AddRole(cffake.RoleSpaceDeveloper, "dev", f.space.GUID)
-		f.cc.Inject(cffake.CCApp, cffake.Fault{Delay: time.Hour})
+		f.cc.AddRole(fakecc.RoleSpaceDeveloper, "dev", f.space.GUID)
+		f.cc.Inject(fakecc.GetApp, fakecc.Fault{Delay: time.Hour})
 		start := time.Now()
 		_, err := f.resolve(t, "", "bearer "+f.uaa.UserToken("dev"), f.app.GUID, "", nil)
 		checkProblem(t, err, 503, "timed out")
@@ -282,17 +283,17 @@ func TestCloudControllerFailures(t *testing.T) {
 	for _, c := range []struct {
 		name     string
 		endpoint string
-		fault    cffake.Fault
+		fault    fakecc.Fault
 		status   int
 		detail   string
 	}{
-		{"roles 500", cffake.CCRoles, cffake.Fault{Status: 500}, 502, "Cloud Controller error"},
-		{"stats unavailable", cffake.CCProcessStats, cffake.Fault{Status: 503, Errors: []cffake.CCError{cffake.KnownError(200002)}}, 503, "CF-StatsUnavailable"},
-		{"connection dropped", cffake.CCAny, cffake.Fault{Drop: true}, 503, "unreachable"},
+		{"roles 500", fakecc.ListRoles, fakecc.Fault{Status: 500}, 502, "Cloud Controller error"},
+		{"stats unavailable", fakecc.GetProcessStats, fakecc.Fault{Status: 503, Errors: []fakecc.Error{fakecc.KnownError(200002)}}, 503, "CF-StatsUnavailable"},
+		{"connection dropped", fakecc.AnyEndpoint, fakecc.Fault{Drop: true}, 503, "unreachable"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			f := newFoundation(t, 0)
-			f.cc.AddRole(cffake.RoleSpaceDeveloper, "dev", f.space.GUID)
+			f.cc.AddRole(fakecc.RoleSpaceDeveloper, "dev", f.space.GUID)
 			f.cc.Inject(c.endpoint, c.fault)
 			_, err := f.resolve(t, "", "bearer "+f.uaa.UserToken("dev"), f.app.GUID, "", nil)
 			checkProblem(t, err, c.status, c.detail)
@@ -309,7 +310,7 @@ func TestCallsTheCloudControllerAsTheCaller(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.cc.AddRole(cffake.RoleSpaceDeveloper, "dev", f.space.GUID)
+	f.cc.AddRole(fakecc.RoleSpaceDeveloper, "dev", f.space.GUID)
 	if _, err := (&cfaccess.Resolver{CC: cc}).Resolve(t.Context(), id, f.app.GUID, "", nil); err != nil {
 		t.Fatal(err)
 	}
@@ -359,7 +360,7 @@ func TestModes(t *testing.T) {
 	}
 
 	f := newFoundation(t, 0)
-	id, err := f.verifier.Verify(t.Context(), "bearer "+f.uaa.UserToken("root", cffake.AddScopes(cffake.ScopeAdmin)))
+	id, err := f.verifier.Verify(t.Context(), "bearer "+f.uaa.UserToken("root", fakeuaa.AddScopes(fakeuaa.ScopeAdmin)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,11 +7,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cloudfoundry/pcap-server-release/internal/cffake"
 	"github.com/cloudfoundry/pcap-server-release/proxy/apiconfig"
+	"github.com/cloudfoundry/pcap-server-release/test/fakecc"
+	"github.com/cloudfoundry/pcap-server-release/test/fakeuaa"
 )
 
-func config(t *testing.T, cc *cffake.CloudController, u *cffake.UAA) *apiconfig.Config {
+func config(t *testing.T, cc *fakecc.CloudController, u *fakeuaa.UAA) *apiconfig.Config {
 	t.Helper()
 	dir := t.TempDir()
 	write := func(name string, pem []byte) string {
@@ -31,8 +32,8 @@ func config(t *testing.T, cc *cffake.CloudController, u *cffake.UAA) *apiconfig.
 // whose keys sign the tokens: with the Cloud Controller unverified, the
 // issuer is not discovered at all.
 func TestIssuerIsNeverDiscoveredUnverified(t *testing.T) {
-	u := cffake.NewUAA(t)
-	cc := cffake.NewCloudController(t, u)
+	u := fakeuaa.New(t)
+	cc := fakecc.New(t, u)
 	log := slog.New(slog.DiscardHandler)
 
 	cfg := config(t, cc, u)
@@ -41,7 +42,7 @@ func TestIssuerIsNeverDiscoveredUnverified(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "uaa.issuer") {
 		t.Fatalf("New with skip_tls_verify and no issuer: %v", err)
 	}
-	if n := cc.Requests(cffake.CCRoot); n != 0 {
+	if n := cc.Requests(fakecc.GetRoot); n != 0 {
 		t.Errorf("the Cloud Controller's root was fetched %d times over an unverified connection", n)
 	}
 

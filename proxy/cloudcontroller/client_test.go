@@ -10,26 +10,27 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloudfoundry/pcap-server-release/internal/cffake"
 	"github.com/cloudfoundry/pcap-server-release/proxy/cloudcontroller"
 	"github.com/cloudfoundry/pcap-server-release/proxy/problem"
 	"github.com/cloudfoundry/pcap-server-release/proxy/uaa"
+	"github.com/cloudfoundry/pcap-server-release/test/fakecc"
+	"github.com/cloudfoundry/pcap-server-release/test/fakeuaa"
 )
 
 type fixture struct {
-	uaa    *cffake.UAA
-	cc     *cffake.CloudController
+	uaa    *fakeuaa.UAA
+	cc     *fakecc.CloudController
 	client *cloudcontroller.Client
 	logs   *bytes.Buffer
-	space  cffake.Space
-	app    cffake.App
+	space  fakecc.Space
+	app    fakecc.App
 	dev    string // token of a space developer of space
 }
 
 func newFixture(t *testing.T, timeout time.Duration) *fixture {
 	t.Helper()
-	f := &fixture{uaa: cffake.NewUAA(t), logs: &bytes.Buffer{}}
-	f.cc = cffake.NewCloudController(t, f.uaa)
+	f := &fixture{uaa: fakeuaa.New(t), logs: &bytes.Buffer{}}
+	f.cc = fakecc.New(t, f.uaa)
 	var err error
 	f.client, err = cloudcontroller.New(cloudcontroller.Config{
 		URL:        f.cc.URL,
@@ -43,7 +44,7 @@ func newFixture(t *testing.T, timeout time.Duration) *fixture {
 	org := f.cc.AddOrg("org")
 	f.space = f.cc.AddSpace(org.GUID, "dev-space")
 	f.app = f.cc.AddApp(f.space.GUID, "my-app")
-	f.cc.AddRole(cffake.RoleSpaceDeveloper, "dev-user", f.space.GUID)
+	f.cc.AddRole(fakecc.RoleSpaceDeveloper, "dev-user", f.space.GUID)
 	f.dev = f.uaa.UserToken("dev-user")
 	return f
 }
@@ -86,7 +87,7 @@ func TestRootAndIssuerDiscovery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if root.UAA != f.uaa.URL || root.Login != f.uaa.URL || root.CloudControllerV3 != f.cc.URL+"/v3" || root.APIVersion != cffake.CCAPIVersion {
+	if root.UAA != f.uaa.URL || root.Login != f.uaa.URL || root.CloudControllerV3 != f.cc.URL+"/v3" || root.APIVersion != fakecc.APIVersion {
 		t.Errorf("root = %+v", root)
 	}
 
@@ -103,7 +104,7 @@ func TestRootAndIssuerDiscovery(t *testing.T) {
 		t.Errorf("token does not verify against the discovered issuer: %v", err)
 	}
 
-	f.cc.Inject(cffake.CCRoot, cffake.Fault{Status: 200, Body: `{"links":{"self":{"href":"x"}}}`})
+	f.cc.Inject(fakecc.GetRoot, fakecc.Fault{Status: 200, Body: `{"links":{"self":{"href":"x"}}}`})
 	_, err = f.client.DiscoverIssuer(t.Context())
 	wantProblem(t, err, 502, "no usable UAA link")
 }
@@ -136,7 +137,7 @@ func TestApp(t *testing.T) {
 	}
 	_, err = f.client.App(t.Context(), f.dev, "../../v3/roles")
 	wantProblem(t, err, 404)
-	if n := f.cc.Requests(cffake.CCRoles); n != 0 {
+	if n := f.cc.Requests(fakecc.ListRoles); n != 0 {
 		t.Errorf("a crafted guid reached another endpoint (%d role requests)", n)
 	}
 }
@@ -145,7 +146,7 @@ func TestAppByName(t *testing.T) {
 	f := newFixture(t, 0)
 	other := f.cc.AddSpace(f.cc.AddOrg("o2").GUID, "other")
 	f.cc.AddApp(other.GUID, "my-app")
-	admin := f.uaa.UserToken("admin", cffake.AddScopes(cffake.ScopeAdmin))
+	admin := f.uaa.UserToken("admin", fakeuaa.AddScopes(fakeuaa.ScopeAdmin))
 
 	app, err := f.client.AppByName(t.Context(), admin, "my-app", f.space.GUID)
 	if err != nil || app.GUID != f.app.GUID || app.SpaceName != "dev-space" {
@@ -160,8 +161,8 @@ func TestAppByName(t *testing.T) {
 
 func TestHasSpaceRole(t *testing.T) {
 	f := newFixture(t, 0)
-	f.cc.AddRole(cffake.RoleSpaceAuditor, "auditor", f.space.GUID)
-	f.cc.AddRole(cffake.RoleSpaceDeveloper, "pipeline-client", f.space.GUID)
+	f.cc.AddRole(fakecc.RoleSpaceAuditor, "auditor", f.space.GUID)
+	f.cc.AddRole(fakecc.RoleSpaceDeveloper, "pipeline-client", f.space.GUID)
 	auditor := f.uaa.UserToken("auditor")
 	for _, tc := range []struct {
 		name, token, role, user string
@@ -188,7 +189,7 @@ func TestHasSpaceRoleChecksTheListedRole(t *testing.T) {
 	f := newFixture(t, 0)
 	body := fmt.Sprintf(`{"pagination":{"total_results":1,"total_pages":1,"next":null},"resources":[
 		{"guid":"r1","type":"space_developer","relationships":{"user":{"data":{"guid":"somebody-else"}},"space":{"data":{"guid":%q}},"organization":{"data":null}}}]}`, f.space.GUID)
-	f.cc.Inject(cffake.CCRoles, cffake.Fault{Status: 200, Body: body})
+	f.cc.Inject(fakecc.ListRoles, fakecc.Fault{Status: 200, Body: body})
 	got, err := f.client.HasSpaceRole(t.Context(), f.dev, "space_developer", f.space.GUID, "dev-user")
 	if err != nil || got {
 		t.Errorf("HasSpaceRole = %v, %v; want false", got, err)
@@ -200,14 +201,14 @@ func TestPaginationLinksStayOnTheCloudController(t *testing.T) {
 	page := func(next string) string {
 		return fmt.Sprintf(`{"pagination":{"total_results":2,"total_pages":2,"next":{"href":%q}},"resources":[]}`, next)
 	}
-	f.cc.Inject(cffake.CCRoles, cffake.Fault{Status: 200, Body: page("https://evil.example.com/v3/roles?page=2")})
+	f.cc.Inject(fakecc.ListRoles, fakecc.Fault{Status: 200, Body: page("https://evil.example.com/v3/roles?page=2")})
 	_, err := f.client.HasSpaceRole(t.Context(), f.dev, "space_developer", f.space.GUID, "dev-user")
 	wantProblem(t, err, 502, "not on the Cloud Controller")
 
-	f.cc.Inject(cffake.CCRoles, cffake.Fault{Status: 200, Body: page(f.cc.URL + "/v3/roles?page=2")})
+	f.cc.Inject(fakecc.ListRoles, fakecc.Fault{Status: 200, Body: page(f.cc.URL + "/v3/roles?page=2")})
 	_, err = f.client.HasSpaceRole(t.Context(), f.dev, "space_developer", f.space.GUID, "dev-user")
 	wantProblem(t, err, 502, "loops")
-	if n := f.cc.Requests(cffake.CCRoles); n != 3 {
+	if n := f.cc.Requests(fakecc.ListRoles); n != 3 {
 		t.Errorf("role requests = %d, want 3 (1 refused link, then 2 pages before the loop)", n)
 	}
 }
@@ -215,9 +216,9 @@ func TestPaginationLinksStayOnTheCloudController(t *testing.T) {
 func TestProcessStats(t *testing.T) {
 	f := newFixture(t, 0)
 	f.cc.SetInstances(f.app.GUID, "web",
-		cffake.ProcessInstance{Index: 1, State: cffake.StateStarting},
-		cffake.ProcessInstance{Index: 0, State: cffake.StateRunning, Host: "10.0.16.5", InstanceGUID: "ig-0", InternalIP: "10.255.0.9", Uptime: 7},
-		cffake.ProcessInstance{Index: 2, State: cffake.StateDown, Details: "insufficient resources"},
+		fakecc.ProcessInstance{Index: 1, State: fakecc.StateStarting},
+		fakecc.ProcessInstance{Index: 0, State: fakecc.StateRunning, Host: "10.0.16.5", InstanceGUID: "ig-0", InternalIP: "10.255.0.9", Uptime: 7},
+		fakecc.ProcessInstance{Index: 2, State: fakecc.StateDown, Details: "insufficient resources"},
 	)
 	stats, err := f.client.ProcessStats(t.Context(), f.dev, f.app.GUID, "web")
 	if err != nil {
@@ -236,40 +237,40 @@ func TestProcessStats(t *testing.T) {
 }
 
 func TestErrorMapping(t *testing.T) {
-	errBody := func(code int) []cffake.CCError { return []cffake.CCError{cffake.KnownError(code)} }
+	errBody := func(code int) []fakecc.Error { return []fakecc.Error{fakecc.KnownError(code)} }
 	for _, tc := range []struct {
 		name   string
-		fault  cffake.Fault
+		fault  fakecc.Fault
 		status int
 		detail string
 	}{
-		{"invalid token", cffake.Fault{Status: 401, Errors: errBody(1000)}, 401, "rejected the token (CF-InvalidAuthToken, code 1000)"},
-		{"not authenticated", cffake.Fault{Status: 401, Errors: errBody(10002)}, 401, "rejected the token"},
-		{"not authorized", cffake.Fault{Status: 403, Errors: errBody(10003)}, 403, "refused access to app"},
-		{"insufficient scope", cffake.Fault{Status: 403, Errors: errBody(10007)}, 403, "CF-InsufficientScope"},
-		{"org suspended", cffake.Fault{Status: 403, Errors: errBody(10017)}, 403, "CF-OrgSuspended"},
-		{"not found", cffake.Fault{Status: 404, Errors: errBody(10010)}, 404, "not found"},
-		{"rate limited", cffake.Fault{Status: 429, Errors: errBody(10013)}, 429, "rate limit"},
-		{"service unavailable", cffake.Fault{Status: 503, Errors: errBody(10015)}, 503, "temporarily unavailable"},
-		{"uaa unavailable", cffake.Fault{Status: 503, Errors: errBody(20004)}, 503, "CF-UaaUnavailable"},
-		{"stats unavailable", cffake.Fault{Status: 503, Errors: errBody(200002)}, 503, "CF-StatsUnavailable"},
-		{"instances unavailable", cffake.Fault{Status: 503, Errors: errBody(220002)}, 503, "CF-InstancesUnavailable"},
-		{"other 503 code", cffake.Fault{Status: 503, Errors: []cffake.CCError{{Code: 150003, Title: "CF-InsufficientRunningResourcesAvailable"}}}, 502, "Cloud Controller error"},
-		{"server error", cffake.Fault{Status: 500, Errors: errBody(10001)}, 502, "Cloud Controller error while fetching app"},
-		{"router 502 page", cffake.Fault{Status: 502, Body: "<html>502 Bad Gateway</html>"}, 502, "HTTP 502, no error details"},
-		{"router 503 page", cffake.Fault{Status: 503, Body: "503 Service Unavailable"}, 503, "Cloud Controller unavailable"},
-		{"bad query parameter", cffake.Fault{Status: 400, Errors: errBody(10005)}, 502, "refused the request"},
-		{"unprocessable", cffake.Fault{Status: 422, Errors: errBody(10008)}, 502, "HTTP 422"},
-		{"code decides, not status", cffake.Fault{Status: 400, Errors: errBody(10010)}, 404, "not found"},
-		{"status decides without code", cffake.Fault{Status: 403, Body: `{"errors":[]}`}, 403, "no error details"},
-		{"invalid JSON", cffake.Fault{Status: 200, Body: `{"guid":`}, 502, "invalid response"},
-		{"wrong JSON type", cffake.Fault{Status: 200, Body: `{"guid":42}`}, 502, "invalid response"},
-		{"oversized body", cffake.Fault{Status: 200, Body: `{"name":"` + strings.Repeat("x", 9<<20) + `"}`}, 502, "larger than"},
-		{"connection dropped", cffake.Fault{Drop: true}, 503, "Cloud Controller unreachable"},
+		{"invalid token", fakecc.Fault{Status: 401, Errors: errBody(1000)}, 401, "rejected the token (CF-InvalidAuthToken, code 1000)"},
+		{"not authenticated", fakecc.Fault{Status: 401, Errors: errBody(10002)}, 401, "rejected the token"},
+		{"not authorized", fakecc.Fault{Status: 403, Errors: errBody(10003)}, 403, "refused access to app"},
+		{"insufficient scope", fakecc.Fault{Status: 403, Errors: errBody(10007)}, 403, "CF-InsufficientScope"},
+		{"org suspended", fakecc.Fault{Status: 403, Errors: errBody(10017)}, 403, "CF-OrgSuspended"},
+		{"not found", fakecc.Fault{Status: 404, Errors: errBody(10010)}, 404, "not found"},
+		{"rate limited", fakecc.Fault{Status: 429, Errors: errBody(10013)}, 429, "rate limit"},
+		{"service unavailable", fakecc.Fault{Status: 503, Errors: errBody(10015)}, 503, "temporarily unavailable"},
+		{"uaa unavailable", fakecc.Fault{Status: 503, Errors: errBody(20004)}, 503, "CF-UaaUnavailable"},
+		{"stats unavailable", fakecc.Fault{Status: 503, Errors: errBody(200002)}, 503, "CF-StatsUnavailable"},
+		{"instances unavailable", fakecc.Fault{Status: 503, Errors: errBody(220002)}, 503, "CF-InstancesUnavailable"},
+		{"other 503 code", fakecc.Fault{Status: 503, Errors: []fakecc.Error{{Code: 150003, Title: "CF-InsufficientRunningResourcesAvailable"}}}, 502, "Cloud Controller error"},
+		{"server error", fakecc.Fault{Status: 500, Errors: errBody(10001)}, 502, "Cloud Controller error while fetching app"},
+		{"router 502 page", fakecc.Fault{Status: 502, Body: "<html>502 Bad Gateway</html>"}, 502, "HTTP 502, no error details"},
+		{"router 503 page", fakecc.Fault{Status: 503, Body: "503 Service Unavailable"}, 503, "Cloud Controller unavailable"},
+		{"bad query parameter", fakecc.Fault{Status: 400, Errors: errBody(10005)}, 502, "refused the request"},
+		{"unprocessable", fakecc.Fault{Status: 422, Errors: errBody(10008)}, 502, "HTTP 422"},
+		{"code decides, not status", fakecc.Fault{Status: 400, Errors: errBody(10010)}, 404, "not found"},
+		{"status decides without code", fakecc.Fault{Status: 403, Body: `{"errors":[]}`}, 403, "no error details"},
+		{"invalid JSON", fakecc.Fault{Status: 200, Body: `{"guid":`}, 502, "invalid response"},
+		{"wrong JSON type", fakecc.Fault{Status: 200, Body: `{"guid":42}`}, 502, "invalid response"},
+		{"oversized body", fakecc.Fault{Status: 200, Body: `{"name":"` + strings.Repeat("x", 9<<20) + `"}`}, 502, "larger than"},
+		{"connection dropped", fakecc.Fault{Drop: true}, 503, "Cloud Controller unreachable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, 0)
-			f.cc.Inject(cffake.CCApp, tc.fault)
+			f.cc.Inject(fakecc.GetApp, tc.fault)
 			_, err := f.client.App(t.Context(), f.dev, f.app.GUID)
 			wantProblem(t, err, tc.status, tc.detail)
 			var p *problem.Error
@@ -282,7 +283,7 @@ func TestErrorMapping(t *testing.T) {
 
 func TestTimeout(t *testing.T) {
 	f := newFixture(t, 200*time.Millisecond)
-	f.cc.Inject(cffake.CCApp, cffake.Fault{Delay: time.Hour})
+	f.cc.Inject(fakecc.GetApp, fakecc.Fault{Delay: time.Hour})
 	start := time.Now()
 	_, err := f.client.App(t.Context(), f.dev, f.app.GUID)
 	wantProblem(t, err, 503, "timed out", "200ms")
@@ -312,7 +313,7 @@ func TestWrongCAIsUnreachable(t *testing.T) {
 
 func TestWarningsAreLoggedNotReturned(t *testing.T) {
 	f := newFixture(t, 0)
-	f.cc.Inject(cffake.CCApp, cffake.Fault{Warnings: []string{"Stack cflinuxfs3 is deprecated, please migrate", "second"}})
+	f.cc.Inject(fakecc.GetApp, fakecc.Fault{Warnings: []string{"Stack cflinuxfs3 is deprecated, please migrate", "second"}})
 	if _, err := f.client.App(t.Context(), f.dev, f.app.GUID); err != nil {
 		t.Fatal(err)
 	}

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	agenttunnel "github.com/cloudfoundry/pcap-server-release/cellagent/tunnel"
-	"github.com/cloudfoundry/pcap-server-release/internal/testpki"
 	"github.com/cloudfoundry/pcap-server-release/proxy/tunnel"
+	"github.com/cloudfoundry/pcap-server-release/test/testpki"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
 

@@ -13,12 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloudfoundry/pcap-server-release/internal/cffake"
 	"github.com/cloudfoundry/pcap-server-release/proxy/problem"
 	"github.com/cloudfoundry/pcap-server-release/proxy/uaa"
+	"github.com/cloudfoundry/pcap-server-release/test/fakeuaa"
 )
 
-func newVerifier(t *testing.T, u *cffake.UAA) *uaa.Verifier {
+func newVerifier(t *testing.T, u *fakeuaa.UAA) *uaa.Verifier {
 	t.Helper()
 	v, err := uaa.New(t.Context(), u.Issuer, "", u.Client())
 	if err != nil {
@@ -50,9 +50,9 @@ func wantProblem(t *testing.T, err error, token string, status int, parts ...str
 }
 
 func TestVerifyUserToken(t *testing.T) {
-	u := cffake.NewUAA(t)
+	u := fakeuaa.New(t)
 	v := newVerifier(t, u)
-	raw := u.UserToken("user-guid", cffake.UserName("alice"))
+	raw := u.UserToken("user-guid", fakeuaa.UserName("alice"))
 
 	for _, header := range []string{"bearer " + raw, "Bearer " + raw, "BEARER   " + raw + " "} {
 		id, err := v.Verify(t.Context(), header)
@@ -63,25 +63,25 @@ func TestVerifyUserToken(t *testing.T) {
 			id.Token != raw || id.IsAdmin() || id.Subject() != "user-guid" {
 			t.Errorf("identity = %+v", id)
 		}
-		if len(id.Scopes) != len(cffake.DefaultUserScopes()) {
+		if len(id.Scopes) != len(fakeuaa.DefaultUserScopes()) {
 			t.Errorf("scopes = %v", id.Scopes)
 		}
 		if d := time.Until(id.Expiry); d < 50*time.Minute || d > time.Hour {
 			t.Errorf("expiry in %v", d)
 		}
 	}
-	if got := u.Requests(cffake.UAATokenKeys); got != 1 {
+	if got := u.Requests(fakeuaa.GetTokenKeys); got != 1 {
 		t.Errorf("token_keys fetched %d times for three verifications, want 1", got)
 	}
 
-	id, err := v.Verify(t.Context(), "bearer "+u.UserToken("root", cffake.AddScopes(cffake.ScopeAdmin)))
+	id, err := v.Verify(t.Context(), "bearer "+u.UserToken("root", fakeuaa.AddScopes(fakeuaa.ScopeAdmin)))
 	if err != nil || !id.IsAdmin() {
 		t.Errorf("admin token: %+v, %v", id, err)
 	}
 }
 
 func TestVerifyClientToken(t *testing.T) {
-	u := cffake.NewUAA(t)
+	u := fakeuaa.New(t)
 	v := newVerifier(t, u)
 	id, err := v.Verify(t.Context(), "bearer "+u.ClientToken("pipeline"))
 	if err != nil {
@@ -93,12 +93,12 @@ func TestVerifyClientToken(t *testing.T) {
 }
 
 func TestVerifyRefusals(t *testing.T) {
-	u := cffake.NewUAA(t)
-	stranger, err := cffake.NewSigningKey("key-1")
+	u := fakeuaa.New(t)
+	stranger, err := fakeuaa.NewSigningKey("key-1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	expired := u.UserToken("u", cffake.Expired())
+	expired := u.UserToken("u", fakeuaa.Expired())
 	expiredAt := expiryOf(t, expired).UTC().Format(time.RFC3339)
 
 	for _, tc := range []struct {
@@ -116,25 +116,25 @@ func TestVerifyRefusals(t *testing.T) {
 		{"not base64", "bearer a*b.c*d.e*f", 401, []string{"not a JWT"}, 0},
 		{"not json", "bearer YWJj.ZGVm.Z2hp", 401, []string{"not a JWT"}, 0},
 		{"refresh token", "bearer " + u.RefreshToken("u"), 401, []string{"refresh token"}, 0},
-		{"HS256", "bearer " + u.UserToken("u", cffake.Header("alg", "HS256")), 401, []string{`"HS256"`, "RS256"}, 0},
-		{"wrong signing key", "bearer " + u.UserToken("u", cffake.SignedBy(stranger)), 401, []string{"signature", `"key-1"`}, 1},
-		{"unknown kid", "bearer " + u.UserToken("u", cffake.Header("kid", "key-9")), 401, []string{"signature", `"key-9"`}, 1},
-		{"wrong issuer", "bearer " + u.UserToken("u", cffake.Issuer("https://uaa.other.example.com/oauth/token")), 401,
+		{"HS256", "bearer " + u.UserToken("u", fakeuaa.Header("alg", "HS256")), 401, []string{`"HS256"`, "RS256"}, 0},
+		{"wrong signing key", "bearer " + u.UserToken("u", fakeuaa.SignedBy(stranger)), 401, []string{"signature", `"key-1"`}, 1},
+		{"unknown kid", "bearer " + u.UserToken("u", fakeuaa.Header("kid", "key-9")), 401, []string{"signature", `"key-9"`}, 1},
+		{"wrong issuer", "bearer " + u.UserToken("u", fakeuaa.Issuer("https://uaa.other.example.com/oauth/token")), 401,
 			[]string{`issuer is "https://uaa.other.example.com/oauth/token"`, fmt.Sprintf("expected %q", u.Issuer)}, 1},
-		{"wrong audience", "bearer " + u.UserToken("u", cffake.Audience("cf", "uaa")), 401, []string{`"cf,uaa"`, "does not include cloud_controller"}, 1},
+		{"wrong audience", "bearer " + u.UserToken("u", fakeuaa.Audience("cf", "uaa")), 401, []string{`"cf,uaa"`, "does not include cloud_controller"}, 1},
 		{"expired", "bearer " + expired, 401, []string{"expired at " + expiredAt}, 1},
-		{"no expiry", "bearer " + u.UserToken("u", cffake.Claim("exp", nil)), 401, []string{"no expiry"}, 1},
-		{"no subject", "bearer " + u.ClientToken("x", cffake.Claim("client_id", nil), cffake.Claim("cid", nil)), 401, []string{"neither user_id nor client_id"}, 1},
+		{"no expiry", "bearer " + u.UserToken("u", fakeuaa.Claim("exp", nil)), 401, []string{"no expiry"}, 1},
+		{"no subject", "bearer " + u.ClientToken("x", fakeuaa.Claim("client_id", nil), fakeuaa.Claim("cid", nil)), 401, []string{"neither user_id nor client_id"}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := newVerifier(t, u) // fresh key cache per case
-			before := u.Requests(cffake.UAATokenKeys)
+			before := u.Requests(fakeuaa.GetTokenKeys)
 			id, err := v.Verify(t.Context(), tc.header)
 			if id != nil {
 				t.Errorf("identity %+v for a refused token", id)
 			}
 			wantProblem(t, err, tc.header+".", tc.status, tc.detail...)
-			if got := u.Requests(cffake.UAATokenKeys) - before; got > tc.keyFetches {
+			if got := u.Requests(fakeuaa.GetTokenKeys) - before; got > tc.keyFetches {
 				t.Errorf("token_keys fetched %d times, want at most %d", got, tc.keyFetches)
 			}
 		})
@@ -155,10 +155,10 @@ func expiryOf(t *testing.T, raw string) time.Time {
 }
 
 func TestKeysNeverComeFromJKU(t *testing.T) {
-	u := cffake.NewUAA(t)
-	evil := cffake.NewUAA(t)
+	u := fakeuaa.New(t)
+	evil := fakeuaa.New(t)
 	v := newVerifier(t, u)
-	forged := evil.UserToken("u", cffake.Issuer(u.Issuer))
+	forged := evil.UserToken("u", fakeuaa.Issuer(u.Issuer))
 	_, err := v.Verify(t.Context(), "bearer "+forged)
 	wantProblem(t, err, forged, 401, "signature")
 	if n := evil.TotalRequests(); n != 0 {
@@ -170,7 +170,7 @@ func TestKeysNeverComeFromJKU(t *testing.T) {
 // keys were fetched within the refetch interval; then it is refused, with
 // a message that says to retry, until the interval has passed.
 func TestKeyRotation(t *testing.T) {
-	u := cffake.NewUAA(t)
+	u := fakeuaa.New(t)
 	const interval = 300 * time.Millisecond
 	v, err := uaa.New(t.Context(), u.Issuer, "", u.Client(), uaa.KeyRefetchInterval(interval))
 	if err != nil {
@@ -194,13 +194,13 @@ func TestKeyRotation(t *testing.T) {
 	if id.Token != rotated {
 		t.Error("wrong token in identity")
 	}
-	if got := u.Requests(cffake.UAATokenKeys); got != 2 {
+	if got := u.Requests(fakeuaa.GetTokenKeys); got != 2 {
 		t.Errorf("token_keys fetched %d times, want 2 (initial, then for the unknown kid)", got)
 	}
 	if _, err := v.Verify(t.Context(), "bearer "+old); err != nil {
 		t.Errorf("token of the old, still served key: %v", err)
 	}
-	if got := u.Requests(cffake.UAATokenKeys); got != 2 {
+	if got := u.Requests(fakeuaa.GetTokenKeys); got != 2 {
 		t.Errorf("token_keys fetched %d times after verifying a known kid, want 2", got)
 	}
 
@@ -214,26 +214,26 @@ func TestKeyRotation(t *testing.T) {
 // Forged tokens naming made-up keys do not each cost a fetch of UAA's
 // keys: within the refetch interval they are refused at once.
 func TestForgedTokensDoNotEachFetchKeys(t *testing.T) {
-	u := cffake.NewUAA(t)
+	u := fakeuaa.New(t)
 	v := newVerifier(t, u)
 	real := u.UserToken("u")
 	if _, err := v.Verify(t.Context(), "bearer "+real); err != nil {
 		t.Fatal(err)
 	}
-	forger, err := cffake.NewSigningKey("forged")
+	forger, err := fakeuaa.NewSigningKey("forged")
 	if err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
 	for i := range 50 {
-		forged := u.UserToken("u", cffake.SignedBy(forger), cffake.Header("kid", fmt.Sprintf("forged-%d", i)), cffake.AddScopes(cffake.ScopeAdmin))
+		forged := u.UserToken("u", fakeuaa.SignedBy(forger), fakeuaa.Header("kid", fmt.Sprintf("forged-%d", i)), fakeuaa.AddScopes(fakeuaa.ScopeAdmin))
 		_, err = v.Verify(t.Context(), "bearer "+forged)
 		wantProblem(t, err, forged, 401, fmt.Sprintf(`"forged-%d"`, i))
 	}
 	if time.Since(start) >= uaa.DefaultKeyRefetchInterval {
 		t.Skipf("skipped: the forged tokens took %s, longer than the refetch interval, on a slow machine", time.Since(start))
 	}
-	if got := u.Requests(cffake.UAATokenKeys); got != 1 {
+	if got := u.Requests(fakeuaa.GetTokenKeys); got != 1 {
 		t.Errorf("token_keys fetched %d times for one real and 50 forged tokens, want 1", got)
 	}
 	if _, err := v.Verify(t.Context(), "bearer "+real); err != nil {
@@ -246,16 +246,16 @@ func TestForgedTokensDoNotEachFetchKeys(t *testing.T) {
 // next waits at least a second, and tokens meanwhile get the failure
 // again.
 func TestForgedTokensDoNotHammerAFailingUAA(t *testing.T) {
-	u := cffake.NewUAA(t)
+	u := fakeuaa.New(t)
 	u.SetUnavailable(http.StatusInternalServerError)
 	v := newVerifier(t, u)
-	forger, err := cffake.NewSigningKey("forged")
+	forger, err := fakeuaa.NewSigningKey("forged")
 	if err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
 	for i := range 50 {
-		forged := u.UserToken("u", cffake.SignedBy(forger), cffake.Header("kid", fmt.Sprintf("forged-%d", i)))
+		forged := u.UserToken("u", fakeuaa.SignedBy(forger), fakeuaa.Header("kid", fmt.Sprintf("forged-%d", i)))
 		_, err := v.Verify(t.Context(), "bearer "+forged)
 		var p *problem.Error
 		if !errors.As(err, &p) || p.Status != http.StatusServiceUnavailable {
@@ -265,14 +265,14 @@ func TestForgedTokensDoNotHammerAFailingUAA(t *testing.T) {
 	took := time.Since(start)
 	// Fetches are at least a second apart.
 	most := 1 + int(took/time.Second)
-	if got := u.Requests(cffake.UAATokenKeys); got > most {
+	if got := u.Requests(fakeuaa.GetTokenKeys); got > most {
 		t.Errorf("token_keys fetched %d times for 50 forged tokens in %s, want at most %d", got, took.Round(time.Millisecond), most)
 	}
-	t.Logf("50 forged tokens in %s: %d fetches", took.Round(time.Millisecond), u.Requests(cffake.UAATokenKeys))
+	t.Logf("50 forged tokens in %s: %d fetches", took.Round(time.Millisecond), u.Requests(fakeuaa.GetTokenKeys))
 }
 
 func TestUAAUnavailable(t *testing.T) {
-	u := cffake.NewUAA(t)
+	u := fakeuaa.New(t)
 	raw := u.UserToken("u")
 
 	u.SetUnavailable(http.StatusServiceUnavailable)
@@ -291,7 +291,7 @@ func TestUAAUnavailable(t *testing.T) {
 	_, err = v.Verify(t.Context(), "bearer "+raw)
 	if time.Since(failed) < retry {
 		wantProblem(t, err, raw, 503, "UAA unavailable")
-		if got := u.Requests(cffake.UAATokenKeys); got != 1 {
+		if got := u.Requests(fakeuaa.GetTokenKeys); got != 1 {
 			t.Errorf("token_keys fetched %d times within the retry wait, want 1", got)
 		}
 	}
@@ -314,7 +314,7 @@ func TestUAAUnavailable(t *testing.T) {
 // keys, and even a cancelled construction context does not stop later
 // fetches (go-oidc keeps only its values).
 func TestVerifierSurvivesCancelledContexts(t *testing.T) {
-	u := cffake.NewUAA(t)
+	u := fakeuaa.New(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	v, err := uaa.New(ctx, u.Issuer, u.TokenKeysURL(), u.Client(), uaa.KeyRefetchInterval(0))
 	if err != nil {
@@ -333,7 +333,7 @@ func TestVerifierSurvivesCancelledContexts(t *testing.T) {
 }
 
 func TestVerifyCancelledRequest(t *testing.T) {
-	u := cffake.NewUAA(t)
+	u := fakeuaa.New(t)
 	v := newVerifier(t, u)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()

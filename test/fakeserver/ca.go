@@ -1,0 +1,67 @@
+package fakeserver
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"net/http"
+	"time"
+
+	"github.com/cloudfoundry/pcap-server-release/test/testpki"
+)
+
+// CA is a throw-away certificate authority. Each fake server gets its own,
+// so a test notices when a client trusts the Cloud Controller's CA but talks
+// to UAA (the two are configured separately in pcap-server-api).
+type CA struct {
+	ca *testpki.CA
+}
+
+// NewCA creates a CA valid for a day.
+func NewCA(commonName string) (*CA, error) {
+	ca, err := testpki.NewCA(commonName)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{ca: ca}, nil
+}
+
+// Issue signs a leaf certificate usable by servers and clients. Each host
+// becomes an IP SAN when it parses as an IP, a DNS SAN otherwise.
+func (ca *CA) Issue(commonName string, hosts ...string) (tls.Certificate, error) {
+	leaf, err := ca.ca.Issue(commonName, hosts, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return leaf.TLS()
+}
+
+// CertPEM is the CA certificate in PEM, for configs that take a CA file.
+func (ca *CA) CertPEM() []byte { return append([]byte(nil), ca.ca.CertPEM...) }
+
+// CertPool is a pool holding only this CA.
+func (ca *CA) CertPool() *x509.CertPool { return ca.ca.Pool() }
+
+// Client is an HTTP client that trusts only this CA. It has its own
+// transport so that closing one test's idle connections does not affect
+// another's.
+func (ca *CA) Client() *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{
+			TLSClientConfig:     &tls.Config{RootCAs: ca.CertPool(), MinVersion: tls.VersionTLS12},
+			ForceAttemptHTTP2:   true,
+			MaxIdleConnsPerHost: 4,
+			IdleConnTimeout:     30 * time.Second,
+		},
+		Timeout: 30 * time.Second,
+	}
+}
+
+// ServerTLS is the server side of a fake: a certificate for loopback signed
+// by ca.
+func (ca *CA) ServerTLS(name string) (*tls.Config, error) {
+	cert, err := ca.Issue(name, "127.0.0.1", "::1", "localhost")
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}

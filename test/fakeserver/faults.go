@@ -1,0 +1,70 @@
+package fakeserver
+
+import (
+	"encoding/json"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// FaultLookup counts r under its route pattern and returns the fault
+// injected for that pattern, or for any, if there is one. mu guards
+// requests and faults.
+func FaultLookup[F any](mu *sync.Mutex, mux *http.ServeMux, r *http.Request, requests map[string]int, faults map[string]F, any string) (F, bool) {
+	_, pattern := mux.Handler(r)
+	if pattern == "/" {
+		pattern = r.Method + " " + r.URL.Path
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	requests[pattern]++
+	f, ok := faults[pattern]
+	if !ok {
+		f, ok = faults[any]
+	}
+	return f, ok
+}
+
+// DelayOrDrop applies the transport part of a fault: it waits delay (the
+// request is aborted if it or the fake ends first) and drops the
+// connection when asked. It reports whether the handler should still
+// answer.
+func DelayOrDrop(w http.ResponseWriter, r *http.Request, delay time.Duration, drop bool, closing <-chan struct{}) bool {
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			// Abort rather than return: a handler that returns without
+			// writing answers an empty 200, which a client still
+			// listening (a retried HTTP/2 request) would take as the
+			// answer.
+			panic(http.ErrAbortHandler)
+		case <-closing:
+			panic(http.ErrAbortHandler)
+		}
+	}
+	if drop {
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				_ = conn.Close()
+				return false
+			}
+		}
+		panic(http.ErrAbortHandler)
+	}
+	return true
+}
+
+// WriteJSON answers with v as JSON, as the real components do.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json;charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
+}
