@@ -381,8 +381,10 @@ func (th *throttle) addr() string { return th.ln.Addr().String() }
 func TestBusySessionIsNotReplaced(t *testing.T) {
 	p := newPKI(t)
 	a := startAPI(t, p, "api/0", "127.0.0.1:0")
-	// 1 MiB/s; a backlog of 3 MiB is 3 s, more than the probe's 2 s.
-	th := startThrottle(t, a.addr, 1<<20, 3<<20)
+	// 64 KiB/s; a backlog of 192 KiB is 3 s, more than the probe's 2 s,
+	// and within what the API's stream window lets an agent send unread
+	// (muxconfig.APIStreamWindow, 256 KiB).
+	th := startThrottle(t, a.addr, 64<<10, 192<<10)
 	h := hello("cell", "run-1", "127.0.0.1")
 	busy, refused := dialByHand(t, tlsDial(t, p, th.addr(), ""), h)
 	if refused != nil {
@@ -457,7 +459,7 @@ func TestBusySessionIsNotReplaced(t *testing.T) {
 	}
 	// Its capture goes on.
 	var before, now int64
-	for now < before+(256<<10) {
+	for now < before+(64<<10) {
 		select {
 		case now = <-received:
 			if before == 0 {
