@@ -203,6 +203,9 @@ func TestCloudFoundrySSHPolicy(t *testing.T) {
 	refused := func(t *testing.T, api *apiProc, token, reason string) {
 		t.Helper()
 		resp := startCaptureAs(t, api, f.app.GUID, token, one)
+		if resp.StatusCode == http.StatusOK {
+			t.Fatalf("captures, want a 403 with %q", reason) // the cleanup closes the stream
+		}
 		r := finish(t, resp)
 		var prob struct {
 			Status int    `json:"status"`
