@@ -294,6 +294,15 @@ func TestCloudControllerFailures(t *testing.T) {
 		{"roles 500", fakecc.ListRoles, fakecc.Fault{Status: 500}, 502, "Cloud Controller error"},
 		{"stats unavailable", fakecc.GetProcessStats, fakecc.Fault{Status: 503, Errors: []fakecc.Error{fakecc.KnownError(200002)}}, 503, "CF-StatsUnavailable"},
 		{"connection dropped", fakecc.AnyEndpoint, fakecc.Fault{Drop: true}, 503, "unreachable"},
+		// None of the SSH policy's failures lets the capture through.
+		{"ssh_enabled 500", fakecc.GetSSHEnabled, fakecc.Fault{Status: 500}, 502, "Cloud Controller error while fetching the SSH policy of app"},
+		{"ssh_enabled 404", fakecc.GetSSHEnabled, fakecc.Fault{Status: 404, Errors: []fakecc.Error{fakecc.KnownError(10010)}}, 404, "not found or not visible to you"},
+		{"ssh_enabled 401", fakecc.GetSSHEnabled, fakecc.Fault{Status: 401, Errors: []fakecc.Error{fakecc.KnownError(1000)}}, 401, "rejected the token"},
+		{"ssh_enabled 403", fakecc.GetSSHEnabled, fakecc.Fault{Status: 403, Errors: []fakecc.Error{fakecc.KnownError(10003)}}, 403, "refused access to the SSH policy"},
+		{"ssh_enabled unavailable", fakecc.GetSSHEnabled, fakecc.Fault{Status: 503, Errors: []fakecc.Error{fakecc.KnownError(10015)}}, 503, "temporarily unavailable"},
+		{"ssh_enabled without enabled", fakecc.GetSSHEnabled, fakecc.Fault{Status: 200, Body: `{"reason":""}`}, 502, "invalid answer"},
+		{"ssh disabled without a reason", fakecc.GetSSHEnabled, fakecc.Fault{Status: 200, Body: `{"enabled":false,"reason":""}`}, 403, "without a reason"},
+		{"ssh_enabled dropped", fakecc.GetSSHEnabled, fakecc.Fault{Drop: true}, 503, "unreachable"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			f := newFoundation(t, 0)
@@ -485,36 +494,5 @@ func TestStopIsNotBoundBySSHPolicy(t *testing.T) {
 	}
 	if n := f.cc.Requests(fakecc.GetSSHEnabled); n != 0 {
 		t.Errorf("ssh_enabled asked %d times for a stop", n)
-	}
-}
-
-// The Cloud Controller's failures on ssh_enabled are mapped like its
-// others; none lets the capture through.
-func TestSSHPolicyFailures(t *testing.T) {
-	for _, c := range []struct {
-		name   string
-		fault  fakecc.Fault
-		status int
-		detail string
-	}{
-		{"500", fakecc.Fault{Status: 500}, 502, "Cloud Controller error while fetching the SSH policy of app"},
-		{"404", fakecc.Fault{Status: 404, Errors: []fakecc.Error{fakecc.KnownError(10010)}}, 404, "not found or not visible to you"},
-		{"401", fakecc.Fault{Status: 401, Errors: []fakecc.Error{fakecc.KnownError(1000)}}, 401, "rejected the token"},
-		{"403", fakecc.Fault{Status: 403, Errors: []fakecc.Error{fakecc.KnownError(10003)}}, 403, "refused access to the SSH policy"},
-		{"unavailable", fakecc.Fault{Status: 503, Errors: []fakecc.Error{fakecc.KnownError(10015)}}, 503, "temporarily unavailable"},
-		{"no enabled field", fakecc.Fault{Status: 200, Body: `{"reason":""}`}, 502, "invalid answer"},
-		{"disabled without a reason", fakecc.Fault{Status: 200, Body: `{"enabled":false,"reason":""}`}, 403, "without a reason"},
-		{"dropped", fakecc.Fault{Drop: true}, 503, "unreachable"},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			f := newFoundation(t, 0)
-			f.cc.AddRole(fakecc.RoleSpaceDeveloper, "dev", f.space.GUID)
-			f.cc.Inject(fakecc.GetSSHEnabled, c.fault)
-			target, err := f.resolve(t, "", "bearer "+f.uaa.UserToken("dev"), f.app.GUID, "", nil)
-			checkProblem(t, err, c.status, c.detail)
-			if target != nil {
-				t.Errorf("target %+v with an error", target)
-			}
-		})
 	}
 }

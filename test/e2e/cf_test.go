@@ -69,6 +69,17 @@ func (f *foundation) running(instances ...fakecc.ProcessInstance) {
 	f.cc.SetInstances(f.app.GUID, "web", instances...)
 }
 
+// runningOnBoth runs the app's instance 0 on the cell 127.0.0.1, whose
+// agent holds a session to each of two API replicas, as agents do.
+func (f *foundation) runningOnBoth(t *testing.T, p *pki, a *app, first, second *apiProc) {
+	t.Helper()
+	f.running(fakecc.ProcessInstance{Index: 0, State: fakecc.StateRunning, Host: "127.0.0.1", InstanceGUID: "handle-0"})
+	cfg := agentConfig(p, first, "127.0.0.1", map[string]string{f.app.GUID + "/0": a.pair.App.Path()})
+	cfg.API.Addresses = append(cfg.API.Addresses, second.tunnel)
+	startAgentWith(t, first, cfg)
+	waitAgent(t, second, "127.0.0.1")
+}
+
 // startCaptureAs sends a capture request with token and returns once the
 // status line is in.
 func startCaptureAs(t *testing.T, api *apiProc, appGUID, token string, q url.Values) *http.Response {
@@ -179,11 +190,7 @@ func TestCloudFoundrySSHPolicy(t *testing.T) {
 		c.ID = "pcap-server-api/ignoring-ssh-policy"
 		c.Authorization.FollowSSHPolicy = false
 	})
-	f.running(fakecc.ProcessInstance{Index: 0, State: fakecc.StateRunning, Host: "127.0.0.1", InstanceGUID: "handle-0"})
-	cfg := agentConfig(p, following, "127.0.0.1", map[string]string{f.app.GUID + "/0": a.pair.App.Path()})
-	cfg.API.Addresses = append(cfg.API.Addresses, ignoring.tunnel)
-	startAgentWith(t, following, cfg)
-	waitAgent(t, ignoring, "127.0.0.1")
+	f.runningOnBoth(t, p, a, following, ignoring)
 
 	developer := f.uaa.UserToken(f.developer)
 	admin := f.uaa.UserToken("admin", fakeuaa.AddScopes("cloud_controller.admin"))

@@ -200,11 +200,11 @@ func New(tb testing.TB, uaa *fakeuaa.UAA) *CloudController {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc(GetRoot, cc.serveRoot)
-	mux.HandleFunc(GetApp, cc.authenticated(cc.serveApp))
+	mux.HandleFunc(GetApp, cc.authenticated(cc.appResource([]string{"include"}, cc.serveApp)))
 	mux.HandleFunc(ListApps, cc.authenticated(cc.serveApps))
 	mux.HandleFunc(ListRoles, cc.authenticated(cc.serveRoles))
-	mux.HandleFunc(GetProcessStats, cc.authenticated(cc.serveProcessStats))
-	mux.HandleFunc(GetSSHEnabled, cc.authenticated(cc.serveSSHEnabled))
+	mux.HandleFunc(GetProcessStats, cc.authenticated(cc.appResource(nil, cc.serveProcessStats)))
+	mux.HandleFunc(GetSSHEnabled, cc.authenticated(cc.appResource(nil, cc.serveSSHEnabled)))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeCCError(w, http.StatusNotFound, Error{10000, "CF-NotFound", "Unknown request"})
 	})
@@ -512,17 +512,28 @@ func (cc *CloudController) serveRoot(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func (cc *CloudController) serveApp(w http.ResponseWriter, r *http.Request, c caller) {
-	if !checkQuery(w, r, "include") {
-		return
+// appResource serves /v3/apps/{guid} or a path under it: the query
+// checked, the app found with cc.mu held for next, and a 404 as the Cloud
+// Controller answers when the app does not exist or the caller may not
+// read its space.
+func (cc *CloudController) appResource(allowedQuery []string, next func(w http.ResponseWriter, r *http.Request, app int)) authedHandler {
+	return func(w http.ResponseWriter, r *http.Request, c caller) {
+		if !checkQuery(w, r, allowedQuery...) {
+			return
+		}
+		cc.mu.Lock()
+		defer cc.mu.Unlock()
+		i := slices.IndexFunc(cc.apps, func(a App) bool { return a.GUID == r.PathValue("guid") })
+		if i < 0 || !cc.canSeeSpace(c, cc.apps[i].SpaceGUID) {
+			writeCCError(w, http.StatusNotFound, Error{10010, "CF-ResourceNotFound", "App not found"})
+			return
+		}
+		next(w, r, i)
 	}
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	i := slices.IndexFunc(cc.apps, func(a App) bool { return a.GUID == r.PathValue("guid") })
-	if i < 0 || !cc.canSeeSpace(c, cc.apps[i].SpaceGUID) {
-		writeCCError(w, http.StatusNotFound, Error{10010, "CF-ResourceNotFound", "App not found"})
-		return
-	}
+}
+
+// serveApp is GET /v3/apps/{guid}. Callers hold cc.mu.
+func (cc *CloudController) serveApp(w http.ResponseWriter, r *http.Request, i int) {
 	body := cc.appJSON(cc.apps[i])
 	if included := cc.includeSpaces(r, cc.apps[i:i+1]); included != nil {
 		body["included"] = included
@@ -592,17 +603,9 @@ func (cc *CloudController) serveRoles(w http.ResponseWriter, r *http.Request, c 
 	})
 }
 
-func (cc *CloudController) serveProcessStats(w http.ResponseWriter, r *http.Request, c caller) {
-	if !checkQuery(w, r) {
-		return
-	}
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	i := slices.IndexFunc(cc.apps, func(a App) bool { return a.GUID == r.PathValue("guid") })
-	if i < 0 || !cc.canSeeSpace(c, cc.apps[i].SpaceGUID) {
-		writeCCError(w, http.StatusNotFound, Error{10010, "CF-ResourceNotFound", "App not found"})
-		return
-	}
+// serveProcessStats is GET /v3/apps/{guid}/processes/{type}/stats.
+// Callers hold cc.mu.
+func (cc *CloudController) serveProcessStats(w http.ResponseWriter, r *http.Request, i int) {
 	instances, ok := cc.processes[cc.apps[i].GUID][r.PathValue("type")]
 	if !ok {
 		writeCCError(w, http.StatusNotFound, Error{10010, "CF-ResourceNotFound", "Process not found"})
@@ -619,18 +622,9 @@ func (cc *CloudController) serveProcessStats(w http.ResponseWriter, r *http.Requ
 // serveSSHEnabled follows the Cloud Controller's ssh_enabled action: an
 // app the caller may read (any space role, org manager, global read) gets
 // the three switches combined, and the reason names the first that is
-// off, in the order and words of app_ssh_status_presenter.rb.
-func (cc *CloudController) serveSSHEnabled(w http.ResponseWriter, r *http.Request, c caller) {
-	if !checkQuery(w, r) {
-		return
-	}
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	i := slices.IndexFunc(cc.apps, func(a App) bool { return a.GUID == r.PathValue("guid") })
-	if i < 0 || !cc.canSeeSpace(c, cc.apps[i].SpaceGUID) {
-		writeCCError(w, http.StatusNotFound, Error{10010, "CF-ResourceNotFound", "App not found"})
-		return
-	}
+// off, in the order and words of app_ssh_status_presenter.rb. Callers
+// hold cc.mu.
+func (cc *CloudController) serveSSHEnabled(w http.ResponseWriter, r *http.Request, i int) {
 	app, space := cc.apps[i], cc.spaces[cc.apps[i].SpaceGUID]
 	reason := ""
 	switch {
