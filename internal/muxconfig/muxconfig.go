@@ -21,15 +21,18 @@ import (
 const StreamWindow = 4 << 20
 
 // APIStreamWindow is the API's per-stream receive window: what an agent
-// may send on a capture stream that the API has not read yet, and so
-// what yamux may hold for it in the API's memory, per stream, beyond the
-// capture's budget (proxy/capture reads every stream as it arrives and
-// drops what the budget has no room for). It is yamux's minimum, the
-// window every stream starts with; a larger one would grow that
-// per-stream share with nothing for the budget to say. It caps one
-// stream at 256 KiB per round trip: 2 Gbit/s at 1 ms, more than the API
-// writes to one client.
+// may send on a stream before the API reads it, and the largest data
+// frame yamux hands the API. It is yamux's minimum, the window every
+// stream starts with: the API reads every capture stream as it arrives,
+// and bounds what all the streams of a capture hold unread together
+// (proxy/tunnel's Unread), so a larger window would only make the frames
+// larger. It caps one stream at 256 KiB per round trip: 2 Gbit/s at 1 ms,
+// more than the API writes to one client.
 const APIStreamWindow = 256 << 10
+
+// StreamCloseTimeout is how long a stream whose peer never answers our
+// close lives on before it is reset, instead of yamux's five minutes.
+const StreamCloseTimeout = 30 * time.Second
 
 // WriteTimeout bounds a frame's wait to be written, and a ping's wait for
 // its answer: a peer that answers no ping within it is gone.
@@ -50,9 +53,7 @@ func Config(logger *slog.Logger) *yamux.Config {
 	c.EnableKeepAlive = false
 	c.ConnectionWriteTimeout = WriteTimeout
 	c.MaxStreamWindowSize = StreamWindow
-	// A stream whose peer never answers our close is reset after this,
-	// instead of yamux's five minutes.
-	c.StreamCloseTimeout = 30 * time.Second
+	c.StreamCloseTimeout = StreamCloseTimeout
 	c.StreamOpenTimeout = 15 * time.Second
 	c.LogOutput = nil
 	if logger == nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gopacket/gopacket/layers"
 
+	"github.com/cloudfoundry/pcap-server-release/internal/muxconfig"
 	"github.com/cloudfoundry/pcap-server-release/proxy/apimetrics"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
@@ -349,6 +350,7 @@ func (r *run) decide(reason wire.EndReason) {
 // not kept. Control frames are read into the instance's buffer.
 func (s *Session) read(inst *instance) {
 	defer s.inbox.end(inst)
+	defer inst.letGo()
 	warned := false
 	for {
 		typ, n, err := inst.r.NextHeader()
@@ -393,12 +395,6 @@ func (s *Session) read(inst *instance) {
 			_ = inst.stream.Close()
 			s.instanceEnded(inst, &wire.End{Reason: wire.EndError, Message: err.Error(), Stats: inst.snapshot()}, nil)
 			return
-		}
-		if inst.shrink != nil {
-			// Between frames the stream holds no receive buffer: with
-			// many instances, yamux's buffers would otherwise stay as
-			// large as the largest frame each has seen.
-			inst.shrink()
 		}
 	}
 }
@@ -447,6 +443,23 @@ func (s *Session) dropPackets(inst *instance, typ wire.Type, n int) error {
 	src.apiDrop.Add(uint64(count))
 	s.opts.Metrics.Drop(apimetrics.DropAPI, uint64(count))
 	return nil
+}
+
+// letGo closes the stream of an instance whose reader is done, having
+// read what it still held: nothing would read it any more, and yamux
+// would keep it until the agent closes its side. What the agent sends
+// afterwards is dropped on arrival (tunnel.Unread). The reads are bounded:
+// an agent that goes on sending cannot keep the reader.
+func (i *instance) letGo() {
+	_ = i.stream.SetReadDeadline(time.Now())
+	for n := 0; n < 2*muxconfig.APIStreamWindow; {
+		k, err := i.stream.Read(i.buf)
+		if err != nil {
+			break
+		}
+		n += k
+	}
+	_ = i.stream.Close()
 }
 
 // snapshot is the instance's counters so far.

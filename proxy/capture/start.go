@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cloudfoundry/pcap-server-release/internal/muxconfig"
 	"github.com/cloudfoundry/pcap-server-release/proxy/apimetrics"
 	"github.com/cloudfoundry/pcap-server-release/proxy/tunnel"
 	"github.com/cloudfoundry/pcap-server-release/wire"
@@ -69,6 +70,13 @@ type Agent interface {
 	Release()
 	// Speaks reports whether the session's protocol version is at least v.
 	Speaks(v int) bool
+}
+
+// limitedOpener is an Agent whose capture streams can count against the
+// capture's tunnel.Unread (the tunnel's agents do); the streams of other
+// agents are bounded by their transport alone.
+type limitedOpener interface {
+	OpenLimited(ctx context.Context, unread *tunnel.Unread) (net.Conn, error)
 }
 
 // Options are the API's settings for captures.
@@ -127,9 +135,6 @@ type instance struct {
 	// control frames into it and discards through it the frames the
 	// capture's budget has no room for.
 	buf []byte
-	// shrink returns the stream's receive buffer once it is empty
-	// (yamux's Stream.Shrink); nil for other streams.
-	shrink func()
 	// aborted is set when the instance is dropped after it started:
 	// its reader then records nothing.
 	aborted atomic.Bool
@@ -168,16 +173,17 @@ type source struct {
 // Session is a started capture: every instance has answered and at least
 // one has started.
 //
-// What the API holds for a capture is bounded here: every instance's
+// What the API holds for a capture is bounded here. Every instance's
 // stream is read from its Started on (not from the response on, which
 // waits for the slowest instance), into frames that count against
 // Options.BufferBytes (framePool); a frame the budget has no room for is
 // read through the instance's small buffer, checked, counted as dropped
-// and never held. Besides the budget, each instance holds its buffer
-// (readBuffer), a control frame while it is read (at most
-// wire.MaxControlPayload), and what yamux received and the reader has not
-// taken yet: at most the API's stream window (muxconfig.APIStreamWindow),
-// the one per-stream constant yamux imposes.
+// and never held. What yamux has received for the capture and its readers
+// have not read yet counts against the capture's tunnel.Unread (unreadLimit):
+// yamux would otherwise hold up to a stream window (256 KiB) per
+// instance, whatever the agents. Besides these, each instance holds its
+// buffer (readBuffer), a control frame while it is read (at most
+// wire.MaxControlPayload) and its goroutine.
 type Session struct {
 	req       Request
 	opts      Options
@@ -186,6 +192,7 @@ type Session struct {
 	sources   []*source // every instance's started devices, in instance and device order
 
 	frames  *framePool
+	unread  *tunnel.Unread
 	inbox   *inbox
 	readers sync.WaitGroup // stream readers and stop senders
 
@@ -201,6 +208,12 @@ type Session struct {
 // agent's control frames (a few hundred bytes), small enough to keep per
 // instance.
 const readBuffer = 4 << 10
+
+// unreadLimit is what a capture may have received and not read yet, all
+// its streams together: one stream window. The readers take what arrives
+// within microseconds; the limit matters when they fall behind, and holds
+// the agents back then.
+const unreadLimit = muxconfig.APIStreamWindow
 
 // Start asks the agent of every target to start capturing and waits for
 // all of them to answer. It returns the running session, nil if no
@@ -226,7 +239,8 @@ func Start(ctx context.Context, agents Agents, req Request, opts Options) (*Sess
 		}
 		return nil, errs
 	}
-	s := &Session{req: req, opts: opts, log: log, frames: newFramePool(opts.BufferBytes), inbox: newInbox()}
+	s := &Session{req: req, opts: opts, log: log, frames: newFramePool(opts.BufferBytes),
+		unread: tunnel.NewUnread(unreadLimit), inbox: newInbox()}
 	var wg sync.WaitGroup
 	for i, t := range req.Targets {
 		wg.Go(func() { insts[i], errs[i] = s.startInstance(ctx, agents, t) })
@@ -287,7 +301,13 @@ func (s *Session) startInstance(ctx context.Context, agents Agents, t Target) (*
 	}
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
-	stream, err := agent.Open(ctx)
+	var stream net.Conn
+	var err error
+	if lo, ok := agent.(limitedOpener); ok {
+		stream, err = lo.OpenLimited(ctx, s.unread)
+	} else {
+		stream, err = agent.Open(ctx)
+	}
 	if err != nil {
 		agent.Release()
 		if errors.Is(err, tunnel.ErrAgentDraining) {
@@ -297,9 +317,6 @@ func (s *Session) startInstance(ctx context.Context, agents Agents, t Target) (*
 	}
 	inst := &instance{target: t, agent: agent, stream: stream, r: wire.NewReader(stream), w: wire.NewWriter(stream),
 		buf: make([]byte, readBuffer), devices: req.Devices, tagged: len(req.Devices) > 1}
-	if sh, ok := stream.(interface{ Shrink() }); ok {
-		inst.shrink = sh.Shrink
-	}
 	creq := &wire.CaptureRequest{
 		CaptureID:      req.CaptureID,
 		AppGUID:        t.AppGUID,

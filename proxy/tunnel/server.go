@@ -143,7 +143,8 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, wg *sync.WaitGroup
 		raw.Close()
 		return
 	}
-	sess, err := yamux.Server(conn, s.mux)
+	frames := newFrameGate(conn)
+	sess, err := yamux.Server(frames, s.mux)
 	if err != nil {
 		s.log.Error("start agent session", "remote", remote.String(), "error", err)
 		conn.Close()
@@ -180,7 +181,7 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, wg *sync.WaitGroup
 			s.log.Info("agent disconnected", "remote", remote.String(), "agent_id", agent.ID)
 		}
 	})
-	agent, err := s.handshake(hctx, sess, ctl, ac, remote)
+	agent, err := s.handshake(hctx, sess, frames, ctl, ac, remote)
 	if err != nil {
 		registered <- nil
 		sess.Close()
@@ -279,7 +280,7 @@ func (w *watchdog) check() {
 }
 
 // handshake reads the agent's hello on the control stream and answers it.
-func (s *Server) handshake(ctx context.Context, sess *yamux.Session, ctl *yamux.Stream, ac *agentConn, remote netip.AddrPort) (*Agent, error) {
+func (s *Server) handshake(ctx context.Context, sess *yamux.Session, frames *frameGate, ctl *yamux.Stream, ac *agentConn, remote netip.AddrPort) (*Agent, error) {
 	deadline, _ := ctx.Deadline()
 	_ = ctl.SetDeadline(deadline)
 	w := wire.NewWriter(ctl)
@@ -316,6 +317,7 @@ func (s *Server) handshake(ctx context.Context, sess *yamux.Session, ctl *yamux.
 		MaxCaptures: hello.MaxCaptures,
 		sess:        sess,
 		conn:        ac,
+		gate:        frames,
 	}
 	// Registered before the welcome goes out, so that a duplicate is
 	// refused before anything changes for the session that stays.

@@ -1,0 +1,392 @@
+package tunnel
+
+import (
+	"encoding/binary"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/cloudfoundry/pcap-server-release/internal/muxconfig"
+)
+
+// Unread bounds what the streams of one capture hold in yamux's receive
+// buffers: what the session took from the connection and the capture's
+// readers have not read yet. yamux lets every stream hold its window,
+// 256 KiB at the least, whatever its reader does; a capture of hundreds
+// of instances would hold hundreds of windows, more than its budget.
+// Through an Unread, a session passes yamux the body of a data frame of
+// such a stream only once it fits: the capture's unread bytes stay within
+// max(limit, one frame). The session waits meanwhile (every stream on it
+// does), which is how a capture's agents are held back when its readers
+// fall behind.
+type Unread struct {
+	limit int64
+
+	mu      sync.Mutex
+	held    int64
+	waiters int
+	freed   chan struct{} // closed and replaced when held shrinks while someone waits
+}
+
+// NewUnread returns an Unread that admits limit bytes at once.
+func NewUnread(limit int) *Unread {
+	return &Unread{limit: int64(limit), freed: make(chan struct{})}
+}
+
+// fits reports whether n more bytes may be admitted: within the limit,
+// or nothing is held (a frame larger than the limit must pass too).
+func (u *Unread) fits(n int64) bool { return u.held == 0 || u.held+n <= u.limit }
+
+// tryAdmit admits n bytes if they fit now.
+func (u *Unread) tryAdmit(n int64) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if !u.fits(n) {
+		return false
+	}
+	u.held += n
+	return true
+}
+
+// admit waits until n bytes fit and admits them; false if done closed
+// first.
+func (u *Unread) admit(n int64, done <-chan struct{}) bool {
+	u.mu.Lock()
+	for !u.fits(n) {
+		freed := u.freed
+		u.waiters++
+		u.mu.Unlock()
+		select {
+		case <-freed:
+		case <-done:
+			u.mu.Lock()
+			u.waiters--
+			u.mu.Unlock()
+			return false
+		}
+		u.mu.Lock()
+		u.waiters--
+	}
+	u.held += n
+	u.mu.Unlock()
+	return true
+}
+
+// release gives back n bytes: read, or let go with their stream.
+func (u *Unread) release(n int64) {
+	if n <= 0 {
+		return
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.held -= n
+	if u.waiters > 0 {
+		close(u.freed)
+		u.freed = make(chan struct{})
+	}
+}
+
+// Held is what is admitted and not read yet.
+func (u *Unread) Held() int64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.held
+}
+
+// yamux's frame header (its spec.md): version, type, flags, stream id,
+// length; a data frame's body of length bytes follows it.
+const (
+	yamuxHeaderSize = 12
+	yamuxTypeData   = 0
+)
+
+// frameGate is the connection a session's yamux reads from. It passes
+// yamux's frames through as they come, except the bodies of data frames
+// of limited streams (see Unread): such a frame waits, header and all,
+// until its body fits in its capture's Unread; and the body of a stream
+// the capture has let go is dropped, its header passed with length 0 (its
+// flags still count), so that yamux buffers nothing nobody will read. A
+// frame waits before any of it passes, when yamux's receive loop is
+// between frames and holds no stream's lock: the readers it waits for can
+// always read.
+//
+// Streams are registered as the API opens them, one at a time per
+// session (Agent.open): a data frame of a stream the API has opened and
+// not registered yet waits for its registration, so that a quick agent
+// cannot slip a window past its capture's Unread.
+type frameGate struct {
+	net.Conn
+	done      chan struct{}
+	closeOnce sync.Once
+
+	mu      sync.Mutex
+	streams map[uint32]*limitedStream
+	// highest is the highest stream id the API has registered; ids the
+	// API opens grow.
+	highest    uint32
+	registered chan struct{} // closed and replaced on every registration
+
+	// The read side, yamux's receive loop's alone: what was read from
+	// the connection and not passed yet is in[lo:hi].
+	in      []byte
+	lo, hi  int
+	readErr error
+	hdr     [yamuxHeaderSize]byte
+	nhdr    int  // header bytes collected
+	emit    int  // bytes at the end of hdr to pass before anything else
+	body    int  // body bytes of the current frame still to pass or drop
+	drop    bool // the current body is dropped
+	waiting bool // the header in hdr waits; its frame's id and length are in it
+}
+
+// gateBuffer is what the gate reads from the connection at once: a TLS
+// record's plaintext, what one read of a TLS connection returns at most.
+const gateBuffer = 16 << 10
+
+func newFrameGate(c net.Conn) *frameGate {
+	return &frameGate{Conn: c, done: make(chan struct{}), streams: map[uint32]*limitedStream{},
+		registered: make(chan struct{}), in: make([]byte, gateBuffer)}
+}
+
+// Close ends every wait and closes the connection.
+func (g *frameGate) Close() error {
+	g.closeOnce.Do(func() { close(g.done) })
+	return g.Conn.Close()
+}
+
+func (g *frameGate) Read(p []byte) (int, error) {
+	for {
+		if n, err := g.pass(p); n > 0 || err != nil {
+			return n, err
+		}
+	}
+}
+
+// pass copies into p what may pass, up to a frame that must wait; it
+// waits only when nothing went into p yet, so that what came before the
+// waiting frame reaches yamux first.
+func (g *frameGate) pass(p []byte) (int, error) {
+	out := 0
+	for out < len(p) {
+		switch {
+		case g.emit > 0:
+			k := copy(p[out:], g.hdr[yamuxHeaderSize-g.emit:])
+			g.emit -= k
+			out += k
+		case g.waiting:
+			if out > 0 {
+				return out, nil
+			}
+			if err := g.wait(); err != nil {
+				return 0, err
+			}
+		case g.lo == g.hi:
+			if out > 0 {
+				return out, nil
+			}
+			if g.readErr != nil {
+				return 0, g.readErr
+			}
+			n, err := g.Conn.Read(g.in)
+			g.lo, g.hi, g.readErr = 0, n, err
+		case g.body > 0:
+			k := min(g.body, g.hi-g.lo)
+			if !g.drop {
+				k = copy(p[out:], g.in[g.lo:g.lo+k])
+				out += k
+			}
+			g.lo += k
+			g.body -= k
+		default:
+			k := copy(g.hdr[g.nhdr:], g.in[g.lo:g.hi])
+			g.nhdr += k
+			g.lo += k
+			if g.nhdr == yamuxHeaderSize {
+				g.nhdr = 0
+				g.decide()
+			}
+		}
+	}
+	return out, nil
+}
+
+// decide looks at a complete header: it passes, or it waits.
+func (g *frameGate) decide() {
+	id := binary.BigEndian.Uint32(g.hdr[4:8])
+	length := binary.BigEndian.Uint32(g.hdr[8:12])
+	g.drop = false
+	if g.hdr[1] != yamuxTypeData || length == 0 {
+		g.passHeader()
+		return
+	}
+	g.body = int(length)
+	ls, known := g.lookup(id)
+	switch {
+	case !known:
+		g.waiting = true
+		return
+	case ls == nil:
+	case ls.released():
+		g.letGo()
+	case ls.unread.tryAdmit(int64(length)):
+		if !ls.admitted(int64(length)) {
+			g.letGo()
+		}
+	default:
+		g.waiting = true
+		return
+	}
+	g.passHeader()
+}
+
+// passHeader lets the header in hdr pass, once its frame is decided on.
+func (g *frameGate) passHeader() { g.emit = yamuxHeaderSize }
+
+// letGo drops the current frame's body and passes its header empty.
+func (g *frameGate) letGo() {
+	g.drop = true
+	binary.BigEndian.PutUint32(g.hdr[8:12], 0)
+}
+
+// wait waits until the waiting frame may pass.
+func (g *frameGate) wait() error {
+	id := binary.BigEndian.Uint32(g.hdr[4:8])
+	length := int64(g.body)
+	for {
+		ls, known := g.lookup(id)
+		if known {
+			switch {
+			case ls == nil:
+			case ls.released():
+				g.letGo()
+			case !ls.unread.admit(length, g.done):
+				return net.ErrClosed
+			case !ls.admitted(length):
+				g.letGo()
+			}
+			g.waiting = false
+			g.passHeader()
+			return nil
+		}
+		g.mu.Lock()
+		registered := g.registered
+		g.mu.Unlock()
+		select {
+		case <-registered:
+		case <-g.done:
+			return net.ErrClosed
+		}
+	}
+}
+
+// lookup finds the limited stream id belongs to: nil for a stream that
+// is not limited (the control stream, a stop stream, one yamux does not
+// know); known is false for a stream the API is opening and has not
+// registered yet.
+func (g *frameGate) lookup(id uint32) (ls *limitedStream, known bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if ls, ok := g.streams[id]; ok {
+		return ls, true
+	}
+	// The API opens even ids, the agent odd ones.
+	return nil, id%2 == 1 || id <= g.highest
+}
+
+// register notes a stream the API opened; ls is nil for one that is not
+// limited.
+func (g *frameGate) register(id uint32, ls *limitedStream) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if ls != nil {
+		g.streams[id] = ls
+	}
+	g.highest = max(g.highest, id)
+	close(g.registered)
+	g.registered = make(chan struct{})
+	// Streams let go long ago are gone from yamux too: it discards what
+	// comes for them.
+	for id, s := range g.streams {
+		if s.expired() {
+			delete(g.streams, id)
+		}
+	}
+}
+
+// limitedStream is a capture stream whose unread bytes count against its
+// capture's Unread from its registration until the capture lets it go
+// (Close): what it reads gives room back, and on Close what it still owes
+// is given back and whatever the agent sends after is dropped.
+type limitedStream struct {
+	*yamux.Stream
+	unread *Unread
+
+	mu     sync.Mutex
+	owed   int64     // admitted and not read yet
+	closed time.Time // when the capture let it go
+}
+
+func (s *limitedStream) Read(p []byte) (int, error) {
+	n, err := s.Stream.Read(p)
+	// Once empty, yamux's buffer goes back: it keeps the size of the
+	// largest frame it took, twice over, also while the stream waits for
+	// more, and a capture has a stream per instance.
+	s.Stream.Shrink()
+	if n > 0 {
+		s.mu.Lock()
+		d := int64(0)
+		if s.closed.IsZero() {
+			// What arrived before the stream was registered was never
+			// admitted.
+			d = min(int64(n), s.owed)
+			s.owed -= d
+		}
+		s.mu.Unlock()
+		s.unread.release(d)
+	}
+	return n, err
+}
+
+// Close lets the stream go and closes it.
+func (s *limitedStream) Close() error {
+	s.mu.Lock()
+	d := int64(0)
+	if s.closed.IsZero() {
+		s.closed = time.Now()
+		d, s.owed = s.owed, 0
+	}
+	s.mu.Unlock()
+	s.unread.release(d)
+	return s.Stream.Close()
+}
+
+// admitted records n bytes admitted for the stream; false if it has been
+// let go meanwhile: they are given back, and the body is dropped.
+func (s *limitedStream) admitted(n int64) bool {
+	s.mu.Lock()
+	kept := s.closed.IsZero()
+	if kept {
+		s.owed += n
+	}
+	s.mu.Unlock()
+	if !kept {
+		s.unread.release(n)
+	}
+	return kept
+}
+
+func (s *limitedStream) released() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.closed.IsZero()
+}
+
+// expired reports whether yamux has surely forgotten the stream: it was
+// let go longer ago than yamux waits for the agent's close.
+func (s *limitedStream) expired() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.closed.IsZero() && time.Since(s.closed) > 2*muxconfig.StreamCloseTimeout
+}
