@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"io"
@@ -83,8 +84,9 @@ func gateSeeds() [][]byte {
 
 // FuzzFrameGate feeds the gate arbitrary bytes, the agent's: it must pass
 // yamux's frames as they are, drop exactly the bodies of the stream let
-// go, whatever the reads' sizes, and never panic. data[0] is the size of
-// the reads; stream 4 is let go, 2 limited, the rest unlimited.
+// go, whatever the sizes of the connection's reads and of yamux's, and
+// never panic. data[0] picks the sizes; stream 4 is let go, 2 limited,
+// the rest unlimited.
 func FuzzFrameGate(f *testing.F) {
 	for _, s := range gateSeeds() {
 		f.Add(s)
@@ -101,10 +103,12 @@ func FuzzFrameGate(f *testing.F) {
 		letGo := &limitedStream{unread: NewUnread(1 << 40)}
 		g.register(4, letGo)
 		letGo.closed = letGo.closed.Add(1)
+		// yamux reads through a bufio.Reader, in pieces of any size.
+		r := bufio.NewReader(g)
 		var out []byte
-		buf := make([]byte, step%61+1)
+		buf := make([]byte, step*37%5000+1)
 		for range 4 * len(data) {
-			n, err := g.Read(buf)
+			n, err := r.Read(buf)
 			out = append(out, buf[:n]...)
 			if err != nil {
 				break

@@ -1,7 +1,9 @@
 package tunnel
 
 import (
+	"bytes"
 	"encoding/binary"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -128,26 +130,21 @@ type frameGate struct {
 	highest    uint32
 	registered chan struct{} // closed and replaced on every registration
 
-	// The read side, yamux's receive loop's alone: what was read from
-	// the connection and not passed yet is in[lo:hi].
-	in      []byte
-	lo, hi  int
-	readErr error
-	hdr     [yamuxHeaderSize]byte
-	nhdr    int  // header bytes collected
-	emit    int  // bytes at the end of hdr to pass before anything else
-	body    int  // body bytes of the current frame still to pass or drop
-	drop    bool // the current body is dropped
-	waiting bool // the header in hdr waits; its frame's id and length are in it
+	// The read side, yamux's receive loop's alone. The gate has no
+	// buffer of its own but for a frame that waits: it reads into
+	// yamux's, so that an idle session costs nothing more.
+	hdr     [yamuxHeaderSize]byte // the header being decided on
+	carry   [yamuxHeaderSize]byte // the start of a header a read cut off
+	ncarry  int
+	pending []byte // read, after a header that waits
+	body    int    // body bytes of the current frame still to pass or drop
+	drop    bool   // the current body is dropped
+	waiting bool   // the header in hdr waits
+	emit    bool   // the header in hdr passes first
 }
 
-// gateBuffer is what the gate reads from the connection at once: a TLS
-// record's plaintext, what one read of a TLS connection returns at most.
-const gateBuffer = 16 << 10
-
 func newFrameGate(c net.Conn) *frameGate {
-	return &frameGate{Conn: c, done: make(chan struct{}), streams: map[uint32]*limitedStream{},
-		registered: make(chan struct{}), in: make([]byte, gateBuffer)}
+	return &frameGate{Conn: c, done: make(chan struct{}), streams: map[uint32]*limitedStream{}, registered: make(chan struct{})}
 }
 
 // Close ends every wait and closes the connection.
@@ -164,69 +161,88 @@ func (g *frameGate) Read(p []byte) (int, error) {
 	}
 }
 
-// pass copies into p what may pass, up to a frame that must wait; it
-// waits only when nothing went into p yet, so that what came before the
-// waiting frame reaches yamux first.
+// pass reads into p and moves to its front what may pass, up to a frame
+// that must wait: it waits at the start of the next call, when what came
+// before has reached yamux. p must hold two headers; yamux reads through
+// a bufio.Reader, 4 KiB at the least.
 func (g *frameGate) pass(p []byte) (int, error) {
-	out := 0
-	for out < len(p) {
-		switch {
-		case g.emit > 0:
-			k := copy(p[out:], g.hdr[yamuxHeaderSize-g.emit:])
-			g.emit -= k
-			out += k
-		case g.waiting:
-			if out > 0 {
-				return out, nil
-			}
-			if err := g.wait(); err != nil {
-				return 0, err
-			}
-		case g.lo == g.hi:
-			if out > 0 {
-				return out, nil
-			}
-			if g.readErr != nil {
-				return 0, g.readErr
-			}
-			n, err := g.Conn.Read(g.in)
-			g.lo, g.hi, g.readErr = 0, n, err
-		case g.body > 0:
-			k := min(g.body, g.hi-g.lo)
-			if !g.drop {
-				k = copy(p[out:], g.in[g.lo:g.lo+k])
-				out += k
-			}
-			g.lo += k
-			g.body -= k
-		default:
-			k := copy(g.hdr[g.nhdr:], g.in[g.lo:g.hi])
-			g.nhdr += k
-			g.lo += k
-			if g.nhdr == yamuxHeaderSize {
-				g.nhdr = 0
-				g.decide()
-			}
+	if len(p) < 2*yamuxHeaderSize {
+		return 0, io.ErrShortBuffer
+	}
+	if g.waiting {
+		if err := g.wait(); err != nil {
+			return 0, err
 		}
 	}
-	return out, nil
+	out := 0
+	if g.emit {
+		out = copy(p, g.hdr[:])
+		g.emit = false
+	}
+	// The input: a header cut off last time, then what waited, or else
+	// what the connection has.
+	start := out
+	n := copy(p[start:], g.carry[:g.ncarry])
+	g.ncarry = 0
+	var err error
+	switch {
+	case len(g.pending) > 0:
+		m := copy(p[start+n:], g.pending)
+		if g.pending = g.pending[m:]; len(g.pending) == 0 {
+			g.pending = nil
+		}
+		n += m
+	case out == 0 || n > 0:
+		var m int
+		m, err = g.Conn.Read(p[start+n:])
+		n += m
+	}
+	in := p[start : start+n]
+	for i := 0; i < len(in); {
+		if g.body > 0 {
+			k := min(g.body, len(in)-i)
+			if !g.drop {
+				if out != start+i {
+					copy(p[out:], in[i:i+k])
+				}
+				out += k
+			}
+			i += k
+			g.body -= k
+			continue
+		}
+		if len(in)-i < yamuxHeaderSize {
+			g.ncarry = copy(g.carry[:], in[i:])
+			break
+		}
+		copy(g.hdr[:], in[i:i+yamuxHeaderSize])
+		i += yamuxHeaderSize
+		if !g.decide() {
+			g.pending = append(bytes.Clone(in[i:]), g.pending...)
+			return out, err
+		}
+		// The header passes, length zeroed if its body is dropped; it
+		// lands no further than where it was read.
+		out += copy(p[out:], g.hdr[:])
+	}
+	return out, err
 }
 
-// decide looks at a complete header: it passes, or it waits.
-func (g *frameGate) decide() {
+// decide looks at the complete header in hdr: it passes (true), or its
+// frame waits.
+func (g *frameGate) decide() bool {
 	id := binary.BigEndian.Uint32(g.hdr[4:8])
 	length := binary.BigEndian.Uint32(g.hdr[8:12])
 	g.drop = false
 	if g.hdr[1] != yamuxTypeData || length == 0 {
-		g.passHeader()
-		return
+		return true
 	}
 	g.body = int(length)
 	ls, known := g.lookup(id)
 	switch {
 	case !known:
 		g.waiting = true
-		return
+		return false
 	case ls == nil:
 	case ls.released():
 		g.letGo()
@@ -236,13 +252,10 @@ func (g *frameGate) decide() {
 		}
 	default:
 		g.waiting = true
-		return
+		return false
 	}
-	g.passHeader()
+	return true
 }
-
-// passHeader lets the header in hdr pass, once its frame is decided on.
-func (g *frameGate) passHeader() { g.emit = yamuxHeaderSize }
 
 // letGo drops the current frame's body and passes its header empty.
 func (g *frameGate) letGo() {
@@ -267,7 +280,7 @@ func (g *frameGate) wait() error {
 				g.letGo()
 			}
 			g.waiting = false
-			g.passHeader()
+			g.emit = true
 			return nil
 		}
 		g.mu.Lock()
