@@ -357,7 +357,9 @@ func (g *Garden) ServeHTTP(tb testing.TB, c *Container, body string) string {
 	}
 	g.Run(tb, c.Handle, "vcap", "mkdir -p /tmp/www && echo '"+body+"' >/tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www")
 	url := "http://" + netip.AddrPortFrom(c.IP, 8080).String() + "/"
-	client := &http.Client{Timeout: time.Second}
+	tr := &http.Transport{DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Timeout: time.Second, Transport: tr}
 	deadline := time.Now().Add(gardenStepLimit)
 	for {
 		got, err := getBody(client, url)
@@ -434,6 +436,7 @@ func (g *Garden) Netns(tb testing.TB, handle string) string {
 // cleanup destroys what the test left, stops gdn and removes everything
 // it left on the host, then checks that nothing is left.
 func (g *Garden) cleanup(tb testing.TB, forward string) {
+	defer g.http.CloseIdleConnections()
 	g.mu.Lock()
 	handles := slices.Clone(g.handles)
 	g.mu.Unlock()
