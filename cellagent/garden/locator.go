@@ -127,7 +127,11 @@ func (l *Locator) byHandle(ctx context.Context, req *wire.CaptureRequest) (strin
 	}
 	props, err := l.client.Properties(ctx, h)
 	if IsContainerNotFound(err) {
-		return "", &agent.LocateError{Code: wire.ErrContainerNotFound, Msg: fmt.Sprintf("no container with instance guid %s on this cell", h), Err: err}
+		msg := fmt.Sprintf("no container of app %s instance %d on this cell (instance guid %s)", req.AppGUID, req.Index, h)
+		if req.AppGUID == "" {
+			msg = fmt.Sprintf("no container with instance guid %s on this cell", h)
+		}
+		return "", &agent.LocateError{Code: wire.ErrContainerNotFound, Msg: msg, Err: err}
 	}
 	if err != nil {
 		return "", l.gardenFailure("read the properties of container "+h, err)

@@ -207,8 +207,8 @@ func TestLocateByHandle(t *testing.T) {
 func TestLocateByHandleMissing(t *testing.T) {
 	c := newCell(t, nil)
 	c.garden.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-a"})
-	_, err := c.loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", InstanceGUID: "8c8a8e78-2f13-4e4b-7c2c-8f2d"})
-	locateErr(t, err, wire.ErrContainerNotFound, "no container with instance guid 8c8a8e78-2f13-4e4b-7c2c-8f2d on this cell")
+	_, err := c.loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", Index: 3, InstanceGUID: "8c8a8e78-2f13-4e4b-7c2c-8f2d"})
+	locateErr(t, err, wire.ErrContainerNotFound, "no container of app app-a instance 3 on this cell (instance guid 8c8a8e78-2f13-4e4b-7c2c-8f2d)")
 	if !garden.IsContainerNotFound(err) {
 		t.Errorf("garden's answer is not kept: %v", errors.Unwrap(err))
 	}

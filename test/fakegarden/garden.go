@@ -406,9 +406,7 @@ type gardenContainerInfo struct {
 	MappedPorts   []gardenPortMapping
 }
 
-// containerProps answers garden's not-found error unless the handle of
-// the request names a container.
-func (g *Garden) containerProps(w http.ResponseWriter, r *http.Request) (string, map[string]string, bool) {
+func (g *Garden) serveInfo(w http.ResponseWriter, r *http.Request) {
 	handle := r.PathValue("handle")
 	g.mu.Lock()
 	props, ok := g.containers[handle]
@@ -416,13 +414,6 @@ func (g *Garden) containerProps(w http.ResponseWriter, r *http.Request) (string,
 	g.mu.Unlock()
 	if !ok {
 		writeGardenNotFound(w, handle)
-	}
-	return handle, props, ok
-}
-
-func (g *Garden) serveInfo(w http.ResponseWriter, r *http.Request) {
-	handle, props, ok := g.containerProps(w, r)
-	if !ok {
 		return
 	}
 	info := gardenContainerInfo{
@@ -442,10 +433,12 @@ func (g *Garden) serveInfo(w http.ResponseWriter, r *http.Request) {
 	fakeserver.WriteJSON(w, http.StatusOK, info)
 }
 
+// serveProperties answers as garden does: 200 and null for a handle it
+// does not know (its property manager has no key space for it), not the
+// 404 of its other container routes.
 func (g *Garden) serveProperties(w http.ResponseWriter, r *http.Request) {
-	_, props, ok := g.containerProps(w, r)
-	if !ok {
-		return
-	}
-	fakeserver.WriteJSON(w, http.StatusOK, props)
+	g.mu.Lock()
+	props := maps.Clone(g.containers[r.PathValue("handle")])
+	g.mu.Unlock()
+	fakeserver.WriteJSON(w, http.StatusOK, props) // a nil map is null
 }

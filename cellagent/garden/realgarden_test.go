@@ -1,0 +1,96 @@
+package garden_test
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"testing"
+
+	"github.com/cloudfoundry/pcap-server-release/cellagent/garden"
+	"github.com/cloudfoundry/pcap-server-release/test/realcf"
+	"github.com/cloudfoundry/pcap-server-release/wire"
+)
+
+// realCell is the locator against a real gdn, configured as on a cell in
+// that networking mode.
+func realCell(t *testing.T, mode realcf.GardenNetworking) (*realcf.Garden, *garden.Locator) {
+	t.Helper()
+	g := realcf.StartGarden(t, mode)
+	var logs bytes.Buffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("locator log:\n%s", logs.String())
+		}
+	})
+	loc, err := garden.New(garden.Config{
+		Network:           "unix",
+		Address:           g.Socket,
+		ContainerNetnsDir: g.NetnsDir,
+		RuncRoots:         []string{"/run/containerd/runc/garden", g.RuncRoot},
+		Logger:            slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(loc.Close)
+	return g, loc
+}
+
+// The locator against real garden in both networking modes: containers
+// created as Diego's executor creates them are found by handle and by
+// properties, in their own network namespace, and a handle garden does
+// not know is "not on this cell".
+func TestRealGardenLocate(t *testing.T) {
+	for _, mode := range []realcf.GardenNetworking{realcf.GdnNetworking, realcf.PluginNetworking} {
+		t.Run(mode.String(), func(t *testing.T) {
+			g, loc := realCell(t, mode)
+			a0 := g.Create(t, realcf.AppContainer{AppGUID: "app-a", Index: 0})
+			a1 := g.Create(t, realcf.AppContainer{AppGUID: "app-a", Index: 1})
+			b1 := g.Create(t, realcf.AppContainer{AppGUID: "app-b", Index: 1})
+			wantNetns := func(handle string) string {
+				if mode == realcf.PluginNetworking {
+					return filepath.Join(g.NetnsDir, handle)
+				}
+				return fmt.Sprintf("/proc/%d/ns/net", g.InitPID(t, handle))
+			}
+			for _, tc := range []struct {
+				name string
+				req  *wire.CaptureRequest
+				want string
+			}{
+				{"by handle", &wire.CaptureRequest{AppGUID: "app-a", Index: 1, InstanceGUID: a1.Handle}, a1.Handle},
+				{"by properties", &wire.CaptureRequest{AppGUID: "app-a", ProcessType: "web", Index: 0}, a0.Handle},
+				{"by properties, other app", &wire.CaptureRequest{AppGUID: "app-b", Index: 1}, b1.Handle},
+			} {
+				got, err := loc.Locate(t.Context(), tc.req)
+				if err != nil {
+					t.Errorf("%s: %v", tc.name, err)
+					continue
+				}
+				if got.Handle != tc.want || got.NetnsPath != wantNetns(tc.want) {
+					t.Errorf("%s: %+v, want handle %s in %s", tc.name, got, tc.want, wantNetns(tc.want))
+				}
+				if netnsID(t, got.NetnsPath) != netnsID(t, g.Netns(t, tc.want)) {
+					t.Errorf("%s: %s is not the container's namespace", tc.name, got.NetnsPath)
+				}
+			}
+
+			// Garden answers 200 null for the properties of a handle it
+			// does not have: the instance is not on this cell.
+			gone := realcf.InstanceGUID()
+			_, err := loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", Index: 4, InstanceGUID: gone})
+			locateErr(t, err, wire.ErrContainerNotFound, "no container of app app-a instance 4 on this cell (instance guid "+gone+")")
+			_, err = loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", Index: 4})
+			locateErr(t, err, wire.ErrContainerNotFound, "no container of app app-a instance 4 on this cell", "web/0, web/1")
+			// Another app's container, by its handle.
+			_, err = loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", Index: 1, InstanceGUID: b1.Handle})
+			locateErr(t, err, wire.ErrContainerNotFound, "container "+b1.Handle+" on this cell is not an instance of app app-a")
+
+			// A destroyed container is gone from garden at once.
+			g.Destroy(t, a1.Handle)
+			_, err = loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", Index: 1, InstanceGUID: a1.Handle})
+			locateErr(t, err, wire.ErrContainerNotFound, "no container of app app-a instance 1 on this cell")
+		})
+	}
+}
