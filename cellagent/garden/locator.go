@@ -31,6 +31,9 @@ type Config struct {
 	ContainerNetnsDir string
 	// RuncRoots are searched in order for HANDLE/state.json.
 	RuncRoots []string
+	// ContainerOwnerName is the executor:owner property of app
+	// containers, the rep's container_owner_name (empty: executor).
+	ContainerOwnerName string
 	// CallTimeout bounds each garden request (0: DefaultCallTimeout).
 	CallTimeout time.Duration
 	Logger      *slog.Logger
@@ -41,6 +44,7 @@ type Config struct {
 type Locator struct {
 	client *Client
 	netns  netnsFinder
+	owner  string
 	log    *slog.Logger
 }
 
@@ -57,9 +61,14 @@ func New(c Config) (*Locator, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	owner := c.ContainerOwnerName
+	if owner == "" {
+		owner = ownerExecutor
+	}
 	return &Locator{
 		client: client,
 		netns:  netnsFinder{netnsDir: c.ContainerNetnsDir, runcRoots: slices.Clone(c.RuncRoots)},
+		owner:  owner,
 		log:    log,
 	}, nil
 }
@@ -139,7 +148,7 @@ func (l *Locator) byHandle(ctx context.Context, req *wire.CaptureRequest) (strin
 	// The API names the app it authorized the user for; never hand out
 	// another app's container, whatever the instance guid says.
 	// A container without these properties is no Diego app instance.
-	if props[propAppID] != req.AppGUID || props[propOwner] != ownerExecutor {
+	if props[propAppID] != req.AppGUID || props[propOwner] != l.owner {
 		return "", &agent.LocateError{Code: wire.ErrContainerNotFound, Msg: fmt.Sprintf("container %s on this cell is not an instance of app %s", h, req.AppGUID)}
 	}
 	return h, nil
@@ -153,7 +162,7 @@ func (l *Locator) byInstance(ctx context.Context, req *wire.CaptureRequest, log 
 	}
 	handles, err := l.client.Containers(ctx, map[string]string{
 		propAppID:    req.AppGUID,
-		propOwner:    ownerExecutor,
+		propOwner:    l.owner,
 		propWorkload: workloadApp,
 	})
 	if err != nil {

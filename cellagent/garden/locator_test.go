@@ -282,6 +282,29 @@ func TestLocateByAppAndIndex(t *testing.T) {
 	locateErr(t, err, wire.ErrContainerNotFound, "no container of app app-a instance 1 on this cell", "process type clock", "web/0, web/1, worker/1")
 }
 
+// The rep's container_owner_name labels the containers: the agent takes
+// only those of the owner it is configured with.
+func TestLocateByOwnerName(t *testing.T) {
+	c := newCell(t, nil)
+	mine := c.garden.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-a", Index: 0, Owner: "cell-executor"})
+	theirs := c.garden.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-a", Index: 1})
+	c.bindNetns(t, mine, netnstest.NewNamespace(t).Path())
+	loc, err := garden.New(garden.Config{Network: c.garden.Network, Address: c.garden.Address, ContainerNetnsDir: c.netnsDir, ContainerOwnerName: "cell-executor"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(loc.Close)
+	for _, req := range []*wire.CaptureRequest{{AppGUID: "app-a", Index: 0}, {AppGUID: "app-a", Index: 0, InstanceGUID: mine}} {
+		if got, err := loc.Locate(t.Context(), req); err != nil || got.Handle != mine {
+			t.Errorf("%+v: %+v, %v", req, got, err)
+		}
+	}
+	_, err = loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", Index: 1, InstanceGUID: theirs})
+	locateErr(t, err, wire.ErrContainerNotFound, "not an instance of app app-a")
+	_, err = c.loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", Index: 0})
+	locateErr(t, err, wire.ErrContainerNotFound, "no container of app app-a instance 0 on this cell", "web/1")
+}
+
 func TestLocateAcceptsContainerWithoutProcessType(t *testing.T) {
 	c := newCell(t, nil)
 	h := c.garden.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-a", Index: 2, NoProcessTypeTag: true})

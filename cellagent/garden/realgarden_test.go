@@ -17,6 +17,13 @@ import (
 func realCell(t *testing.T, mode realcf.GardenNetworking) (*realcf.Garden, *garden.Locator) {
 	t.Helper()
 	g := realcf.StartGarden(t, mode)
+	return g, realLocator(t, g, "")
+}
+
+// realLocator is a locator of g's containers whose rep names them owner
+// (empty: the default).
+func realLocator(t *testing.T, g *realcf.Garden, owner string) *garden.Locator {
+	t.Helper()
 	var logs bytes.Buffer
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -24,17 +31,18 @@ func realCell(t *testing.T, mode realcf.GardenNetworking) (*realcf.Garden, *gard
 		}
 	})
 	loc, err := garden.New(garden.Config{
-		Network:           "unix",
-		Address:           g.Socket,
-		ContainerNetnsDir: g.NetnsDir,
-		RuncRoots:         []string{"/run/containerd/runc/garden", g.RuncRoot},
-		Logger:            slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Network:            "unix",
+		Address:            g.Socket,
+		ContainerNetnsDir:  g.NetnsDir,
+		RuncRoots:          []string{"/run/containerd/runc/garden", g.RuncRoot},
+		ContainerOwnerName: owner,
+		Logger:             slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(loc.Close)
-	return g, loc
+	return loc
 }
 
 // The locator against real garden in both networking modes: containers
@@ -93,4 +101,35 @@ func TestRealGardenLocate(t *testing.T) {
 			locateErr(t, err, wire.ErrContainerNotFound, "no container of app app-a instance 1 on this cell")
 		})
 	}
+}
+
+// A rep with another container_owner_name (diego.executor.
+// container_owner_name) labels its containers so: the agent finds them
+// when garden.container_owner_name says the same, and leaves the
+// containers of other owners alone.
+func TestRealGardenContainerOwnerName(t *testing.T) {
+	g := realcf.StartGarden(t, realcf.PluginNetworking)
+	mine := g.Create(t, realcf.AppContainer{AppGUID: "app-a", Index: 0, Owner: "cell-executor"})
+	theirs := g.Create(t, realcf.AppContainer{AppGUID: "app-a", Index: 1})
+
+	loc := realLocator(t, g, "cell-executor")
+	for _, req := range []*wire.CaptureRequest{
+		{AppGUID: "app-a", Index: 0},
+		{AppGUID: "app-a", Index: 0, InstanceGUID: mine.Handle},
+	} {
+		if got, err := loc.Locate(t.Context(), req); err != nil || got.Handle != mine.Handle {
+			t.Errorf("owner cell-executor, %+v: %+v, %v", req, got, err)
+		}
+	}
+	_, err := loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", Index: 1})
+	locateErr(t, err, wire.ErrContainerNotFound, "no container of app app-a instance 1 on this cell", "web/0")
+	_, err = loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", Index: 1, InstanceGUID: theirs.Handle})
+	locateErr(t, err, wire.ErrContainerNotFound, "not an instance of app app-a")
+
+	// The default owner, executor, is the other rep's.
+	if got, err := realLocator(t, g, "").Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", Index: 1}); err != nil || got.Handle != theirs.Handle {
+		t.Errorf("default owner: %+v, %v", got, err)
+	}
+	_, err = realLocator(t, g, "").Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", Index: 0})
+	locateErr(t, err, wire.ErrContainerNotFound, "no container of app app-a instance 0 on this cell")
 }

@@ -51,7 +51,7 @@ func (c *cell) add(t *testing.T, a *app, appGUID string, index int) string {
 func (c *cell) agentConfig(p *pki, api *apiProc, cellIP string) agentconfig.Config {
 	cfg := agentConfig(p, api, cellIP, nil)
 	cfg.Dev = nil
-	cfg.Garden = agentconfig.Garden{Network: c.garden.Network, Address: c.garden.Address}
+	cfg.Garden.Network, cfg.Garden.Address = c.garden.Network, c.garden.Address
 	cfg.ContainerNetnsDir = c.netnsDir
 	cfg.RuncRoots = []string{c.runcRoot}
 	return cfg

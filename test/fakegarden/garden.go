@@ -73,6 +73,9 @@ type AppContainer struct {
 	// Workload is network.container_workload: app (default), task or
 	// staging.
 	Workload string
+	// Owner is executor:owner, the rep's container_owner_name (default
+	// executor).
+	Owner string
 }
 
 // Garden is a fake garden server: a real HTTP/1.1 server on a unix socket
@@ -203,6 +206,9 @@ func (g *Garden) AddAppContainer(c AppContainer) string {
 	if c.Workload == "" {
 		c.Workload = "app"
 	}
+	if c.Owner == "" {
+		c.Owner = "executor"
+	}
 	g.AddContainer(c.Handle, DiegoProperties(c))
 	return c.Handle
 }
@@ -230,7 +236,7 @@ func DiegoProperties(c AppContainer) map[string]string {
 		"tags":        tags,
 	})
 	return map[string]string{
-		"executor:owner":                  "executor",
+		"executor:owner":                  c.Owner,
 		"log_config":                      string(logConfig),
 		"network.app_id":                  c.AppGUID,
 		"network.space_id":                c.SpaceGUID,
