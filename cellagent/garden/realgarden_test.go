@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/garden"
 	"github.com/cloudfoundry/pcap-server-release/test/realcf"
@@ -56,6 +58,7 @@ func TestRealGardenLocate(t *testing.T) {
 			a0 := g.Create(t, realcf.AppContainer{AppGUID: "app-a", Index: 0})
 			a1 := g.Create(t, realcf.AppContainer{AppGUID: "app-a", Index: 1})
 			b1 := g.Create(t, realcf.AppContainer{AppGUID: "app-b", Index: 1})
+			created := map[string]*realcf.Container{a0.Handle: a0, a1.Handle: a1, b1.Handle: b1}
 			wantNetns := func(handle string) string {
 				if mode == realcf.PluginNetworking {
 					return filepath.Join(g.NetnsDir, handle)
@@ -71,7 +74,7 @@ func TestRealGardenLocate(t *testing.T) {
 				{"by properties", &wire.CaptureRequest{AppGUID: "app-a", ProcessType: "web", Index: 0}, a0.Handle},
 				{"by properties, other app", &wire.CaptureRequest{AppGUID: "app-b", Index: 1}, b1.Handle},
 			} {
-				got, err := loc.Locate(t.Context(), tc.req)
+				got, err := locate(t, loc, tc.req)
 				if err != nil {
 					t.Errorf("%s: %v", tc.name, err)
 					continue
@@ -82,22 +85,45 @@ func TestRealGardenLocate(t *testing.T) {
 				if netnsID(t, got.NetnsPath) != netnsID(t, g.Netns(t, tc.want)) {
 					t.Errorf("%s: %s is not the container's namespace", tc.name, got.NetnsPath)
 				}
+				// The interface a capture of eth0 opens: gdn's networking
+				// has no eth0, and names the container's end w<tag>…-1.
+				wantIface := "eth0"
+				if mode == realcf.GdnNetworking {
+					wantIface = created[tc.want].Properties["kawasaki.container-interface"]
+				}
+				if got.Interface != wantIface || (mode == realcf.GdnNetworking && !strings.HasPrefix(got.Interface, "w"+realcf.GardenTag)) {
+					t.Errorf("%s: interface %q, want %q", tc.name, got.Interface, wantIface)
+				}
+				if got.End == nil {
+					t.Errorf("%s: the container's end is not watched", tc.name)
+				}
 			}
 
 			// Garden answers 200 null for the properties of a handle it
 			// does not have: the instance is not on this cell.
 			gone := realcf.InstanceGUID()
-			_, err := loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", Index: 4, InstanceGUID: gone})
+			_, err := locate(t, loc, &wire.CaptureRequest{AppGUID: "app-a", Index: 4, InstanceGUID: gone})
 			locateErr(t, err, wire.ErrContainerNotFound, "no container of app app-a instance 4 on this cell (instance guid "+gone+")")
-			_, err = loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", Index: 4})
+			_, err = locate(t, loc, &wire.CaptureRequest{AppGUID: "app-a", Index: 4})
 			locateErr(t, err, wire.ErrContainerNotFound, "no container of app app-a instance 4 on this cell", "web/0, web/1")
 			// Another app's container, by its handle.
-			_, err = loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", Index: 1, InstanceGUID: b1.Handle})
+			_, err = locate(t, loc, &wire.CaptureRequest{AppGUID: "app-a", Index: 1, InstanceGUID: b1.Handle})
 			locateErr(t, err, wire.ErrContainerNotFound, "container "+b1.Handle+" on this cell is not an instance of app app-a")
 
-			// A destroyed container is gone from garden at once.
+			// Destroy ends the watch of a located container, and the
+			// container is gone from garden at once.
+			located, err := locate(t, loc, &wire.CaptureRequest{AppGUID: "app-a", Index: 1, InstanceGUID: a1.Handle})
+			if err != nil || located.End == nil {
+				t.Fatalf("a1: %+v, %v", located, err)
+			}
 			g.Destroy(t, a1.Handle)
-			_, err = loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", Index: 1, InstanceGUID: a1.Handle})
+			select {
+			case <-located.End.Ended():
+				t.Logf("after destroy: %s", located.End.Why())
+			case <-time.After(30 * time.Second):
+				t.Fatal("garden destroyed the container, but its end was not seen within 30s")
+			}
+			_, err = locate(t, loc, &wire.CaptureRequest{AppGUID: "app-a", Index: 1, InstanceGUID: a1.Handle})
 			locateErr(t, err, wire.ErrContainerNotFound, "no container of app app-a instance 1 on this cell")
 		})
 	}
@@ -117,19 +143,19 @@ func TestRealGardenContainerOwnerName(t *testing.T) {
 		{AppGUID: "app-a", Index: 0},
 		{AppGUID: "app-a", Index: 0, InstanceGUID: mine.Handle},
 	} {
-		if got, err := loc.Locate(t.Context(), req); err != nil || got.Handle != mine.Handle {
+		if got, err := locate(t, loc, req); err != nil || got.Handle != mine.Handle {
 			t.Errorf("owner cell-executor, %+v: %+v, %v", req, got, err)
 		}
 	}
-	_, err := loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", Index: 1})
+	_, err := locate(t, loc, &wire.CaptureRequest{AppGUID: "app-a", Index: 1})
 	locateErr(t, err, wire.ErrContainerNotFound, "no container of app app-a instance 1 on this cell", "web/0")
-	_, err = loc.Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", Index: 1, InstanceGUID: theirs.Handle})
+	_, err = locate(t, loc, &wire.CaptureRequest{AppGUID: "app-a", Index: 1, InstanceGUID: theirs.Handle})
 	locateErr(t, err, wire.ErrContainerNotFound, "not an instance of app app-a")
 
 	// The default owner, executor, is the other rep's.
-	if got, err := realLocator(t, g, "").Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", Index: 1}); err != nil || got.Handle != theirs.Handle {
+	if got, err := locate(t, realLocator(t, g, ""), &wire.CaptureRequest{AppGUID: "app-a", Index: 1}); err != nil || got.Handle != theirs.Handle {
 		t.Errorf("default owner: %+v, %v", got, err)
 	}
-	_, err = realLocator(t, g, "").Locate(t.Context(), &wire.CaptureRequest{AppGUID: "app-a", Index: 0})
+	_, err = locate(t, realLocator(t, g, ""), &wire.CaptureRequest{AppGUID: "app-a", Index: 0})
 	locateErr(t, err, wire.ErrContainerNotFound, "no container of app app-a instance 0 on this cell")
 }
