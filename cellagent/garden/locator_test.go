@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -194,7 +195,7 @@ func TestLocateByHandle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != (agent.Container{Handle: h, NetnsPath: bind}) {
+	if got != (agent.Container{Handle: h, NetnsPath: bind, Interface: "eth0"}) {
 		t.Errorf("Locate = %+v, want handle %s at %s", got, h, bind)
 	}
 	if netnsID(t, got.NetnsPath) != netnsID(t, ns.Path()) {
@@ -411,7 +412,7 @@ func TestLocateOverTCP(t *testing.T) {
 	h := c.garden.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-a", Index: 3})
 	bind := c.bindNetns(t, h, netnstest.NewNamespace(t).Path())
 	got, err := c.locate(t, &wire.CaptureRequest{AppGUID: "app-a", Index: 3})
-	if err != nil || got != (agent.Container{Handle: h, NetnsPath: bind}) {
+	if err != nil || got != (agent.Container{Handle: h, NetnsPath: bind, Interface: "eth0"}) {
 		t.Errorf("Locate over TCP = %+v, %v", got, err)
 	}
 	if err := c.loc.Ping(t.Context()); err != nil {
@@ -623,10 +624,11 @@ func TestLocateNamesTheContainersInterface(t *testing.T) {
 		{map[string]string{"garden.network.interface": ".."}, ""},
 		{nil, ""},
 	} {
-		h := c.garden.AddAppContainer(fakegarden.AppContainer{AppGUID: "app-a"})
-		for k, v := range tc.props {
-			c.garden.SetProperty(h, k, v)
-		}
+		h := fakegarden.InstanceGUID()
+		props := fakegarden.DiegoProperties(fakegarden.AppContainer{AppGUID: "app-a", Handle: h, Owner: "executor"})
+		delete(props, "garden.network.interface")
+		maps.Copy(props, tc.props)
+		c.garden.AddContainer(h, props)
 		c.bindNetns(t, h, ns.Path())
 		got, err := c.locate(t, &wire.CaptureRequest{AppGUID: "app-a", InstanceGUID: h})
 		if err != nil || got.Interface != tc.want {

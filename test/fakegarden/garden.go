@@ -236,20 +236,20 @@ func DiegoProperties(c AppContainer) map[string]string {
 		"tags":        tags,
 	})
 	return map[string]string{
-		"executor:owner":                  c.Owner,
-		"log_config":                      string(logConfig),
-		"network.app_id":                  c.AppGUID,
-		"network.space_id":                c.SpaceGUID,
-		"network.org_id":                  c.OrgGUID,
-		"network.policy_group_id":         c.AppGUID,
-		"network.ports":                   "8080",
-		"network.container_workload":      c.Workload,
-		"garden.state":                    "created",
-		"garden.network.container-ip":     "10.255.0." + strconv.Itoa(2+c.Index%250),
-		"garden.network.host-ip":          "255.255.255.255",
-		"garden.network.external-ip":      "10.0.16.5",
-		"garden.network.mapped-ports":     "[]",
-		"garden.network.interface-prefix": "s-",
+		"executor:owner":              c.Owner,
+		"log_config":                  string(logConfig),
+		"network.app_id":              c.AppGUID,
+		"network.space_id":            c.SpaceGUID,
+		"network.org_id":              c.OrgGUID,
+		"network.policy_group_id":     c.AppGUID,
+		"network.ports":               "8080",
+		"network.container_workload":  c.Workload,
+		"garden.state":                "created",
+		"garden.network.container-ip": "10.255.0." + strconv.Itoa(2+c.Index%250),
+		"garden.network.host-ip":      "255.255.255.255",
+		"garden.network.external-ip":  "10.0.16.5",
+		"garden.network.mapped-ports": "[]",
+		"garden.network.interface":    "eth0", // the external networker's answer
 	}
 }
 
@@ -342,12 +342,13 @@ func (g *Garden) intercept(mux *http.ServeMux) http.Handler {
 	})
 }
 
-// gardenError is garden's error body; all four keys are always sent.
+// gardenError is garden's error body; all five keys are always sent.
 type gardenError struct {
 	Type      string
 	Message   string
 	Handle    string
 	ProcessID string
+	Binary    string
 }
 
 func writeGardenError(w http.ResponseWriter, status int, typ, message, handle string) {

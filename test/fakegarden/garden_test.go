@@ -51,7 +51,7 @@ func gardenGet(t *testing.T, c *http.Client, rawPath string, v any) int {
 }
 
 type gardenErrorBody struct {
-	Type, Message, Handle, ProcessID *string
+	Type, Message, Handle, ProcessID, Binary *string
 }
 
 func TestGardenDiegoContainerShapes(t *testing.T) {
@@ -187,7 +187,7 @@ func TestGardenErrors(t *testing.T) {
 	if status := gardenGet(t, c, "/containers/nope/info", &e); status != 404 {
 		t.Errorf("info of a missing container: %d", status)
 	}
-	if e.Type == nil || *e.Type != fakegarden.ContainerNotFound || *e.Message != "unknown handle: nope" || *e.Handle != "nope" || e.ProcessID == nil {
+	if e.Type == nil || *e.Type != fakegarden.ContainerNotFound || *e.Message != "unknown handle: nope" || *e.Handle != "nope" || e.ProcessID == nil || e.Binary == nil {
 		t.Errorf("info error body = %+v", e)
 	}
 	// Real garden's properties route knows no error for it: 200 null.
