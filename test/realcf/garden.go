@@ -135,12 +135,9 @@ func StartGarden(tb testing.TB, n GardenNetworking) *Garden {
 		// The lock is free, so no test's gdn runs: an earlier test
 		// binary was killed before its clean-up.
 		tb.Logf("removing what an earlier gdn --tag %s left: %s", GardenTag, strings.Join(left, "; "))
-		cleanGardenTag(tb, nil)
+		cleanKilledRuns(tb)
 	}
-	forward, err := os.ReadFile(ipForward)
-	if err != nil {
-		tb.Fatalf("garden: %v", err)
-	}
+	forward := ipForwardBefore(tb)
 	// Under /tmp, not t.TempDir: the socket path must stay short, and the
 	// container's root (uid 4294967294) must traverse to its rootfs.
 	dir, err := os.MkdirTemp("/tmp", "gdn-"+GardenTag+"-")
@@ -164,7 +161,7 @@ func StartGarden(tb testing.TB, n GardenNetworking) *Garden {
 			return d.DialContext(ctx, "unix", g.Socket)
 		},
 	}}
-	tb.Cleanup(func() { g.cleanup(tb, strings.TrimSpace(string(forward))) })
+	tb.Cleanup(func() { g.cleanup(tb, forward) })
 
 	if out, err := g.command(context.Background(), b.Garden("gdn"), "setup", "--tag", GardenTag).CombinedOutput(); err != nil {
 		tb.Fatalf("gdn setup --tag %s: %v\n%s", GardenTag, err, out)
@@ -213,6 +210,9 @@ func StartGarden(tb testing.TB, n GardenNetworking) *Garden {
 	defer logFile.Close()
 	g.cmd = g.command(context.Background(), b.Garden("gdn"), args...)
 	g.cmd.Stdout, g.cmd.Stderr = logFile, logFile
+	// A test binary killed (go test's -timeout, a ^C) runs no clean-up:
+	// gdn goes with it, and the next StartGarden removes the rest.
+	g.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := g.cmd.Start(); err != nil {
 		tb.Fatalf("start gdn: %v", err)
 	}
@@ -472,11 +472,11 @@ func (g *Garden) cleanup(tb testing.TB, forward string) {
 		}
 	}
 	unmountUnder(tb, g.dir)
-	cleanGardenTag(tb, g.pluginLinks())
-	if forward != "" {
-		if err := os.WriteFile(ipForward, []byte(forward+"\n"), 0o644); err != nil {
-			tb.Errorf("clean-up: restore ip_forward=%s: %v", forward, err)
-		}
+	cleanGardenTag(tb, pluginLinks(g.dir))
+	if err := os.WriteFile(ipForward, []byte(forward+"\n"), 0o644); err != nil {
+		tb.Errorf("clean-up: restore ip_forward=%s: %v", forward, err)
+	} else {
+		_ = os.Remove(ipForwardRecord)
 	}
 	if err := os.RemoveAll(g.dir); err != nil {
 		tb.Errorf("clean-up: %v", err)
@@ -484,18 +484,16 @@ func (g *Garden) cleanup(tb testing.TB, forward string) {
 	if left := gardenLeftovers(); len(left) > 0 {
 		tb.Errorf("clean-up: gdn --tag %s left: %s", GardenTag, strings.Join(left, "; "))
 	}
-	if links := existingLinks(g.pluginLinks()); len(links) > 0 {
+	if links := existingLinks(pluginLinks(g.dir)); len(links) > 0 {
 		tb.Errorf("clean-up: the network plugin left links %v", links)
 	}
 }
 
-// pluginLinks are the host-side links the network plugin may have
-// created, by the number it gave each container.
-func (g *Garden) pluginLinks() []string {
-	if g.NetnsDir == "" {
-		return nil
-	}
-	data, err := os.ReadFile(filepath.Join(g.dir, "netstate", "next"))
+// pluginLinks are the host-side links the network plugin of the gdn
+// with work directory dir may have created, by the number it gave each
+// container.
+func pluginLinks(dir string) []string {
+	data, err := os.ReadFile(filepath.Join(dir, "netstate", "next"))
 	if err != nil {
 		return nil
 	}
@@ -510,7 +508,36 @@ func (g *Garden) pluginLinks() []string {
 	return links
 }
 
-const ipForward = "/proc/sys/net/ipv4/ip_forward"
+const (
+	ipForward = "/proc/sys/net/ipv4/ip_forward"
+	// ipForwardRecord keeps ip_forward's value from before the tests'
+	// gdn while one runs, for the clean-up after a killed test binary.
+	ipForwardRecord = "/tmp/realcf-garden-" + GardenTag + ".ip_forward"
+)
+
+// ipForwardBefore is ip_forward's value before gdn set it: the one a
+// killed test binary recorded (restored now), else the current one,
+// recorded.
+func ipForwardBefore(tb testing.TB) string {
+	tb.Helper()
+	if rec, err := os.ReadFile(ipForwardRecord); err == nil {
+		v := strings.TrimSpace(string(rec))
+		if v == "0" || v == "1" {
+			if err := os.WriteFile(ipForward, []byte(v+"\n"), 0o644); err != nil {
+				tb.Fatalf("garden: restore ip_forward=%s: %v", v, err)
+			}
+		}
+	}
+	cur, err := os.ReadFile(ipForward)
+	if err != nil {
+		tb.Fatalf("garden: %v", err)
+	}
+	v := strings.TrimSpace(string(cur))
+	if err := os.WriteFile(ipForwardRecord, []byte(v+"\n"), 0o644); err != nil {
+		tb.Fatalf("garden: %v", err)
+	}
+	return v
+}
 
 // lockGardenTag waits for the tag's lock, held until tb ends: tests in
 // other packages' binaries may want gdn at the same time.
@@ -531,9 +558,26 @@ func lockGardenTag(tb testing.TB) {
 	tb.Cleanup(func() { f.Close() }) // closing releases the lock
 }
 
+// workDirPattern matches the work directories of the tests' gdns.
+var workDirPattern = "/tmp/gdn-" + GardenTag + "-*"
+
 // gardenLeftovers lists what a gdn of the tag has left on the host.
 func gardenLeftovers() []string {
 	var left []string
+	if dirs, _ := filepath.Glob(workDirPattern); len(dirs) > 0 {
+		left = append(left, fmt.Sprintf("work directories %v", dirs))
+		for _, dir := range dirs {
+			if links := existingLinks(pluginLinks(dir)); len(links) > 0 {
+				left = append(left, fmt.Sprintf("network plugin links %v", links))
+			}
+			if mounts := mountsUnder(dir); len(mounts) > 0 {
+				left = append(left, fmt.Sprintf("mounts %v", mounts))
+			}
+		}
+	}
+	if ids := killedRunContainers(); len(ids) > 0 {
+		left = append(left, fmt.Sprintf("containers %v", ids))
+	}
 	for _, table := range []string{"filter", "nat"} {
 		if chains := tagChains(table); len(chains) > 0 {
 			left = append(left, fmt.Sprintf("iptables -t %s chains %v", table, chains))
@@ -543,7 +587,7 @@ func gardenLeftovers() []string {
 		left = append(left, fmt.Sprintf("links %v", links))
 	}
 	if dirs := tagCgroups(); len(dirs) > 0 {
-		left = append(left, fmt.Sprintf("cgroups %v", dirs))
+		left = append(left, fmt.Sprintf("%d cgroups garden-%s and below", len(dirs), GardenTag))
 	}
 	if mounts := mountsUnder(cgroupMountDir); len(mounts) > 0 || fileExists(cgroupMountDir) {
 		left = append(left, fmt.Sprintf("%s with %d mounts", cgroupMountDir, len(mounts)))
@@ -556,6 +600,54 @@ var cgroupMountDir = "/tmp/cgroups-" + GardenTag
 func fileExists(p string) bool {
 	_, err := os.Lstat(p)
 	return err == nil
+}
+
+// killedRunContainers are the runc containers whose rootfs is in a work
+// directory of the tests' gdns: only those are the tests'.
+func killedRunContainers() []string {
+	states, _ := filepath.Glob(filepath.Join(runcRoot, "*", "state.json"))
+	prefix := strings.TrimSuffix(workDirPattern, "*")
+	var ids []string
+	for _, p := range states {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		var st struct {
+			ID     string `json:"id"`
+			Config struct {
+				Rootfs string `json:"rootfs"`
+			} `json:"config"`
+		}
+		if json.Unmarshal(data, &st) == nil && st.ID != "" && strings.HasPrefix(st.Config.Rootfs, prefix) {
+			ids = append(ids, st.ID)
+		}
+	}
+	return ids
+}
+
+// cleanKilledRuns removes what the gdns of killed test binaries left:
+// their containers (gdn died with the binary; the containers did not),
+// their work directories and mounts, and what cleanGardenTag removes.
+func cleanKilledRuns(tb testing.TB) {
+	runc := Require(tb, "garden").Garden("runc")
+	for _, id := range killedRunContainers() {
+		if out, err := exec.Command(runc, "--root", runcRoot, "delete", "-f", id).CombinedOutput(); err != nil {
+			tb.Errorf("clean-up: runc delete -f %s: %v: %s", id, err, out)
+		}
+	}
+	dirs, _ := filepath.Glob(workDirPattern)
+	var links []string
+	for _, dir := range dirs {
+		links = append(links, pluginLinks(dir)...)
+		unmountUnder(tb, dir)
+	}
+	cleanGardenTag(tb, links)
+	for _, dir := range dirs {
+		if err := os.RemoveAll(dir); err != nil {
+			tb.Errorf("clean-up: %v", err)
+		}
+	}
 }
 
 // cleanGardenTag removes what gdn setup and gdn server of the tag leave
