@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/garden"
+	"github.com/cloudfoundry/pcap-server-release/test/fakegarden"
 	"github.com/cloudfoundry/pcap-server-release/test/realcf"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
@@ -101,7 +102,7 @@ func TestRealGardenLocate(t *testing.T) {
 
 			// Garden answers 200 null for the properties of a handle it
 			// does not have: the instance is not on this cell.
-			gone := realcf.InstanceGUID()
+			gone := fakegarden.InstanceGUID()
 			_, err := locate(t, loc, &wire.CaptureRequest{AppGUID: "app-a", Index: 4, InstanceGUID: gone})
 			locateErr(t, err, wire.ErrContainerNotFound, "no container of app app-a instance 4 on this cell (instance guid "+gone+")")
 			_, err = locate(t, loc, &wire.CaptureRequest{AppGUID: "app-a", Index: 4})

@@ -207,16 +207,7 @@ func TestGardenContainerEndSeenWhileItsInterfaceLives(t *testing.T) {
 	if err := initProc.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	r := finish(t, resp)
-	if reason := r.trailer.Get("Pcap-End-Reason"); reason != "container_gone" {
-		t.Fatalf("end reason %q, want container_gone", reason)
-	}
-	if err := os.WriteFile(r.file, append(got, r.body...), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if rows := tshark(t, r.file, "udp.payload"); len(rows) != 8 {
-		t.Fatalf("%d packets, want the 8 sent before the end", len(rows))
-	}
+	finishContainerGone(t, resp, got, 8)
 	// The interface was there all along.
 	netnstest.IP(t, "-n", a.pair.App.Name, "link", "show", "eth0")
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cloudfoundry/pcap-server-release/test/fakecc"
+	"github.com/cloudfoundry/pcap-server-release/test/fakegarden"
 	"github.com/cloudfoundry/pcap-server-release/test/realcf"
 )
 
@@ -70,7 +71,7 @@ func TestRealGardenCapture(t *testing.T) {
 				bodies[name] = "instance " + name + " in " + c.Handle
 				urls[name] = g.ServeHTTP(t, c, bodies[name])
 			}
-			missing := realcf.InstanceGUID()
+			missing := fakegarden.InstanceGUID()
 			f.running(
 				fakecc.ProcessInstance{Index: 0, State: fakecc.StateRunning, Host: "127.0.0.1", InstanceGUID: c0.Handle},
 				fakecc.ProcessInstance{Index: 1, State: fakecc.StateRunning, Host: "127.0.0.1"}, // an older CC: by properties

@@ -197,6 +197,14 @@ func (g *Garden) AddContainer(handle string, properties map[string]string) {
 // AddAppContainer adds the container of one app instance with Diego's
 // properties and returns its handle.
 func (g *Garden) AddAppContainer(c AppContainer) string {
+	c = c.WithDefaults()
+	g.AddContainer(c.Handle, DiegoProperties(c))
+	return c.Handle
+}
+
+// WithDefaults fills in what c leaves empty: a random handle, process
+// type web, workload app, owner executor.
+func (c AppContainer) WithDefaults() AppContainer {
 	if c.Handle == "" {
 		c.Handle = InstanceGUID()
 	}
@@ -209,8 +217,7 @@ func (g *Garden) AddAppContainer(c AppContainer) string {
 	if c.Owner == "" {
 		c.Owner = "executor"
 	}
-	g.AddContainer(c.Handle, DiegoProperties(c))
-	return c.Handle
+	return c
 }
 
 // DiegoProperties are the properties of c's container as Diego's

@@ -2,7 +2,6 @@ package realcf
 
 import (
 	"context"
-	"crypto/rand"
 	"debug/elf"
 	"encoding/json"
 	"errors"
@@ -21,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cloudfoundry/pcap-server-release/test/fakegarden"
 )
 
 // GardenTag is the tag of every gdn the tests run (gdn --tag): it names
@@ -278,18 +279,10 @@ func (g *Garden) logTail() string {
 }
 
 // AppContainer is what Diego's executor knows of an app instance when it
-// creates its container.
-type AppContainer struct {
-	// Handle is the instance guid; a random one when empty.
-	Handle  string
-	AppGUID string
-	Index   int
-	// Owner is executor:owner, the rep's container_owner_name (default
-	// executor).
-	Owner string
-	// Workload is network.container_workload (default app).
-	Workload string
-}
+// creates its container, as the fake garden takes it. gardenctl tags
+// every container process type web and app name gdn-app, and gives it
+// no org.
+type AppContainer = fakegarden.AppContainer
 
 // Container is a container garden created.
 type Container struct {
@@ -299,26 +292,17 @@ type Container struct {
 	Properties map[string]string
 }
 
-// InstanceGUID returns a random instance guid in Diego's shape: the
-// first 28 characters of a UUID.
-func InstanceGUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:12])
-}
-
 // Create creates a container as Diego's executor does (gardenctl), on a
 // busybox rootfs of its own (garden writes to a raw rootfs in place).
 func (g *Garden) Create(tb testing.TB, c AppContainer) *Container {
 	tb.Helper()
-	if c.Handle == "" {
-		c.Handle = InstanceGUID()
+	c = c.WithDefaults()
+	if c.ProcessType != "web" || c.NoProcessTypeTag || c.AppName != "" || c.OrgGUID != "" {
+		tb.Fatalf("gardenctl sets process type web, app name gdn-app and no org; %+v asks for others", c)
 	}
-	if c.Owner == "" {
-		c.Owner = "executor"
-	}
-	if c.Workload == "" {
-		c.Workload = "app"
+	space := c.SpaceGUID
+	if space == "" {
+		space = "space-guid"
 	}
 	rootfs := filepath.Join(g.dir, "rootfs-"+c.Handle)
 	if err := buildRootfs(rootfs); err != nil {
@@ -328,7 +312,7 @@ func (g *Garden) Create(tb testing.TB, c AppContainer) *Container {
 	g.handles = append(g.handles, c.Handle)
 	g.mu.Unlock()
 	g.gardenctl(tb, "create", "-handle", c.Handle, "-rootfs", "raw://"+rootfs,
-		"-app", c.AppGUID, "-index", strconv.Itoa(c.Index), "-owner", c.Owner, "-workload", c.Workload)
+		"-app", c.AppGUID, "-index", strconv.Itoa(c.Index), "-owner", c.Owner, "-workload", c.Workload, "-space", space)
 	ctr := &Container{Handle: c.Handle}
 	status, body, err := g.Get("/containers/" + c.Handle + "/properties")
 	if err != nil || status != http.StatusOK || json.Unmarshal(body, &ctr.Properties) != nil || ctr.Properties == nil {
