@@ -114,7 +114,7 @@ func run(n int, apiBin string, captures int, hog bool) error {
 	}
 	defer b.stopAPI()
 
-	fmt.Printf("bench-scale: N=%d agent sessions, GOMAXPROCS of this process %d, hog during restart: %v\n", n, runtime.GOMAXPROCS(0), hog)
+	fmt.Printf("bench-scale: N=%d agent sessions, GOMAXPROCS of this process %d, its niceness %d (the API's and the busy loops' 0), hog during restart: %v\n", n, runtime.GOMAXPROCS(0), niceness(), hog)
 	if err := b.startAPI(func() {}); err != nil {
 		return err
 	}
@@ -309,7 +309,7 @@ func (b *bench) startAPI(started func()) error {
 		return err
 	}
 	defer logFile.Close()
-	cmd := exec.Command(b.apiBin, "-config", b.configPath)
+	cmd := atNormalPriority(b.apiBin, "-config", b.configPath)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", b.apiBin, err)
@@ -698,7 +698,7 @@ func (b *bench) captureLatency(count int) ([]time.Duration, int) {
 func startHogs(n int) ([]*exec.Cmd, error) {
 	var hogs []*exec.Cmd
 	for range n {
-		cmd := exec.Command("sh", "-c", "while :; do :; done")
+		cmd := atNormalPriority("sh", "-c", "while :; do :; done")
 		if err := cmd.Start(); err != nil {
 			stopHogs(hogs)
 			return nil, fmt.Errorf("start CPU hog: %w", err)
@@ -706,6 +706,34 @@ func startHogs(n int) ([]*exec.Cmd, error) {
 		hogs = append(hogs, cmd)
 	}
 	return hogs, nil
+}
+
+// atNormalPriority is a command that runs at niceness 0, whatever this
+// process's. scripts/bench-scale.sh runs the benchmark (its agents and
+// the prober) at -10: the agents stand for cells, each with CPUs of its
+// own, and must not be what the busy loops starve; the API and the busy
+// loops, what the benchmark is about, share the machine as equals.
+func atNormalPriority(name string, args ...string) *exec.Cmd {
+	if own := niceness(); own != 0 {
+		return exec.Command("nice", append([]string{"-n", strconv.Itoa(-own), name}, args...)...)
+	}
+	return exec.Command(name, args...)
+}
+
+// niceness is this process's nice value (0 when it cannot be read).
+func niceness() int {
+	stat, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0
+	}
+	// The fields after the command, which is in parentheses: nice is
+	// the 19th field of the line, the 17th after the parenthesis.
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if len(fields) < 17 {
+		return 0
+	}
+	n, _ := strconv.Atoi(fields[16])
+	return n
 }
 
 func stopHogs(hogs []*exec.Cmd) {
