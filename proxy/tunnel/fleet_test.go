@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -527,6 +528,47 @@ func TestHandshakesTakeTurns(t *testing.T) {
 	}
 	if most != 1 {
 		t.Errorf("%d handshakes computed at once, want 1", most)
+	}
+}
+
+// By default a reconnect storm leaves a processor free: handshakes take
+// turns in one slot fewer than GOMAXPROCS, so that what the netpoller
+// wakes (/healthz's accept loop) need not wait for a handshake to end.
+func TestHandshakesLeaveAProcessorFree(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	p := newPKI(t)
+	var mu sync.Mutex
+	inFlight, most := 0, 0
+	cfg := p.serverTLS()
+	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		mu.Lock()
+		inFlight++
+		most = max(most, inFlight)
+		mu.Unlock()
+		time.Sleep(300 * time.Millisecond) // the CPU a handshake costs, exaggerated
+		mu.Lock()
+		inFlight--
+		mu.Unlock()
+		return nil, nil
+	}
+	srv := tunnel.NewServer(tunnel.Config{TLS: cfg, APIID: "api/0", KeepaliveInterval: time.Second})
+	addr := serve(t, srv)
+	var wg sync.WaitGroup
+	for i := range 3 {
+		ip := fmt.Sprintf("127.0.0.%d", i+1)
+		wg.Go(func() {
+			d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+			conn, err := tls.DialWithDialer(d, "tcp", addr, p.clientTLS(&p.agent))
+			if err != nil {
+				t.Errorf("%s: %v", ip, err)
+				return
+			}
+			conn.Close()
+		})
+	}
+	wg.Wait()
+	if most != 1 {
+		t.Errorf("%d handshakes computed at once with GOMAXPROCS 2, want 1", most)
 	}
 }
 
