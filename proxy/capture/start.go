@@ -181,8 +181,10 @@ type source struct {
 // and never held. What yamux has received for the capture and its readers
 // have not read yet counts against the capture's tunnel.Unread (unreadLimit):
 // yamux would otherwise hold up to a stream window (256 KiB) per
-// instance, whatever the agents. Besides these, each instance holds its
-// buffer (readBuffer), a control frame while it is read (at most
+// instance, whatever the agents; and yamux's buffers between frames are
+// kept by no more streams than fit in a quarter of the budget
+// (keptBuffers). Besides these, each instance holds its buffer
+// (readBuffer), a control frame while it is read (at most
 // wire.MaxControlPayload) and its goroutine.
 type Session struct {
 	req       Request
@@ -215,6 +217,11 @@ const readBuffer = 4 << 10
 // the agents back then.
 const unreadLimit = muxconfig.APIStreamWindow
 
+// keptBuffers is how many of a capture's streams keep yamux's receive
+// buffer between frames, which spares an allocation per frame: as many
+// as fit in a quarter of its budget.
+func keptBuffers(bufferBytes int) int { return bufferBytes / 4 / tunnel.MaxBuffer }
+
 // Start asks the agent of every target to start capturing and waits for
 // all of them to answer. It returns the running session, nil if no
 // instance started, and the errors of those that did not, in target order.
@@ -240,7 +247,7 @@ func Start(ctx context.Context, agents Agents, req Request, opts Options) (*Sess
 		return nil, errs
 	}
 	s := &Session{req: req, opts: opts, log: log, frames: newFramePool(opts.BufferBytes),
-		unread: tunnel.NewUnread(unreadLimit), inbox: newInbox()}
+		unread: tunnel.NewUnread(unreadLimit, keptBuffers(opts.BufferBytes)), inbox: newInbox()}
 	var wg sync.WaitGroup
 	for i, t := range req.Targets {
 		wg.Go(func() { insts[i], errs[i] = s.startInstance(ctx, agents, t) })

@@ -82,7 +82,7 @@ func BenchmarkCaptureStream(b *testing.B) {
 			b.Fatal(err)
 		}
 		// As a capture opens its streams: counted against its Unread.
-		stream, err := agent.OpenLimited(wctx, tunnel.NewUnread(muxconfig.APIStreamWindow))
+		stream, err := agent.OpenLimited(wctx, tunnel.NewUnread(muxconfig.APIStreamWindow, 1))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -99,8 +99,8 @@ func FuzzFrameGate(f *testing.F) {
 		stream := data[1:]
 		g := newFrameGate(&memConn{r: bytes.NewReader(stream), step: step})
 		g.register(^uint32(0)-1, nil) // every id the API could open is registered
-		g.register(2, &limitedStream{unread: NewUnread(1 << 40)})
-		letGo := &limitedStream{unread: NewUnread(1 << 40)}
+		g.register(2, &limitedStream{unread: NewUnread(1<<40, 0)})
+		letGo := &limitedStream{unread: NewUnread(1<<40, 0)}
 		g.register(4, letGo)
 		letGo.closed = letGo.closed.Add(1)
 		// yamux reads through a bufio.Reader, in pieces of any size.
@@ -159,7 +159,7 @@ func TestFrameGateWaitsForRegistrationThenRoom(t *testing.T) {
 			t.Fatalf("stream 4's frame passed before its registration: %q", b)
 		default:
 		}
-		unread := NewUnread(5)
+		unread := NewUnread(5, 0)
 		ls := &limitedStream{unread: unread}
 		g.register(4, ls)
 		if b := <-got; !bytes.Equal(b, dataFrame(4, []byte("first"))) {

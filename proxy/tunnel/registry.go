@@ -78,6 +78,7 @@ func (a *Agent) open(ctx context.Context, unread *Unread) (net.Conn, error) {
 		var conn net.Conn = s
 		if unread != nil {
 			ls = &limitedStream{Stream: s, unread: unread}
+			unread.streams.Add(1)
 			conn = ls
 		}
 		if a.gate != nil {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -25,6 +26,11 @@ import (
 // fall behind.
 type Unread struct {
 	limit int64
+	// streams counts the streams counting against it, not let go yet;
+	// beyond keepBuffers of them they give yamux's receive buffers back
+	// as soon as they are empty.
+	streams     atomic.Int32
+	keepBuffers int32
 
 	mu      sync.Mutex
 	held    int64
@@ -32,10 +38,21 @@ type Unread struct {
 	freed   chan struct{} // closed and replaced when held shrinks while someone waits
 }
 
-// NewUnread returns an Unread that admits limit bytes at once.
-func NewUnread(limit int) *Unread {
-	return &Unread{limit: int64(limit), freed: make(chan struct{})}
+// NewUnread returns an Unread that admits limit bytes at once. Up to
+// keepBuffers streams keep yamux's receive buffer between frames. A
+// buffer keeps the size of the largest frame its stream took, twice over,
+// also while the stream waits: a capture of hundreds of instances would
+// hold hundreds of them. Given back, a buffer is allocated anew, zeroed,
+// for every frame: on loopback one stream's throughput fell to a quarter.
+// A stream's buffer is at most about MaxBuffer.
+func NewUnread(limit, keepBuffers int) *Unread {
+	return &Unread{limit: int64(limit), keepBuffers: int32(keepBuffers), freed: make(chan struct{})}
 }
+
+// MaxBuffer is the most yamux's receive buffer of a stream holds between
+// frames: twice the largest frame (one window) and the slack of its
+// growth.
+const MaxBuffer = 2*muxconfig.APIStreamWindow + 512
 
 // fits reports whether n more bytes may be admitted: within the limit,
 // or nothing is held (a frame larger than the limit must pass too).
@@ -89,6 +106,9 @@ func (u *Unread) release(n int64) {
 		u.freed = make(chan struct{})
 	}
 }
+
+// shrinking reports whether the streams give their buffers back.
+func (u *Unread) shrinking() bool { return u.streams.Load() > u.keepBuffers }
 
 // Held is what is admitted and not read yet.
 func (u *Unread) Held() int64 {
@@ -343,10 +363,9 @@ type limitedStream struct {
 
 func (s *limitedStream) Read(p []byte) (int, error) {
 	n, err := s.Stream.Read(p)
-	// Once empty, yamux's buffer goes back: it keeps the size of the
-	// largest frame it took, twice over, also while the stream waits for
-	// more, and a capture has a stream per instance.
-	s.Stream.Shrink()
+	if s.unread.shrinking() {
+		s.Stream.Shrink()
+	}
 	if n > 0 {
 		s.mu.Lock()
 		d := int64(0)
@@ -366,11 +385,15 @@ func (s *limitedStream) Read(p []byte) (int, error) {
 func (s *limitedStream) Close() error {
 	s.mu.Lock()
 	d := int64(0)
-	if s.closed.IsZero() {
+	first := s.closed.IsZero()
+	if first {
 		s.closed = time.Now()
 		d, s.owed = s.owed, 0
 	}
 	s.mu.Unlock()
+	if first {
+		s.unread.streams.Add(-1)
+	}
 	s.unread.release(d)
 	return s.Stream.Close()
 }

@@ -54,7 +54,7 @@ func TestUnreadBoundsWhatACapturesStreamsHold(t *testing.T) {
 	defer sent.Wait()
 	defer agent.sess.Close()
 
-	unread := tunnel.NewUnread(limit)
+	unread := tunnel.NewUnread(limit, 0)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	var conns []net.Conn
