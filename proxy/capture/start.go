@@ -181,8 +181,8 @@ type source struct {
 // and never held. What yamux has received for the capture and its readers
 // have not read yet counts against the capture's tunnel.Unread (unreadLimit):
 // yamux would otherwise hold up to a stream window (256 KiB) per
-// instance, whatever the agents; and yamux's buffers between frames are
-// kept by no more streams than fit in a quarter of the budget
+// instance, whatever the agents; and yamux's buffers are kept between
+// frames by no more streams than fit in a quarter of the budget
 // (keptBuffers). Besides these, each instance holds its buffer
 // (readBuffer), a control frame while it is read (at most
 // wire.MaxControlPayload) and its goroutine.

@@ -77,8 +77,7 @@ func (a *Agent) open(ctx context.Context, unread *Unread) (net.Conn, error) {
 		var ls *limitedStream
 		var conn net.Conn = s
 		if unread != nil {
-			ls = &limitedStream{Stream: s, unread: unread}
-			unread.streams.Add(1)
+			ls = &limitedStream{Stream: s, unread: unread, keepBuffer: unread.keepBuffer()}
 			conn = ls
 		}
 		if a.gate != nil {

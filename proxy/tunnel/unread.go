@@ -26,10 +26,10 @@ import (
 // fall behind.
 type Unread struct {
 	limit int64
-	// streams counts the streams counting against it, not let go yet;
-	// beyond keepBuffers of them they give yamux's receive buffers back
-	// as soon as they are empty.
-	streams     atomic.Int32
+	// kept counts the streams that keep yamux's receive buffer between
+	// frames, keepBuffers at most; the others give it back as soon as it
+	// is empty.
+	kept        atomic.Int32
 	keepBuffers int32
 
 	mu      sync.Mutex
@@ -38,7 +38,7 @@ type Unread struct {
 	freed   chan struct{} // closed and replaced when held shrinks while someone waits
 }
 
-// NewUnread returns an Unread that admits limit bytes at once. Up to
+// NewUnread returns an Unread that admits limit bytes at once. Its first
 // keepBuffers streams keep yamux's receive buffer between frames. A
 // buffer keeps the size of the largest frame its stream took, twice over,
 // also while the stream waits: a capture of hundreds of instances would
@@ -107,8 +107,15 @@ func (u *Unread) release(n int64) {
 	}
 }
 
-// shrinking reports whether the streams give their buffers back.
-func (u *Unread) shrinking() bool { return u.streams.Load() > u.keepBuffers }
+// keepBuffer reports whether a new stream may keep its buffer, and
+// counts it if so.
+func (u *Unread) keepBuffer() bool {
+	if u.kept.Add(1) <= u.keepBuffers {
+		return true
+	}
+	u.kept.Add(-1)
+	return false
+}
 
 // Held is what is admitted and not read yet.
 func (u *Unread) Held() int64 {
@@ -355,6 +362,9 @@ func (g *frameGate) register(id uint32, ls *limitedStream) {
 type limitedStream struct {
 	*yamux.Stream
 	unread *Unread
+	// keepBuffer: the stream keeps yamux's receive buffer between
+	// frames (see NewUnread).
+	keepBuffer bool
 
 	mu     sync.Mutex
 	owed   int64     // admitted and not read yet
@@ -363,7 +373,7 @@ type limitedStream struct {
 
 func (s *limitedStream) Read(p []byte) (int, error) {
 	n, err := s.Stream.Read(p)
-	if s.unread.shrinking() {
+	if !s.keepBuffer {
 		s.Stream.Shrink()
 	}
 	if n > 0 {
@@ -391,8 +401,8 @@ func (s *limitedStream) Close() error {
 		d, s.owed = s.owed, 0
 	}
 	s.mu.Unlock()
-	if first {
-		s.unread.streams.Add(-1)
+	if first && s.keepBuffer {
+		s.unread.kept.Add(-1)
 	}
 	s.unread.release(d)
 	return s.Stream.Close()
