@@ -477,22 +477,34 @@ func TestBusySessionIsNotReplaced(t *testing.T) {
 // When a fleet reconnects at once, TLS handshakes take turns (a bounded
 // number compute at a time) and each one's deadline counts from its turn,
 // so queued agents do not run out of time.
-func TestHandshakesTakeTurns(t *testing.T) {
-	p := newPKI(t)
+// slowHandshakes is the API's TLS configuration with handshakes that
+// take d each, the CPU a handshake costs exaggerated; most says how many
+// ran at once at most.
+func slowHandshakes(p *pki, d time.Duration) (cfg *tls.Config, most func() int) {
 	var mu sync.Mutex
-	inFlight, most := 0, 0
-	cfg := p.serverTLS()
+	inFlight, peak := 0, 0
+	cfg = p.serverTLS()
 	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
 		mu.Lock()
 		inFlight++
-		most = max(most, inFlight)
+		peak = max(peak, inFlight)
 		mu.Unlock()
-		time.Sleep(600 * time.Millisecond) // the CPU a handshake costs, exaggerated
+		time.Sleep(d)
 		mu.Lock()
 		inFlight--
 		mu.Unlock()
 		return nil, nil
 	}
+	return cfg, func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return peak
+	}
+}
+
+func TestHandshakesTakeTurns(t *testing.T) {
+	p := newPKI(t)
+	cfg, most := slowHandshakes(p, 600*time.Millisecond)
 	srv := tunnel.NewServer(tunnel.Config{TLS: cfg, APIID: "api/0", KeepaliveInterval: time.Second, MaxHandshakes: 1, HandshakeTimeout: 1500 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
 	addr := serve(t, srv)
 
@@ -526,8 +538,8 @@ func TestHandshakesTakeTurns(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	if most != 1 {
-		t.Errorf("%d handshakes computed at once, want 1", most)
+	if n := most(); n != 1 {
+		t.Errorf("%d handshakes computed at once, want 1", n)
 	}
 }
 
@@ -537,20 +549,7 @@ func TestHandshakesTakeTurns(t *testing.T) {
 func TestHandshakesLeaveAProcessorFree(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
 	p := newPKI(t)
-	var mu sync.Mutex
-	inFlight, most := 0, 0
-	cfg := p.serverTLS()
-	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
-		mu.Lock()
-		inFlight++
-		most = max(most, inFlight)
-		mu.Unlock()
-		time.Sleep(300 * time.Millisecond) // the CPU a handshake costs, exaggerated
-		mu.Lock()
-		inFlight--
-		mu.Unlock()
-		return nil, nil
-	}
+	cfg, most := slowHandshakes(p, 300*time.Millisecond)
 	srv := tunnel.NewServer(tunnel.Config{TLS: cfg, APIID: "api/0", KeepaliveInterval: time.Second})
 	addr := serve(t, srv)
 	var wg sync.WaitGroup
@@ -567,8 +566,8 @@ func TestHandshakesLeaveAProcessorFree(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if most != 1 {
-		t.Errorf("%d handshakes computed at once with GOMAXPROCS 2, want 1", most)
+	if n := most(); n != 1 {
+		t.Errorf("%d handshakes computed at once with GOMAXPROCS 2, want 1", n)
 	}
 }
 

@@ -157,8 +157,8 @@ func (a *apiProc) stop() error {
 	return a.err
 }
 
-func startAPI(t testing.TB, p *pki, targets []apiconfig.DevTarget, mutate func(*apiconfig.Config)) *apiProc {
-	t.Helper()
+// apiConfig is a dev-mode API on loopback ports for targets.
+func apiConfig(t testing.TB, p *pki, targets []apiconfig.DevTarget) apiconfig.Config {
 	cfg := apiconfig.Default()
 	cfg.ID = "pcap-server-api/e2e"
 	cfg.LogLevel = "debug"
@@ -169,6 +169,12 @@ func startAPI(t testing.TB, p *pki, targets []apiconfig.DevTarget, mutate func(*
 	cfg.Metrics.Address = "127.0.0.1:0"
 	cfg.AuditLog = filepath.Join(t.TempDir(), "audit.log")
 	cfg.Dev = &apiconfig.Dev{Token: devToken, Targets: targets}
+	return cfg
+}
+
+func startAPI(t testing.TB, p *pki, targets []apiconfig.DevTarget, mutate func(*apiconfig.Config)) *apiProc {
+	t.Helper()
+	cfg := apiConfig(t, p, targets)
 	if mutate != nil {
 		mutate(&cfg)
 	}

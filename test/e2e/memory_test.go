@@ -25,8 +25,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	agenttunnel "github.com/cloudfoundry/pcap-server-release/cellagent/tunnel"
-	"github.com/cloudfoundry/pcap-server-release/internal/configfile"
 	"github.com/cloudfoundry/pcap-server-release/proxy/apiconfig"
+	"github.com/cloudfoundry/pcap-server-release/test/procmem"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
 
@@ -92,18 +92,18 @@ func TestAPIMemoryStaysWithinItsBudget(t *testing.T) {
 	}
 	api.waitAgents(t, memAgents)
 	base := api.memory(t)
-	t.Logf("API RSS with %d agents connected: %.1f MiB", memAgents, mib(base.rss))
+	t.Logf("API RSS with %d agents connected: %.1f MiB", memAgents, mib(base.RSS))
 
 	// The watch ends the test early, killing the API, if its RSS passes
 	// the limit: the code this test guards against took gigabytes.
-	limit := base.rss + memBudget + memLimit
+	limit := base.RSS + memBudget + memLimit
 	watchDone := make(chan struct{})
 	var over atomic.Int64
 	go func() {
 		defer close(watchDone)
 		for api.running() {
-			if m, err := api.readMemory(); err == nil && m.rss > limit {
-				over.Store(m.rss)
+			if m, err := procmem.Read(api.cmd.Process.Pid); err == nil && m.RSS > limit {
+				over.Store(m.RSS)
 				api.kill()
 				return
 			}
@@ -124,7 +124,7 @@ func TestAPIMemoryStaysWithinItsBudget(t *testing.T) {
 	if err != nil {
 		if rss := over.Load(); rss > 0 {
 			t.Fatalf("the API's RSS reached %.1f MiB before the status line, %.1f MiB over its %.1f MiB at the start: limit %.1f MiB beyond the budget",
-				mib(rss), mib(rss-base.rss), mib(base.rss), mib(memBudget+memLimit))
+				mib(rss), mib(rss-base.RSS), mib(base.RSS), mib(memBudget+memLimit))
 		}
 		t.Fatal(err)
 	}
@@ -142,15 +142,15 @@ func TestAPIMemoryStaysWithinItsBudget(t *testing.T) {
 	body, err := io.ReadAll(resp.Body)
 	if rss := over.Load(); rss > 0 {
 		t.Fatalf("the API's RSS reached %.1f MiB, %.1f MiB over its %.1f MiB at the start: limit %.1f MiB beyond the budget",
-			mib(rss), mib(rss-base.rss), mib(base.rss), mib(memBudget+memLimit))
+			mib(rss), mib(rss-base.RSS), mib(base.RSS), mib(memBudget+memLimit))
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	peak := api.memory(t)
 	t.Logf("API RSS at its peak %.1f MiB: %.1f MiB over the start, budget %.1f MiB; %d bytes streamed",
-		mib(peak.hwm), mib(peak.hwm-base.rss), mib(memBudget), len(body))
-	if grown := peak.hwm - base.rss; grown > memBudget+memLimit {
+		mib(peak.Peak), mib(peak.Peak-base.RSS), mib(memBudget), len(body))
+	if grown := peak.Peak - base.RSS; grown > memBudget+memLimit {
 		t.Fatalf("the API's RSS grew by %.1f MiB for a capture with a budget of %.1f MiB: limit %.1f MiB beyond it", mib(grown), mib(memBudget), mib(memLimit))
 	}
 	if err := os.WriteFile(file, body, 0o644); err != nil {
@@ -320,15 +320,9 @@ type apiProcess struct {
 
 func startAPIProcess(t *testing.T, p *pki, targets []apiconfig.DevTarget, mutate func(*apiconfig.Config)) *apiProcess {
 	t.Helper()
-	cfg := apiconfig.Default()
+	cfg := apiConfig(t, p, targets)
 	cfg.ID = "pcap-server-api/memory"
-	cfg.Listen.Address = "127.0.0.1:0"
-	cfg.Tunnel.Address = "127.0.0.1:0"
-	cfg.Tunnel.TLS = apiconfig.TunnelTLS{Certificate: p.apiCert, PrivateKey: p.apiKey, ClientCA: p.ca}
-	cfg.Tunnel.KeepaliveInterval = configfile.Duration(time.Second)
-	cfg.Metrics.Address = "127.0.0.1:0"
-	cfg.AuditLog = filepath.Join(t.TempDir(), "audit.log")
-	cfg.Dev = &apiconfig.Dev{Token: devToken, Targets: targets}
+	cfg.LogLevel = "info"
 	mutate(&cfg)
 	data, err := yaml.Marshal(&cfg)
 	if err != nil {
@@ -411,29 +405,9 @@ func (a *apiProcess) waitAgents(t *testing.T, n int) {
 	t.Fatalf("fewer than %d agents connected within 30s", n)
 }
 
-// procMemory is a process's resident memory now and at its peak.
-type procMemory struct{ rss, hwm int64 }
-
-func (a *apiProcess) readMemory() (procMemory, error) {
-	var m procMemory
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", a.cmd.Process.Pid))
-	if err != nil {
-		return m, err
-	}
-	for _, line := range strings.Split(string(status), "\n") {
-		for key, dst := range map[string]*int64{"VmRSS:": &m.rss, "VmHWM:": &m.hwm} {
-			if v, ok := strings.CutPrefix(line, key); ok {
-				kib, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-				*dst = kib << 10
-			}
-		}
-	}
-	return m, nil
-}
-
-func (a *apiProcess) memory(t *testing.T) procMemory {
+func (a *apiProcess) memory(t *testing.T) procmem.Usage {
 	t.Helper()
-	m, err := a.readMemory()
+	m, err := procmem.Read(a.cmd.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,6 +45,7 @@ import (
 	"github.com/cloudfoundry/pcap-server-release/internal/configfile"
 	"github.com/cloudfoundry/pcap-server-release/proxy/apiconfig"
 	"github.com/cloudfoundry/pcap-server-release/test/cputime"
+	"github.com/cloudfoundry/pcap-server-release/test/procmem"
 	"github.com/cloudfoundry/pcap-server-release/test/testpki"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
@@ -354,16 +355,11 @@ type usage struct {
 
 func (b *bench) apiUsage() (usage, error) {
 	var u usage
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", b.api.Process.Pid))
+	mem, err := procmem.Read(b.api.Process.Pid)
 	if err != nil {
 		return u, err
 	}
-	for _, line := range strings.Split(string(status), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kib, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			u.rss = kib << 10
-		}
-	}
+	u.rss = mem.RSS
 	m, err := b.metrics()
 	if err != nil {
 		return u, err
