@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/agent"
 	"github.com/cloudfoundry/pcap-server-release/cellagent/agentconfig"
@@ -122,7 +123,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.log.Warn("garden does not answer yet", "error", err)
 		}
 	}
-	d.log.Info("starting", "version", buildinfo.Version(), "id", d.cfg.ID, "cell_ips", d.cfg.CellIPs, "api", d.cfg.API.Addresses)
+	d.log.Info("starting", "version", buildinfo.Version(), "id", d.cfg.ID, "cell_ips", d.cfg.CellIPs, "api", d.cfg.API.Addresses, "gomaxprocs", runtime.GOMAXPROCS(0))
 	metricsCtx, stopMetrics := context.WithCancel(context.Background())
 	metricsErr := make(chan error, 1)
 	go func() { metricsErr <- d.metrics.Serve(metricsCtx) }()
