@@ -9,6 +9,7 @@ import (
 	"github.com/gopacket/gopacket/pcap"
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/bpfcompile"
+	"github.com/cloudfoundry/pcap-server-release/cellagent/libpcap"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
 
@@ -20,7 +21,7 @@ import (
 // lock for the whole process, so a filter that keeps libpcap busy would
 // hold every other capture start on the cell; the child has a budget, one
 // for all devices of the capture.
-func setFilter(o Options, devices []string, handles []*pcap.Handle, errs []error) {
+func setFilter(o Options, devices []string, handles []*libpcap.Handle, errs []error) {
 	if o.Filter == "" {
 		return
 	}
@@ -28,7 +29,7 @@ func setFilter(o Options, devices []string, handles []*pcap.Handle, errs []error
 	var open []int // the index in devices of each target
 	for k, h := range handles {
 		if h != nil {
-			targets = append(targets, bpfcompile.Target{Device: devices[k], LinkType: int(h.LinkType()), Snaplen: o.Snaplen, Netmask: bpfcompile.Netmask(devices[k])})
+			targets = append(targets, bpfcompile.Target{Device: devices[k], LinkType: h.LinkType(), Snaplen: o.Snaplen, Netmask: bpfcompile.Netmask(devices[k])})
 			open = append(open, k)
 		}
 	}
@@ -41,13 +42,22 @@ func setFilter(o Options, devices []string, handles []*pcap.Handle, errs []error
 		if err == nil {
 			// libpcap filters in user space whatever reached the ring before
 			// the kernel filter was set, so no unfiltered packet gets through.
-			err = handles[k].SetBPFInstructionFilter(insns)
+			err = handles[k].SetFilter(instructions(insns))
 		}
 		if err != nil {
 			handles[k].Close()
 			handles[k], errs[k] = nil, filterError(o.Filter, devices[k], err)
 		}
 	}
+}
+
+// instructions converts the compiler's program for the handle.
+func instructions(insns []pcap.BPFInstruction) []libpcap.Instruction {
+	out := make([]libpcap.Instruction, len(insns))
+	for i, in := range insns {
+		out[i] = libpcap.Instruction{Code: in.Code, Jt: in.Jt, Jf: in.Jf, K: in.K}
+	}
+	return out
 }
 
 // filterError is the OpenError of a filter that could not be set.

@@ -198,8 +198,8 @@ func TestCompileChildInheritsNoCapture(t *testing.T) {
 		t.Fatal(err)
 	}
 	// What the capture holds: its packet socket, and libpcap's eventfd
-	// where it keeps one (libpcap 1.10 closes it again when gopacket
-	// makes the handle non-blocking, inside Activate).
+	// where it keeps one (libpcap 1.10 opens none for a handle that is
+	// non-blocking from the start, as the agent's are).
 	held := map[string]bool{}
 	for fd, f := range after {
 		if before[fd] != f && (strings.HasPrefix(f, "socket:") || strings.HasPrefix(f, "eventfd")) {
