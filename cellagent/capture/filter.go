@@ -10,6 +10,7 @@ import (
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/bpfcompile"
 	"github.com/cloudfoundry/pcap-server-release/cellagent/libpcap"
+	"github.com/cloudfoundry/pcap-server-release/internal/bpfbound"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
 
@@ -33,7 +34,7 @@ func setFilter(o Options, devices []string, handles []*libpcap.Handle, errs []er
 			open = append(open, k)
 		}
 	}
-	programs, compileErrs := o.Compiler.CompileAll(context.Background(), targets, o.Filter)
+	programs, compileErrs := compile(o, targets)
 	for i, k := range open {
 		insns, err := programs[i], compileErrs[i]
 		if err == nil && len(insns) > pcap.MaxBpfInstructions {
@@ -49,6 +50,20 @@ func setFilter(o Options, devices []string, handles []*libpcap.Handle, errs []er
 			handles[k], errs[k] = nil, filterError(o.Filter, devices[k], err)
 		}
 	}
+}
+
+// compile compiles o.Filter for each target, unless the filter is over
+// the bound or names a host (internal/bpfbound), as the API also checks:
+// an older API does not.
+func compile(o Options, targets []bpfcompile.Target) ([][]pcap.BPFInstruction, []error) {
+	if err := bpfbound.Check(o.Filter); err != nil {
+		errs := make([]error, len(targets))
+		for i := range errs {
+			errs[i] = &bpfcompile.FilterError{Msg: err.Error()}
+		}
+		return make([][]pcap.BPFInstruction, len(targets)), errs
+	}
+	return o.Compiler.CompileAll(context.Background(), targets, o.Filter)
 }
 
 // instructions converts the compiler's program for the handle.

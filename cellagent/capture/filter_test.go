@@ -105,6 +105,20 @@ func TestHostileFilterDoesNotHoldOtherCaptures(t *testing.T) {
 	t.Logf("the other capture started in %s (%s without the hostile filter); the hostile filter: %s", took, alone, oe.Msg)
 }
 
+// The agent applies the API's bound itself (an older API does not): a
+// host name, which libpcap would resolve in the container's network, is
+// refused by name, before any compile.
+func TestHostNameRefusedBeforeCompiling(t *testing.T) {
+	o := options(netnstest.NewPair(t))
+	o.Filter = "udp and host many.example"
+	c, err := Open(o)
+	closeCapture(c)
+	var oe *OpenError
+	if !errors.As(err, &oe) || oe.Code != wire.ErrBadFilter || !strings.Contains(oe.Msg, `host "many.example"`) || !strings.Contains(oe.Msg, "refused") {
+		t.Fatalf("err %v, want a bad filter that refuses the host name", err)
+	}
+}
+
 // A filter the kernel cannot run (more than 4096 BPF instructions) is
 // refused: libpcap would otherwise copy every packet to user space and
 // filter there, on a cell that runs apps.
