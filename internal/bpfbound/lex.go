@@ -141,7 +141,10 @@ var rules = func() []struct {
 		{`[A-Za-z0-9]([-_.A-Za-z0-9]*[.A-Za-z0-9])?`, kindName},      // ID
 		{`\\[^ !()\n\t]+`, kindName},                                 // ID, the backslash dropped
 	} {
-		re := regexp.MustCompilePOSIX(`^(` + r.pattern + `)`)
+		// Leftmost-longest, as flex; \A: at the start of the text only
+		// (a POSIX ^ would also match after a newline).
+		re := regexp.MustCompile(`\A(?:` + r.pattern + `)`)
+		re.Longest()
 		rules = append(rules, struct {
 			re   *regexp.Regexp
 			kind kind
