@@ -82,12 +82,34 @@ func init() {
 // one of them, the address wins.
 var numberNames = map[string]bool{}
 
-// The pattern rules of scanner.l after the keywords, in its order, each
-// with its definitions spelled out (N, B, B2, W, the V6 forms, MAC).
-var rules = func() []struct {
+// rule is a pattern rule of scanner.l after the keywords.
+type rule struct {
 	re   *regexp.Regexp
 	kind kind
-} {
+	// may says cheaply whether the rule can match at the start of expr:
+	// most cannot, and a regexp costs more than a token.
+	may func(expr string) bool
+}
+
+// startsWith makes a rule's may: the first byte is one of these.
+func startsWith(chars string) func(string) bool {
+	return func(expr string) bool { return strings.IndexByte(chars, expr[0]) >= 0 }
+}
+
+// near says whether one of chars is among the first n bytes of expr.
+func near(expr string, n int, chars string) bool {
+	return strings.IndexAny(expr[:min(n, len(expr))], chars) >= 0
+}
+
+const (
+	digits    = "0123456789"
+	hexDigits = digits + "abcdefABCDEF"
+	alnum     = digits + "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+// The pattern rules of scanner.l after the keywords, in its order, each
+// with its definitions spelled out (N, B, B2, W, the V6 forms, MAC).
+var rules = func() []rule {
 	const (
 		n  = `([0-9]+|0[Xx][0-9A-Fa-f]+)`
 		b  = `[0-9A-Fa-f][0-9A-Fa-f]?`
@@ -122,33 +144,34 @@ var rules = func() []struct {
 		b2 + `\.` + b2 + `\.` + b2,
 		b2 + b2 + b2,
 	}, "|")
-	var rules []struct {
-		re   *regexp.Regexp
-		kind kind
+	// An address of colons has one among its first five bytes (W: or
+	// ::); a MAC address a separator among them, or twelve hex digits.
+	colon := func(e string) bool { return near(e, 5, ":") }
+	macLike := func(e string) bool {
+		return near(e, 5, ":-.") || len(e) >= 12 && strings.Trim(e[:12], hexDigits) == ""
 	}
+	var rules []rule
 	for _, r := range []struct {
 		pattern string
 		kind    kind
+		may     func(string) bool
 	}{
-		{`[+*/%:!<>()&|^=[\]-]`, kindOther}, // single characters; refined in lex
-		{`>=|<=|!=|==|<<|>>`, kindOther},
-		{`\$` + b, kindLiteral}, // AID
-		{mac, kindLiteral},      // EID
-		{n, kindLiteral},        // NUM
-		{n + `\.` + n + `(\.` + n + `(\.` + n + `)?)?`, kindLiteral}, // HID
-		{strings.Join(v6, "|"), kindLiteral},                         // HID6
-		{b + `:+(` + b + `:+)+`, kindLiteral},                        // a bogus Ethernet address: an error
-		{`[A-Za-z0-9]([-_.A-Za-z0-9]*[.A-Za-z0-9])?`, kindName},      // ID
-		{`\\[^ !()\n\t]+`, kindName},                                 // ID, the backslash dropped
+		{`[+*/%:!<>()&|^=[\]-]`, kindOther, startsWith("+*/%:!<>()&|^=[]-")}, // single characters; refined in lex
+		{`>=|<=|!=|==|<<|>>`, kindOther, startsWith("<>!=")},
+		{`\$` + b, kindLiteral, startsWith("$")},                                         // AID
+		{mac, kindLiteral, macLike},                                                      // EID
+		{n, kindLiteral, startsWith(digits)},                                             // NUM
+		{n + `\.` + n + `(\.` + n + `(\.` + n + `)?)?`, kindLiteral, startsWith(digits)}, // HID
+		{strings.Join(v6, "|"), kindLiteral, colon},                                      // HID6
+		{b + `:+(` + b + `:+)+`, kindLiteral, colon},                                     // a bogus Ethernet address: an error
+		{`[A-Za-z0-9]([-_.A-Za-z0-9]*[.A-Za-z0-9])?`, kindName, startsWith(alnum)},       // ID
+		{`\\[^ !()\n\t]+`, kindName, startsWith("\\")},                                   // ID, the backslash dropped
 	} {
 		// Leftmost-longest, as flex; \A: at the start of the text only
 		// (a POSIX ^ would also match after a newline).
 		re := regexp.MustCompile(`\A(?:` + r.pattern + `)`)
 		re.Longest()
-		rules = append(rules, struct {
-			re   *regexp.Regexp
-			kind kind
-		}{re, r.kind})
+		rules = append(rules, rule{re, r.kind, r.may})
 	}
 	return rules
 }()
@@ -185,6 +208,9 @@ func next(expr string) (token, int) {
 		}
 	}
 	for i, r := range rules {
+		if !r.may(expr) {
+			continue
+		}
 		m := r.re.FindStringIndex(expr)
 		if m == nil || m[1] <= best {
 			continue
