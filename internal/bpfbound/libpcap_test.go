@@ -14,7 +14,6 @@ import (
 	"github.com/gopacket/gopacket/pcap"
 	"golang.org/x/sys/unix"
 
-	"github.com/cloudfoundry/pcap-server-release/test/fuzzcorpus"
 	"github.com/cloudfoundry/pcap-server-release/test/netnstest"
 )
 
@@ -260,14 +259,6 @@ func generate(rng *rand.Rand, depth int) []string {
 		toks = append(toks, primitive()...)
 	}
 	return toks
-}
-
-func TestBypassSeedCorpus(t *testing.T) {
-	var s []any
-	for _, v := range bypasses {
-		s = append(s, v)
-	}
-	fuzzcorpus.Check(t, "FuzzBoundAgainstLibpcap", s...)
 }
 
 // FuzzBoundAgainstLibpcap: whatever the text, the bound reads libpcap's
