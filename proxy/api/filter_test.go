@@ -32,6 +32,10 @@ func (r *countingResolver) Resolve(context.Context, *Identity, string, string, [
 	return App{}, nil, problem.New(http.StatusNotFound, "no such app")
 }
 
+func (r *countingResolver) ResolveForStop(ctx context.Context, id *Identity, appGUID, process string) (App, []capture.Target, error) {
+	return r.Resolve(ctx, id, appGUID, process, nil)
+}
+
 // refusedUpFront asks for a capture with filter and returns the detail
 // of the 400 it gets, checking that neither the Cloud Controller nor any
 // agent was asked.
