@@ -52,14 +52,16 @@ func setFilter(o Options, devices []string, handles []*libpcap.Handle, errs []er
 	}
 }
 
-// compile compiles o.Filter for each target, unless the filter is over
-// the bound or names a host (internal/bpfbound), as the API also checks:
-// an older API does not.
+// compile compiles o.Filter for each target, unless it names a host
+// (internal/bpfbound), which the API refuses too but an older API does
+// not: the compile child would resolve the name in the container's
+// network. A filter over the API's bound of operators meets the child's
+// budget instead.
 func compile(o Options, targets []bpfcompile.Target) ([][]pcap.BPFInstruction, []error) {
-	if err := bpfbound.Check(o.Filter); err != nil {
+	if names := bpfbound.HostNames(o.Filter); len(names) > 0 {
 		errs := make([]error, len(targets))
 		for i := range errs {
-			errs[i] = &bpfcompile.FilterError{Msg: err.Error()}
+			errs[i] = &bpfcompile.FilterError{Msg: (&bpfbound.HostNameError{Name: names[0]}).Error()}
 		}
 		return make([][]pcap.BPFInstruction, len(targets)), errs
 	}

@@ -105,9 +105,8 @@ func TestHostileFilterDoesNotHoldOtherCaptures(t *testing.T) {
 	t.Logf("the other capture started in %s (%s without the hostile filter); the hostile filter: %s", took, alone, oe.Msg)
 }
 
-// The agent applies the API's bound itself (an older API does not): a
-// host name, which libpcap would resolve in the container's network, is
-// refused by name, before any compile.
+// The agent refuses host names itself, as the API does (an older API
+// does not): libpcap would resolve them in the container's network.
 func TestHostNameRefusedBeforeCompiling(t *testing.T) {
 	o := options(netnstest.NewPair(t))
 	o.Filter = "udp and host many.example"
