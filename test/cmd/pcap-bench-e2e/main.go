@@ -47,24 +47,36 @@ type tcpRate struct {
 }
 
 func parseTCPRates(s string) ([]tcpRate, error) {
-	if strings.TrimSpace(s) == "none" {
-		return nil, nil
-	}
-	var rates []tcpRate
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "max" {
-			rates = append(rates, tcpRate{label: "max"})
-			continue
-		}
+	return parseSteps(s, tcpRate{label: "max"}, func(f string) (tcpRate, error) {
 		num := strings.TrimRight(f, "KMG")
 		v, err := strconv.ParseFloat(num, 64)
 		if err != nil || v <= 0 || len(f)-len(num) > 1 {
-			return nil, fmt.Errorf("TCP rate %q: want iperf3's -b like 500M, 1G or 2.5G, or max, or none", f)
+			return tcpRate{}, fmt.Errorf("TCP rate %q: want iperf3's -b like 500M, 1G or 2.5G, or max, or none", f)
 		}
-		rates = append(rates, tcpRate{label: f, bitrate: f})
+		return tcpRate{label: f, bitrate: f}, nil
+	})
+}
+
+// parseSteps reads a comma-separated list of steps: max is maxStep,
+// anything else is parse's, and none alone is no step.
+func parseSteps[T any](s string, maxStep T, parse func(string) (T, error)) ([]T, error) {
+	if strings.TrimSpace(s) == "none" {
+		return nil, nil
 	}
-	return rates, nil
+	var steps []T
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "max" {
+			steps = append(steps, maxStep)
+			continue
+		}
+		step, err := parse(f)
+		if err != nil {
+			return nil, err
+		}
+		steps = append(steps, step)
+	}
+	return steps, nil
 }
 
 // rate is one step: packets per second, 0 for as fast as the generator
@@ -75,16 +87,7 @@ type rate struct {
 }
 
 func parseRates(s string) ([]rate, error) {
-	if strings.TrimSpace(s) == "none" {
-		return nil, nil
-	}
-	var rates []rate
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "max" {
-			rates = append(rates, rate{label: "max", pps: 0})
-			continue
-		}
+	return parseSteps(s, rate{label: "max", pps: 0}, func(f string) (rate, error) {
 		mult := 1.0
 		num := f
 		switch {
@@ -95,11 +98,10 @@ func parseRates(s string) ([]rate, error) {
 		}
 		v, err := strconv.ParseFloat(num, 64)
 		if err != nil || v*mult < 1 {
-			return nil, fmt.Errorf("rate %q: want packets per second like 100k, 1.5M or 5000, or max", f)
+			return rate{}, fmt.Errorf("rate %q: want packets per second like 100k, 1.5M or 5000, or max", f)
 		}
-		rates = append(rates, rate{label: f, pps: int(v * mult)})
-	}
-	return rates, nil
+		return rate{label: f, pps: int(v * mult)}, nil
+	})
 }
 
 func parseFlags(args []string) (config, error) {
