@@ -26,6 +26,9 @@ var testPlugin struct {
 }
 
 func TestMain(m *testing.M) {
+	if watchHelper() {
+		return
+	}
 	code := m.Run()
 	if testPlugin.dir != "" {
 		os.RemoveAll(testPlugin.dir)
