@@ -203,6 +203,33 @@ func (r *cfRun) ended(t *testing.T) int {
 	return 0
 }
 
+// tsharkReading starts `tshark -r -` and returns the pipe to its stdin,
+// for a writer of a pcap stream, and a function that waits for tshark and
+// returns the UDP payload of each packet it read. tshark must find
+// nothing wrong with the stream.
+func tsharkReading(t *testing.T) (*os.File, func() []string) {
+	t.Helper()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := exec.Command("tshark", "-r", "-", "-T", "fields", "-e", "udp.payload")
+	ts.Stdin = pr
+	var out, stderr syncBuffer
+	ts.Stdout, ts.Stderr = &out, &stderr
+	if err := ts.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pr.Close()
+	return pw, func() []string {
+		t.Helper()
+		if err := waitCmd(t, ts); err != nil {
+			t.Fatalf("tshark -r -: %v\n%s", err, stderr.String())
+		}
+		return strings.Fields(out.String())
+	}
+}
+
 // pluginPID is the running plugin's pid.
 func (w *realCFWorld) pluginPID(t *testing.T) int {
 	t.Helper()
@@ -245,30 +272,16 @@ func TestRealCFInstallCaptureUninstall(t *testing.T) {
 	}
 
 	// cf pcap -o - | tshark -r -
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := exec.Command("tshark", "-r", "-", "-T", "fields", "-e", "udp.payload")
-	ts.Stdin = pr
-	var tsOut, tsErr syncBuffer
-	ts.Stdout, ts.Stderr = &tsOut, &tsErr
-	if err := ts.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pr.Close()
-	r = w.start(t, nil, pw, "pcap", appName, "-i", "0", "-f", "udp", "-c", "4", "-o", "-")
-	pw.Close()
+	stdin, read := tsharkReading(t)
+	r = w.start(t, nil, stdin, "pcap", appName, "-i", "0", "-f", "udp", "-c", "4", "-o", "-")
+	stdin.Close()
 	r.wait(t, `^Capturing app my-app`)
 	w.app.send(t, "cf-stdout", 4)
 	if code := r.ended(t); code != 0 {
 		t.Fatalf("cf exit %d:\n%s", code, r.stderr.String())
 	}
-	if err := waitCmd(t, ts); err != nil {
-		t.Fatalf("tshark -r -: %v\n%s", err, tsErr.String())
-	}
-	if rows := strings.Fields(tsOut.String()); len(rows) != 4 || rows[0] != hexOf(payload("cf-stdout", 0)) {
-		t.Fatalf("tshark read %d packets from cf's stdout: %q\n%s", len(rows), tsOut.String(), tsErr.String())
+	if rows := read(); len(rows) != 4 || rows[0] != hexOf(payload("cf-stdout", 0)) {
+		t.Fatalf("tshark read %d packets from cf's stdout: %q", len(rows), rows)
 	}
 
 	if out := w.cf.Run("uninstall-plugin", "pcap"); !strings.Contains(out, "successfully uninstalled") {
@@ -471,30 +484,16 @@ func TestRealCFTraceAndStdout(t *testing.T) {
 	})
 	t.Run("CF_TRACE to a file", func(t *testing.T) {
 		trace := filepath.Join(t.TempDir(), "cf-trace.log")
-		pr, pw, err := os.Pipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ts := exec.Command("tshark", "-r", "-", "-T", "fields", "-e", "udp.payload")
-		ts.Stdin = pr
-		var tsOut, tsErr syncBuffer
-		ts.Stdout, ts.Stderr = &tsOut, &tsErr
-		if err := ts.Start(); err != nil {
-			t.Fatal(err)
-		}
-		pr.Close()
-		r := w.start(t, []string{"CF_TRACE=" + trace}, pw, "pcap", appName, "-i", "0", "-f", "udp", "--duration", "8s", "-o", "-")
-		pw.Close()
+		stdin, read := tsharkReading(t)
+		r := w.start(t, []string{"CF_TRACE=" + trace}, stdin, "pcap", appName, "-i", "0", "-f", "udp", "--duration", "8s", "-o", "-")
+		stdin.Close()
 		r.wait(t, `^Capturing app my-app`)
 		w.app.send(t, "cf-trace", 6)
 		if code := r.ended(t); code != 0 {
 			t.Fatalf("cf exit %d:\n%s", code, r.stderr.String())
 		}
-		if err := waitCmd(t, ts); err != nil {
-			t.Fatalf("tshark -r -: %v\n%s", err, tsErr.String())
-		}
-		if rows := strings.Fields(tsOut.String()); len(rows) != 6 {
-			t.Fatalf("tshark read %d packets from cf's stdout:\n%s", len(rows), tsErr.String())
+		if rows := read(); len(rows) != 6 {
+			t.Fatalf("tshark read %d packets from cf's stdout", len(rows))
 		}
 		data, err := os.ReadFile(trace)
 		if err != nil || !strings.Contains(string(data), "REQUEST:") || !strings.Contains(string(data), "/oauth/token") {

@@ -609,14 +609,7 @@ func (cc *CloudController) serveOrgs(w http.ResponseWriter, r *http.Request, c c
 			matched = append(matched, o)
 		}
 	}
-	slices.SortFunc(matched, func(a, b Org) int { return cc.created[a.GUID].Compare(cc.created[b.GUID]) })
-	paginate(cc, w, r, matched, func(page []Org) map[string]any {
-		res := make([]any, len(page))
-		for i, o := range page {
-			res[i] = cc.orgJSON(o)
-		}
-		return map[string]any{"resources": res}
-	})
+	paginateByAge(cc, w, r, matched, func(o Org) string { return o.GUID }, cc.orgJSON)
 }
 
 // serveSpaces lists the spaces the caller may see, as `cf target -s SPACE`
@@ -635,11 +628,17 @@ func (cc *CloudController) serveSpaces(w http.ResponseWriter, r *http.Request, c
 			matched = append(matched, s)
 		}
 	}
-	slices.SortFunc(matched, func(a, b Space) int { return cc.created[a.GUID].Compare(cc.created[b.GUID]) })
-	paginate(cc, w, r, matched, func(page []Space) map[string]any {
+	paginateByAge(cc, w, r, matched, func(s Space) string { return s.GUID }, cc.spaceJSON)
+}
+
+// paginateByAge writes a page of resources kept in a map, in creation
+// order as the Cloud Controller lists them by default. Callers hold cc.mu.
+func paginateByAge[T any](cc *CloudController, w http.ResponseWriter, r *http.Request, items []T, guid func(T) string, render func(T) map[string]any) {
+	slices.SortFunc(items, func(a, b T) int { return cc.created[guid(a)].Compare(cc.created[guid(b)]) })
+	paginate(cc, w, r, items, func(page []T) map[string]any {
 		res := make([]any, len(page))
-		for i, s := range page {
-			res[i] = cc.spaceJSON(s)
+		for i, item := range page {
+			res[i] = render(item)
 		}
 		return map[string]any{"resources": res}
 	})

@@ -230,20 +230,7 @@ func TestRefreshGrant(t *testing.T) {
 	refresh := u.RefreshToken("user-1", fakeuaa.Scopes("openid", fakeuaa.ScopeRead))
 
 	post := func(client, secret, token string) (int, map[string]any) {
-		form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {token}, "scope": {""}}
-		req, _ := http.NewRequest(http.MethodPost, u.URL+"/oauth/token", strings.NewReader(form.Encode()))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.SetBasicAuth(client, secret)
-		resp, err := u.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var body map[string]any
-		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, body
+		return postToken(t, u, client, secret, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {token}, "scope": {""}})
 	}
 
 	status, body := post("cf", "", refresh)
@@ -293,21 +280,7 @@ func TestPasswordGrant(t *testing.T) {
 	u := fakeuaa.New(t)
 	u.AddUser("dev-user", "s3cret")
 	u.SetAccessTokenValidity(30 * time.Second)
-	post := func(form url.Values) (int, map[string]any) {
-		req, _ := http.NewRequest(http.MethodPost, u.URL+"/oauth/token", strings.NewReader(form.Encode()))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.SetBasicAuth("cf", "")
-		resp, err := u.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var body map[string]any
-		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, body
-	}
+	post := func(form url.Values) (int, map[string]any) { return postToken(t, u, "cf", "", form) }
 	status, body := post(url.Values{"grant_type": {"password"}, "username": {"dev-user"}, "password": {"s3cret"}})
 	if status != http.StatusOK || body["token_type"] != "bearer" || body["expires_in"] != float64(29) {
 		t.Fatalf("login = %d %v", status, body)
@@ -331,4 +304,23 @@ func TestPasswordGrant(t *testing.T) {
 			t.Errorf("%v = %d %v", bad, status, body)
 		}
 	}
+}
+
+// postToken posts form to the token endpoint as client and decodes the
+// answer.
+func postToken(t *testing.T, u *fakeuaa.UAA, client, secret string, form url.Values) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, u.URL+"/oauth/token", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(client, secret)
+	resp, err := u.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, body
 }

@@ -15,8 +15,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// pidsRunning lists the processes whose executable matches.
-func pidsRunning(match func(exe string) bool) []int {
+// pidsWhere lists the processes, other than this one, for which match,
+// given the process's /proc folder, says yes.
+func pidsWhere(match func(dir string) bool) []int {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
@@ -24,35 +25,27 @@ func pidsRunning(match func(exe string) bool) []int {
 	var pids []int
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
-		if err == nil && match(exe) {
+		if err == nil && pid != os.Getpid() && match(filepath.Join("/proc", e.Name())) {
 			pids = append(pids, pid)
 		}
 	}
 	return pids
 }
 
+// pidsRunning lists the processes whose executable matches.
+func pidsRunning(match func(exe string) bool) []int {
+	return pidsWhere(func(dir string) bool {
+		exe, err := os.Readlink(filepath.Join(dir, "exe"))
+		return err == nil && match(exe)
+	})
+}
+
 // pidsWithEnv lists the processes whose environment holds kv.
 func pidsWithEnv(kv string) []int {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
-		if err == nil && slices.Contains(strings.Split(string(env), "\x00"), kv) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	return pidsWhere(func(dir string) bool {
+		env, err := os.ReadFile(filepath.Join(dir, "environ"))
+		return err == nil && slices.Contains(strings.Split(string(env), "\x00"), kv)
+	})
 }
 
 // WaitExit waits until the process pid has exited, whoever its parent is
