@@ -53,12 +53,11 @@ type Env struct {
 	// it gives up instead. Cancelling Run's ctx (a second Ctrl-C) aborts at
 	// once, still leaving a valid file.
 	Stop <-chan struct{}
-	// CLIGone is closed when the cf CLI that started the plugin has
-	// exited; it stops the capture as Stop does. Nil when standalone.
+	// CLIGone, for a cf CLI plugin, is closed when the cf CLI that started
+	// it has exited; it stops the capture as Stop does. Nil when
+	// standalone. Under the cf CLI, Ctrl-C at a terminal ends cf too, so a
+	// second one reaches the shell, not the plugin.
 	CLIGone <-chan struct{}
-	// UnderCF says the command runs as a cf CLI plugin: Ctrl-C at a
-	// terminal ends the cf CLI too, so a second one never reaches it.
-	UnderCF bool
 }
 
 // Exit codes.
@@ -113,7 +112,7 @@ func run(ctx context.Context, o Options, env Env, p *printer) (int, error) {
 	}
 	// Until the capture runs, a stop means giving up.
 	ctx, abort := context.WithCancel(ctx)
-	stopper := newStopper(abort, env.Stderr, p, o.StopTimeout, env.UnderCF)
+	stopper := newStopper(abort, env.Stderr, p, o.StopTimeout, env.CLIGone != nil)
 	watched := make(chan struct{})
 	go func() {
 		defer close(watched)

@@ -36,7 +36,7 @@ func TestGracefulStopIsBounded(t *testing.T) {
 	api := &stubbornAPI{deleteStatus: http.StatusAccepted, deleted: make(chan string, 1)}
 	out, stderr, stop, _, code := runWith(t, api, func(o *Options, env *Env) {
 		o.StopTimeout = 500 * time.Millisecond
-		env.UnderCF = true
+		env.CLIGone = make(chan struct{}) // under a cf CLI that lives on
 	})
 	close(stop)
 	<-api.deleted
@@ -78,7 +78,6 @@ func TestCfCLIExitStopsTheCapture(t *testing.T) {
 	gone := make(chan struct{})
 	_, stderr, _, abort, code := runWith(t, api, func(_ *Options, env *Env) {
 		env.CLIGone = gone
-		env.UnderCF = true
 	})
 	close(gone)
 	select {
@@ -135,7 +134,7 @@ func TestStopAfterTheTokenExpiredUsesAKeptToken(t *testing.T) {
 	_, stderr, stop, abort, code := runWith(t, api, func(o *Options, env *Env) {
 		o.Token = ""
 		env.Session = sess
-		env.UnderCF = true
+		env.CLIGone = make(chan struct{})
 	})
 	<-sess.asked
 	// Let the capture's own token expire while cf lives; then cf dies as

@@ -190,7 +190,6 @@ func capture(ctx context.Context, o pcapcmd.Options, sess pcapcmd.Session, stop,
 		TLSInsecure:    insecure,
 		Stop:           stop,
 		CLIGone:        cliGone,
-		UnderCF:        cliGone != nil,
 	})
 	if code != pcapcmd.ExitOK {
 		return &cfplugin.ExitError{Code: code}
