@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cloudfoundry/pcap-server-release/cellagent/procwatch"
 )
 
 // pidsWhere lists the processes, other than this one, for which match,
@@ -50,32 +52,21 @@ func pidsWithEnv(kv string) []int {
 
 // WaitExit waits until the process pid has exited, whoever its parent is
 // (an orphaned plugin is not the test's child, so it cannot be waited
-// for): a pidfd becomes readable when the process exits.
+// for): through its pidfd.
 func WaitExit(ctx context.Context, pid int) error {
-	fd, err := unix.PidfdOpen(pid, 0)
-	if errors.Is(err, unix.ESRCH) {
+	w, err := procwatch.Open(pid)
+	if errors.Is(err, procwatch.ErrNoProcess) {
 		return nil // gone already
 	}
 	if err != nil {
-		return fmt.Errorf("pidfd_open %d: %w", pid, err)
+		return err
 	}
-	defer unix.Close(fd)
-	for {
-		timeout := 100 // ms: to look at ctx now and then
-		if deadline, ok := ctx.Deadline(); ok {
-			timeout = int(min(time.Until(deadline), 100*time.Millisecond) / time.Millisecond)
-		}
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(fds, max(timeout, 0))
-		if err != nil && !errors.Is(err, unix.EINTR) {
-			return fmt.Errorf("poll pidfd of %d: %w", pid, err)
-		}
-		if n > 0 {
-			return nil
-		}
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("process %d still runs: %w", pid, err)
-		}
+	defer w.Close()
+	select {
+	case <-w.Exited():
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("process %d still runs: %w", pid, ctx.Err())
 	}
 }
 
