@@ -79,7 +79,8 @@ func New(cfg *agentconfig.Config, o Options) (*Daemon, error) {
 		MaxCaptures: cfg.Limits.MaxCaptures,
 		RingBytes:   int(cfg.Limits.BufferBytes),
 		ReadTimeout: cfg.Limits.ReadTimeout.D(),
-		AllowHost:   cfg.AllowHostCapture,
+		HostCapture: cfg.HostCaptureEnabled(),
+		Bosh:        cfg.Bosh.Instance(),
 		Locator:     locator,
 		Logger:      log,
 		Metrics:     m,
@@ -94,6 +95,8 @@ func New(cfg *agentconfig.Config, o Options) (*Daemon, error) {
 			AgentVersion: buildinfo.Version(),
 			CellIPs:      cfg.CellIPs,
 			MaxCaptures:  cfg.Limits.MaxCaptures,
+			Bosh:         cfg.Bosh.Instance(),
+			HostCapture:  cfg.HostCaptureEnabled(),
 		},
 		Handle:    d.agent.ServeStream,
 		Logger:    log,
@@ -122,7 +125,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.log.Warn("garden does not answer yet", "error", err)
 		}
 	}
-	d.log.Info("starting", "version", buildinfo.Version(), "id", d.cfg.ID, "cell_ips", d.cfg.CellIPs, "api", d.cfg.API.Addresses)
+	d.log.Info("starting", "version", buildinfo.Version(), "id", d.cfg.ID, "cell_ips", d.cfg.CellIPs, "api", d.cfg.API.Addresses,
+		"host_capture", d.cfg.HostCaptureEnabled())
+	if d.cfg.AllowHostCapture {
+		d.log.Warn("allow_host_capture is deprecated: set host_capture.enabled instead (both turn host capture on)")
+	}
 	metricsCtx, stopMetrics := context.WithCancel(context.Background())
 	metricsErr := make(chan error, 1)
 	go func() { metricsErr <- d.metrics.Serve(metricsCtx) }()

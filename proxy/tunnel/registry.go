@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+
+	"github.com/cloudfoundry/pcap-server-release/wire"
 )
 
 // Errors of Agent.Open, for the API to turn into 503s.
@@ -32,6 +34,10 @@ type Agent struct {
 	Remote      netip.AddrPort
 	Since       time.Time
 	MaxCaptures int
+	// Bosh is the VM's BOSH identity from the hello (version 3), nil if
+	// the agent did not send one; HostCapture says host capture is on.
+	Bosh        *wire.BoshInstance
+	HostCapture bool
 
 	sess   *yamux.Session
 	conn   *agentConn
