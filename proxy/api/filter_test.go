@@ -27,7 +27,7 @@ func (admin) Authenticate(context.Context, string) (*Identity, error) {
 // countingResolver counts the captures that got past parameter checks.
 type countingResolver struct{ calls atomic.Int32 }
 
-func (r *countingResolver) Resolve(context.Context, *Identity, string, string, []int) (App, []capture.Target, error) {
+func (r *countingResolver) Resolve(context.Context, *Identity, string, string, []int) (App, []capture.AppInstance, error) {
 	r.calls.Add(1)
 	return App{}, nil, problem.New(http.StatusNotFound, "no such app")
 }

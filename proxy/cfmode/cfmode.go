@@ -135,19 +135,19 @@ func (a *Access) Authenticate(ctx context.Context, authorization string) (*api.I
 }
 
 // Resolve authorizes the capture and lists the instances to capture.
-func (a *Access) Resolve(ctx context.Context, id *api.Identity, appGUID, process string, indices []int) (api.App, []capture.Target, error) {
+func (a *Access) Resolve(ctx context.Context, id *api.Identity, appGUID, process string, indices []int) (api.App, []capture.AppInstance, error) {
 	t, err := a.resolver.Resolve(ctx, id, appGUID, process, indices)
 	if err != nil {
 		return api.App{}, nil, err
 	}
-	targets := make([]capture.Target, 0, len(t.Instances))
+	targets := make([]capture.AppInstance, 0, len(t.Instances))
 	for _, in := range t.Instances {
 		ip, err := netip.ParseAddr(in.CellIP)
 		if err != nil {
 			return api.App{}, nil, problem.Wrap(err, http.StatusBadGateway,
 				"the Cloud Controller reports instance %d of app %q on host %q, which is not an IP address", in.Index, t.App.Name, in.CellIP)
 		}
-		targets = append(targets, capture.Target{
+		targets = append(targets, capture.AppInstance{
 			AppGUID:      t.App.GUID,
 			AppName:      t.App.Name,
 			ProcessType:  t.ProcessType,

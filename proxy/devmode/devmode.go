@@ -41,9 +41,9 @@ func (a Auth) Authenticate(_ context.Context, authorization string) (*api.Identi
 // Targets resolves apps from the configured list.
 type Targets []apiconfig.DevTarget
 
-func (ts Targets) Resolve(_ context.Context, _ *api.Identity, appGUID, process string, indices []int) (api.App, []capture.Target, error) {
+func (ts Targets) Resolve(_ context.Context, _ *api.Identity, appGUID, process string, indices []int) (api.App, []capture.AppInstance, error) {
 	var app api.App
-	var all []capture.Target
+	var all []capture.AppInstance
 	for _, t := range ts {
 		proc := t.Process
 		if proc == "" {
@@ -53,7 +53,7 @@ func (ts Targets) Resolve(_ context.Context, _ *api.Identity, appGUID, process s
 			continue
 		}
 		app = api.App{GUID: t.AppGUID, Name: t.AppName}
-		all = append(all, capture.Target{
+		all = append(all, capture.AppInstance{
 			AppGUID:     t.AppGUID,
 			AppName:     t.AppName,
 			ProcessType: proc,
@@ -67,9 +67,9 @@ func (ts Targets) Resolve(_ context.Context, _ *api.Identity, appGUID, process s
 	if len(indices) == 0 {
 		return app, all, nil
 	}
-	var picked []capture.Target
+	var picked []capture.AppInstance
 	for _, i := range indices {
-		j := slices.IndexFunc(all, func(t capture.Target) bool { return t.Index == i })
+		j := slices.IndexFunc(all, func(t capture.AppInstance) bool { return t.Index == i })
 		if j < 0 {
 			return api.App{}, nil, problem.New(http.StatusNotFound, "app %s has no instance %d", appGUID, i)
 		}

@@ -82,6 +82,9 @@ func (a *Agent) Open(ctx context.Context) (net.Conn, error) {
 	}
 }
 
+// Identity is the VM identity of the agent's hello, nil without one.
+func (a *Agent) Identity() *wire.BoshInstance { return a.Bosh }
+
 // Speaks reports whether the session's protocol version is at least v.
 func (a *Agent) Speaks(v int) bool { return a.Protocol >= v }
 
