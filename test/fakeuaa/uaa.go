@@ -1,8 +1,12 @@
 // Package fakeuaa is a fake UAA: a real HTTPS server on loopback that mints
 // real RS256 JWTs with UAA's claims (scopes, audience derived from them,
 // refresh tokens ending -r), serves their keys on /token_keys and
-// OpenID discovery, and answers the token endpoint's password,
-// client_credentials and refresh_token grants as UAA does.
+// OpenID discovery, and answers the token endpoint's client_credentials
+// and refresh_token grants as UAA does.
+//
+// The same fake is the UAA of Cloud Foundry (the default) and, with the
+// DirectorUAA option, the BOSH director's UAA: the bosh CLI's client
+// bosh_cli, and tokens checked as the director checks them.
 package fakeuaa
 
 import (
@@ -19,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -38,6 +43,30 @@ const (
 	ScopeRead          = "cloud_controller.read"
 	ScopeWrite         = "cloud_controller.write"
 )
+
+// Scopes of the BOSH director's UAA: admin of every deployment, read of
+// every deployment, and the same per director (BoshDirectorAdmin) and per
+// team (BoshTeamAdmin, BoshTeamRead).
+const (
+	ScopeBoshAdmin = "bosh.admin"
+	ScopeBoshRead  = "bosh.read"
+)
+
+// BoshDirectorAdmin is bosh.<director uuid>.admin.
+func BoshDirectorAdmin(uuid string) string { return "bosh." + uuid + ".admin" }
+
+// BoshDirectorRead is bosh.<director uuid>.read.
+func BoshDirectorRead(uuid string) string { return "bosh." + uuid + ".read" }
+
+// BoshTeamAdmin is bosh.teams.<team>.admin.
+func BoshTeamAdmin(team string) string { return "bosh.teams." + team + ".admin" }
+
+// BoshTeamRead is bosh.teams.<team>.read.
+func BoshTeamRead(team string) string { return "bosh.teams." + team + ".read" }
+
+// BoshCLIClient is the OAuth client the bosh CLI logs users in with (no
+// secret).
+const BoshCLIClient = "bosh_cli"
 
 // UAA endpoints as counted by (*UAA).Requests.
 const (
@@ -87,19 +116,68 @@ type UAA struct {
 	tb  testing.TB
 	srv *httptest.Server
 
+	// audience decides whether a token's aud lets it be used with the
+	// service this UAA serves (AccessClaims); audienceName says what it
+	// wants.
+	audience     func(aud []string) bool
+	audienceName string
+
 	mu          sync.Mutex
 	keys        []*SigningKey // served, in order
 	signing     *SigningKey   // default key for new tokens
-	clients     map[string]string
+	clients     map[string]client
 	refresh     map[string]tokenSpec // refresh token -> what it was minted from
 	unavailable int
 	requests    map[string]int
 }
 
+// client is an OAuth client: its secret and, for the client_credentials
+// grant, its authorities (the scopes of its tokens).
+type client struct {
+	secret      string
+	authorities []string
+}
+
+// Option changes the fake at New.
+type Option func(*settings)
+
+type settings struct {
+	listener     net.Listener
+	audience     func([]string) bool
+	audienceName string
+	clients      map[string]client
+}
+
+// ServeOn serves on l (for example a listener opened in another network
+// namespace) instead of a new loopback port. Its address must be
+// 127.0.0.1, which the certificate names.
+func ServeOn(l net.Listener) Option { return func(s *settings) { s.listener = l } }
+
+// DirectorUAA makes the fake the BOSH director's UAA: it knows the bosh
+// CLI's client (bosh_cli, no secret), and AccessClaims checks a token as
+// the director does, whose token decoder (UAAIdentityProvider, a
+// CF::UAA::TokenCoder without audience_ids) checks no audience at all:
+// the scopes decide. (pcap-server-api is stricter; a fake must not be.)
+func DirectorUAA() Option {
+	return func(s *settings) {
+		s.clients[BoshCLIClient] = client{}
+		s.audienceName = "audience (any)"
+		s.audience = func([]string) bool { return true }
+	}
+}
+
 // New starts a fake UAA serving one key, "key-1", and knowing the client
 // "cf" with an empty secret. It stops when the test ends.
-func New(tb testing.TB) *UAA {
+func New(tb testing.TB, opts ...Option) *UAA {
 	tb.Helper()
+	set := settings{
+		audienceName: "cloud_controller",
+		audience:     func(aud []string) bool { return slices.Contains(aud, "cloud_controller") },
+		clients:      map[string]client{"cf": {}},
+	}
+	for _, o := range opts {
+		o(&set)
+	}
 	ca, err := fakeserver.NewCA("fake UAA CA")
 	if err != nil {
 		tb.Fatalf("fake UAA: %v", err)
@@ -113,13 +191,15 @@ func New(tb testing.TB) *UAA {
 		tb.Fatalf("fake UAA: %v", err)
 	}
 	u := &UAA{
-		CA:       ca,
-		tb:       tb,
-		keys:     []*SigningKey{key},
-		signing:  key,
-		clients:  map[string]string{"cf": ""},
-		refresh:  map[string]tokenSpec{},
-		requests: map[string]int{},
+		CA:           ca,
+		tb:           tb,
+		audience:     set.audience,
+		audienceName: set.audienceName,
+		keys:         []*SigningKey{key},
+		signing:      key,
+		clients:      set.clients,
+		refresh:      map[string]tokenSpec{},
+		requests:     map[string]int{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc(GetTokenKeys, u.serveTokenKeys)
@@ -127,6 +207,10 @@ func New(tb testing.TB) *UAA {
 	mux.HandleFunc(GetTokenOpenIDConfig, u.serveOpenIDConfig)
 	mux.HandleFunc(PostToken, u.serveToken)
 	u.srv = httptest.NewUnstartedServer(u.count(mux))
+	if set.listener != nil {
+		_ = u.srv.Listener.Close()
+		u.srv.Listener = set.listener
+	}
 	u.srv.TLS = tlsCfg
 	u.srv.StartTLS()
 	u.URL = u.srv.URL
@@ -174,11 +258,12 @@ func (u *UAA) RemoveKey(kid string) {
 	u.keys = slices.DeleteFunc(u.keys, func(k *SigningKey) bool { return k.ID == kid })
 }
 
-// AddClient registers an OAuth client for the refresh_token grant.
-func (u *UAA) AddClient(id, secret string) {
+// AddClient registers an OAuth client for the refresh_token grant, and
+// for the client_credentials grant with these authorities as its scopes.
+func (u *UAA) AddClient(id, secret string, authorities ...string) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.clients[id] = secret
+	u.clients[id] = client{secret: secret, authorities: slices.Clone(authorities)}
 }
 
 // SetUnavailable makes every endpoint answer status (for example 503) with
@@ -294,13 +379,14 @@ func (u *UAA) serveOpenIDConfig(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// serveToken implements the refresh_token grant the cf CLI uses.
+// serveToken implements the refresh_token grant the cf CLI and the bosh
+// CLI use for users, and the client_credentials grant of BOSH_CLIENT.
 func (u *UAA) serveToken(w http.ResponseWriter, r *http.Request) {
 	clientID, secret, ok := r.BasicAuth()
 	u.mu.Lock()
-	want, known := u.clients[clientID]
+	c, known := u.clients[clientID]
 	u.mu.Unlock()
-	if !ok || !known || secret != want {
+	if !ok || !known || secret != c.secret {
 		w.Header().Set("WWW-Authenticate", `Basic realm="UAA/client", error="unauthorized", error_description="Bad credentials"`)
 		fakeserver.WriteJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized", "error_description": "Bad credentials"})
 		return
@@ -309,7 +395,12 @@ func (u *UAA) serveToken(w http.ResponseWriter, r *http.Request) {
 		fakeserver.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": err.Error()})
 		return
 	}
-	if gt := r.PostForm.Get("grant_type"); gt != "refresh_token" {
+	switch gt := r.PostForm.Get("grant_type"); gt {
+	case "refresh_token":
+	case "client_credentials":
+		u.serveClientCredentials(w, clientID, c)
+		return
+	default:
 		fakeserver.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "unsupported_grant_type", "error_description": "Unsupported grant type: " + gt})
 		return
 	}
@@ -346,6 +437,31 @@ func (u *UAA) serveToken(w http.ResponseWriter, r *http.Request) {
 		"expires_in":    int(accessTokenValidity.Seconds()) - 1,
 		"scope":         strings.Join(access.scopes, " "),
 		"jti":           access.jti,
+	})
+}
+
+// serveClientCredentials answers the client_credentials grant: a token
+// for the client itself, with its authorities as scopes and no refresh
+// token, as UAA answers it.
+func (u *UAA) serveClientCredentials(w http.ResponseWriter, clientID string, c client) {
+	now := time.Now()
+	s := tokenSpec{
+		clientID: clientID, grantType: "client_credentials", scopes: slices.Clone(c.authorities),
+		issuer: u.Issuer, issuedAt: now, expiry: now.Add(accessTokenValidity),
+		jti: randomHex(16), key: u.SigningKey(),
+	}
+	raw, err := s.sign()
+	if err != nil {
+		fakeserver.WriteJSON(w, http.StatusInternalServerError, map[string]string{"error": "server_error", "error_description": err.Error()})
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	fakeserver.WriteJSON(w, http.StatusOK, map[string]any{
+		"access_token": raw,
+		"token_type":   "bearer",
+		"expires_in":   int(accessTokenValidity.Seconds()) - 1,
+		"scope":        strings.Join(s.scopes, " "),
+		"jti":          s.jti,
 	})
 }
 
@@ -575,9 +691,10 @@ func signJWT(key *rsa.PrivateKey, header, claims map[string]any) (string, error)
 	return input + "." + base64.RawURLEncoding.EncodeToString(sig), nil
 }
 
-// AccessClaims checks a bearer token the way the Cloud Controller does and
-// returns its claims: RS256 signed by a key UAA serves, this issuer,
-// audience cloud_controller, not expired, not a refresh token.
+// AccessClaims checks a bearer token the way the Cloud Controller (or,
+// with DirectorUAA, the BOSH director) does and returns its claims: RS256
+// signed by a key UAA serves, this issuer, an audience the service takes,
+// not expired, not a refresh token.
 func (u *UAA) AccessClaims(raw string) (map[string]any, error) {
 	parts := strings.Split(raw, ".")
 	if len(parts) != 3 {
@@ -621,8 +738,8 @@ func (u *UAA) AccessClaims(raw string) (map[string]any, error) {
 	if jti, _ := claims["jti"].(string); strings.HasSuffix(jti, "-r") {
 		return nil, errors.New("refresh token")
 	}
-	if !slices.Contains(ClaimStrings(claims["aud"]), "cloud_controller") {
-		return nil, errors.New("audience")
+	if !u.audience(ClaimStrings(claims["aud"])) {
+		return nil, fmt.Errorf("audience %v names no %s", ClaimStrings(claims["aud"]), u.audienceName)
 	}
 	exp, ok := claims["exp"].(json.Number)
 	if !ok {
