@@ -34,9 +34,9 @@ type replayAgent struct{ stream []byte }
 func (a *replayAgent) Open(context.Context) (net.Conn, error) {
 	return &replayConn{r: bytes.NewReader(a.stream)}, nil
 }
-func (a *replayAgent) TryAcquire(int) bool      { return true }
-func (a *replayAgent) Release()                 {}
-func (a *replayAgent) Speaks(int) bool          { return true }
+func (a *replayAgent) TryAcquire(int) bool          { return true }
+func (a *replayAgent) Release()                     {}
+func (a *replayAgent) Speaks(int) bool              { return true }
 func (a *replayAgent) Identity() *wire.BoshInstance { return nil }
 
 type replayAgents map[netip.Addr]*replayAgent

@@ -57,9 +57,9 @@ func (a *fakeAgent) Open(ctx context.Context) (net.Conn, error) {
 	return api, nil
 }
 
-func (a *fakeAgent) TryAcquire(int) bool      { a.mu.Lock(); a.active++; a.mu.Unlock(); return true }
-func (a *fakeAgent) Release()                 { a.mu.Lock(); a.active--; a.mu.Unlock() }
-func (a *fakeAgent) Speaks(v int) bool        { return a.version == 0 || v <= a.version }
+func (a *fakeAgent) TryAcquire(int) bool          { a.mu.Lock(); a.active++; a.mu.Unlock(); return true }
+func (a *fakeAgent) Release()                     { a.mu.Lock(); a.active--; a.mu.Unlock() }
+func (a *fakeAgent) Speaks(v int) bool            { return a.version == 0 || v <= a.version }
 func (a *fakeAgent) Identity() *wire.BoshInstance { return a.bosh }
 
 type fakeAgents map[netip.Addr]*fakeAgent
