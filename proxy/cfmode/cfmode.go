@@ -6,7 +6,6 @@ package cfmode
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -105,19 +104,11 @@ func discover(ctx context.Context, cc *cloudcontroller.Client, log *slog.Logger)
 
 // clientTLS trusts caFile (in addition to nothing else) or the system roots.
 func clientTLS(caFile string, skipVerify bool) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: skipVerify}
-	if caFile != "" {
-		pool, err := tlsconfig.CAPool(caFile)
-		if err != nil {
-			return nil, err
-		}
-		cfg.RootCAs = pool
-	} else {
-		pool, err := x509.SystemCertPool()
-		if err == nil {
-			cfg.RootCAs = pool
-		}
+	cfg, err := tlsconfig.Client(caFile)
+	if err != nil {
+		return nil, err
 	}
+	cfg.InsecureSkipVerify = skipVerify
 	return cfg, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -388,12 +389,7 @@ func TestIdentityNeverShowsToken(t *testing.T) {
 func TestVerifyWithAudienceRule(t *testing.T) {
 	u := fakeuaa.New(t)
 	rule := uaa.AudienceRule{Name: "bosh_cli or a bosh resource", OK: func(aud []string) bool {
-		for _, a := range aud {
-			if a == "bosh_cli" || a == "bosh" || strings.HasPrefix(a, "bosh.") {
-				return true
-			}
-		}
-		return false
+		return slices.Contains(aud, "bosh_cli") || slices.Contains(aud, "bosh.teams.dev")
 	}}
 	v, err := uaa.New(t.Context(), u.Issuer, "", u.Client(), uaa.WithAudience(rule))
 	if err != nil {
