@@ -28,7 +28,7 @@ type stopper struct {
 // stopRequest is what a stop needs: the capture's URL and a token.
 type stopRequest struct {
 	client *http.Client
-	sess   Session
+	tokens Tokens
 	token  string // the capture's, should a fresh one not be had
 	url    string
 }
@@ -91,7 +91,7 @@ func (r *stopRequest) send(ctx context.Context) error {
 	token := r.token
 	// The cf CLI may be gone after Ctrl-C: a fresh token is a bonus.
 	tctx, tcancel := context.WithTimeout(ctx, 5*time.Second)
-	if t, err := r.sess.Token(tctx); err == nil {
+	if t, err := r.tokens.Token(tctx); err == nil {
 		token = t
 	}
 	tcancel()
