@@ -35,15 +35,15 @@ type Options struct {
 	SkipSSLValidation bool
 }
 
-// flagSpec describes a flag once for the parser and the help texts.
-type flagSpec struct {
-	long, short, arg, usage string
+// FlagSpec describes a flag once for the parser and the help texts.
+type FlagSpec struct {
+	Long, Short, Arg, Usage string
 }
 
 // Flags lists every option: the cf plugin metadata and the standalone
 // usage are generated from it. -h and -v are not among them: the cf CLI
 // keeps those for itself.
-var Flags = []flagSpec{
+var Flags = []FlagSpec{
 	{"output", "o", "FILE", "write the capture to FILE (- for stdout, to pipe into wireshark -k -i -); default APP.pcap or APP.pcapng"},
 	{"instance", "i", "INDEXES", "instance indexes to capture, comma-separated, or all (default all running instances)"},
 	{"filter", "f", "FILTER", "BPF filter, as for tcpdump, for example 'tcp port 8080'"},
@@ -126,7 +126,7 @@ func Parse(args []string, getenv func(string) string) (Options, error) {
 	if o.Instances, err = parseInstances(instances); err != nil {
 		return Options{}, err
 	}
-	if o.Devices, err = parseDevices(devices); err != nil {
+	if o.Devices, err = ParseDevices(devices); err != nil {
 		return Options{}, err
 	}
 	switch o.Format {
@@ -180,8 +180,8 @@ func parseInstances(s string) ([]int, error) {
 	return out, nil
 }
 
-// parseDevices splits -d eth0,lo into distinct interface names.
-func parseDevices(s string) ([]string, error) {
+// ParseDevices splits eth0,lo into distinct interface names.
+func ParseDevices(s string) ([]string, error) {
 	var out []string
 	for _, d := range strings.Split(s, ",") {
 		d = strings.TrimSpace(d)
@@ -201,14 +201,19 @@ func parseDevices(s string) ([]string, error) {
 // Usage writes the standalone usage.
 func Usage(w io.Writer, prog string) {
 	fmt.Fprintf(w, "Usage: %s pcap APP [options]\n\nCapture the network traffic of a Cloud Foundry app's instances into a pcap file.\n\nOptions:\n", prog)
-	for _, f := range Flags {
-		name := "--" + f.long
-		if f.short != "" {
-			name = "-" + f.short + ", " + name
+	PrintFlags(w, Flags)
+}
+
+// PrintFlags lists flags for a usage text.
+func PrintFlags(w io.Writer, flags []FlagSpec) {
+	for _, f := range flags {
+		name := "--" + f.Long
+		if f.Short != "" {
+			name = "-" + f.Short + ", " + name
 		}
-		if f.arg != "" {
-			name += " " + f.arg
+		if f.Arg != "" {
+			name += " " + f.Arg
 		}
-		fmt.Fprintf(w, "  %-28s %s\n", name, f.usage)
+		fmt.Fprintf(w, "  %-28s %s\n", name, f.Usage)
 	}
 }

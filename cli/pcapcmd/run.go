@@ -225,31 +225,16 @@ func stream(ctx context.Context, c Capture, tokens Tokens, env Env, p *printer) 
 
 // captureURL builds GET /v1/apps/{guid}/capture with the query.
 func captureURL(apiURL, guid string, o Options) (string, error) {
-	base, err := url.Parse(strings.TrimRight(apiURL, "/"))
-	if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" {
-		return "", fmt.Errorf("API URL %q is not an http(s) URL", apiURL)
+	base, err := APIBase(apiURL)
+	if err != nil {
+		return "", err
 	}
-	q := url.Values{}
+	q := Query(o.Filter, o.Devices, o.Snaplen, o.Format, o.Duration, o.Count)
 	for _, i := range o.Instances {
 		q.Add("instance", strconv.Itoa(i))
 	}
-	set := func(k, v, def string) {
-		if v != def {
-			q.Set(k, v)
-		}
-	}
-	set("filter", o.Filter, "")
-	if !slices.Equal(o.Devices, []string{"eth0"}) {
-		q["device"] = o.Devices
-	}
-	set("process", o.Process, "web")
-	set("snaplen", strconv.Itoa(o.Snaplen), "65535")
-	set("format", o.Format, "pcap")
-	if o.Duration > 0 {
-		q.Set("duration", o.Duration.String())
-	}
-	if o.Count > 0 {
-		q.Set("packets", strconv.FormatUint(o.Count, 10))
+	if o.Process != "web" {
+		q.Set("process", o.Process)
 	}
 	if guid == "" || strings.ContainsAny(guid, "/?#%") {
 		return "", fmt.Errorf("app GUID %q is not a GUID", guid)
@@ -257,6 +242,40 @@ func captureURL(apiURL, guid string, o Options) (string, error) {
 	base.Path += "/v1/apps/" + guid + "/capture"
 	base.RawQuery = q.Encode()
 	return base.String(), nil
+}
+
+// Query holds the options every capture takes, those that differ from
+// the API's defaults.
+func Query(filter string, devices []string, snaplen int, format string, duration time.Duration, count uint64) url.Values {
+	q := url.Values{}
+	if filter != "" {
+		q.Set("filter", filter)
+	}
+	if !slices.Equal(devices, []string{"eth0"}) {
+		q["device"] = devices
+	}
+	if snaplen != 65535 {
+		q.Set("snaplen", strconv.Itoa(snaplen))
+	}
+	if format != "pcap" {
+		q.Set("format", format)
+	}
+	if duration > 0 {
+		q.Set("duration", duration.String())
+	}
+	if count > 0 {
+		q.Set("packets", strconv.FormatUint(count, 10))
+	}
+	return q
+}
+
+// APIBase checks the API URL and returns it without a trailing slash.
+func APIBase(apiURL string) (*url.URL, error) {
+	base, err := url.Parse(strings.TrimRight(apiURL, "/"))
+	if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" {
+		return nil, fmt.Errorf("API URL %q is not an http(s) URL", apiURL)
+	}
+	return base, nil
 }
 
 func newClient(env Env) *http.Client {
