@@ -52,8 +52,8 @@ type BoshUAA struct {
 	// Issuer defaults to the director's /info user_authentication
 	// options.url + /oauth/token, read over a verified connection.
 	Issuer string `yaml:"issuer"`
-	// CA is the UAA's CA; empty means bosh.ca, as the director and its UAA
-	// share one in bosh-deployment (or the system roots without that).
+	// CA is the UAA's CA; empty means bosh.ca and the system roots (in
+	// bosh-deployment the director and its UAA share one CA).
 	CA string `yaml:"ca"`
 }
 

@@ -11,9 +11,11 @@ package boshmode
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -86,11 +88,7 @@ func New(keysCtx context.Context, cfg *apiconfig.Bosh, log *slog.Logger, wrap fu
 	if err != nil {
 		return nil, fmt.Errorf("bosh.ca: %w", err)
 	}
-	uaaCA := cfg.UAA.CA
-	if uaaCA == "" {
-		uaaCA = cfg.CA
-	}
-	uaaTLS, err := tlsconfig.Client(uaaCA)
+	uaaTLS, err := uaaClientTLS(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("bosh.uaa.ca: %w", err)
 	}
@@ -106,6 +104,27 @@ func New(keysCtx context.Context, cfg *apiconfig.Bosh, log *slog.Logger, wrap fu
 		uaaHTTP:   &http.Client{Transport: wrap("bosh_uaa", transport(uaaTLS)), Timeout: 10 * time.Second},
 		discovery: director.DefaultTimeout,
 	}, nil
+}
+
+// uaaClientTLS trusts bosh.uaa.ca; without it the director's CA (in
+// bosh-deployment the director and its UAA share one) and the system
+// roots, as the bosh CLI trusts the environment's ca_cert for both.
+func uaaClientTLS(cfg *apiconfig.Bosh) (*tls.Config, error) {
+	if cfg.UAA.CA != "" || cfg.CA == "" {
+		return tlsconfig.Client(cfg.UAA.CA)
+	}
+	pem, err := os.ReadFile(cfg.CA)
+	if err != nil {
+		return nil, fmt.Errorf("read bosh.ca for the UAA: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("bosh.ca %s holds no PEM certificate", cfg.CA)
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}, nil
 }
 
 func transport(cfg *tls.Config) *http.Transport {
