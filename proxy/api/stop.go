@@ -48,8 +48,9 @@ func (s *Server) handleStop(w http.ResponseWriter, r *http.Request) {
 		process = v[0]
 	}
 	st.run(ctx, id, appScope(appGUID), id.IsAdmin(), func(ctx context.Context) ([]netip.Addr, error) {
-		// Resolving the app also checks that the caller may see it at all.
-		_, instances, err := s.resolver.Resolve(ctx, id, appGUID, process, nil)
+		// Resolving the app also checks that the caller may see it at all
+		// (not the SSH policy: a stop reveals nothing).
+		_, instances, err := s.resolver.ResolveForStop(ctx, id, appGUID, process)
 		var cells []netip.Addr
 		for _, t := range instances {
 			if !slices.Contains(cells, t.CellIP) {
