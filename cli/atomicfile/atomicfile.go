@@ -48,3 +48,18 @@ func Write(path string, data []byte, pattern string) (err error) {
 	}
 	return nil
 }
+
+// Update reads path, gives its content to change and writes what change
+// returns with Write; change returns nil to leave the file as it is (it
+// changed since it was read, and the other writer's content wins).
+func Update(path, pattern string, change func(current []byte) ([]byte, error)) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	updated, err := change(data)
+	if err != nil || updated == nil {
+		return err
+	}
+	return Write(path, updated, pattern)
+}

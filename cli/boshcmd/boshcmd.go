@@ -6,7 +6,6 @@ package boshcmd
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -67,12 +66,7 @@ func Parse(args []string, getenv func(string) string) (Options, error) {
 	fs := flag.NewFlagSet("bosh", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	devices := "eth0"
-	str := func(p *string, long, short string) {
-		fs.StringVar(p, long, *p, "")
-		if short != "" {
-			fs.StringVar(p, short, *p, "")
-		}
-	}
+	str := func(p *string, long, short string) { pcapcmd.StringFlag(fs, p, long, short) }
 	str(&o.Environment, "environment", "e")
 	str(&o.Deployment, "deployment", "d")
 	str(&devices, "device", "")
@@ -87,18 +81,9 @@ func Parse(args []string, getenv func(string) string) (Options, error) {
 	fs.Uint64Var(&o.Count, "c", 0, "")
 	fs.BoolVar(&o.Force, "force", false, "")
 	fs.BoolVar(&o.SkipSSLValidation, "skip-ssl-validation", false, "")
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return Options{}, err
-			}
-			return Options{}, &pcapcmd.UsageError{Msg: err.Error()}
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		o.Instances = append(o.Instances, fs.Arg(0))
-		args = fs.Args()[1:]
+	var err error
+	if o.Instances, err = pcapcmd.ParseInterleaved(fs, args); err != nil {
+		return Options{}, err
 	}
 	usage := func(format string, a ...any) (Options, error) {
 		return Options{}, &pcapcmd.UsageError{Msg: fmt.Sprintf(format, a...)}
@@ -117,17 +102,11 @@ func Parse(args []string, getenv func(string) string) (Options, error) {
 		}
 	}
 	o.Instances = distinct(o.Instances)
-	var err error
 	if o.Devices, err = pcapcmd.ParseDevices(devices); err != nil {
 		return Options{}, err
 	}
-	switch o.Format {
-	case "", "pcap", "pcapng":
-	default:
-		return usage("--format %q: want pcap or pcapng", o.Format)
-	}
-	if o.Format == "pcap" && len(o.Devices) > 1 {
-		return usage("--format pcap holds one device: use pcapng for several")
+	if err := pcapcmd.CheckFormat(o.Format, len(o.Devices)); err != nil {
+		return Options{}, err
 	}
 	if o.Format == "" {
 		o.Format = "pcapng"

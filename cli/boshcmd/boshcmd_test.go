@@ -1,9 +1,10 @@
 package boshcmd
 
 import (
-	"bytes"
+	"bufio"
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -11,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -92,37 +92,19 @@ type tokens string
 
 func (s tokens) Token(context.Context) (string, error) { return string(s), nil }
 
-// syncBuffer is stderr shared with the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // A capture of VMs runs as a capture of apps: the token on the request,
 // the first line, the instance errors, the summary; and the first
 // Ctrl-C asks the API to stop it at the deployment's stop URL.
 func TestRunStreamsAndStops(t *testing.T) {
 	deleted := make(chan struct{})
-	var stopPath string
+	stopPath := make(chan string, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "bearer ops-token" {
 			w.WriteHeader(http.StatusUnauthorized)
 			return
 		}
 		if r.Method == http.MethodDelete {
-			stopPath = r.URL.Path
+			stopPath <- r.URL.Path
 			close(deleted)
 			w.WriteHeader(http.StatusAccepted)
 			return
@@ -147,34 +129,54 @@ func TestRunStreamsAndStops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stderr, stop := &syncBuffer{}, make(chan struct{})
+	// stderr line by line: the first lines say the capture runs.
+	pr, pw := io.Pipe()
+	lines := make(chan string, 100)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	stop := make(chan struct{})
 	code := make(chan int, 1)
 	go func() {
-		code <- Run(context.Background(), o, tokens("ops-token"), pcapcmd.Env{Stdout: &syncBuffer{}, Stderr: stderr, Stop: stop})
+		code <- Run(context.Background(), o, tokens("ops-token"), pcapcmd.Env{Stdout: io.Discard, Stderr: pw, Stop: stop})
+		pw.Close()
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(stderr.String(), "Not captured:") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no start on stderr:\n%s", stderr.String())
+	var stderr []string
+	for l := range lines {
+		stderr = append(stderr, l)
+		if strings.HasPrefix(l, "Not captured:") {
+			break
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 	close(stop)
-	if c := <-code; c != pcapcmd.ExitOK {
-		t.Fatalf("exit %d:\n%s", c, stderr.String())
+	for l := range lines {
+		stderr = append(stderr, l)
 	}
-	// The stream ended after the DELETE: stopPath was set before.
-	if stopPath != "/v1/bosh/deployments/cf/capture/0123456789abcdef" {
-		t.Errorf("stopped at %q", stopPath)
+	all := strings.Join(stderr, "\n")
+	if c := <-code; c != pcapcmd.ExitOK {
+		t.Fatalf("exit %d:\n%s", c, all)
 	}
 	for _, want := range []string{
 		"Capturing deployment cf, instance(s) router/0, into " + out,
 		"Not captured: router/1: no agent connected",
 		"1 packets", "ended: stopped on request",
 	} {
-		if !strings.Contains(stderr.String(), want) {
-			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
+		if !strings.Contains(all, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, all)
 		}
+	}
+	// The stream ended after the DELETE, which said where it went.
+	select {
+	case p := <-stopPath:
+		if p != "/v1/bosh/deployments/cf/capture/0123456789abcdef" {
+			t.Errorf("stopped at %q", p)
+		}
+	default:
+		t.Error("the stream ended without a DELETE")
 	}
 	if data, err := os.ReadFile(out); err != nil || len(data) == 0 {
 		t.Errorf("output: %v", err)

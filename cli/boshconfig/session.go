@@ -267,23 +267,17 @@ func (s *Session) fetchLocked(ctx context.Context) (string, error) {
 // file no longer holds the tokens that were refreshed: the bosh CLI wrote
 // it meanwhile, and its content wins.
 func (s *Session) writeBackLocked(oldAccess, oldRefresh string) error {
-	data, err := os.ReadFile(s.path)
-	if err != nil {
-		return fmt.Errorf("read the bosh config: %w", err)
-	}
-	f, err := Parse(data)
-	if err != nil {
-		return fmt.Errorf("%s: %w", s.path, err)
-	}
-	if env, ok := f.Find(s.envURL); !ok || stripBearer(env.AccessToken) != oldAccess || env.RefreshToken != oldRefresh {
-		s.log.Debug("bosh config changed since it was read; not saving the refreshed token", "path", s.path)
-		return nil
-	}
-	updated, err := f.WithTokens(s.envURL, s.access, s.refresh)
-	if err != nil {
-		return err
-	}
-	return atomicfile.Write(s.path, updated, "config-*")
+	return atomicfile.Update(s.path, "config-*", func(data []byte) ([]byte, error) {
+		f, err := Parse(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", s.path, err)
+		}
+		if env, ok := f.Find(s.envURL); !ok || stripBearer(env.AccessToken) != oldAccess || env.RefreshToken != oldRefresh {
+			s.log.Debug("bosh config changed since it was read; not saving the refreshed token", "path", s.path)
+			return nil, nil
+		}
+		return f.WithTokens(s.envURL, s.access, s.refresh)
+	})
 }
 
 // tokenURLLocked finds the director's UAA through its /info, once.

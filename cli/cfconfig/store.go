@@ -295,23 +295,17 @@ func (s *Store) refreshLocked(ctx context.Context) (string, error) {
 // tokens that were refreshed: then the cf CLI wrote it meanwhile (a login,
 // a refresh of its own) and its content wins.
 func (s *Store) writeBackLocked(oldAccess, oldRefresh string) error {
-	data, err := os.ReadFile(s.path)
-	if err != nil {
-		return fmt.Errorf("read cf config: %w", err)
-	}
-	current, err := Parse(data)
-	if err != nil {
-		return fmt.Errorf("%s: %w", s.path, err)
-	}
-	if current.AccessToken != oldAccess || current.RefreshToken != oldRefresh {
-		s.log.Debug("cf config changed since it was read; not saving the refreshed token", "path", s.path)
-		return nil
-	}
-	updated, err := withTokens(data, s.cfg.AccessToken, s.cfg.RefreshToken)
-	if err != nil {
-		return err
-	}
 	// The temporary name matches the cf CLI's "temp-config*", which the cf
 	// CLI cleans up if a crash leaves one behind.
-	return atomicfile.Write(s.path, updated, "temp-config")
+	return atomicfile.Update(s.path, "temp-config", func(data []byte) ([]byte, error) {
+		current, err := Parse(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", s.path, err)
+		}
+		if current.AccessToken != oldAccess || current.RefreshToken != oldRefresh {
+			s.log.Debug("cf config changed since it was read; not saving the refreshed token", "path", s.path)
+			return nil, nil
+		}
+		return withTokens(data, s.cfg.AccessToken, s.cfg.RefreshToken)
+	})
 }

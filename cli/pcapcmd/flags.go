@@ -77,12 +77,7 @@ func Parse(args []string, getenv func(string) string) (Options, error) {
 	fs.SetOutput(io.Discard)
 	var instances string
 	devices := "eth0"
-	str := func(p *string, long, short string) {
-		fs.StringVar(p, long, *p, "")
-		if short != "" {
-			fs.StringVar(p, short, *p, "")
-		}
-	}
+	str := func(p *string, long, short string) { StringFlag(fs, p, long, short) }
 	str(&o.Output, "output", "o")
 	str(&instances, "instance", "i")
 	str(&o.Filter, "filter", "f")
@@ -100,19 +95,9 @@ func Parse(args []string, getenv func(string) string) (Options, error) {
 	str(&o.AppGUID, "app-guid", "")
 	fs.BoolVar(&o.SkipSSLValidation, "skip-ssl-validation", false, "")
 
-	var positional []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return Options{}, err
-			}
-			return Options{}, &UsageError{Msg: err.Error()}
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		positional = append(positional, fs.Arg(0))
-		args = fs.Args()[1:]
+	positional, err := ParseInterleaved(fs, args)
+	if err != nil {
+		return Options{}, err
 	}
 	switch len(positional) {
 	case 0:
@@ -122,20 +107,14 @@ func Parse(args []string, getenv func(string) string) (Options, error) {
 	default:
 		return Options{}, &UsageError{Msg: fmt.Sprintf("one app at a time, got %s", strings.Join(positional, " "))}
 	}
-	var err error
 	if o.Instances, err = parseInstances(instances); err != nil {
 		return Options{}, err
 	}
 	if o.Devices, err = ParseDevices(devices); err != nil {
 		return Options{}, err
 	}
-	switch o.Format {
-	case "", "pcap", "pcapng":
-	default:
-		return Options{}, &UsageError{Msg: fmt.Sprintf("--format %q: want pcap or pcapng", o.Format)}
-	}
-	if o.Format == "pcap" && len(o.Devices) > 1 {
-		return Options{}, &UsageError{Msg: "--format pcap holds one device: use pcapng for several"}
+	if err := CheckFormat(o.Format, len(o.Devices)); err != nil {
+		return Options{}, err
 	}
 	if o.Format == "" {
 		o.Format = "pcapng"
@@ -159,6 +138,49 @@ func Parse(args []string, getenv func(string) string) (Options, error) {
 		o.Output = o.App + "." + o.Format
 	}
 	return o, nil
+}
+
+// StringFlag defines --long (and -short, unless empty) on fs, both
+// setting p, whose value is the default.
+func StringFlag(fs *flag.FlagSet, p *string, long, short string) {
+	fs.StringVar(p, long, *p, "")
+	if short != "" {
+		fs.StringVar(p, short, *p, "")
+	}
+}
+
+// ParseInterleaved parses flags and positional arguments in any order,
+// as cf users are used to, and returns the positional ones. -h and --help
+// give flag.ErrHelp; other errors are *UsageError.
+func ParseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, &UsageError{Msg: err.Error()}
+		}
+		if fs.NArg() == 0 {
+			return positional, nil
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// CheckFormat checks --format: pcap or pcapng, or empty (the default),
+// and pcapng for several devices.
+func CheckFormat(format string, devices int) error {
+	switch format {
+	case "", "pcap", "pcapng":
+	default:
+		return &UsageError{Msg: fmt.Sprintf("--format %q: want pcap or pcapng", format)}
+	}
+	if format == "pcap" && devices > 1 {
+		return &UsageError{Msg: "--format pcap holds one device: use pcapng for several"}
+	}
+	return nil
 }
 
 func parseInstances(s string) ([]int, error) {

@@ -7,17 +7,13 @@ package director
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/cloudfoundry/pcap-server-release/proxy/problem"
 )
@@ -190,18 +186,18 @@ func (c *Client) get(ctx context.Context, token, path, what string, out any) err
 func errorProblem(status int, body []byte, what string) *problem.Error {
 	var e Error
 	isJSON := json.Unmarshal(body, &e) == nil && e.Code != 0
-	cause := fmt.Errorf("director answered HTTP %d for %s: %s", status, what, clean(string(body)))
+	cause := fmt.Errorf("director answered HTTP %d for %s: %s", status, what, problem.Clean(string(body)))
 	switch {
 	case isJSON && e.Code == CodeUnauthorized:
-		return problem.Wrap(cause, http.StatusForbidden, "the director refused access to %s: %s", what, clean(e.Description))
+		return problem.Wrap(cause, http.StatusForbidden, "the director refused access to %s: %s", what, problem.Clean(e.Description))
 	case isJSON && e.Code == CodeDeploymentNotFound:
-		return problem.Wrap(cause, http.StatusNotFound, "%s", clean(e.Description))
+		return problem.Wrap(cause, http.StatusNotFound, "%s", problem.Clean(e.Description))
 	case status == http.StatusUnauthorized:
-		return problem.Wrap(cause, http.StatusUnauthorized, "the director does not accept the token (%s); log in again with bosh log-in", clean(firstLine(body)))
+		return problem.Wrap(cause, http.StatusUnauthorized, "the director does not accept the token (%s); log in again with bosh log-in", problem.Clean(firstLine(body)))
 	case status == http.StatusNotFound:
 		return problem.Wrap(cause, http.StatusNotFound, "the director found no %s", what)
 	case isJSON:
-		return problem.Wrap(cause, http.StatusBadGateway, "the director refused the request for %s (HTTP %d, code %d: %s)", what, status, e.Code, clean(e.Description))
+		return problem.Wrap(cause, http.StatusBadGateway, "the director refused the request for %s (HTTP %d, code %d: %s)", what, status, e.Code, problem.Clean(e.Description))
 	case status >= 500:
 		return problem.Wrap(cause, http.StatusBadGateway, "director error while fetching %s (HTTP %d)", what, status)
 	default:
@@ -209,22 +205,9 @@ func errorProblem(status int, body []byte, what string) *problem.Error {
 	}
 }
 
-// transportProblem explains a failure to get an answer at all: 503, the
-// director may be back in a moment.
+// transportProblem explains a failure to get an answer at all.
 func (c *Client) transportProblem(ctx context.Context, err error, what string) *problem.Error {
-	var netErr net.Error
-	var certErr *tls.CertificateVerificationError
-	switch {
-	case errors.Is(ctx.Err(), context.Canceled):
-		return problem.Wrap(err, http.StatusServiceUnavailable, "request cancelled while asking the director for %s", what)
-	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) ||
-		(errors.As(err, &netErr) && netErr.Timeout()):
-		return problem.Wrap(err, http.StatusServiceUnavailable, "the director timed out (limit %s) while fetching %s", c.timeout, what)
-	case errors.As(err, &certErr):
-		return problem.Wrap(err, http.StatusServiceUnavailable, "director unreachable: its TLS certificate is not trusted by pcap-server (bosh.ca)")
-	default:
-		return problem.Wrap(err, http.StatusServiceUnavailable, "director unreachable while fetching %s", what)
-	}
+	return problem.Unreachable(ctx, err, "BOSH director", what, c.timeout)
 }
 
 func firstLine(b []byte) string {
@@ -232,19 +215,5 @@ func firstLine(b []byte) string {
 	return s
 }
 
-// clean shortens text from an answer and replaces what is not printable.
-func clean(s string) string {
-	const max = 300
-	if len(s) > max {
-		s = s[:max] + "..."
-	}
-	return strings.Map(func(r rune) rune {
-		if r == unicode.ReplacementChar || !unicode.IsPrint(r) {
-			return '?'
-		}
-		return r
-	}, s)
-}
-
 // quote quotes untrusted text for a message.
-func quote(s string) string { return fmt.Sprintf("%q", clean(s)) }
+func quote(s string) string { return fmt.Sprintf("%q", problem.Clean(s)) }

@@ -19,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/creack/pty"
 	"gopkg.in/yaml.v3"
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/agentconfig"
@@ -324,21 +323,7 @@ func TestBoshCaptureWithClientCredentials(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "router.pcap")
 	cmd := w.cli(t, []string{"HOME=" + t.TempDir(), "BOSH_CLIENT=ops-ci", "BOSH_CLIENT_SECRET=s3cret", "BOSH_CA_CERT=" + w.caFile},
 		"router/"+w.vms[0].ID, "-e", w.director.URL, "-f", fmt.Sprintf("udp port %d", boshUDPPort), "-o", out, "--duration", "1m")
-	tty, err := pty.Start(cmd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tty.Close()
-	lines := make(chan string, 100)
-	var screen syncBuffer
-	go func() {
-		sc := bufio.NewScanner(io.TeeReader(tty, &screen))
-		sc.Split(scanLinesOrCR)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
+	tty, lines, screen := startInTerminal(t, cmd)
 	waitLine(t, lines, regexp.MustCompile(`^Capturing deployment cf, instance\(s\) router/0, into `))
 	w.send(t, 1, "ci", 7)
 	waitLine(t, lines, regexp.MustCompile(`7 packets .* dropped`))

@@ -93,11 +93,13 @@ type Director struct {
 	closing chan struct{}
 	once    sync.Once
 
+	// Endpoints gives Inject, Clear, Requests and TotalRequests, by
+	// endpoint (GetInfo, ...; AnyEndpoint for Inject).
+	fakeserver.Endpoints[Fault]
+
 	mu          sync.Mutex
 	deployments []Deployment
 	instances   map[string][]Instance
-	faults      map[string]Fault
-	requests    map[string]int
 }
 
 // Option changes the fake at New.
@@ -129,8 +131,6 @@ func New(tb testing.TB, uaa *fakeuaa.UAA, opts ...Option) *Director {
 		uaa:       uaa,
 		closing:   make(chan struct{}),
 		instances: map[string][]Instance{},
-		faults:    map[string]Fault{},
-		requests:  map[string]int{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc(GetInfo, d.serveInfo)
@@ -139,13 +139,7 @@ func New(tb testing.TB, uaa *fakeuaa.UAA, opts ...Option) *Director {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "<h1>Not Found</h1>", http.StatusNotFound)
 	})
-	d.srv = httptest.NewUnstartedServer(d.intercept(mux))
-	if set.listener != nil {
-		_ = d.srv.Listener.Close()
-		d.srv.Listener = set.listener
-	}
-	d.srv.TLS = tlsCfg
-	d.srv.StartTLS()
+	d.srv = fakeserver.StartTLS(d.intercept(mux), tlsCfg, set.listener)
 	d.URL = d.srv.URL
 	tb.Cleanup(d.Close)
 	return d
@@ -178,43 +172,9 @@ func NewVM(group string, index int, az string, ips ...string) Instance {
 		CID: "vm-" + newUUID(), AgentID: newUUID(), ExpectsVM: true, VMCreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 }
 
-// Inject makes endpoint (GetInfo, ..., or AnyEndpoint) answer with f
-// until Clear.
-func (d *Director) Inject(endpoint string, f Fault) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.faults[endpoint] = f
-}
-
-// Clear removes all injected faults.
-func (d *Director) Clear() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	clear(d.faults)
-}
-
-// Requests is how many requests an endpoint received, rejected ones
-// included.
-func (d *Director) Requests(endpoint string) int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.requests[endpoint]
-}
-
-// TotalRequests is how many requests the director received on any path.
-func (d *Director) TotalRequests() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	n := 0
-	for _, c := range d.requests {
-		n += c
-	}
-	return n
-}
-
 func (d *Director) intercept(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		f, ok := fakeserver.FaultLookup(&d.mu, mux, r, d.requests, d.faults, AnyEndpoint)
+		f, ok := d.Lookup(mux, r, AnyEndpoint)
 		if !ok {
 			mux.ServeHTTP(w, r)
 			return

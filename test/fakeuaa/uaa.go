@@ -22,6 +22,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
 	"math/big"
 	"net"
 	"net/http"
@@ -206,13 +207,7 @@ func New(tb testing.TB, opts ...Option) *UAA {
 	mux.HandleFunc(GetOpenIDConfig, u.serveOpenIDConfig)
 	mux.HandleFunc(GetTokenOpenIDConfig, u.serveOpenIDConfig)
 	mux.HandleFunc(PostToken, u.serveToken)
-	u.srv = httptest.NewUnstartedServer(u.count(mux))
-	if set.listener != nil {
-		_ = u.srv.Listener.Close()
-		u.srv.Listener = set.listener
-	}
-	u.srv.TLS = tlsCfg
-	u.srv.StartTLS()
+	u.srv = fakeserver.StartTLS(u.count(mux), tlsCfg, set.listener)
 	u.URL = u.srv.URL
 	u.Issuer = u.URL + "/oauth/token"
 	tb.Cleanup(u.Close)
@@ -423,21 +418,27 @@ func (u *UAA) serveToken(w http.ResponseWriter, r *http.Request) {
 		issuer: u.Issuer, issuedAt: now, expiry: now.Add(accessTokenValidity),
 		jti: randomHex(16), key: u.SigningKey(),
 	}
-	raw, err := access.sign()
+	writeToken(w, access, map[string]any{"id_token": nil, "refresh_token": refreshToken})
+}
+
+// writeToken answers a grant with an access token signed from s, and the
+// grant's own fields.
+func writeToken(w http.ResponseWriter, s tokenSpec, more map[string]any) {
+	raw, err := s.sign()
 	if err != nil {
 		fakeserver.WriteJSON(w, http.StatusInternalServerError, map[string]string{"error": "server_error", "error_description": err.Error()})
 		return
 	}
+	body := map[string]any{
+		"access_token": raw,
+		"token_type":   "bearer",
+		"expires_in":   int(accessTokenValidity.Seconds()) - 1,
+		"scope":        strings.Join(s.scopes, " "),
+		"jti":          s.jti,
+	}
+	maps.Copy(body, more)
 	w.Header().Set("Cache-Control", "no-store")
-	fakeserver.WriteJSON(w, http.StatusOK, map[string]any{
-		"access_token":  raw,
-		"token_type":    "bearer",
-		"id_token":      nil,
-		"refresh_token": refreshToken,
-		"expires_in":    int(accessTokenValidity.Seconds()) - 1,
-		"scope":         strings.Join(access.scopes, " "),
-		"jti":           access.jti,
-	})
+	fakeserver.WriteJSON(w, http.StatusOK, body)
 }
 
 // serveClientCredentials answers the client_credentials grant: a token
@@ -450,19 +451,7 @@ func (u *UAA) serveClientCredentials(w http.ResponseWriter, clientID string, c c
 		issuer: u.Issuer, issuedAt: now, expiry: now.Add(accessTokenValidity),
 		jti: randomHex(16), key: u.SigningKey(),
 	}
-	raw, err := s.sign()
-	if err != nil {
-		fakeserver.WriteJSON(w, http.StatusInternalServerError, map[string]string{"error": "server_error", "error_description": err.Error()})
-		return
-	}
-	w.Header().Set("Cache-Control", "no-store")
-	fakeserver.WriteJSON(w, http.StatusOK, map[string]any{
-		"access_token": raw,
-		"token_type":   "bearer",
-		"expires_in":   int(accessTokenValidity.Seconds()) - 1,
-		"scope":        strings.Join(s.scopes, " "),
-		"jti":          s.jti,
-	})
+	writeToken(w, s, nil)
 }
 
 // TokenOption changes a token before it is signed.

@@ -230,20 +230,7 @@ func TestRefreshGrant(t *testing.T) {
 	refresh := u.RefreshToken("user-1", fakeuaa.Scopes("openid", fakeuaa.ScopeRead))
 
 	post := func(client, secret, token string) (int, map[string]any) {
-		form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {token}, "scope": {""}}
-		req, _ := http.NewRequest(http.MethodPost, u.URL+"/oauth/token", strings.NewReader(form.Encode()))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.SetBasicAuth(client, secret)
-		resp, err := u.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var body map[string]any
-		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, body
+		return postToken(t, u, client, secret, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {token}, "scope": {""}})
 	}
 
 	status, body := post("cf", "", refresh)
