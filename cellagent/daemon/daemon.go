@@ -121,7 +121,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.garden != nil {
 		defer d.garden.Close()
 		// Say at once when garden is not there; lookups will retry anyway.
-		if err := d.garden.Ping(ctx); err != nil {
+		// On a VM that is no cell (host capture, no containers) that is
+		// expected.
+		if err := d.garden.Ping(ctx); err != nil && d.cfg.HostCaptureEnabled() {
+			d.log.Info("garden does not answer: no app containers can be captured here, the VM itself can", "error", err)
+		} else if err != nil {
 			d.log.Warn("garden does not answer yet", "error", err)
 		}
 	}

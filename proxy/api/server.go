@@ -183,6 +183,9 @@ type agentInfo struct {
 // admin's: a Cloud Foundry admin, or where the API serves only BOSH VMs,
 // a director admin.
 func (s *Server) authenticateAdmin(ctx context.Context, authorization string) (bool, string, error) {
+	if s.auth == nil && s.opts.Bosh == nil {
+		return false, "", problem.New(http.StatusNotFound, "this API has no authentication configured")
+	}
 	if s.auth == nil {
 		id, err := s.opts.Bosh.Authenticate(ctx, authorization)
 		if err != nil {
