@@ -34,8 +34,9 @@ type Config struct {
 	// still turns host capture on (see HostCaptureEnabled).
 	AllowHostCapture bool `yaml:"allow_host_capture"`
 	// Bosh is the VM's BOSH identity from the job spec, which the agent
-	// sends in its hello; without it the API cannot match the agent to a
-	// director's instance, so the VM cannot be captured as a host.
+	// sends in its hello; without it (or without its deployment or id)
+	// the API cannot match the agent to a director's instance, so the VM
+	// cannot be captured as a host.
 	Bosh *Bosh `yaml:"bosh"`
 	Dev  *Dev  `yaml:"dev"`
 }
@@ -138,6 +139,12 @@ func Load(path string) (*Config, error) {
 
 // complete fills in what is derived from the host, then validates.
 func (c *Config) complete() error {
+	if b := c.Bosh; b != nil && (b.Deployment == "" || b.ID == "") {
+		// A template rendered where BOSH gives no deployment or id (a
+		// director's own VM, a trial outside BOSH) names no VM: the agent
+		// still captures apps, and cannot be taken for a VM.
+		c.Bosh = nil
+	}
 	if c.ID == "" && c.Bosh != nil {
 		c.ID = c.Bosh.ID
 	}

@@ -79,10 +79,17 @@ bosh: {deployment: cf, instance_group: router, id: 6a3c-uuid, index: 1, az: z2}
 		t.Errorf("host_capture.enabled beside allow_host_capture false: %v", err)
 	}
 	_, err = load(t, base+`
-bosh: {deployment: cf, instance_group: "router/0", index: -1}
+bosh: {deployment: cf, instance_group: "router/0", id: 6a3c-uuid, index: -1}
 `)
 	if err == nil || !strings.Contains(err.Error(), "bosh.") {
 		t.Fatalf("a bad identity: %v", err)
+	}
+	// Where BOSH gives no deployment or id the agent has no identity,
+	// and still starts.
+	for _, y := range []string{"bosh: {deployment: '', instance_group: router, id: 6a3c-uuid}\n", "bosh: {deployment: cf, instance_group: '', id: ''}\n"} {
+		if c, err := load(t, base+y); err != nil || c.Bosh != nil {
+			t.Errorf("%q: identity %+v, %v", y, c.Bosh, err)
+		}
 	}
 }
 

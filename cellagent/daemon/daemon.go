@@ -131,6 +131,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.log.Info("starting", "version", buildinfo.Version(), "id", d.cfg.ID, "cell_ips", d.cfg.CellIPs, "api", d.cfg.API.Addresses,
 		"host_capture", d.cfg.HostCaptureEnabled())
+	if d.cfg.HostCaptureEnabled() && d.cfg.Bosh == nil {
+		d.log.Warn("host capture is on, but the agent has no BOSH identity (bosh.deployment and bosh.id): the API cannot take it for a VM of the director's")
+	}
 	if d.cfg.AllowHostCapture {
 		d.log.Warn("allow_host_capture is deprecated: set host_capture.enabled instead (both turn host capture on)")
 	}
