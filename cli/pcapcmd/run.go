@@ -388,6 +388,9 @@ func problemError(resp *http.Response) error {
 // refused capture leaves nothing behind.
 func openOutput(output string, force bool, stdout io.Writer) (io.Writer, func() error, error) {
 	if output == "-" {
+		if f, ok := stdout.(*os.File); ok {
+			growPipe(f)
+		}
 		return stdout, func() error { return nil }, nil
 	}
 	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
