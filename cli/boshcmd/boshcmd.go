@@ -34,6 +34,9 @@ type Options struct {
 	APIURL            string
 	Force             bool
 	SkipSSLValidation bool
+	// StopTimeout bounds a graceful stop ($PCAP_STOP_TIMEOUT), as for
+	// the pcap command.
+	StopTimeout time.Duration
 }
 
 // Flags describes every option, for the usage text.
@@ -123,6 +126,9 @@ func Parse(args []string, getenv func(string) string) (Options, error) {
 	if o.APIURL == "" {
 		o.APIURL = getenv("PCAP_API_URL")
 	}
+	if o.StopTimeout, err = pcapcmd.StopTimeoutFromEnv(getenv); err != nil {
+		return Options{}, err
+	}
 	if o.APIURL == "" {
 		return usage("no API URL: pass --api-url https://pcap.SYSTEM_DOMAIN (or the API's own address) or set PCAP_API_URL")
 	}
@@ -152,10 +158,11 @@ func Capture(o Options) (pcapcmd.Capture, error) {
 			stop.Path = path + "/" + url.PathEscape(captureID)
 			return stop.String()
 		},
-		Subject: "deployment " + o.Deployment,
-		Output:  o.Output,
-		Force:   o.Force,
-		Devices: len(o.Devices),
+		Subject:     "deployment " + o.Deployment,
+		Output:      o.Output,
+		Force:       o.Force,
+		Devices:     len(o.Devices),
+		StopTimeout: o.StopTimeout,
 	}, nil
 }
 

@@ -33,6 +33,9 @@ type Options struct {
 	// SkipSSLValidation turns TLS verification off, as `cf api
 	// --skip-ssl-validation` does for the cf CLI.
 	SkipSSLValidation bool
+	// StopTimeout bounds a graceful stop ($PCAP_STOP_TIMEOUT); zero means
+	// DefaultStopTimeout.
+	StopTimeout time.Duration
 }
 
 // FlagSpec describes a flag once for the parser and the help texts.
@@ -134,6 +137,9 @@ func Parse(args []string, getenv func(string) string) (Options, error) {
 	if o.Token == "" {
 		o.Token = getenv("PCAP_TOKEN")
 	}
+	if o.StopTimeout, err = StopTimeoutFromEnv(getenv); err != nil {
+		return Options{}, err
+	}
 	if o.Output == "" {
 		o.Output = o.App + "." + o.Format
 	}
@@ -147,6 +153,20 @@ func StringFlag(fs *flag.FlagSet, p *string, long, short string) {
 	if short != "" {
 		fs.StringVar(p, short, *p, "")
 	}
+}
+
+// StopTimeoutFromEnv reads $PCAP_STOP_TIMEOUT, the bound of a graceful
+// stop; zero when unset.
+func StopTimeoutFromEnv(getenv func(string) string) (time.Duration, error) {
+	v := getenv("PCAP_STOP_TIMEOUT")
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, &UsageError{Msg: fmt.Sprintf("PCAP_STOP_TIMEOUT=%q: want a positive duration such as 30s", v)}
+	}
+	return d, nil
 }
 
 // ParseInterleaved parses flags and positional arguments in any order,

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/cloudfoundry/pcap-server-release/cli/pcapstream"
+	"github.com/cloudfoundry/pcap-server-release/cli/tokenkeeper"
 )
 
 // Session is what the command needs from a cf login.
@@ -52,6 +53,11 @@ type Env struct {
 	// it gives up instead. Cancelling Run's ctx (a second Ctrl-C) aborts at
 	// once, still leaving a valid file.
 	Stop <-chan struct{}
+	// CLIGone, for a cf CLI plugin, is closed when the cf CLI that started
+	// it has exited; it stops the capture as Stop does. Nil when
+	// standalone. Under the cf CLI, Ctrl-C at a terminal ends cf too, so a
+	// second one reaches the shell, not the plugin.
+	CLIGone <-chan struct{}
 }
 
 // Exit codes.
@@ -108,12 +114,13 @@ func run(ctx context.Context, o Options, env Env, p *printer) (int, error) {
 		return ExitError, err
 	}
 	return stream(ctx, Capture{
-		URL:     reqURL,
-		StopURL: func(captureID string) string { return stopURL(reqURL, captureID, o.Process) },
-		Subject: "app " + o.App,
-		Output:  o.Output,
-		Force:   o.Force,
-		Devices: len(o.Devices),
+		URL:         reqURL,
+		StopURL:     func(captureID string) string { return stopURL(reqURL, captureID, o.Process) },
+		Subject:     "app " + o.App,
+		Output:      o.Output,
+		Force:       o.Force,
+		Devices:     len(o.Devices),
+		StopTimeout: o.StopTimeout,
 	}, sess, env, p)
 }
 
@@ -132,6 +139,8 @@ type Capture struct {
 	// Devices is how many devices each instance captures: with several,
 	// the summary names the interfaces that dropped.
 	Devices int
+	// StopTimeout bounds a graceful stop; zero means DefaultStopTimeout.
+	StopTimeout time.Duration
 }
 
 // Tokens gives the access token for each request, without "bearer ".
@@ -171,11 +180,11 @@ func checkOutput(output string, force bool) error {
 func stream(ctx context.Context, c Capture, tokens Tokens, env Env, p *printer) (int, error) {
 	// Until the capture runs, a stop means giving up.
 	ctx, abort := context.WithCancel(ctx)
-	stopper := &stopper{abort: abort, out: env.Stderr, printer: p}
+	stopper := newStopper(abort, env.Stderr, p, c.StopTimeout, env.CLIGone != nil)
 	watched := make(chan struct{})
 	go func() {
 		defer close(watched)
-		stopper.watch(ctx, env.Stop)
+		stopper.watch(ctx, env.Stop, env.CLIGone)
 	}()
 	defer func() {
 		abort()
@@ -190,8 +199,19 @@ func stream(ctx context.Context, c Capture, tokens Tokens, env Env, p *printer) 
 	if resp.StatusCode != http.StatusOK {
 		return ExitError, problemError(resp)
 	}
-	stopper.started(stopRequest{client: client, tokens: tokens, token: token,
-		url: c.StopURL(resp.Header.Get("Pcap-Capture-Id"))})
+	// Keep a token fresh for the stop: the cf CLI may be gone by then.
+	keeper := tokenkeeper.New(tokens.Token, token, nil)
+	keepCtx, stopKeeping := context.WithCancel(ctx)
+	kept := make(chan struct{})
+	go func() {
+		defer close(kept)
+		keeper.Run(keepCtx)
+	}()
+	defer func() {
+		stopKeeping()
+		<-kept
+	}()
+	stopper.started(stopRequest{client: client, tokens: keeper, url: c.StopURL(resp.Header.Get("Pcap-Capture-Id"))})
 
 	out, closeOut, err := openOutput(c.Output, c.Force, env.Stdout)
 	if err != nil {
@@ -220,7 +240,12 @@ func stream(ctx context.Context, c Capture, tokens Tokens, env Env, p *printer) 
 		copyErr = err
 	}
 	p.clearProgress()
-	return summarize(ctx, c, env, copier.Progress(), copier.InterfaceDrops(), resp.Trailer, copyErr, time.Since(start))
+	code, err := summarize(ctx, c, env, copier.Progress(), copier.InterfaceDrops(), resp.Trailer, copyErr, time.Since(start))
+	if stopper.stopTimedOut() && code == ExitOK {
+		// The file is valid, but the capture did not end as asked.
+		code = ExitError
+	}
+	return code, err
 }
 
 // captureURL builds GET /v1/apps/{guid}/capture with the query.

@@ -273,7 +273,41 @@ func TestUAAUnavailable(t *testing.T) {
 	}
 }
 
-// postToken sends a token request with client authentication.
+// cf auth USER PASS: the password grant to the cf client (Basic "cf:"),
+// answered with an access token of the set validity and a refresh token
+// the refresh grant accepts.
+func TestPasswordGrant(t *testing.T) {
+	u := fakeuaa.New(t)
+	u.AddUser("dev-user", "s3cret")
+	u.SetAccessTokenValidity(30 * time.Second)
+	post := func(form url.Values) (int, map[string]any) { return postToken(t, u, "cf", "", form) }
+	status, body := post(url.Values{"grant_type": {"password"}, "username": {"dev-user"}, "password": {"s3cret"}})
+	if status != http.StatusOK || body["token_type"] != "bearer" || body["expires_in"] != float64(29) {
+		t.Fatalf("login = %d %v", status, body)
+	}
+	_, claims := decodeJWT(t, body["access_token"].(string), &u.SigningKey().Private.PublicKey)
+	if claims["user_name"] != "dev-user" || claims["grant_type"] != "password" || claims["client_id"] != "cf" {
+		t.Errorf("claims = %v", claims)
+	}
+	if exp := time.Unix(int64(claims["exp"].(float64)), 0); time.Until(exp) > 31*time.Second {
+		t.Errorf("token expires at %v, want within 30s", exp)
+	}
+	refresh := body["refresh_token"].(string)
+	if status, body = post(url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh}, "scope": {""}}); status != http.StatusOK {
+		t.Fatalf("refresh of the login's token = %d %v", status, body)
+	}
+	for _, bad := range []url.Values{
+		{"grant_type": {"password"}, "username": {"dev-user"}, "password": {"wrong"}},
+		{"grant_type": {"password"}, "username": {"nobody"}, "password": {""}},
+	} {
+		if status, body = post(bad); status != http.StatusUnauthorized || body["error"] != "unauthorized" {
+			t.Errorf("%v = %d %v", bad, status, body)
+		}
+	}
+}
+
+// postToken posts form to the token endpoint as client and decodes the
+// answer.
 func postToken(t *testing.T, u *fakeuaa.UAA, client, secret string, form url.Values) (int, map[string]any) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, u.URL+"/oauth/token", strings.NewReader(form.Encode()))
