@@ -105,6 +105,7 @@ type testPKI struct {
 	scraperCA             *testpki.CA   // cf-deployment's metric_scraper_ca
 	agentMetrics          *testpki.Leaf // pcap_server_metrics_tls
 	apiMetrics            *testpki.Leaf
+	directorCA            *testpki.CA // the BOSH director's and its UAA's
 }
 
 func newTestPKI(t testing.TB) *testPKI {
@@ -134,6 +135,8 @@ func newTestPKI(t testing.TB) *testPKI {
 	p.agentMetrics, err = p.scraperCA.Server("agent_metrics.example")
 	must(err)
 	p.apiMetrics, err = p.scraperCA.Server("api_metrics.example")
+	must(err)
+	p.directorCA, err = testpki.NewCA("default_ca")
 	must(err)
 	return &p
 }
