@@ -189,7 +189,11 @@ func TestNoVMGetsTwoAgents(t *testing.T) {
 				case len(agents) == 0:
 					got = append(got, vm)
 				case len(agents) > 1:
-					t.Errorf("%s gets %d agents: %v", vm, len(agents), agents)
+					var from []string
+					for _, a := range agents {
+						from = append(from, a.from)
+					}
+					t.Errorf("%s gets %d agents, from %s", vm, len(agents), strings.Join(from, " and "))
 				default:
 					if on, _ := lookupDotted(agents[0].props, "host_capture.enabled"); on != true {
 						t.Errorf("%s: the agent from %s has host_capture.enabled %v", vm, agents[0].from, on)

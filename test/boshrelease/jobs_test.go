@@ -22,9 +22,10 @@ var releaseJobs = []string{"pcap-server", "pcap-server-api", "pcap-server-dashbo
 // key shows.
 func agentProperties(p *testPKI) map[string]any {
 	return map[string]any{
-		"log_level":    "debug",
-		"cell_ips":     []any{"10.0.16.5", "10.0.17.5"},
-		"host_capture": map[string]any{"enabled": true},
+		"log_level":          "debug",
+		"cell_ips":           []any{"10.0.16.5", "10.0.17.5"},
+		"host_capture":       map[string]any{"enabled": true},
+		"allow_host_capture": true,
 		"api": map[string]any{
 			"addresses": []any{"api-a.example:9494", "api-b.example:9595"},
 			"tls": map[string]any{
@@ -372,7 +373,7 @@ func TestJobDefaultsAreTheBinariesDefaults(t *testing.T) {
 		want.API.TLS.PrivateKey = r.path("config/certs/api_tls_private_key.pem")
 		want.API.TLS.CA = r.path("config/certs/api_tls_ca.pem")
 		// The instance's, not a default: TestAgentIdentityComesFromTheInstance.
-		want.BOSH = got.BOSH
+		want.Bosh = got.Bosh
 		if !reflect.DeepEqual(*got, want) {
 			t.Errorf("loaded\n%+v\nwant\n%+v", *got, want)
 		}

@@ -351,8 +351,9 @@ func TestOpsFileFailsLoudly(t *testing.T) {
 }
 
 // TestAPILocationOpsFile: with another deployment name and network for the
-// API, pcap-server.yml (deployed with them) and the cells' alias (with the
-// location ops file and the same values) agree.
+// API, pcap-server.yml (deployed with them) and the agents' alias (the
+// cells' and the runtime config's, with the location ops file and the same
+// values) agree.
 func TestAPILocationOpsFile(t *testing.T) {
 	root := repoRoot(t)
 	vars := []string{"-v", "pcap_server_deployment_name=capture", "-v", "pcap_server_network_name=services"}
@@ -365,6 +366,17 @@ func TestAPILocationOpsFile(t *testing.T) {
 	_, job := agentAddon(t, cf)
 	if got, want := agentAliases(t, job), wantAgentAlias(t, pcap); !reflect.DeepEqual(got, want) || !strings.Contains(fmt.Sprint(got), ".services.capture.bosh") {
 		t.Errorf("the cells' dns/aliases.json = %v, want %v", got, want)
+	}
+	// The same ops file, the same values, for the runtime config's agents.
+	rc := runtimeConfigInt(t, []string{"cf"}, append([]string{"-o", filepath.Join(root, locationOps)}, vars...)...)
+	_, job = agentAddon(t, rc)
+	if got, want := agentAliases(t, job), wantAgentAlias(t, pcap); !reflect.DeepEqual(got, want) {
+		t.Errorf("the runtime config's dns/aliases.json = %v, want %v", got, want)
+	}
+	// Operators who reach the API directly find its VMs under their new names.
+	listen := asMap(t, named(t, pcap["variables"], "pcap_api_listen_tls", "variable")["options"], "pcap_api_listen_tls")
+	if want := "*.pcap-server-api.services.capture.bosh"; !slices.Contains(asList(listen["alternative_names"]), any(want)) {
+		t.Errorf("pcap_api_listen_tls names %v, want %s among them", listen["alternative_names"], want)
 	}
 }
 
