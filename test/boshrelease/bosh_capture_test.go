@@ -12,7 +12,6 @@ package boshrelease
 // each says so in its comment.
 
 import (
-	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -143,20 +142,21 @@ func agentsOn(t *testing.T, manifest, rc, ig map[string]any) []placedAgent {
 		}
 	}
 	collect("its jobs", ig["jobs"])
-	for _, a := range asList(manifest["addons"]) {
-		addon := asMap(t, a, "add-on")
-		if ok, err := AddonApplies(manifest, addon, ig); err != nil {
-			t.Fatal(err)
-		} else if ok {
-			collect(fmt.Sprintf("the deployment's add-on %v", addon["name"]), addon["jobs"])
-		}
-	}
-	for _, a := range asList(rc["addons"]) {
-		addon := asMap(t, a, "add-on")
-		if ok, err := RuntimeAddonApplies(manifest, addon, ig); err != nil {
-			t.Fatal(err)
-		} else if ok {
-			collect(fmt.Sprintf("the runtime config's add-on %v", addon["name"]), addon["jobs"])
+	for _, source := range []struct {
+		what    string
+		addons  any
+		applies func(manifest, addon, ig map[string]any) (bool, error)
+	}{
+		{"the deployment's", manifest["addons"], AddonApplies},
+		{"the runtime config's", rc["addons"], RuntimeAddonApplies},
+	} {
+		for _, a := range asList(source.addons) {
+			addon := asMap(t, a, "add-on")
+			if ok, err := source.applies(manifest, addon, ig); err != nil {
+				t.Fatal(err)
+			} else if ok {
+				collect(fmt.Sprintf("%s add-on %v", source.what, addon["name"]), addon["jobs"])
+			}
 		}
 	}
 	return agents
@@ -274,21 +274,6 @@ func TestRuntimeConfigAgentOnARouter(t *testing.T) {
 	}
 }
 
-// TestRuntimeConfigAgentTunnel runs the API rendered from pcap-server.yml
-// and the runtime config's agent rendered for a router VM, and sees the
-// tunnel come up: an agent outside the cf deployment reaches the API with
-// its own certificate. Needs the agent's host_capture and bosh keys.
-func TestRuntimeConfigAgentTunnel(t *testing.T) {
-	d := interpolatedDeployments(t, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), deadline(t))
-	defer cancel()
-	api := startRenderedAPI(t, ctx, d)
-	line := api.tunnelUp(t, ctx, hostAgentProperties(t, d), routerInstance)
-	if wantID := "pcap-server-api/" + testInstance("pcap-server-api").ID; !strings.Contains(line, `"api_id":"`+wantID+`"`) {
-		t.Errorf("router agent: %s\nwant the tunnel up to API %s", line, wantID)
-	}
-}
-
 // TestCellHostCaptureByProperty: the cells get host capture from
 // enable-cell-host-capture.yml, a property of the agent the cf add-on
 // already gives them; without it they run the agent without. The ops file
@@ -376,9 +361,7 @@ func TestAPIBoshProperties(t *testing.T) {
 // pcap-server.yml, on loopback) or by the VM's bosh-dns name.
 func TestAPIReachableDirectly(t *testing.T) {
 	d := interpolatedDeployments(t, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), deadline(t))
-	defer cancel()
-	api := startRenderedAPI(t, ctx, d)
+	api, ctx := startRenderedAPI(t, d)
 	_, port, _ := net.SplitHostPort(api.listen)
 	roots := d.credhub.creds["/pcap_api_ca"].ca.Pool()
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}}

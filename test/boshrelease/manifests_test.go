@@ -826,19 +826,27 @@ func TestReleaseNameIsTheOneManifestsUse(t *testing.T) {
 	}
 }
 
-// TestRenderedDeploymentsTunnel runs the API and an agent, both from
-// configurations rendered out of the two manifests (with loopback
-// addresses in place of the VMs'), and sees the agent's tunnel come up:
-// the certificates, server name and CAs of the manifests work together in
-// the real binaries.
+// TestRenderedDeploymentsTunnel runs the API and two agents, all from
+// configurations rendered out of the manifests (with loopback addresses in
+// place of the VMs'): a cell's, from the cf deployment's add-on, and a
+// router's, from the runtime config, with a certificate of its own. Both
+// tunnels come up: the certificates, server name and CAs of the manifests
+// work together in the real binaries. Needs the agent's host_capture and
+// bosh keys.
 func TestRenderedDeploymentsTunnel(t *testing.T) {
 	d := interpolatedDeployments(t, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), deadline(t))
-	defer cancel()
-	api := startRenderedAPI(t, ctx, d)
-	line := api.tunnelUp(t, ctx, d.agentProps, testInstance("pcap-server"))
-	if wantID := "pcap-server-api/" + testInstance("pcap-server-api").ID; !strings.Contains(line, `"api_id":"`+wantID+`"`) {
-		t.Errorf("agent: %s\nwant the tunnel up to API %s", line, wantID)
+	api, ctx := startRenderedAPI(t, d)
+	wantID := "pcap-server-api/" + testInstance("pcap-server-api").ID
+	for _, agent := range []struct {
+		props map[string]any
+		inst  Instance
+	}{
+		{d.agentProps, testInstance("pcap-server")},
+		{hostAgentProperties(t, d), routerInstance},
+	} {
+		if line := api.tunnelUp(t, ctx, agent.props, agent.inst); !strings.Contains(line, `"api_id":"`+wantID+`"`) {
+			t.Errorf("agent on %s: %s\nwant the tunnel up to API %s", agent.inst.Name, line, wantID)
+		}
 	}
 }
 
@@ -850,8 +858,12 @@ type renderedAPI struct {
 	listen     string // host:port of the HTTPS listener
 }
 
-func startRenderedAPI(t *testing.T, ctx context.Context, d deployments) *renderedAPI {
+// startRenderedAPI starts the API; the context it returns bounds the
+// test's waits and ends the API's process with the test.
+func startRenderedAPI(t *testing.T, d deployments) (*renderedAPI, context.Context) {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), deadline(t))
+	t.Cleanup(cancel)
 	tunnel := freeAddress(t)
 	_, tunnelPort, _ := net.SplitHostPort(tunnel)
 	listen := freeAddress(t)
@@ -872,7 +884,7 @@ func startRenderedAPI(t *testing.T, ctx context.Context, d deployments) *rendere
 		_ = api.cmd.Process.Signal(syscall.SIGTERM)
 		<-api.exited
 	})
-	return &renderedAPI{runningAPI: api, tunnelPort: tunnelPort, listen: listen}
+	return &renderedAPI{runningAPI: api, tunnelPort: tunnelPort, listen: listen}, ctx
 }
 
 // tunnelUp runs the agent job rendered with props for inst, pointed at
