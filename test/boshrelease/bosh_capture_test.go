@@ -307,8 +307,9 @@ func TestCellHostCaptureByProperty(t *testing.T) {
 
 // TestAPIBoshProperties renders the API from pcap-server.yml with and
 // without enable-bosh-capture.yml: with it, the config's bosh key holds
-// the director's URL and the director's CA (for the director and its UAA)
-// in files; without it there is no bosh key, so nothing BOSH is contacted.
+// the director's URL and the director's CA in a file (which the API also
+// trusts for the director's UAA); without it there is no bosh key, so
+// nothing BOSH is contacted.
 // The "with" half needs the API's bosh key (-check-config).
 func TestAPIBoshProperties(t *testing.T) {
 	directorCA, err := testpki.NewCA("default_ca")
@@ -336,18 +337,12 @@ func TestAPIBoshProperties(t *testing.T) {
 			"-v", "bosh_director_url="+url, "--var-file", "bosh_director_ca="+caFile)
 		api := mustRenderJob(t, "pcap-server-api", asMap(t, d.apiJob["properties"], "pcap-server-api properties"))
 		config := api.yaml(t, configFile("pcap-server-api"))
-		want := map[string]any{
-			"director_url": url,
-			"ca":           api.path("config/certs/bosh_ca.pem"),
-			"uaa":          map[string]any{"ca": api.path("config/certs/bosh_uaa_ca.pem")},
-		}
+		want := map[string]any{"director_url": url, "ca": api.path("config/certs/bosh_ca.pem")}
 		if got := config["bosh"]; !reflect.DeepEqual(got, want) {
 			t.Fatalf("bosh = %v, want %v", got, want)
 		}
-		for _, file := range []string{"config/certs/bosh_ca.pem", "config/certs/bosh_uaa_ca.pem"} {
-			if got := strings.TrimSpace(string(api.read(t, file))); got != strings.TrimSpace(string(directorCA.CertPEM)) {
-				t.Errorf("%s does not hold the director's CA", file)
-			}
+		if got := strings.TrimSpace(string(api.read(t, "config/certs/bosh_ca.pem"))); got != strings.TrimSpace(string(directorCA.CertPEM)) {
+			t.Errorf("config/certs/bosh_ca.pem does not hold the director's CA")
 		}
 		if out, err := checkConfig(t, binary(t, "pcap-server-api"), api.path(configFile("pcap-server-api"))); err != nil {
 			t.Errorf("-check-config: %v\n%s", err, out)
