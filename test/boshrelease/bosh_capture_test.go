@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -372,6 +373,27 @@ func TestAPIReachableDirectly(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("GET /healthz: %s", resp.Status)
 	}
+	// The README's way for the CLI: Go on Linux takes its trust from
+	// SSL_CERT_FILE. Trusted, the API's own refusal of the token comes
+	// back; not trusted, the TLS handshake fails.
+	caFile := filepath.Join(t.TempDir(), "pcap_api_ca.pem")
+	if err := os.WriteFile(caFile, d.credhub.creds["/pcap_api_ca"].ca.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, trust := range []bool{true, false} {
+		cmd := exec.CommandContext(ctx, binary(t, "pcap-server-cli"), "pcap", "app", "--api-url", "https://localhost:"+port,
+			"--token", "not-a-token", "--app-guid", "d2c4e6f8-0000-4000-8000-000000000001", "-o", filepath.Join(t.TempDir(), "out.pcap"))
+		cmd.Env = []string{"HOME=" + t.TempDir(), "PATH=/usr/bin:/bin"}
+		if trust {
+			cmd.Env = append(cmd.Env, "SSL_CERT_FILE="+caFile)
+		}
+		out, err := cmd.CombinedOutput()
+		refusedByAPI := strings.Contains(string(out), "401") && !strings.Contains(string(out), "certificate")
+		if err == nil || refusedByAPI != trust {
+			t.Errorf("pcap-server-cli against https://localhost:%s (SSL_CERT_FILE with /pcap_api_ca: %v): %v\n%s", port, trust, err, out)
+		}
+	}
+
 	inst := testInstance("pcap-server-api")
 	cert := resp.TLS.PeerCertificates[0]
 	for _, name := range []string{
