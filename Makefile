@@ -12,6 +12,7 @@ demo:
 test: deps
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	go vet ./...
+	@scripts/realcf-status.sh
 	go test -race -count=1 -timeout 20m ./...
 
 deps:

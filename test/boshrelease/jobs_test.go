@@ -85,7 +85,7 @@ func apiProperties(p *testPKI) map[string]any {
 			"ca":           string(p.directorCA.CertPEM),
 			"uaa":          map[string]any{"issuer": "https://10.0.0.6:8443/oauth/token", "ca": string(p.directorCA.CertPEM)},
 		},
-		"authorization": map[string]any{"mode": "admin_only"},
+		"authorization": map[string]any{"mode": "admin_only", "follow_ssh_policy": false},
 		"limits": map[string]any{
 			"captures_per_user": 4, "captures_per_agent": 6, "captures_total": 300,
 			"max_duration": "1h", "default_duration": "10m", "max_bytes": "4GiB",
@@ -473,6 +473,7 @@ func TestBadValuesFailPreStart(t *testing.T) {
 		want     string
 	}{
 		{"pcap-server-api", "authorization.mode", "everyone", `authorization.mode "everyone"`},
+		{"pcap-server-api", "authorization.follow_ssh_policy", "sometimes", "cannot unmarshal !!str `sometimes` into bool"},
 		{"pcap-server-api", "limits.default_duration", "2h", "limits.default_duration 2h0m0s must be positive and at most limits.max_duration"},
 		{"pcap-server-api", "cloud_controller.url", "http://api.sys.example.com", "cloud_controller.url"},
 		{"pcap-server", "limits.read_timeout", "5s", "limits.read_timeout 5s is outside 1ms..1s"},
