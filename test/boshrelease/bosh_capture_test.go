@@ -5,11 +5,6 @@ package boshrelease
 // capture on the VMs of the deployments an operator names, the cells' host
 // capture by a property of the agent they already run, the API's bosh
 // properties, and the API's listener for operators who reach it directly.
-//
-// Tests that give the binaries a configuration with the agent's
-// host_capture and bosh keys or the API's bosh key (-check-config, or the
-// binaries themselves) need the code of issue 18 that knows those keys:
-// each says so in its comment.
 
 import (
 	"crypto/tls"
@@ -249,8 +244,7 @@ var routerInstance = Instance{ID: "9b8a7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d", IP: "1
 // router VM: host capture on, its BOSH identity and agent id from the
 // instance, the alias of the API's VMs, and a client certificate with
 // which it completes the tunnel's TLS handshake against the API rendered
-// from pcap-server.yml. Needs the agent's host_capture and bosh keys
-// (-check-config).
+// from pcap-server.yml.
 func TestRuntimeConfigAgentOnARouter(t *testing.T) {
 	d := interpolatedDeployments(t, nil)
 	agent, err := renderJobOn(t, "pcap-server", hostAgentProperties(t, d), routerInstance)
@@ -278,8 +272,7 @@ func TestRuntimeConfigAgentOnARouter(t *testing.T) {
 // TestCellHostCaptureByProperty: the cells get host capture from
 // enable-cell-host-capture.yml, a property of the agent the cf add-on
 // already gives them; without it they run the agent without. The ops file
-// fails loudly where there is no such add-on. Needs the agent's
-// host_capture and bosh keys (-check-config).
+// fails loudly where there is no such add-on.
 func TestCellHostCaptureByProperty(t *testing.T) {
 	root := repoRoot(t)
 	cell := testInstance("pcap-server")
@@ -311,7 +304,6 @@ func TestCellHostCaptureByProperty(t *testing.T) {
 // the director's URL and the director's CA in a file (which the API also
 // trusts for the director's UAA); without it there is no bosh key, so
 // nothing BOSH is contacted.
-// The "with" half needs the API's bosh key (-check-config).
 func TestAPIBoshProperties(t *testing.T) {
 	directorCA, err := testpki.NewCA("default_ca")
 	if err != nil {

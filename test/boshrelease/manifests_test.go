@@ -831,8 +831,7 @@ func TestReleaseNameIsTheOneManifestsUse(t *testing.T) {
 // place of the VMs'): a cell's, from the cf deployment's add-on, and a
 // router's, from the runtime config, with a certificate of its own. Both
 // tunnels come up: the certificates, server name and CAs of the manifests
-// work together in the real binaries. Needs the agent's host_capture and
-// bosh keys.
+// work together in the real binaries.
 func TestRenderedDeploymentsTunnel(t *testing.T) {
 	d := interpolatedDeployments(t, nil)
 	api, ctx := startRenderedAPI(t, d)
