@@ -65,7 +65,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// binary builds (once) and returns the path of pcap-server or pcap-server-cli.
+// binary builds (once) and returns the path of pcap-server,
+// pcap-server-cli or pcap-server-api.
 func binary(t testing.TB, name string) string {
 	t.Helper()
 	bins.once.Do(func() {
@@ -75,7 +76,7 @@ func binary(t testing.TB, name string) string {
 			return
 		}
 		bins.dir = dir
-		out, err := exec.Command("go", "build", "-o", dir+"/", "../../cellagent/cmd/pcap-server", "../../cli/cmd/pcap-server-cli").CombinedOutput()
+		out, err := exec.Command("go", "build", "-o", dir+"/", "../../cellagent/cmd/pcap-server", "../../cli/cmd/pcap-server-cli", "../../proxy/cmd/pcap-server-api").CombinedOutput()
 		if err != nil {
 			bins.err = fmt.Sprintf("go build: %v\n%s", err, out)
 		}
