@@ -54,6 +54,7 @@ type Resolver interface {
 // Options configure the server.
 type Options struct {
 	Limits       apiconfig.Limits
+	Stream       apiconfig.Stream
 	DrainTimeout time.Duration
 	// CLIDir holds the CLI binaries served under /cli/; empty: none.
 	CLIDir  string
@@ -89,6 +90,9 @@ func New(opts Options, auth Authenticator, resolver Resolver, agents *tunnel.Reg
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Stream.WriteTimeout <= 0 {
+		opts.Stream.WriteTimeout = apiconfig.Default().Stream.WriteTimeout
 	}
 	return &Server{
 		opts:     opts,
@@ -231,6 +235,7 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 	sess, failed := capture.Start(ctx, captureAgents{s.agents}, req, capture.Options{
 		PerAgentLimit: s.opts.Limits.CapturesPerAgent,
 		BufferBytes:   int(s.opts.Limits.BufferBytes),
+		StatsInterval: s.opts.Stream.StatsInterval.D(),
 		Logger:        s.log,
 		Metrics:       s.opts.Metrics,
 	})
@@ -267,8 +272,8 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 	log.Info("capture started", "app_guid", app.GUID, "app_name", app.Name, "instances", indices, "user_id", id.UserID,
 		"user_name", id.UserName, "client_id", id.ClientID, "devices", params.devices, "filter", params.filter, "format", params.format)
 
-	rc := http.NewResponseController(w)
-	res := sess.Run(ctx, &deadlineWriter{w: w, rc: rc}, rc.Flush, run.stop)
+	cw := &clientWriter{w: w, rc: http.NewResponseController(w), timeout: s.opts.Stream.WriteTimeout.D()}
+	res := sess.Run(ctx, cw, cw.Flush, run.stop)
 
 	h.Set("Pcap-End-Reason", string(res.Reason))
 	h.Set("Pcap-Packets", strconv.FormatUint(res.Packets, 10))
@@ -310,19 +315,35 @@ func (c captureAgents) Lookup(ip netip.Addr) (capture.Agent, bool) {
 	return a, true
 }
 
-// clientWriteTimeout ends a capture whose client stopped reading.
-const clientWriteTimeout = time.Minute
-
-// deadlineWriter gives every write to the client a deadline, so that a
-// client that stops reading cannot hold a capture open forever.
-type deadlineWriter struct {
-	w  http.ResponseWriter
-	rc *http.ResponseController
+// clientWriter gives every write and flush to the client a deadline, so
+// that a client that stops reading cannot hold a capture open forever,
+// and clears it afterwards: Go's HTTP/2 server resets a stream whose write
+// deadline passes even while nothing is being written, and over HTTP/1.1
+// a deadline left behind fails the trailers, so a deadline that outlived
+// its write would cut a capture that is merely quiet.
+type clientWriter struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
 }
 
-func (d *deadlineWriter) Write(p []byte) (int, error) {
-	_ = d.rc.SetWriteDeadline(time.Now().Add(clientWriteTimeout))
-	return d.w.Write(p)
+func (c *clientWriter) Write(p []byte) (n int, err error) {
+	c.within(func() error {
+		n, err = c.w.Write(p)
+		return err
+	})
+	return n, err
+}
+
+// Flush pushes what was written to the client; over HTTP/2 that is when
+// the bytes wait for the client's flow control window.
+func (c *clientWriter) Flush() error { return c.within(c.rc.Flush) }
+
+func (c *clientWriter) within(op func() error) error {
+	_ = c.rc.SetWriteDeadline(time.Now().Add(c.timeout))
+	err := op()
+	_ = c.rc.SetWriteDeadline(time.Time{})
+	return err
 }
 
 // admit counts a capture against the per-user and total limits.
