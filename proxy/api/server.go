@@ -180,8 +180,8 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	captureID := newCaptureID()
 	w.Header().Set("Pcap-Capture-Id", captureID)
-	log := s.log.With("capture_id", captureID)
-	rec := audit.Record{Event: "refused", CaptureID: captureID, AppGUID: r.PathValue("app_guid"), Remote: r.RemoteAddr}
+	rec := newAuditRecord("refused", r, captureID, r.PathValue("app_guid"))
+	log := s.log.With("capture_id", captureID, "vcap_request_id", rec.VcapRequestID)
 	refuse := func(p *problem.Error) {
 		s.opts.Metrics.Request(p.Status)
 		rec.Status, rec.Reason = p.Status, p.Detail
@@ -425,6 +425,36 @@ func (s *Server) writeProblem(w http.ResponseWriter, p *problem.Error) {
 		s.log.Warn("request failed", "status", p.Status, "detail", p.Detail, "error", p.Err)
 	}
 	problem.Write(w, p)
+}
+
+// newAuditRecord starts the audit line of a request with where it came
+// from. Behind the gorouter the connection is the gorouter's own, so the
+// headers it adds say more: X-Forwarded-For (what the client claimed,
+// then the address the gorouter saw) and X-Vcap-Request-Id, the id of
+// the gorouter's access log line. Both are recorded as sent, clipped.
+func newAuditRecord(event string, r *http.Request, captureID, appGUID string) audit.Record {
+	return audit.Record{
+		Event:         event,
+		CaptureID:     captureID,
+		AppGUID:       appGUID,
+		Remote:        r.RemoteAddr,
+		ForwardedFor:  headerValue(r.Header, "X-Forwarded-For"),
+		VcapRequestID: headerValue(r.Header, "X-Vcap-Request-Id"),
+	}
+}
+
+// maxAuditHeader bounds a header's value in an audit line: the client
+// chooses it.
+const maxAuditHeader = 512
+
+// headerValue joins a header's values as one, the way proxies that
+// append to it read it.
+func headerValue(h http.Header, name string) string {
+	v := strings.Join(h.Values(name), ", ")
+	if len(v) > maxAuditHeader {
+		v = strings.ToValidUTF8(v[:maxAuditHeader], "") + "..."
+	}
+	return v
 }
 
 func (s *Server) writeAudit(r audit.Record) {

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/cloudfoundry/pcap-server-release/proxy/audit"
 	"github.com/cloudfoundry/pcap-server-release/proxy/capture"
 	"github.com/cloudfoundry/pcap-server-release/proxy/problem"
 	"github.com/cloudfoundry/pcap-server-release/wire"
@@ -26,7 +25,7 @@ var captureIDPattern = regexp.MustCompile(`^[0-9a-f]{16}$`)
 func (s *Server) handleStop(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	captureID, appGUID := r.PathValue("capture_id"), r.PathValue("app_guid")
-	rec := audit.Record{Event: "stop_refused", CaptureID: captureID, AppGUID: appGUID, Remote: r.RemoteAddr}
+	rec := newAuditRecord("stop_refused", r, captureID, appGUID)
 	refuse := func(p *problem.Error) {
 		rec.Status, rec.Reason = p.Status, p.Detail
 		s.writeAudit(rec)

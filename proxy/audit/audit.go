@@ -22,6 +22,12 @@ type Record struct {
 	UserName string `json:"user_name,omitempty"`
 	ClientID string `json:"client_id,omitempty"`
 	Remote   string `json:"remote_addr,omitempty"`
+	// ForwardedFor and VcapRequestID are the X-Forwarded-For and
+	// X-Vcap-Request-Id headers the gorouter adds: where the request came
+	// from beyond the gorouter, and the id of its access log line. Always
+	// present, empty for a request that did not pass a gorouter.
+	ForwardedFor  string `json:"forwarded_for"`
+	VcapRequestID string `json:"vcap_request_id"`
 
 	AppGUID   string `json:"app_guid,omitempty"`
 	AppName   string `json:"app_name,omitempty"`
