@@ -173,7 +173,7 @@ func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request) {
 }
 
 // trailers are announced before the body and set after it.
-var trailers = []string{"Pcap-End-Reason", "Pcap-Packets", "Pcap-Bytes", "Pcap-Dropped", "Pcap-Dropped-Detail"}
+var trailers = []string{"Pcap-End-Reason", "Pcap-Packets", "Pcap-Bytes", "Pcap-Dropped", "Pcap-Dropped-Detail", "Pcap-Counts-Unknown"}
 
 func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 	arrival := time.Now()
@@ -278,7 +278,15 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 	h.Set("Pcap-End-Reason", string(res.Reason))
 	h.Set("Pcap-Packets", strconv.FormatUint(res.Packets, 10))
 	h.Set("Pcap-Bytes", strconv.FormatInt(res.Bytes, 10))
-	h.Set("Pcap-Dropped", strconv.FormatUint(res.Dropped.Total(), 10))
+	dropped := strconv.FormatUint(res.Dropped.Total(), 10)
+	if unknown := res.CountsUnknown(); len(unknown) > 0 {
+		// Never a plain number that is not the whole truth: a reader
+		// that expects one fails rather than believe it.
+		dropped = ">=" + dropped
+		rec.CountsUnknown = capture.FormatInstanceErrors(unknown)
+		h.Set("Pcap-Counts-Unknown", rec.CountsUnknown)
+	}
+	h.Set("Pcap-Dropped", dropped)
 	h.Set("Pcap-Dropped-Detail", res.Dropped.DropDetail())
 
 	s.opts.Metrics.CaptureEnded(res.Reason, time.Since(start))
@@ -289,7 +297,7 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 	s.writeAudit(rec)
 	log.Info("capture ended", "reason", res.Reason, "packets", res.Packets, "bytes", res.Bytes,
 		"dropped_kernel", res.Dropped.Kernel, "dropped_agent", res.Dropped.Agent, "dropped_api", res.Dropped.API,
-		"duration_seconds", rec.Duration)
+		"counts_unknown", rec.CountsUnknown, "duration_seconds", rec.Duration)
 }
 
 // stopSlack is how much earlier than its duration a capture at the

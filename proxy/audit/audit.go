@@ -41,6 +41,9 @@ type Record struct {
 	Packets   uint64     `json:"packets,omitempty"`
 	Dropped   uint64     `json:"dropped,omitempty"`
 	EndReason string     `json:"end_reason,omitempty"`
+	// CountsUnknown names the instances whose final counters never
+	// arrived, and why: Dropped is then a lower bound.
+	CountsUnknown string `json:"counts_unknown,omitempty"`
 
 	// For refused requests: the HTTP status and why.
 	Status int    `json:"status,omitempty"`
