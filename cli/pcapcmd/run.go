@@ -117,6 +117,7 @@ func run(ctx context.Context, o Options, env Env, p *printer) (int, error) {
 		<-watched
 	}()
 	client := newClient(env)
+	requested := time.Now()
 	resp, token, err := get(ctx, client, reqURL, sess)
 	if err != nil {
 		return ExitError, err
@@ -140,7 +141,8 @@ func run(ctx context.Context, o Options, env Env, p *printer) (int, error) {
 		fmt.Fprintf(env.Stderr, "Not captured: %s\n", msg)
 	}
 
-	copier := pcapstream.NewCopier(out, resp.Body)
+	body := &bodyReader{r: resp.Body}
+	copier := pcapstream.NewCopier(out, body)
 	stopProgress := func() {}
 	if env.StderrTerminal {
 		stopProgress = p.startProgress(copier, start)
@@ -155,7 +157,16 @@ func run(ctx context.Context, o Options, env Env, p *printer) (int, error) {
 		copyErr = err
 	}
 	p.clearProgress()
-	return summarize(ctx, o, env, copier.Progress(), copier.InterfaceDrops(), resp.Trailer, copyErr, time.Since(start))
+	why, cut, advice := streamCut(resp, body, requested)
+	cut = cut && ctx.Err() == nil // a second Ctrl-C cut it, not the way
+	if cut {
+		copyErr = cutError(why)
+	}
+	code, err := summarize(ctx, o, env, copier.Progress(), copier.InterfaceDrops(), resp.Trailer, copyErr, time.Since(start))
+	if cut && err == nil {
+		err = advice
+	}
+	return code, err
 }
 
 // captureURL builds GET /v1/apps/{guid}/capture with the query.

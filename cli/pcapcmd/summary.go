@@ -41,6 +41,9 @@ func summarize(ctx context.Context, o Options, env Env, prog pcapstream.Progress
 	switch {
 	case ctx.Err() != nil:
 		why = "stopped (interrupted)"
+	case errors.As(copyErr, new(cutError)):
+		why = copyErr.Error()
+		code = ExitError
 	case copyErr != nil && !errors.Is(copyErr, io.EOF):
 		why = fmt.Sprintf("the stream broke: %v", copyErr)
 		code = ExitError
