@@ -63,10 +63,11 @@ func summarize(ctx context.Context, o Options, env Env, prog pcapstream.Progress
 	dropped := "?"
 	var details []string
 	if d := trailer.Get("Pcap-Dropped"); d != "" {
-		dropped = d
+		dropped = dropTotal(d)
 		if detail := trailer.Get("Pcap-Dropped-Detail"); detail != "" {
 			details = append(details, detail)
 		}
+		details = append(details, unknownCounts(trailer.Get("Pcap-Counts-Unknown"))...)
 	} else if prog.Dropped > 0 {
 		dropped = strconv.FormatUint(prog.Dropped, 10)
 	}
