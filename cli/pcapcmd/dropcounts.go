@@ -3,6 +3,7 @@ package pcapcmd
 import (
 	"fmt"
 	"strings"
+	"unicode"
 )
 
 // dropTotal renders the Pcap-Dropped trailer: a number, or ">=N" when an
@@ -15,8 +16,15 @@ func dropTotal(trailer string) string {
 }
 
 // unknownCounts renders the Pcap-Counts-Unknown trailer ("0: why; 2:
-// why") as the summary's words: "instance 0's counts unknown: why".
+// why") as the summary's words: "instance 0's counts unknown: why". The
+// server's text reaches a terminal: control characters become spaces.
 func unknownCounts(trailer string) []string {
+	trailer = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, trailer)
 	var out []string
 	for part := range strings.SplitSeq(trailer, "; ") {
 		if part = strings.TrimSpace(part); part == "" {
