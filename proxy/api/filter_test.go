@@ -32,6 +32,10 @@ func (r *countingResolver) Resolve(context.Context, *Identity, string, string, [
 	return App{}, nil, problem.New(http.StatusNotFound, "no such app")
 }
 
+func (r *countingResolver) ResolveForStop(ctx context.Context, id *Identity, appGUID, process string) (App, []capture.Target, error) {
+	return r.Resolve(ctx, id, appGUID, process, nil)
+}
+
 // A filter that would keep libpcap busy for half a minute on the cell is a
 // 400 that names the bound, before the Cloud Controller or any agent is
 // asked.

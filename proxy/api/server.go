@@ -49,6 +49,11 @@ type App struct {
 // instances. Its errors are *problem.Error (403, 404, 409, 502, 503).
 type Resolver interface {
 	Resolve(ctx context.Context, id *Identity, appGUID, process string, indices []int) (App, []capture.Target, error)
+	// ResolveForStop decides whether the caller may stop a capture of
+	// the app and finds the running instances whose agents may hold it:
+	// Resolve's rules without those that guard only what a capture
+	// reveals (Cloud Foundry's SSH policy).
+	ResolveForStop(ctx context.Context, id *Identity, appGUID, process string) (App, []capture.Target, error)
 }
 
 // Options configure the server.

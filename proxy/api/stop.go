@@ -59,7 +59,7 @@ func (s *Server) handleStop(w http.ResponseWriter, r *http.Request) {
 	switch found, othersCapture := s.stopLocal(captureID, appGUID, id); {
 	case othersCapture:
 		// Someone else's: say so only to who may see the app at all.
-		if _, _, err := s.resolver.Resolve(ctx, id, appGUID, process, nil); err != nil {
+		if _, _, err := s.resolver.ResolveForStop(ctx, id, appGUID, process); err != nil {
 			refuse(problem.From(err))
 		} else {
 			refuse(problem.New(http.StatusForbidden, "capture %s belongs to another user: only its owner or an admin may stop it", captureID))
@@ -72,7 +72,7 @@ func (s *Server) handleStop(w http.ResponseWriter, r *http.Request) {
 
 	// Elsewhere: the agents on the app's cells decide. Resolving the app
 	// also checks that the caller may see it at all.
-	_, targets, err := s.resolver.Resolve(ctx, id, appGUID, process, nil)
+	_, targets, err := s.resolver.ResolveForStop(ctx, id, appGUID, process)
 	if err != nil {
 		refuse(problem.From(err))
 		return

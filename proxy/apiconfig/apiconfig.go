@@ -79,6 +79,9 @@ type UAA struct {
 
 type Authorization struct {
 	Mode string `yaml:"mode"`
+	// FollowSSHPolicy makes a non-admin's capture need what cf ssh
+	// needs: the Cloud Controller's ssh_enabled for the app.
+	FollowSSHPolicy bool `yaml:"follow_ssh_policy"`
 }
 
 // Authorization modes.
@@ -141,7 +144,7 @@ func Default() Config {
 			KeepaliveInterval: configfile.Duration(10 * time.Second),
 		},
 		Metrics:       Metrics{Address: "0.0.0.0:9495"},
-		Authorization: Authorization{Mode: ModeSpaceDeveloper},
+		Authorization: Authorization{Mode: ModeSpaceDeveloper, FollowSSHPolicy: true},
 		Limits: Limits{
 			CapturesPerUser:  3,
 			CapturesPerAgent: 5,

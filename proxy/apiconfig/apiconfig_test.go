@@ -119,3 +119,31 @@ cloud_controller: {url: "https://api.sys.example.com", skip_tls_verify: true}
 		t.Errorf("with uaa.issuer set: %v", err)
 	}
 }
+
+// authorization.follow_ssh_policy is on unless set to false, also when
+// the authorization block names only the mode.
+func TestFollowSSHPolicyDefaultsToTrue(t *testing.T) {
+	dir := writeFiles(t, "c", "k", "ca")
+	base := `
+tunnel: {tls: {certificate: ` + dir + `/c, private_key: ` + dir + `/k, client_ca: ` + dir + `/ca}}
+cloud_controller: {url: "https://api.sys.example.com"}
+`
+	for extra, want := range map[string]bool{
+		"":                                    true,
+		"authorization: {mode: admin_only}\n": true,
+		"authorization: {follow_ssh_policy: true}\n":                         true,
+		"authorization: {follow_ssh_policy: false}\n":                        false,
+		"authorization: {mode: space_developer, follow_ssh_policy: false}\n": false,
+	} {
+		c, err := load(t, base+extra)
+		if err != nil {
+			t.Fatalf("%q: %v", extra, err)
+		}
+		if c.Authorization.FollowSSHPolicy != want {
+			t.Errorf("%q: follow_ssh_policy = %v, want %v", extra, c.Authorization.FollowSSHPolicy, want)
+		}
+	}
+	if _, err := load(t, base+"authorization: {follow_ssh_policy: sometimes}\n"); err == nil || !strings.Contains(err.Error(), "sometimes") {
+		t.Errorf("follow_ssh_policy: sometimes: %v", err)
+	}
+}

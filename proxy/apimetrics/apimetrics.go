@@ -227,6 +227,8 @@ func EndpointClass(path string) string {
 		return "process_stats"
 	case strings.HasPrefix(path, "/v3/roles"):
 		return "roles"
+	case strings.HasSuffix(path, "/ssh_enabled"):
+		return "ssh_enabled"
 	case strings.HasPrefix(path, "/v3/apps"):
 		return "apps"
 	case strings.HasSuffix(path, "/token_keys"):

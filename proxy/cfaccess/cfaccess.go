@@ -1,7 +1,8 @@
 // Package cfaccess decides whether a verified caller may capture an app and
 // which of its instances a capture goes to. It asks the Cloud Controller
-// with the caller's own token, so Cloud Foundry's visibility rules apply
-// unchanged; only the last step, space developer or admin, is pcap-server's.
+// with the caller's own token, so Cloud Foundry's visibility rules and its
+// SSH policy apply unchanged; only the rule "space developer or admin" is
+// pcap-server's.
 package cfaccess
 
 import (
@@ -53,6 +54,7 @@ const StateRunning = "RUNNING"
 type CloudController interface {
 	App(ctx context.Context, token, guid string) (cloudcontroller.App, error)
 	HasSpaceRole(ctx context.Context, token, roleType, spaceGUID, userGUID string) (bool, error)
+	SSHEnabled(ctx context.Context, token, appGUID string) (cloudcontroller.SSHStatus, error)
 	ProcessStats(ctx context.Context, token, appGUID, processType string) ([]cloudcontroller.InstanceStats, error)
 }
 
@@ -60,6 +62,11 @@ type CloudController interface {
 type Resolver struct {
 	CC   CloudController
 	Mode Mode // empty means ModeSpaceDeveloper
+	// IgnoreSSHPolicy lets space developers capture apps that cf ssh
+	// cannot reach (authorization.follow_ssh_policy: false). A capture
+	// reads what an SSH session could (with -d lo, the plaintext behind
+	// envoy), so the zero value follows Cloud Foundry's SSH policy.
+	IgnoreSSHPolicy bool
 }
 
 // Instance is one instance a capture goes to.
@@ -84,9 +91,22 @@ type Target struct {
 // Resolve checks that id may capture app appGUID and picks the instances
 // of processType (default web): the given indices, or every running
 // instance when there are none. Errors are *problem.Error: 403 not
-// allowed, 404 app, process or instance not found (or not visible), 409
+// allowed (with the Cloud Controller's reason when its SSH policy
+// refuses), 404 app, process or instance not found (or not visible), 409
 // instance not running, and the Cloud Controller's own failures.
 func (r *Resolver) Resolve(ctx context.Context, id *uaa.Identity, appGUID, processType string, indices []int) (*Target, error) {
+	return r.resolve(ctx, id, appGUID, processType, indices, !r.IgnoreSSHPolicy)
+}
+
+// ResolveForStop is Resolve for stopping a capture of the app's running
+// instances: the same rules except the SSH policy. Stopping reveals
+// nothing, and a capture that started before SSH was turned off must
+// still end gracefully when its owner asks.
+func (r *Resolver) ResolveForStop(ctx context.Context, id *uaa.Identity, appGUID, processType string) (*Target, error) {
+	return r.resolve(ctx, id, appGUID, processType, nil, false)
+}
+
+func (r *Resolver) resolve(ctx context.Context, id *uaa.Identity, appGUID, processType string, indices []int, sshPolicy bool) (*Target, error) {
 	if id == nil {
 		return nil, problem.New(http.StatusUnauthorized, "not authenticated")
 	}
@@ -125,6 +145,11 @@ func (r *Resolver) Resolve(ctx context.Context, id *uaa.Identity, appGUID, proce
 				"%s may not capture app %q: capturing needs the SpaceDeveloper role in space %s",
 				who(id), app.Name, spaceName(app))
 		}
+		if sshPolicy {
+			if err := r.checkSSHPolicy(ctx, id, app); err != nil {
+				return nil, err
+			}
+		}
 	}
 
 	stats, err := r.CC.ProcessStats(ctx, id.Token, app.GUID, processType)
@@ -141,6 +166,26 @@ func (r *Resolver) Resolve(ctx context.Context, id *uaa.Identity, appGUID, proce
 		return nil, err
 	}
 	return &Target{App: app, ProcessType: processType, Instances: instances}, nil
+}
+
+// checkSSHPolicy refuses a capture that cf ssh into the app would be
+// refused: a capture reads the app's traffic, and on lo its plaintext.
+// The Cloud Controller combines the operator's, the space's and the app's
+// switches and says which one is off.
+func (r *Resolver) checkSSHPolicy(ctx context.Context, id *uaa.Identity, app cloudcontroller.App) error {
+	ssh, err := r.CC.SSHEnabled(ctx, id.Token, app.GUID)
+	if err != nil {
+		return err
+	}
+	if ssh.Enabled {
+		return nil
+	}
+	reason := ssh.Reason
+	if reason == "" {
+		reason = "the Cloud Controller says ssh is disabled for it, without a reason"
+	}
+	return problem.New(http.StatusForbidden, "%s may not capture app %q: %s, and a capture needs what cf ssh needs",
+		who(id), app.Name, reason)
 }
 
 // selectInstances picks what can be captured: RUNNING with a cell IP.

@@ -69,11 +69,15 @@ func newFoundation(t *testing.T, ccTimeout time.Duration) *foundation {
 // resolve goes the way of the API: verify the header, then authorize.
 func (f *foundation) resolve(t *testing.T, mode cfaccess.Mode, header, appGUID, process string, indices []int) (*cfaccess.Target, error) {
 	t.Helper()
+	return f.resolveWith(t, cfaccess.Resolver{CC: f.client, Mode: mode}, header, appGUID, process, indices)
+}
+
+func (f *foundation) resolveWith(t *testing.T, r cfaccess.Resolver, header, appGUID, process string, indices []int) (*cfaccess.Target, error) {
+	t.Helper()
 	id, err := f.verifier.Verify(t.Context(), header)
 	if err != nil {
 		return nil, err
 	}
-	r := cfaccess.Resolver{CC: f.client, Mode: mode}
 	return r.Resolve(t.Context(), id, appGUID, process, indices)
 }
 
@@ -290,6 +294,15 @@ func TestCloudControllerFailures(t *testing.T) {
 		{"roles 500", fakecc.ListRoles, fakecc.Fault{Status: 500}, 502, "Cloud Controller error"},
 		{"stats unavailable", fakecc.GetProcessStats, fakecc.Fault{Status: 503, Errors: []fakecc.Error{fakecc.KnownError(200002)}}, 503, "CF-StatsUnavailable"},
 		{"connection dropped", fakecc.AnyEndpoint, fakecc.Fault{Drop: true}, 503, "unreachable"},
+		// None of the SSH policy's failures lets the capture through.
+		{"ssh_enabled 500", fakecc.GetSSHEnabled, fakecc.Fault{Status: 500}, 502, "Cloud Controller error while fetching the SSH policy of app"},
+		{"ssh_enabled 404", fakecc.GetSSHEnabled, fakecc.Fault{Status: 404, Errors: []fakecc.Error{fakecc.KnownError(10010)}}, 404, "not found or not visible to you"},
+		{"ssh_enabled 401", fakecc.GetSSHEnabled, fakecc.Fault{Status: 401, Errors: []fakecc.Error{fakecc.KnownError(1000)}}, 401, "rejected the token"},
+		{"ssh_enabled 403", fakecc.GetSSHEnabled, fakecc.Fault{Status: 403, Errors: []fakecc.Error{fakecc.KnownError(10003)}}, 403, "refused access to the SSH policy"},
+		{"ssh_enabled unavailable", fakecc.GetSSHEnabled, fakecc.Fault{Status: 503, Errors: []fakecc.Error{fakecc.KnownError(10015)}}, 503, "temporarily unavailable"},
+		{"ssh_enabled without enabled", fakecc.GetSSHEnabled, fakecc.Fault{Status: 200, Body: `{"reason":""}`}, 502, "invalid answer"},
+		{"ssh disabled without a reason", fakecc.GetSSHEnabled, fakecc.Fault{Status: 200, Body: `{"enabled":false,"reason":""}`}, 403, "without a reason"},
+		{"ssh_enabled dropped", fakecc.GetSSHEnabled, fakecc.Fault{Drop: true}, 503, "unreachable"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			f := newFoundation(t, 0)
@@ -314,8 +327,8 @@ func TestCallsTheCloudControllerAsTheCaller(t *testing.T) {
 	if _, err := (&cfaccess.Resolver{CC: cc}).Resolve(t.Context(), id, f.app.GUID, "", nil); err != nil {
 		t.Fatal(err)
 	}
-	if len(cc.tokens) != 3 {
-		t.Fatalf("%d Cloud Controller calls, want 3", len(cc.tokens))
+	if len(cc.tokens) != 4 {
+		t.Fatalf("%d Cloud Controller calls, want 4", len(cc.tokens))
 	}
 	for _, tok := range cc.tokens {
 		if tok != id.Token {
@@ -344,6 +357,11 @@ func (r *recordingCC) HasSpaceRole(ctx context.Context, token, roleType, spaceGU
 	return r.CloudController.HasSpaceRole(ctx, token, roleType, spaceGUID, userGUID)
 }
 
+func (r *recordingCC) SSHEnabled(ctx context.Context, token, appGUID string) (cloudcontroller.SSHStatus, error) {
+	r.tokens = append(r.tokens, token)
+	return r.CloudController.SSHEnabled(ctx, token, appGUID)
+}
+
 func (r *recordingCC) ProcessStats(ctx context.Context, token, appGUID, processType string) ([]cloudcontroller.InstanceStats, error) {
 	r.tokens = append(r.tokens, token)
 	return r.CloudController.ProcessStats(ctx, token, appGUID, processType)
@@ -370,5 +388,111 @@ func TestModes(t *testing.T) {
 	checkProblem(t, err, http.StatusUnauthorized)
 	if n := f.cc.TotalRequests(); n != 1 { // the root document, for the issuer
 		t.Errorf("%d Cloud Controller requests, want only the root document", n)
+	}
+}
+
+// By default a capture needs what cf ssh needs: the Cloud Controller's
+// ssh_enabled, asked with the caller's token once the app is found and the
+// role checked, and its reason in the 403. Admins are not bound, and the
+// operator can turn the rule off.
+func TestSSHPolicy(t *testing.T) {
+	f := newFoundation(t, 0)
+	f.cc.AddRole(fakecc.RoleSpaceDeveloper, "dev", f.space.GUID)
+	f.cc.AddRole(fakecc.RoleSpaceAuditor, "auditor", f.space.GUID)
+	dev := "bearer " + f.uaa.UserToken("dev")
+	auditor := "bearer " + f.uaa.UserToken("auditor")
+	admin := "bearer " + f.uaa.UserToken("root", fakeuaa.AddScopes(fakeuaa.ScopeAdmin))
+	follow := cfaccess.Resolver{CC: f.client}
+	ignore := cfaccess.Resolver{CC: f.client, IgnoreSSHPolicy: true}
+	adminOnly := cfaccess.Resolver{CC: f.client, Mode: cfaccess.ModeAdminOnly}
+
+	switches := []struct {
+		name   string
+		set    func(on bool)
+		reason string
+	}{
+		{"app", func(on bool) { f.cc.SetAppEnableSSH(f.app.GUID, on) }, "ssh is disabled for app"},
+		{"space", func(on bool) { f.cc.SetSpaceAllowSSH(f.space.GUID, on) }, "ssh is disabled for space 'dev'"},
+		{"global", func(on bool) { f.cc.SetGlobalAllowSSH(on) }, "ssh is disabled globally"},
+	}
+	for _, sw := range switches {
+		t.Run(sw.name, func(t *testing.T) {
+			sw.set(false)
+			defer sw.set(true)
+			for _, tc := range []struct {
+				name     string
+				r        cfaccess.Resolver
+				header   string
+				status   int
+				detail   []string
+				asksSSH  bool // ssh_enabled asked once
+				instance bool // stats asked once: the capture goes on
+			}{
+				{"space developer", follow, dev, 403, []string{`user "dev" may not capture app "my-app": ` + sw.reason, "cf ssh"}, true, false},
+				{"auditor: the role decides first", follow, auditor, 403, []string{"SpaceDeveloper role"}, false, false},
+				{"admin", follow, admin, 0, nil, false, true},
+				{"admin, admin_only mode", adminOnly, admin, 0, nil, false, true},
+				{"space developer, policy ignored", ignore, dev, 0, nil, false, true},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					asked, stats := f.cc.Requests(fakecc.GetSSHEnabled), f.cc.Requests(fakecc.GetProcessStats)
+					target, err := f.resolveWith(t, tc.r, tc.header, f.app.GUID, "", nil)
+					checkProblem(t, err, tc.status, tc.detail...)
+					if got := f.cc.Requests(fakecc.GetSSHEnabled) - asked; (got == 1) != tc.asksSSH || got > 1 {
+						t.Errorf("ssh_enabled asked %d times", got)
+					}
+					if got := f.cc.Requests(fakecc.GetProcessStats) - stats; (got == 1) != tc.instance || got > 1 {
+						t.Errorf("stats asked %d times", got)
+					}
+					if tc.status == 0 && (target == nil || len(target.Instances) != 2) {
+						t.Errorf("target = %+v", target)
+					}
+				})
+			}
+		})
+	}
+
+	// With every switch on again, the policy lets the developer through,
+	// and the other space's switch is not this app's.
+	f.cc.SetSpaceAllowSSH(f.other.GUID, false)
+	_, err := f.resolveWith(t, follow, dev, f.app.GUID, "", nil)
+	checkProblem(t, err, 0)
+
+	// Who cannot see the app learns nothing of its SSH policy.
+	f.cc.SetAppEnableSSH(f.app.GUID, false)
+	f.cc.AddRole(fakecc.RoleSpaceDeveloper, "prod-dev", f.other.GUID)
+	_, err = f.resolveWith(t, follow, "bearer "+f.uaa.UserToken("prod-dev"), f.app.GUID, "", nil)
+	checkProblem(t, err, 404, "not found or not visible to you")
+}
+
+// Stopping reveals nothing: a capture started before SSH was turned off
+// can still be stopped by its owner.
+func TestStopIsNotBoundBySSHPolicy(t *testing.T) {
+	f := newFoundation(t, 0)
+	f.cc.AddRole(fakecc.RoleSpaceDeveloper, "dev", f.space.GUID)
+	f.cc.AddRole(fakecc.RoleSpaceAuditor, "auditor", f.space.GUID)
+	f.cc.SetGlobalAllowSSH(false)
+	r := cfaccess.Resolver{CC: f.client}
+	for _, tc := range []struct {
+		user   string
+		status int
+		detail string
+	}{
+		{"dev", 0, ""},
+		{"auditor", 403, "SpaceDeveloper role"}, // the role still counts
+		{"stranger", 404, "not found"},
+	} {
+		id, err := f.verifier.Verify(t.Context(), "bearer "+f.uaa.UserToken(tc.user))
+		if err != nil {
+			t.Fatal(err)
+		}
+		target, err := r.ResolveForStop(t.Context(), id, f.app.GUID, "")
+		checkProblem(t, err, tc.status, tc.detail)
+		if tc.status == 0 && (target.App.GUID != f.app.GUID || len(target.Instances) != 2) {
+			t.Errorf("target = %+v", target)
+		}
+	}
+	if n := f.cc.Requests(fakecc.GetSSHEnabled); n != 0 {
+		t.Errorf("ssh_enabled asked %d times for a stop", n)
 	}
 }

@@ -79,8 +79,9 @@ func New(ctx, keysCtx context.Context, cfg *apiconfig.Config, log *slog.Logger, 
 	if err != nil {
 		return nil, err
 	}
-	log.Info("Cloud Foundry access", "cloud_controller", cc.URL(), "uaa_issuer", issuer, "authorization_mode", mode)
-	return &Access{verifier: verifier, resolver: &cfaccess.Resolver{CC: cc, Mode: mode}}, nil
+	log.Info("Cloud Foundry access", "cloud_controller", cc.URL(), "uaa_issuer", issuer, "authorization_mode", mode,
+		"follow_ssh_policy", cfg.Authorization.FollowSSHPolicy)
+	return &Access{verifier: verifier, resolver: &cfaccess.Resolver{CC: cc, Mode: mode, IgnoreSSHPolicy: !cfg.Authorization.FollowSSHPolicy}}, nil
 }
 
 func discover(ctx context.Context, cc *cloudcontroller.Client, log *slog.Logger) (string, error) {
@@ -136,7 +137,18 @@ func (a *Access) Authenticate(ctx context.Context, authorization string) (*api.I
 
 // Resolve authorizes the capture and lists the instances to capture.
 func (a *Access) Resolve(ctx context.Context, id *api.Identity, appGUID, process string, indices []int) (api.App, []capture.Target, error) {
-	t, err := a.resolver.Resolve(ctx, id, appGUID, process, indices)
+	return captureTargets(a.resolver.Resolve(ctx, id, appGUID, process, indices))
+}
+
+// ResolveForStop authorizes stopping a capture of the app, which the SSH
+// policy does not govern, and lists the running instances.
+func (a *Access) ResolveForStop(ctx context.Context, id *api.Identity, appGUID, process string) (api.App, []capture.Target, error) {
+	return captureTargets(a.resolver.ResolveForStop(ctx, id, appGUID, process))
+}
+
+// captureTargets turns the Cloud Controller's view of the instances into
+// what the capture needs: the cell IP picks the agent.
+func captureTargets(t *cfaccess.Target, err error) (api.App, []capture.Target, error) {
 	if err != nil {
 		return api.App{}, nil, err
 	}

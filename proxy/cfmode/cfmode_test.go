@@ -62,3 +62,25 @@ func TestIssuerIsNeverDiscoveredUnverified(t *testing.T) {
 		t.Errorf("skip_tls_verify with uaa.issuer: %v", err)
 	}
 }
+
+// authorization.follow_ssh_policy reaches the resolver; the default
+// follows the policy.
+func TestFollowSSHPolicyIsConfigured(t *testing.T) {
+	u := fakeuaa.New(t)
+	cc := fakecc.New(t, u)
+	log := slog.New(slog.DiscardHandler)
+	for _, follow := range []bool{true, false} {
+		cfg := config(t, cc, u)
+		cfg.Authorization.FollowSSHPolicy = follow
+		a, err := New(t.Context(), t.Context(), cfg, log, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.resolver.IgnoreSSHPolicy == follow {
+			t.Errorf("follow_ssh_policy %v: IgnoreSSHPolicy %v", follow, a.resolver.IgnoreSSHPolicy)
+		}
+	}
+	if !apiconfig.Default().Authorization.FollowSSHPolicy {
+		t.Error("the default does not follow the SSH policy")
+	}
+}

@@ -206,17 +206,78 @@ func (c *Client) App(ctx context.Context, token, guid string) (App, error) {
 	}
 	q := url.Values{"include": {"space"}}
 	if err := c.get(ctx, token, c.endpoint("/v3/apps/"+url.PathEscape(guid), q), what, &body); err != nil {
-		var p *problem.Error
-		if errors.As(err, &p) && p.Status == http.StatusNotFound {
-			return App{}, problem.Wrap(p.Err, http.StatusNotFound, "%s not found or not visible to you", what)
-		}
-		return App{}, err
+		return App{}, notVisible(err, what)
 	}
 	if !strings.EqualFold(body.GUID, guid) {
 		return App{}, problem.New(http.StatusBadGateway, "the Cloud Controller answered with app %s when asked for %s",
 			quoteUntrusted(body.GUID), what)
 	}
 	return body.includedSpaces.app(body.appResource), nil
+}
+
+// notVisible words a 404 for an app: not found and not visible to the
+// user are the same answer from the Cloud Controller.
+func notVisible(err error, app string) error {
+	var p *problem.Error
+	if errors.As(err, &p) && p.Status == http.StatusNotFound {
+		return problem.Wrap(p.Err, http.StatusNotFound, "%s not found or not visible to you", app)
+	}
+	return err
+}
+
+// SSHStatus is an app's SSH policy as the Cloud Controller combines it
+// from the operator's, the space's and the app's switches.
+type SSHStatus struct {
+	Enabled bool
+	// Reason names the switch that is off, in the Cloud Controller's
+	// words ("ssh is disabled for space 'prod'"), shortened and made
+	// printable; empty when SSH is enabled.
+	Reason string
+}
+
+// SSHEnabled asks whether the app's instances accept cf ssh
+// (GET /v3/apps/:guid/ssh_enabled), with the user's token: an app the
+// user cannot read is a 404 like App's.
+func (c *Client) SSHEnabled(ctx context.Context, token, appGUID string) (SSHStatus, error) {
+	app := fmt.Sprintf("app %s", quoteUntrusted(appGUID))
+	if !validSegment(appGUID) {
+		return SSHStatus{}, problem.New(http.StatusNotFound, "%s not found", app)
+	}
+	what := "the SSH policy of " + app
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	rawURL := c.endpoint("/v3/apps/"+url.PathEscape(appGUID)+"/ssh_enabled", nil)
+	body, err := c.fetch(ctx, token, rawURL, what)
+	if err != nil {
+		return SSHStatus{}, notVisible(err, app)
+	}
+	s, err := decodeSSHEnabled(body)
+	if err != nil {
+		return SSHStatus{}, problem.Wrap(fmt.Errorf("decode %s: %w", rawURL, err), http.StatusBadGateway,
+			"the Cloud Controller sent an invalid answer for %s", what)
+	}
+	return s, nil
+}
+
+// decodeSSHEnabled reads {"enabled": bool, "reason": "..."}. An answer
+// without "enabled" is invalid rather than "disabled" or "enabled": the
+// caller then refuses with a 502 that says what went wrong.
+func decodeSSHEnabled(body []byte) (SSHStatus, error) {
+	var doc struct {
+		Enabled *bool   `json:"enabled"`
+		Reason  *string `json:"reason"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return SSHStatus{}, err
+	}
+	if doc.Enabled == nil {
+		return SSHStatus{}, errors.New(`no boolean "enabled" in the answer`)
+	}
+	s := SSHStatus{Enabled: *doc.Enabled}
+	if doc.Reason != nil {
+		s.Reason = clean(strings.TrimSpace(*doc.Reason))
+	}
+	return s, nil
 }
 
 // AppByName finds an app by its exact name in a space.

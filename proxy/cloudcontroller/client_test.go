@@ -127,16 +127,25 @@ func TestApp(t *testing.T) {
 	_, err = f.client.App(t.Context(), f.uaa.UserToken("outsider"), f.app.GUID)
 	wantProblem(t, err, 404, fmt.Sprintf("app %q not found", f.app.GUID))
 
+	refusesImpossibleGUIDs(t, f, func(guid string) error {
+		_, err := f.client.App(t.Context(), f.dev, guid)
+		return err
+	})
+}
+
+// refusesImpossibleGUIDs: an app guid that would change the path the
+// Cloud Controller sees is a 404 without a request, and a crafted one
+// reaches no other endpoint.
+func refusesImpossibleGUIDs(t *testing.T, f *fixture, call func(guid string) error) {
+	t.Helper()
 	before := f.cc.TotalRequests()
 	for _, guid := range []string{"", "..", "."} {
-		_, err = f.client.App(t.Context(), f.dev, guid)
-		wantProblem(t, err, 404)
+		wantProblem(t, call(guid), 404)
 	}
 	if f.cc.TotalRequests() != before {
 		t.Error("a request was sent for an impossible guid")
 	}
-	_, err = f.client.App(t.Context(), f.dev, "../../v3/roles")
-	wantProblem(t, err, 404)
+	wantProblem(t, call("../../v3/roles"), 404)
 	if n := f.cc.Requests(fakecc.ListRoles); n != 0 {
 		t.Errorf("a crafted guid reached another endpoint (%d role requests)", n)
 	}
@@ -234,6 +243,83 @@ func TestProcessStats(t *testing.T) {
 	}
 	_, err = f.client.ProcessStats(t.Context(), f.dev, f.app.GUID, "worker")
 	wantProblem(t, err, 404, `process "worker" of app`)
+}
+
+func TestSSHEnabled(t *testing.T) {
+	f := newFixture(t, 0)
+	f.cc.AddRole(fakecc.RoleSpaceAuditor, "auditor", f.space.GUID)
+	for _, tc := range []struct {
+		name string
+		set  func()
+		want cloudcontroller.SSHStatus
+	}{
+		{"enabled", func() {}, cloudcontroller.SSHStatus{Enabled: true}},
+		{"app", func() { f.cc.SetAppEnableSSH(f.app.GUID, false) }, cloudcontroller.SSHStatus{Reason: "ssh is disabled for app"}},
+		{"space", func() { f.cc.SetSpaceAllowSSH(f.space.GUID, false) }, cloudcontroller.SSHStatus{Reason: "ssh is disabled for space 'dev-space'"}},
+		{"global", func() { f.cc.SetGlobalAllowSSH(false) }, cloudcontroller.SSHStatus{Reason: "ssh is disabled globally"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.set()
+			for _, token := range []string{f.dev, f.uaa.UserToken("auditor")} {
+				got, err := f.client.SSHEnabled(t.Context(), token, f.app.GUID)
+				if err != nil || got != tc.want {
+					t.Errorf("SSHEnabled = %+v, %v; want %+v", got, err, tc.want)
+				}
+			}
+		})
+	}
+
+	_, err := f.client.SSHEnabled(t.Context(), f.uaa.UserToken("outsider"), f.app.GUID)
+	wantProblem(t, err, 404, fmt.Sprintf("app %q not found or not visible to you", f.app.GUID))
+	refusesImpossibleGUIDs(t, f, func(guid string) error {
+		_, err := f.client.SSHEnabled(t.Context(), f.dev, guid)
+		return err
+	})
+}
+
+// The answer decides whether traffic is shown: anything but a boolean
+// "enabled" is a 502, never taken for enabled; the reason is CC's text,
+// shortened and printable, as it ends up in messages and the audit log.
+func TestSSHEnabledAnswers(t *testing.T) {
+	errBody := func(code int) []fakecc.Error { return []fakecc.Error{fakecc.KnownError(code)} }
+	for _, tc := range []struct {
+		name   string
+		fault  fakecc.Fault
+		want   cloudcontroller.SSHStatus
+		status int
+		detail string
+	}{
+		{"no reason", fakecc.Fault{Status: 200, Body: `{"enabled":false}`}, cloudcontroller.SSHStatus{}, 0, ""},
+		{"null reason", fakecc.Fault{Status: 200, Body: `{"enabled":true,"reason":null}`}, cloudcontroller.SSHStatus{Enabled: true}, 0, ""},
+		{"reason cleaned", fakecc.Fault{Status: 200, Body: `{"enabled":false,"reason":" ssh is\u0007 disabled\n` + strings.Repeat("x", 300) + `"}`},
+			cloudcontroller.SSHStatus{Reason: "ssh is? disabled?" + strings.Repeat("x", 183) + "..."}, 0, ""},
+		{"no enabled", fakecc.Fault{Status: 200, Body: `{"reason":""}`}, cloudcontroller.SSHStatus{}, 502, "invalid answer for the SSH policy of app"},
+		{"enabled as text", fakecc.Fault{Status: 200, Body: `{"enabled":"true","reason":""}`}, cloudcontroller.SSHStatus{}, 502, "invalid answer"},
+		{"null", fakecc.Fault{Status: 200, Body: `null`}, cloudcontroller.SSHStatus{}, 502, "invalid answer"},
+		{"not JSON", fakecc.Fault{Status: 200, Body: `<html>`}, cloudcontroller.SSHStatus{}, 502, "invalid answer"},
+		{"invalid token", fakecc.Fault{Status: 401, Errors: errBody(1000)}, cloudcontroller.SSHStatus{}, 401, "rejected the token"},
+		{"not authorized", fakecc.Fault{Status: 403, Errors: errBody(10003)}, cloudcontroller.SSHStatus{}, 403, "refused access to the SSH policy of app"},
+		{"not found", fakecc.Fault{Status: 404, Errors: errBody(10010)}, cloudcontroller.SSHStatus{}, 404, "not found or not visible to you"},
+		{"server error", fakecc.Fault{Status: 500, Errors: errBody(10001)}, cloudcontroller.SSHStatus{}, 502, "Cloud Controller error while fetching the SSH policy of app"},
+		{"unavailable", fakecc.Fault{Status: 503, Errors: errBody(10015)}, cloudcontroller.SSHStatus{}, 503, "temporarily unavailable"},
+		{"connection dropped", fakecc.Fault{Drop: true}, cloudcontroller.SSHStatus{}, 503, "unreachable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, 0)
+			f.cc.Inject(fakecc.GetSSHEnabled, tc.fault)
+			got, err := f.client.SSHEnabled(t.Context(), f.dev, f.app.GUID)
+			if tc.status == 0 {
+				if err != nil || got != tc.want {
+					t.Errorf("SSHEnabled = %+v, %v; want %+v", got, err, tc.want)
+				}
+				return
+			}
+			wantProblem(t, err, tc.status, tc.detail)
+			if got != (cloudcontroller.SSHStatus{}) {
+				t.Errorf("status %+v with an error", got)
+			}
+		})
+	}
 }
 
 func TestErrorMapping(t *testing.T) {

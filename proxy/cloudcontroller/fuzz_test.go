@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 )
 
 // FuzzErrorProblem: any status and body from the Cloud Controller (or a
@@ -50,6 +52,26 @@ func FuzzDecodeStats(f *testing.F) {
 		stats, err := decodeStats(body)
 		if err == nil && stats == nil {
 			t.Fatal("nil stats without error")
+		}
+	})
+}
+
+// FuzzDecodeSSHEnabled: ssh_enabled bodies decode or fail, never panic;
+// whatever decodes carries a reason short and printable enough for a
+// message.
+func FuzzDecodeSSHEnabled(f *testing.F) {
+	f.Fuzz(func(t *testing.T, body []byte) {
+		s, err := decodeSSHEnabled(body)
+		if err != nil {
+			return
+		}
+		if len(s.Reason) > maxDescribedErrorTextLength+len("...") {
+			t.Fatalf("reason of %d bytes", len(s.Reason))
+		}
+		for _, r := range s.Reason {
+			if r == utf8.RuneError || !unicode.IsPrint(r) {
+				t.Fatalf("unprintable %q in reason %q", r, s.Reason)
+			}
 		}
 	})
 }

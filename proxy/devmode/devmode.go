@@ -41,6 +41,12 @@ func (a Auth) Authenticate(_ context.Context, authorization string) (*api.Identi
 // Targets resolves apps from the configured list.
 type Targets []apiconfig.DevTarget
 
+// ResolveForStop finds every configured instance of the app: dev mode has
+// no policy beyond its one token.
+func (ts Targets) ResolveForStop(ctx context.Context, id *api.Identity, appGUID, process string) (api.App, []capture.Target, error) {
+	return ts.Resolve(ctx, id, appGUID, process, nil)
+}
+
 func (ts Targets) Resolve(_ context.Context, _ *api.Identity, appGUID, process string, indices []int) (api.App, []capture.Target, error) {
 	var app api.App
 	var all []capture.Target

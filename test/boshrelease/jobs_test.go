@@ -79,7 +79,7 @@ func apiProperties(p *testPKI) map[string]any {
 		},
 		"cloud_controller": map[string]any{"url": "https://api.sys.example.com", "ca": string(p.cfCA.CertPEM), "skip_tls_verify": true},
 		"uaa":              map[string]any{"issuer": "https://uaa.sys.example.com/oauth/token", "ca": string(p.cfCA.CertPEM)},
-		"authorization":    map[string]any{"mode": "admin_only"},
+		"authorization":    map[string]any{"mode": "admin_only", "follow_ssh_policy": false},
 		"limits": map[string]any{
 			"captures_per_user": 4, "captures_per_agent": 6, "captures_total": 300,
 			"max_duration": "1h", "default_duration": "10m", "max_bytes": "4GiB",
@@ -433,6 +433,7 @@ func TestBadValuesFailPreStart(t *testing.T) {
 		want     string
 	}{
 		{"pcap-server-api", "authorization.mode", "everyone", `authorization.mode "everyone"`},
+		{"pcap-server-api", "authorization.follow_ssh_policy", "sometimes", "cannot unmarshal !!str `sometimes` into bool"},
 		{"pcap-server-api", "limits.default_duration", "2h", "limits.default_duration 2h0m0s must be positive and at most limits.max_duration"},
 		{"pcap-server-api", "cloud_controller.url", "http://api.sys.example.com", "cloud_controller.url"},
 		{"pcap-server", "limits.read_timeout", "5s", "limits.read_timeout 5s is outside 1ms..1s"},

@@ -239,6 +239,16 @@ func TestPluginErrors(t *testing.T) {
 			}
 		})
 	}
+	// The API's 403 for the SSH policy reaches the user with CC's reason.
+	t.Run("ssh disabled for the app", func(t *testing.T) {
+		w.cf.SetState(loggedIn(w.f))
+		w.f.cc.SetAppEnableSSH(w.f.app.GUID, false)
+		defer w.f.cc.SetAppEnableSSH(w.f.app.GUID, true)
+		stderr, code := w.runPlugin(t, 0, appName, "-o", filepath.Join(t.TempDir(), "x.pcap"))
+		if code == 0 || !strings.Contains(stderr, "ssh is disabled for app, and a capture needs what cf ssh needs") {
+			t.Fatalf("exit %d, stderr %q", code, stderr)
+		}
+	})
 	t.Run("API down", func(t *testing.T) {
 		w.cf.SetState(loggedIn(w.f))
 		w.cf.SetEnv([]string{"SSL_CERT_FILE=" + w.f.caBundle, "PCAP_API_URL=http://127.0.0.1:1"})

@@ -45,11 +45,7 @@ func TestStopThroughTheOtherReplica(t *testing.T) {
 		f.cfMode(c)
 		c.ID = "pcap-server-api/other"
 	})
-	f.running(fakecc.ProcessInstance{Index: 0, State: fakecc.StateRunning, Host: "127.0.0.1", InstanceGUID: "handle-0"})
-	cfg := agentConfig(p, streaming, "127.0.0.1", map[string]string{f.app.GUID + "/0": a.pair.App.Path()})
-	cfg.API.Addresses = append(cfg.API.Addresses, other.tunnel)
-	startAgentWith(t, streaming, cfg)
-	waitAgent(t, other, "127.0.0.1")
+	f.runningOnBoth(t, p, a, streaming, other)
 
 	owner := f.uaa.UserToken(f.developer)
 	resp := startCaptureAs(t, streaming, f.app.GUID, owner, url.Values{"filter": {"udp"}, "duration": {"1m"}})

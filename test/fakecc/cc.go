@@ -1,7 +1,8 @@
 // Package fakecc is a fake Cloud Controller (v3): a real HTTPS server on
-// loopback with a small in-memory model of orgs, spaces, apps, roles and
-// process instances, answering with CC's JSON shapes, errors and
-// pagination, and checking tokens minted by a fakeuaa.UAA as CC does.
+// loopback with a small in-memory model of orgs, spaces, apps, roles,
+// process instances and the SSH switches, answering with CC's JSON shapes,
+// errors and pagination, and checking tokens minted by a fakeuaa.UAA as CC
+// does.
 package fakecc
 
 import (
@@ -30,6 +31,7 @@ const (
 	ListApps        = "GET /v3/apps"
 	ListRoles       = "GET /v3/roles"
 	GetProcessStats = "GET /v3/apps/{guid}/processes/{type}/stats"
+	GetSSHEnabled   = "GET /v3/apps/{guid}/ssh_enabled"
 	// AnyEndpoint as an Inject key applies to every request.
 	AnyEndpoint = ""
 )
@@ -60,11 +62,20 @@ const APIVersion = "3.195.0"
 // Org is an organization.
 type Org struct{ GUID, Name string }
 
-// Space is a space in an org.
-type Space struct{ GUID, Name, OrgGUID string }
+// Space is a space in an org. AllowSSH is the space's allow_ssh switch
+// (true unless SetSpaceAllowSSH turned it off).
+type Space struct {
+	GUID, Name, OrgGUID string
+	AllowSSH            bool
+}
 
-// App is an app in a space; State is STARTED or STOPPED.
-type App struct{ GUID, Name, SpaceGUID, State string }
+// App is an app in a space; State is STARTED or STOPPED. EnableSSH is the
+// app's enable_ssh switch (true unless SetAppEnableSSH turned it off, as
+// with cc.default_app_ssh_access, true in cf-deployment).
+type App struct {
+	GUID, Name, SpaceGUID, State string
+	EnableSSH                    bool
+}
 
 // Role gives a user (or a client, by its client id) a role in a space or,
 // for organization_* types, in an org.
@@ -153,6 +164,7 @@ type CloudController struct {
 
 	mu        sync.Mutex
 	seq       int
+	sshOff    bool // cc.allow_app_ssh_access: false
 	created   map[string]time.Time
 	orgs      map[string]Org
 	spaces    map[string]Space
@@ -188,10 +200,11 @@ func New(tb testing.TB, uaa *fakeuaa.UAA) *CloudController {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc(GetRoot, cc.serveRoot)
-	mux.HandleFunc(GetApp, cc.authenticated(cc.serveApp))
+	mux.HandleFunc(GetApp, cc.authenticated(cc.appResource([]string{"include"}, cc.serveApp)))
 	mux.HandleFunc(ListApps, cc.authenticated(cc.serveApps))
 	mux.HandleFunc(ListRoles, cc.authenticated(cc.serveRoles))
-	mux.HandleFunc(GetProcessStats, cc.authenticated(cc.serveProcessStats))
+	mux.HandleFunc(GetProcessStats, cc.authenticated(cc.appResource(nil, cc.serveProcessStats)))
+	mux.HandleFunc(GetSSHEnabled, cc.authenticated(cc.appResource(nil, cc.serveSSHEnabled)))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeCCError(w, http.StatusNotFound, Error{10000, "CF-NotFound", "Unknown request"})
 	})
@@ -225,7 +238,7 @@ func (cc *CloudController) AddOrg(name string) Org {
 func (cc *CloudController) AddSpace(orgGUID, name string) Space {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
-	s := Space{GUID: cc.newGUID(), Name: name, OrgGUID: orgGUID}
+	s := Space{GUID: cc.newGUID(), Name: name, OrgGUID: orgGUID, AllowSSH: true}
 	cc.spaces[s.GUID] = s
 	return s
 }
@@ -235,7 +248,7 @@ func (cc *CloudController) AddSpace(orgGUID, name string) Space {
 func (cc *CloudController) AddApp(spaceGUID, name string) App {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
-	a := App{GUID: cc.newGUID(), Name: name, SpaceGUID: spaceGUID, State: "STARTED"}
+	a := App{GUID: cc.newGUID(), Name: name, SpaceGUID: spaceGUID, State: "STARTED", EnableSSH: true}
 	cc.apps = append(cc.apps, a)
 	cc.processes[a.GUID] = map[string][]ProcessInstance{"web": nil}
 	return a
@@ -247,6 +260,34 @@ func (cc *CloudController) SetAppState(appGUID, state string) {
 	defer cc.mu.Unlock()
 	if i := slices.IndexFunc(cc.apps, func(a App) bool { return a.GUID == appGUID }); i >= 0 {
 		cc.apps[i].State = state
+	}
+}
+
+// SetGlobalAllowSSH is the operator's switch (cc.allow_app_ssh_access in
+// the Cloud Controller's job); true at the start.
+func (cc *CloudController) SetGlobalAllowSSH(allow bool) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	cc.sshOff = !allow
+}
+
+// SetSpaceAllowSSH is a space's allow_ssh (cf allow-space-ssh /
+// disallow-space-ssh).
+func (cc *CloudController) SetSpaceAllowSSH(spaceGUID string, allow bool) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if s, ok := cc.spaces[spaceGUID]; ok {
+		s.AllowSSH = allow
+		cc.spaces[spaceGUID] = s
+	}
+}
+
+// SetAppEnableSSH is an app's enable_ssh (cf enable-ssh / disable-ssh).
+func (cc *CloudController) SetAppEnableSSH(appGUID string, enable bool) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if i := slices.IndexFunc(cc.apps, func(a App) bool { return a.GUID == appGUID }); i >= 0 {
+		cc.apps[i].EnableSSH = enable
 	}
 }
 
@@ -471,17 +512,28 @@ func (cc *CloudController) serveRoot(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func (cc *CloudController) serveApp(w http.ResponseWriter, r *http.Request, c caller) {
-	if !checkQuery(w, r, "include") {
-		return
+// appResource serves /v3/apps/{guid} or a path under it: the query
+// checked, the app found with cc.mu held for next, and a 404 as the Cloud
+// Controller answers when the app does not exist or the caller may not
+// read its space.
+func (cc *CloudController) appResource(allowedQuery []string, next func(w http.ResponseWriter, r *http.Request, app int)) authedHandler {
+	return func(w http.ResponseWriter, r *http.Request, c caller) {
+		if !checkQuery(w, r, allowedQuery...) {
+			return
+		}
+		cc.mu.Lock()
+		defer cc.mu.Unlock()
+		i := slices.IndexFunc(cc.apps, func(a App) bool { return a.GUID == r.PathValue("guid") })
+		if i < 0 || !cc.canSeeSpace(c, cc.apps[i].SpaceGUID) {
+			writeCCError(w, http.StatusNotFound, Error{10010, "CF-ResourceNotFound", "App not found"})
+			return
+		}
+		next(w, r, i)
 	}
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	i := slices.IndexFunc(cc.apps, func(a App) bool { return a.GUID == r.PathValue("guid") })
-	if i < 0 || !cc.canSeeSpace(c, cc.apps[i].SpaceGUID) {
-		writeCCError(w, http.StatusNotFound, Error{10010, "CF-ResourceNotFound", "App not found"})
-		return
-	}
+}
+
+// serveApp is GET /v3/apps/{guid}. Callers hold cc.mu.
+func (cc *CloudController) serveApp(w http.ResponseWriter, r *http.Request, i int) {
 	body := cc.appJSON(cc.apps[i])
 	if included := cc.includeSpaces(r, cc.apps[i:i+1]); included != nil {
 		body["included"] = included
@@ -551,17 +603,9 @@ func (cc *CloudController) serveRoles(w http.ResponseWriter, r *http.Request, c 
 	})
 }
 
-func (cc *CloudController) serveProcessStats(w http.ResponseWriter, r *http.Request, c caller) {
-	if !checkQuery(w, r) {
-		return
-	}
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	i := slices.IndexFunc(cc.apps, func(a App) bool { return a.GUID == r.PathValue("guid") })
-	if i < 0 || !cc.canSeeSpace(c, cc.apps[i].SpaceGUID) {
-		writeCCError(w, http.StatusNotFound, Error{10010, "CF-ResourceNotFound", "App not found"})
-		return
-	}
+// serveProcessStats is GET /v3/apps/{guid}/processes/{type}/stats.
+// Callers hold cc.mu.
+func (cc *CloudController) serveProcessStats(w http.ResponseWriter, r *http.Request, i int) {
 	instances, ok := cc.processes[cc.apps[i].GUID][r.PathValue("type")]
 	if !ok {
 		writeCCError(w, http.StatusNotFound, Error{10010, "CF-ResourceNotFound", "Process not found"})
@@ -573,6 +617,25 @@ func (cc *CloudController) serveProcessStats(w http.ResponseWriter, r *http.Requ
 		res = append(res, statsJSON(r.PathValue("type"), in))
 	}
 	fakeserver.WriteJSON(w, http.StatusOK, map[string]any{"resources": res})
+}
+
+// serveSSHEnabled follows the Cloud Controller's ssh_enabled action: an
+// app the caller may read (any space role, org manager, global read) gets
+// the three switches combined, and the reason names the first that is
+// off, in the order and words of app_ssh_status_presenter.rb. Callers
+// hold cc.mu.
+func (cc *CloudController) serveSSHEnabled(w http.ResponseWriter, r *http.Request, i int) {
+	app, space := cc.apps[i], cc.spaces[cc.apps[i].SpaceGUID]
+	reason := ""
+	switch {
+	case cc.sshOff:
+		reason = "ssh is disabled globally"
+	case !space.AllowSSH:
+		reason = fmt.Sprintf("ssh is disabled for space '%s'", space.Name)
+	case !app.EnableSSH:
+		reason = "ssh is disabled for app"
+	}
+	fakeserver.WriteJSON(w, http.StatusOK, map[string]any{"enabled": reason == "", "reason": reason})
 }
 
 // statsJSON follows process_stats_presenter.rb: DOWN instances carry no

@@ -310,6 +310,76 @@ func TestProcessStatsShapes(t *testing.T) {
 	}
 }
 
+// ssh_enabled combines the global, space and app switches; the reason
+// names the first that is off, in the Cloud Controller's words, and is
+// empty when SSH is enabled.
+func TestSSHEnabled(t *testing.T) {
+	w := newWorld(t)
+	w.cc.AddRole(fakecc.RoleSpaceAuditor, "auditor", w.space.GUID)
+	path := "/v3/apps/" + w.app.GUID + "/ssh_enabled"
+	type sshEnabled struct {
+		Enabled *bool   `json:"enabled"`
+		Reason  *string `json:"reason"`
+	}
+	check := func(t *testing.T, token string, enabled bool, reason string) {
+		t.Helper()
+		var body sshEnabled
+		status, _ := w.get(t, t.Context(), token, path, &body)
+		if status != 200 || body.Enabled == nil || body.Reason == nil || *body.Enabled != enabled || *body.Reason != reason {
+			t.Errorf("got %d %+v, want enabled %v reason %q", status, body, enabled, reason)
+		}
+	}
+	steps := []struct {
+		name    string
+		set     func()
+		enabled bool
+		reason  string
+	}{
+		{"all on", func() {}, true, ""},
+		{"app off", func() { w.cc.SetAppEnableSSH(w.app.GUID, false) }, false, "ssh is disabled for app"},
+		{"space off too", func() { w.cc.SetSpaceAllowSSH(w.space.GUID, false) }, false, "ssh is disabled for space 'dev'"},
+		{"globally off too", func() { w.cc.SetGlobalAllowSSH(false) }, false, "ssh is disabled globally"},
+		{"globally off alone", func() {
+			w.cc.SetSpaceAllowSSH(w.space.GUID, true)
+			w.cc.SetAppEnableSSH(w.app.GUID, true)
+		}, false, "ssh is disabled globally"},
+		{"space off alone", func() {
+			w.cc.SetGlobalAllowSSH(true)
+			w.cc.SetSpaceAllowSSH(w.space.GUID, false)
+		}, false, "ssh is disabled for space 'dev'"},
+		{"all on again", func() { w.cc.SetSpaceAllowSSH(w.space.GUID, true) }, true, ""},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			s.set()
+			check(t, w.developerToken, s.enabled, s.reason)
+			// Reading the policy needs only read access to the space.
+			check(t, w.uaa.UserToken("auditor"), s.enabled, s.reason)
+			check(t, w.readOnlyAdminTok, s.enabled, s.reason)
+		})
+	}
+	// The other space's switch is its own.
+	w.cc.SetSpaceAllowSSH(w.other.GUID, false)
+	check(t, w.developerToken, true, "")
+
+	var e ccErrors
+	if status, _ := w.get(t, t.Context(), w.outsiderToken, path, &e); status != 404 || e.Errors[0].Code != 10010 || e.Errors[0].Detail != "App not found" {
+		t.Errorf("invisible app: %d %+v", status, e)
+	}
+	if status, _ := w.get(t, t.Context(), w.developerToken, "/v3/apps/no-such-app/ssh_enabled", &e); status != 404 || e.Errors[0].Code != 10010 {
+		t.Errorf("unknown app: %d %+v", status, e)
+	}
+	if status, _ := w.get(t, t.Context(), "", path, &e); status != 401 || e.Errors[0].Code != 10002 {
+		t.Errorf("no token: %d %+v", status, e)
+	}
+	if status, _ := w.get(t, t.Context(), w.developerToken, path+"?include=space", &e); status != 400 || e.Errors[0].Code != 10005 {
+		t.Errorf("unknown query parameter: %d %+v", status, e)
+	}
+	if n := w.cc.Requests(fakecc.GetSSHEnabled); n == 0 {
+		t.Error("ssh_enabled requests are not counted")
+	}
+}
+
 func TestFaults(t *testing.T) {
 	w := newWorld(t)
 	path := "/v3/apps/" + w.app.GUID
