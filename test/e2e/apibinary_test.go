@@ -13,15 +13,12 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/cloudfoundry/pcap-server-release/proxy/apiconfig"
 )
@@ -42,16 +39,8 @@ type apiBin struct {
 func startAPIBinary(t testing.TB, p *pki, targets []apiconfig.DevTarget, mutate func(*apiconfig.Config)) *apiBin {
 	t.Helper()
 	cfg := apiTestConfig(t, p, targets, mutate)
-	data, err := yaml.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "api.yml")
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
 	a := &apiBin{audit: cfg.AuditLog, logs: &syncBuffer{}}
-	a.cmd = exec.Command(binary(t, "pcap-server-api"), "-config", path)
+	a.cmd = exec.Command(binary(t, "pcap-server-api"), "-config", writeYAML(t, "api.yml", cfg))
 	a.cmd.Stdout = a.logs
 	stderr, err := a.cmd.StderrPipe()
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -98,6 +99,62 @@ func (f *routed) startRouter(t *testing.T, opts realcf.RouterOptions) *realcf.Ro
 // API's certificate).
 func (f *routed) direct(http2 bool) *http.Client {
 	return &http.Client{Transport: directTransport(f.listenCA.CertPEM, tlsHost, http2)}
+}
+
+// quietWay is one way to the API for a quiet capture.
+type quietWay struct {
+	name   string
+	client *http.Client
+	base   string
+	format string
+}
+
+// quietWays are the ways a quiet capture must end well: through the
+// gorouter on both routes, over HTTP/2 and HTTP/1.1, in pcap and pcapng,
+// and direct to both APIs.
+func (f *routed) quietWays() []quietWay {
+	r := f.router
+	via := func(http2 bool) *http.Client { return &http.Client{Transport: r.Transport(http2)} }
+	return []quietWay{
+		{"gorouter TLS route HTTP/2", via(true), r.URL(tlsHost, true), "pcap"},
+		{"gorouter TLS route HTTP/2 pcapng", via(true), r.URL(tlsHost, true), "pcapng"},
+		{"gorouter TLS route HTTP/1.1", via(false), r.URL(tlsHost, true), "pcap"},
+		{"gorouter port route HTTP/1.1", via(false), r.URL(plainHost, false), "pcap"},
+		{"direct HTTPS HTTP/2", f.direct(true), f.tlsAPI.url, "pcap"},
+		{"direct HTTPS HTTP/1.1", f.direct(false), f.tlsAPI.url, "pcap"},
+		{"direct HTTP/1.1", f.direct(false), f.plainAPI.url, "pcap"},
+	}
+}
+
+// quietCaptures captures, for d, what matches no packet, every quiet way
+// at once (whatever go test's -parallel), and checks that each capture
+// ends at its duration with its trailers, and in pcapng with at least
+// minISBs interface statistics blocks. All are started before any is
+// read: they run together, and each is read to its end in turn.
+func (f *routed) quietCaptures(t *testing.T, d time.Duration, minISBs int) {
+	t.Helper()
+	ways := f.quietWays()
+	resps := make([]*http.Response, len(ways))
+	start := time.Now()
+	for i, w := range ways {
+		resps[i] = captureVia(t, w.client, w.base, url.Values{"filter": {"udp port 1"}, "duration": {d.String()}, "format": {w.format}})
+		if resps[i].StatusCode != http.StatusOK {
+			t.Fatalf("%s: status %d: %s", w.name, resps[i].StatusCode, finish(t, resps[i]).body)
+		}
+	}
+	for i, w := range ways {
+		res := finishWithin(t, resps[i], d+time.Minute)
+		took := time.Since(start).Round(time.Second)
+		if tr := res.trailer; tr.Get("Pcap-End-Reason") != "duration" || tr.Get("Pcap-Packets") != "0" {
+			t.Errorf("%s: after %s of silence over %s: trailers %v", w.name, took, resps[i].Proto, tr)
+			continue
+		}
+		if n := countISBs(res.body); w.format == "pcapng" && n < minISBs {
+			t.Errorf("%s: %d interface statistics blocks in %s of silence", w.name, n, d)
+		}
+		tshark(t, res.file, "frame.number")
+		t.Logf("%s: ended by %s with trailers %v", w.name, took, res.trailer)
+	}
 }
 
 // captureVia asks base (a URL up to the host) for a capture of the app,

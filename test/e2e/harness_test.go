@@ -270,15 +270,7 @@ func startAgentProcess(t testing.TB, p *pki, api *apiProc, cellIP string, netns 
 func startAgentProcessWith(t testing.TB, api *apiProc, cfg agentconfig.Config) *exec.Cmd {
 	t.Helper()
 	cellIP := cfg.CellIPs[0]
-	data, err := yaml.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "agent.yml")
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(binary(t, "pcap-server"), "-config", path)
+	cmd := exec.Command(binary(t, "pcap-server"), "-config", writeYAML(t, "agent.yml", cfg))
 	cmd.Stdout, cmd.Stderr = t.Output(), t.Output()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -289,6 +281,21 @@ func startAgentProcessWith(t testing.TB, api *apiProc, cfg agentconfig.Config) *
 	})
 	waitAgent(t, api, cellIP)
 	return cmd
+}
+
+// writeYAML writes a binary's configuration as its file and returns its
+// path.
+func writeYAML(t testing.TB, name string, cfg any) string {
+	t.Helper()
+	data, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 func waitAgent(t testing.TB, api *apiProc, cellIP string) {
