@@ -42,7 +42,7 @@ type routed struct {
 	tlsAPI   *apiBin
 	plainAPI *apiBin
 	routes   []map[string]any
-	router   *realcf.Router
+	router   *realcf.Router // the default gorouter, once started
 }
 
 func newRouted(t *testing.T, mutate func(*apiconfig.Config)) *routed {
@@ -84,15 +84,19 @@ func newRouted(t *testing.T, mutate func(*apiconfig.Config)) *routed {
 	f.tlsAPI.waitAgent(t, f.direct(false), "127.0.0.1")
 	f.plainAPI.waitAgent(t, f.direct(false), "127.0.0.1")
 	f.routes = jobRoutes(t, f, leaf)
-	f.router = f.startRouter(t, realcf.RouterOptions{})
 	return f
 }
 
-// startRouter starts a gorouter with both routes.
+// startRouter starts a gorouter with both routes; the first one started
+// is f.router.
 func (f *routed) startRouter(t *testing.T, opts realcf.RouterOptions) *realcf.Router {
 	t.Helper()
 	opts.Domain, opts.BackendCA, opts.Routes = sysDomain, f.listenCA.CertPEM, f.routes
-	return realcf.StartRouter(t, f.bins, opts)
+	r := realcf.StartRouter(t, f.bins, opts)
+	if f.router == nil {
+		f.router = r
+	}
+	return r
 }
 
 // direct is a client of the APIs' own listeners (it verifies the TLS

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cloudfoundry/pcap-server-release/proxy/apiconfig"
+	"github.com/cloudfoundry/pcap-server-release/test/realcf"
 )
 
 // slowTests is the variable that runs the tests that take minutes.
@@ -21,6 +22,7 @@ func TestQuietFifteenMinutes(t *testing.T) {
 		t.Skipf("skipped: a capture silent for 15 minutes takes 15 minutes; %s=1 runs it", slowTests)
 	}
 	f := newRouted(t, func(c *apiconfig.Config) { c.Limits.CapturesPerUser, c.Limits.CapturesPerAgent = 16, 16 })
+	f.startRouter(t, realcf.RouterOptions{}) // request_timeout_in_seconds: 900
 	// Statistics every 5 s: about 180 in 15 minutes.
 	f.quietCaptures(t, 15*time.Minute, 90)
 }

@@ -34,7 +34,7 @@ func quietKnobs(c *apiconfig.Config) {
 // connections, and the audit lines' view of the gorouter.
 func TestThroughTheGorouter(t *testing.T) {
 	f := newRouted(t, quietKnobs)
-	r := f.router
+	r := f.startRouter(t, realcf.RouterOptions{})
 	client := func(http2 bool) *http.Client { return &http.Client{Transport: r.Transport(http2)} }
 
 	t.Run("route table", func(t *testing.T) {
@@ -215,13 +215,13 @@ func TestThroughTheGorouter(t *testing.T) {
 	})
 }
 
-// A gorouter whose request timeout (5 s) is shorter than the capture
+// A gorouter whose request timeout (10 s) is shorter than the capture
 // cuts the stream without trailers: the CLI keeps a valid file, says the
 // stream was cut, names the capture and the router's request timeout,
 // and exits 1. Over HTTP/2 (the TLS route) and HTTP/1.1 (the port route).
 func TestGorouterRequestTimeoutCut(t *testing.T) {
 	f := newRouted(t, func(c *apiconfig.Config) { c.Limits.CapturesPerUser = 4 })
-	cut := f.startRouter(t, realcf.RouterOptions{RequestTimeout: 5 * time.Second})
+	cut := f.startRouter(t, realcf.RouterOptions{RequestTimeout: 10 * time.Second})
 	caFile := filepath.Join(t.TempDir(), "router-ca.pem")
 	if err := os.WriteFile(caFile, cut.CA, 0o644); err != nil {
 		t.Fatal(err)
