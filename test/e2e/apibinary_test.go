@@ -224,15 +224,22 @@ func (p *idleProxy) serve() {
 }
 
 // relay copies both ways and closes both sides once no byte moved either
-// way for idle, or either side is done.
+// way for idle, or either side is done. The idle clock starts with the
+// upstream's first byte: the timeout at stake is a quiet stream's, and a
+// capture's start may take seconds on a busy machine.
 func (p *idleProxy) relay(in, out net.Conn) {
 	moved := make(chan struct{}, 1)
+	answered := make(chan struct{})
 	done := make(chan struct{}, 2)
-	pipe := func(dst, src net.Conn) {
+	pipe := func(dst, src net.Conn, first chan struct{}) {
 		buf := make([]byte, 32<<10)
 		for {
 			n, err := src.Read(buf)
 			if n > 0 {
+				if first != nil {
+					close(first)
+					first = nil
+				}
 				select {
 				case moved <- struct{}{}:
 				default:
@@ -247,17 +254,21 @@ func (p *idleProxy) relay(in, out net.Conn) {
 		}
 		done <- struct{}{}
 	}
-	go pipe(out, in)
-	go pipe(in, out)
+	go pipe(out, in, nil)
+	go pipe(in, out, answered)
+	running := 2
+	var idle <-chan time.Time
 	timer := time.NewTimer(p.idle)
 	defer timer.Stop()
-	running := 2
 wait:
 	for {
 		select {
+		case <-answered:
+			answered, idle = nil, timer.C
+			timer.Reset(p.idle)
 		case <-moved:
 			timer.Reset(p.idle)
-		case <-timer.C:
+		case <-idle:
 			break wait
 		case <-done:
 			running--

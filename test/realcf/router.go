@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mathrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -392,25 +393,48 @@ func jsonString(b []byte) string {
 	return string(q)
 }
 
-// freePorts asks the kernel for n free loopback ports.
+// freePorts finds n ports that are free on every interface (the gorouter
+// binds its ports on all of them), below the kernel's ephemeral range:
+// a port from that range, closed again before the gorouter binds it, may
+// meanwhile become the local port of someone's outgoing connection, the
+// gorouter's own to NATS among them ("address already in use").
 func freePorts(t testing.TB, n int) []int {
 	t.Helper()
+	low := ephemeralLow()
 	var ls []net.Listener
 	defer func() {
 		for _, l := range ls {
 			l.Close()
 		}
 	}()
-	ports := make([]int, n)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	var ports []int
+	for try := 0; len(ports) < n; try++ {
+		if try == 1000 {
+			t.Fatalf("no %d free ports below %d", n, low)
+		}
+		p := 10000 + mathrand.IntN(low-10000)
+		l, err := net.Listen("tcp", ":"+strconv.Itoa(p))
 		if err != nil {
-			t.Fatal(err)
+			continue
 		}
 		ls = append(ls, l)
-		ports[i] = l.Addr().(*net.TCPAddr).Port
+		ports = append(ports, p)
 	}
 	return ports
+}
+
+// ephemeralLow is the first port the kernel hands out for outgoing
+// connections (32768 unless configured otherwise).
+func ephemeralLow() int {
+	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	var low, high int
+	if _, err := fmt.Sscan(string(data), &low, &high); err != nil || low <= 11000 {
+		return 32768
+	}
+	return low
 }
 
 func loopback(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
