@@ -3,7 +3,7 @@
 # Used by `make demo`, `make test` and .ci/run; needs root for apt-get.
 set -euo pipefail
 
-packages=(libpcap-dev tcpdump tshark iproute2 prometheus ruby gcc make flex bison curl ca-certificates unzip xz-utils)
+packages=(libpcap-dev tcpdump tshark iproute2 prometheus ruby gcc make flex bison curl ca-certificates unzip xz-utils iptables busybox-static)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

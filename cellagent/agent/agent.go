@@ -30,6 +30,33 @@ type Container struct {
 	// Handle is the garden handle, for logs.
 	Handle    string
 	NetnsPath string
+	// Interface is the container's network interface as garden names it,
+	// when it names one: a capture of eth0, the default device, captures
+	// it. silk names it eth0, garden's own networking w<tag><id>-1.
+	Interface string
+	// End, when not nil, tells when the container has ended. The capture
+	// owns it and closes it.
+	End EndWatch
+}
+
+// device is the interface a capture of the requested device opens.
+func (c Container) device(requested string) string {
+	if requested == "eth0" && c.Interface != "" {
+		return c.Interface
+	}
+	return requested
+}
+
+// EndWatch tells when a container has ended. A capture cannot count on
+// libpcap for it: with garden's own networking the container's interface
+// lives on, silent, while the capture's socket holds the namespace.
+type EndWatch interface {
+	// Ended is closed once the container has ended.
+	Ended() <-chan struct{}
+	// Why says how the end was seen, once Ended is closed.
+	Why() string
+	// Close stops watching.
+	Close()
 }
 
 // LocateError is a lookup failure the API can show to the user.
@@ -192,6 +219,9 @@ func (a *Agent) serveCapture(ctx context.Context, stream net.Conn, r *wire.Reade
 		_ = w.WriteMessage(werr)
 		return
 	}
+	if container.End != nil {
+		defer container.End.Close()
+	}
 	a.opts.Metrics.Request("started")
 	a.opts.Metrics.CapturesChanged(1)
 	defer a.opts.Metrics.CapturesChanged(-1)
@@ -208,7 +238,7 @@ func (a *Agent) serveCapture(ctx context.Context, stream net.Conn, r *wire.Reade
 		return
 	}
 	d.Start()
-	log.Info("capture started", "container", container.Handle, "devices", d.names, "filter", req.Filter, "snaplen", req.Snaplen)
+	log.Info("capture started", "container", container.Handle, "devices", d.names, "interfaces", d.interfaces, "filter", req.Filter, "snaplen", req.Snaplen)
 	for k, e := range d.errs {
 		if e != nil {
 			log.Info("device not captured", "device", d.names[k], "code", e.Code, "error", e.Message)
@@ -222,10 +252,26 @@ func (a *Agent) serveCapture(ctx context.Context, stream net.Conn, r *wire.Reade
 	}()
 	stopOnShutdown := context.AfterFunc(ctx, func() { d.Stop(wire.EndAgentDraining, true) })
 	defer stopOnShutdown()
+	pumped := make(chan struct{})
+	if end := container.End; end != nil {
+		go func() {
+			select {
+			case <-end.Ended():
+				log.Info("container ended", "container", container.Handle, "how", end.Why())
+				// Drained: what libpcap holds was captured before the end.
+				d.Stop(wire.EndContainerGone, true)
+			case <-pumped:
+			}
+		}()
+	}
 
 	a.pump(w, d, log)
+	close(pumped)
 
 	reason, endErr := d.Result()
+	if endErr == nil && reason == wire.EndContainerGone && container.End != nil {
+		endErr = errors.New(container.End.Why())
+	}
 	end := &wire.End{Reason: reason, Stats: d.Stats()}
 	if endErr != nil {
 		end.Message = endErr.Error()
@@ -273,7 +319,7 @@ func (a *Agent) start(ctx context.Context, req *wire.CaptureRequest, log *slog.L
 		return fail(&wire.Error{Code: code, Message: msg})
 	}
 	a.opts.Metrics.Lookup(time.Since(started), "")
-	d, werr := openDevices(req, capture.Options{
+	d, werr := openDevices(req, container, capture.Options{
 		NetnsPath:   container.NetnsPath,
 		AllowHost:   a.opts.AllowHost,
 		Filter:      req.Filter,
@@ -285,6 +331,9 @@ func (a *Agent) start(ctx context.Context, req *wire.CaptureRequest, log *slog.L
 		Duration:    req.Duration(),
 	})
 	if werr != nil {
+		if container.End != nil {
+			container.End.Close()
+		}
 		return fail(werr)
 	}
 	return d, container, nil

@@ -20,10 +20,13 @@ var _ [maxPumpDevices - wire.MaxDevices]struct{} // the pump must have a case pe
 // request without CaptureRequest.Devices (version 1's shape) has one,
 // and its stream carries plain Packets frames and no per-device fields.
 type devices struct {
-	names  []string
-	caps   []*capture.Capture
-	errs   []*wire.Error // why caps[k] is nil
-	tagged bool          // the request listed several devices: answer per device
+	names []string
+	// interfaces are what names[k] opened: the container's own interface
+	// for eth0 (see Container.Interface), else the name itself.
+	interfaces []string
+	caps       []*capture.Capture
+	errs       []*wire.Error // why caps[k] is nil
+	tagged     bool          // the request listed several devices: answer per device
 
 	mu sync.Mutex
 	// ended is set by the first device whose capture ended; its reason
@@ -36,11 +39,14 @@ type devices struct {
 
 // openDevices opens every device the request names in the container's
 // namespace. It fails, with the Error to send, only if none opened.
-func openDevices(req *wire.CaptureRequest, o capture.Options) (*devices, *wire.Error) {
+func openDevices(req *wire.CaptureRequest, c Container, o capture.Options) (*devices, *wire.Error) {
 	// A list of one device is that device alone, as the API reads it.
 	d := &devices{names: req.DeviceList(), tagged: len(req.Devices) > 1}
+	for _, name := range d.names {
+		d.interfaces = append(d.interfaces, c.device(name))
+	}
 	o.DeviceFrames = d.tagged
-	caps, errs := capture.OpenDevices(o, d.names)
+	caps, errs := capture.OpenDevices(o, d.interfaces)
 	d.caps, d.errs = caps, make([]*wire.Error, len(caps))
 	var failed []string
 	var first *wire.Error

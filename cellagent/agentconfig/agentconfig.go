@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/cloudfoundry/pcap-server-release/internal/configfile"
 	"github.com/cloudfoundry/pcap-server-release/internal/logging"
@@ -49,7 +51,13 @@ type ClientTLS struct {
 type Garden struct {
 	Network string `yaml:"network"`
 	Address string `yaml:"address"`
+	// ContainerOwnerName is the executor:owner property of the app
+	// containers: the rep's diego.executor.container_owner_name.
+	ContainerOwnerName string `yaml:"container_owner_name"`
 }
+
+// DefaultContainerOwnerName is the rep's default container_owner_name.
+const DefaultContainerOwnerName = "executor"
 
 type Limits struct {
 	MaxCaptures int                 `yaml:"max_captures"`
@@ -75,7 +83,7 @@ func Default() Config {
 			ResolveInterval:   configfile.Duration(30 * time.Second),
 			KeepaliveInterval: configfile.Duration(10 * time.Second),
 		},
-		Garden:            Garden{Network: "unix", Address: "/var/vcap/data/garden/garden.sock"},
+		Garden:            Garden{Network: "unix", Address: "/var/vcap/data/garden/garden.sock", ContainerOwnerName: DefaultContainerOwnerName},
 		ContainerNetnsDir: "/var/vcap/data/garden-cni/container-netns",
 		RuncRoots:         []string{"/run/containerd/runc/garden", "/run/runc"},
 		Limits: Limits{
@@ -158,6 +166,9 @@ func (c *Config) Validate() error {
 		if c.Garden.Address == "" {
 			p.Addf("garden.address is required")
 		}
+		if err := validOwnerName(c.Garden.ContainerOwnerName); err != nil {
+			p.Addf("garden.container_owner_name: %v", err)
+		}
 	} else {
 		for key, path := range c.Dev.Netns {
 			if app, idx, ok := strings.Cut(key, "/"); !ok || app == "" || idx == "" {
@@ -184,6 +195,20 @@ func (c *Config) Validate() error {
 	}
 	c.Metrics.Validate(&p)
 	return p.Err()
+}
+
+// validOwnerName checks a container owner name: the rep's
+// container_owner_name, a garden property value the agent filters on.
+func validOwnerName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("empty: set the rep's diego.executor.container_owner_name (%s by default)", DefaultContainerOwnerName)
+	case len(name) > 255:
+		return fmt.Errorf("%d bytes, at most 255", len(name))
+	case !utf8.ValidString(name) || strings.IndexFunc(name, unicode.IsControl) >= 0:
+		return fmt.Errorf("%q holds control characters or invalid UTF-8", name)
+	}
+	return nil
 }
 
 // hostIPs lists the host's global unicast addresses.

@@ -35,7 +35,7 @@ api:
 		t.Fatal(err)
 	}
 	if c.Limits.BufferBytes != 8<<20 || c.Limits.ReadTimeout.D() != 50*time.Millisecond || c.Limits.MaxCaptures != 5 ||
-		c.Garden.Address != "/var/vcap/data/garden/garden.sock" || c.API.TLS.ServerName != "pcap-server-api.service.cf.internal" ||
+		c.Garden.Address != "/var/vcap/data/garden/garden.sock" || c.Garden.ContainerOwnerName != "executor" || c.API.TLS.ServerName != "pcap-server-api.service.cf.internal" ||
 		c.ContainerNetnsDir != "/var/vcap/data/garden-cni/container-netns" || len(c.RuncRoots) != 2 || c.AllowHostCapture ||
 		c.Metrics.Address != "127.0.0.1:9496" || c.Metrics.MutualTLS().Enabled() {
 		t.Fatalf("defaults not applied: %+v", c)
@@ -72,6 +72,47 @@ dev: {netns: {"no-index": /run/netns/x}}
 	}
 	if strings.Contains(err.Error(), "garden.network") {
 		t.Error("garden is checked although dev mode replaces it")
+	}
+}
+
+// garden.container_owner_name is what the rep's container_owner_name
+// says: a property value, never empty.
+func TestGardenContainerOwnerName(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{"c", "k", "ca"} {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	config := func(owner string) string {
+		return `
+id: 6a3c
+cell_ips: [10.0.16.5]
+api:
+  addresses: ["a:9494"]
+  tls: {certificate: ` + dir + `/c, private_key: ` + dir + `/k, ca: ` + dir + `/ca}
+garden: {container_owner_name: ` + owner + `}
+`
+	}
+	c, err := load(t, config("cell-executor"))
+	if err != nil || c.Garden.ContainerOwnerName != "cell-executor" || c.Garden.Address != "/var/vcap/data/garden/garden.sock" {
+		t.Fatalf("owner name: %+v, %v", c, err)
+	}
+	for owner, want := range map[string]string{
+		`""`:                          "garden.container_owner_name: empty: set the rep's diego.executor.container_owner_name (executor by default)",
+		`"a\u0000b"`:                  `garden.container_owner_name: "a\x00b" holds control characters`,
+		strings.Repeat("x", 256):      "garden.container_owner_name: 256 bytes, at most 255",
+		`"\u00e9xecutor-\u2603"`:      "",
+		`"executor with spaces.and:"`: "",
+	} {
+		_, err := load(t, config(owner))
+		if want == "" {
+			if err != nil {
+				t.Errorf("%s: %v", owner, err)
+			}
+		} else if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", owner, err, want)
+		}
 	}
 }
 

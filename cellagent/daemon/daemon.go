@@ -58,11 +58,12 @@ func New(cfg *agentconfig.Config, o Options) (*Daemon, error) {
 		locator = agent.StaticLocator(cfg.Dev.Netns)
 	} else {
 		g, err := garden.New(garden.Config{
-			Network:           cfg.Garden.Network,
-			Address:           cfg.Garden.Address,
-			ContainerNetnsDir: cfg.ContainerNetnsDir,
-			RuncRoots:         cfg.RuncRoots,
-			Logger:            log,
+			Network:            cfg.Garden.Network,
+			Address:            cfg.Garden.Address,
+			ContainerNetnsDir:  cfg.ContainerNetnsDir,
+			RuncRoots:          cfg.RuncRoots,
+			ContainerOwnerName: cfg.Garden.ContainerOwnerName,
+			Logger:             log,
 		})
 		if err != nil {
 			return nil, err

@@ -140,11 +140,19 @@ func (c *Client) Containers(ctx context.Context, filter map[string]string) ([]st
 	return reply.Handles, nil
 }
 
-// Properties returns a container's properties.
+// Properties returns a container's properties. Garden answers a handle
+// it does not know with 200 and null, not with the 404 of its other
+// container routes: that is an *Error of type ContainerNotFoundError here
+// too.
 func (c *Client) Properties(ctx context.Context, handle string) (map[string]string, error) {
 	var props map[string]string
-	if err := c.get(ctx, "/containers/"+url.PathEscape(handle)+"/properties", nil, &props); err != nil {
+	path := "/containers/" + url.PathEscape(handle) + "/properties"
+	if err := c.get(ctx, path, nil, &props); err != nil {
 		return nil, err
+	}
+	if props == nil {
+		return nil, fmt.Errorf("garden GET %s: %w", path, &Error{Status: http.StatusOK, Type: ContainerNotFoundError,
+			Message: "null: no properties, so no container " + handle, Handle: handle})
 	}
 	return props, nil
 }

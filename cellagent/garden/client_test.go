@@ -64,12 +64,14 @@ func TestClientRoutes(t *testing.T) {
 		if err != nil || info.State != "active" || info.Properties["network.app_id"] != "app-a" || info.ContainerPath == "" {
 			t.Errorf("%s: info = %+v, %v", g.Network, info, err)
 		}
+		// Garden answers 200 null for properties, 404 for info.
 		_, err = c.Properties(ctx, "gone")
 		var ge *garden.Error
-		if !garden.IsContainerNotFound(err) || !errors.As(err, &ge) || ge.Status != 404 || ge.Handle != "gone" || ge.Message != "unknown handle: gone" {
-			t.Errorf("%s: missing container: %v", g.Network, err)
+		if !garden.IsContainerNotFound(err) || !errors.As(err, &ge) || ge.Handle != "gone" {
+			t.Errorf("%s: properties of a missing container: %v", g.Network, err)
 		}
-		if _, err := c.Info(ctx, "gone"); !garden.IsContainerNotFound(err) {
+		_, err = c.Info(ctx, "gone")
+		if !garden.IsContainerNotFound(err) || !errors.As(err, &ge) || ge.Status != 404 || ge.Handle != "gone" || ge.Message != "unknown handle: gone" {
 			t.Errorf("%s: info of a missing container: %v", g.Network, err)
 		}
 	}
@@ -107,7 +109,9 @@ func TestClientEncodesFilter(t *testing.T) {
 
 func TestClientFailures(t *testing.T) {
 	g := fakegarden.New(t)
-	c := newClient(t, g, 200*time.Millisecond)
+	// The default call timeout: reading a megabyte under the race
+	// detector on a busy machine can take longer than the short one.
+	c := newClient(t, g, 0)
 	ctx := t.Context()
 
 	g.Inject(fakegarden.ListContainers, fakegarden.Fault{Status: 500, Body: "<html>\nproxy error</html>"})
@@ -129,7 +133,7 @@ func TestClientFailures(t *testing.T) {
 
 	g.Inject(fakegarden.Ping, fakegarden.Fault{Delay: time.Hour})
 	start := time.Now()
-	if err := c.Ping(ctx); !errors.Is(err, context.DeadlineExceeded) {
+	if err := newClient(t, g, 200*time.Millisecond).Ping(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("slow garden: %v", err)
 	}
 	if d := time.Since(start); d > 5*time.Second {

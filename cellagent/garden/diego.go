@@ -14,6 +14,7 @@ const (
 	propWorkload  = "network.container_workload"
 	propLogConfig = "log_config"
 
+	// ownerExecutor is the rep's default container_owner_name.
 	ownerExecutor = "executor"
 	workloadApp   = "app"
 )

@@ -31,6 +31,9 @@ type Config struct {
 	ContainerNetnsDir string
 	// RuncRoots are searched in order for HANDLE/state.json.
 	RuncRoots []string
+	// ContainerOwnerName is the executor:owner property of app
+	// containers, the rep's container_owner_name (empty: executor).
+	ContainerOwnerName string
 	// CallTimeout bounds each garden request (0: DefaultCallTimeout).
 	CallTimeout time.Duration
 	Logger      *slog.Logger
@@ -41,6 +44,7 @@ type Config struct {
 type Locator struct {
 	client *Client
 	netns  netnsFinder
+	owner  string
 	log    *slog.Logger
 }
 
@@ -57,9 +61,14 @@ func New(c Config) (*Locator, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	owner := c.ContainerOwnerName
+	if owner == "" {
+		owner = ownerExecutor
+	}
 	return &Locator{
 		client: client,
 		netns:  netnsFinder{netnsDir: c.ContainerNetnsDir, runcRoots: slices.Clone(c.RuncRoots)},
+		owner:  owner,
 		log:    log,
 	}, nil
 }
@@ -86,11 +95,12 @@ func (l *Locator) Locate(ctx context.Context, req *wire.CaptureRequest) (agent.C
 		log = log.With("process_type", req.ProcessType)
 	}
 	var handle string
+	var props map[string]string
 	var err error
 	if req.InstanceGUID != "" {
-		handle, err = l.byHandle(ctx, req)
+		handle, props, err = l.byHandle(ctx, req)
 	} else {
-		handle, err = l.byInstance(ctx, req, log)
+		handle, props, err = l.byInstance(ctx, req, log)
 	}
 	if err != nil {
 		log.Debug("container lookup failed", "instance_guid", req.InstanceGUID, "error", err)
@@ -114,50 +124,69 @@ func (l *Locator) Locate(ctx context.Context, req *wire.CaptureRequest) (agent.C
 				Msg: fmt.Sprintf("cannot check the network namespace of container %s: %v", handle, err), Err: err}
 		}
 	}
-	log.Info("container located", "netns", path, "netns_source", source)
-	return agent.Container{Handle: handle, NetnsPath: path}, nil
+	c := agent.Container{Handle: handle, NetnsPath: path, Interface: containerInterface(props)}
+	end, err := l.netns.watchEnd(handle)
+	switch {
+	case errors.Is(err, errInitExited):
+		log.Info("container ended while it was looked up", "error", err)
+		return agent.Container{}, &agent.LocateError{Code: wire.ErrContainerNotFound,
+			Msg: fmt.Sprintf("no container of app %s instance %d on this cell: container %s has ended (%v)", req.AppGUID, req.Index, handle, err), Err: err}
+	case err != nil:
+		log.Warn("cannot watch the container's end: a capture ends only when its interface goes", "error", err)
+	case end == nil:
+		log.Info("no runc state names the container's init process: a capture ends only when its interface goes", "runc_roots", l.netns.runcRoots)
+	default:
+		c.End = end
+	}
+	log.Info("container located", "netns", path, "netns_source", source, "interface", c.Interface, "watched", c.End != nil)
+	return c, nil
 }
 
 // byHandle checks that the container named by the instance guid exists
 // and, when the request names an app, belongs to it.
-func (l *Locator) byHandle(ctx context.Context, req *wire.CaptureRequest) (string, error) {
+func (l *Locator) byHandle(ctx context.Context, req *wire.CaptureRequest) (string, map[string]string, error) {
 	h := req.InstanceGUID
 	if !validHandle(h) {
-		return "", &agent.LocateError{Code: wire.ErrBadRequest, Msg: fmt.Sprintf("instance guid %q is not a garden handle", h)}
+		return "", nil, &agent.LocateError{Code: wire.ErrBadRequest, Msg: fmt.Sprintf("instance guid %q is not a garden handle", h)}
 	}
 	props, err := l.client.Properties(ctx, h)
 	if IsContainerNotFound(err) {
-		return "", &agent.LocateError{Code: wire.ErrContainerNotFound, Msg: fmt.Sprintf("no container with instance guid %s on this cell", h), Err: err}
+		msg := fmt.Sprintf("no container of app %s instance %d on this cell (instance guid %s)", req.AppGUID, req.Index, h)
+		if req.AppGUID == "" {
+			msg = fmt.Sprintf("no container with instance guid %s on this cell", h)
+		}
+		return "", nil, &agent.LocateError{Code: wire.ErrContainerNotFound, Msg: msg, Err: err}
 	}
 	if err != nil {
-		return "", l.gardenFailure("read the properties of container "+h, err)
+		return "", nil, l.gardenFailure("read the properties of container "+h, err)
 	}
 	// The API names the app it authorized the user for; never hand out
 	// another app's container, whatever the instance guid says.
 	// A container without these properties is no Diego app instance.
-	if props[propAppID] != req.AppGUID || props[propOwner] != ownerExecutor {
-		return "", &agent.LocateError{Code: wire.ErrContainerNotFound, Msg: fmt.Sprintf("container %s on this cell is not an instance of app %s", h, req.AppGUID)}
+	if props[propAppID] != req.AppGUID || props[propOwner] != l.owner {
+		return "", nil, &agent.LocateError{Code: wire.ErrContainerNotFound, Msg: fmt.Sprintf("container %s on this cell is not an instance of app %s", h, req.AppGUID)}
 	}
-	return h, nil
+	return h, props, nil
 }
 
 // byInstance lists the app's containers and picks the one whose
 // log_config has the requested index (and process type).
-func (l *Locator) byInstance(ctx context.Context, req *wire.CaptureRequest, log *slog.Logger) (string, error) {
+func (l *Locator) byInstance(ctx context.Context, req *wire.CaptureRequest, log *slog.Logger) (string, map[string]string, error) {
 	if req.AppGUID == "" {
-		return "", &agent.LocateError{Code: wire.ErrBadRequest, Msg: "the capture request names neither an instance guid nor an app"}
+		return "", nil, &agent.LocateError{Code: wire.ErrBadRequest, Msg: "the capture request names neither an instance guid nor an app"}
 	}
 	handles, err := l.client.Containers(ctx, map[string]string{
 		propAppID:    req.AppGUID,
-		propOwner:    ownerExecutor,
+		propOwner:    l.owner,
 		propWorkload: workloadApp,
 	})
 	if err != nil {
-		return "", l.gardenFailure("list the containers of app "+req.AppGUID, err)
+		return "", nil, l.gardenFailure("list the containers of app "+req.AppGUID, err)
 	}
 	slices.Sort(handles)
 	var matched []string
-	var others []string // the app's other containers, for the message
+	var matchedProps map[string]string // of the first
+	var others []string                // the app's other containers, for the message
 	for _, h := range handles {
 		if !validHandle(h) {
 			log.Warn("garden listed a handle that is not one", "handle", h)
@@ -168,7 +197,7 @@ func (l *Locator) byInstance(ctx context.Context, req *wire.CaptureRequest, log 
 			continue // destroyed since it was listed
 		}
 		if err != nil {
-			return "", l.gardenFailure("read the properties of container "+h, err)
+			return "", nil, l.gardenFailure("read the properties of container "+h, err)
 		}
 		if props[propAppID] != req.AppGUID {
 			log.Warn("garden listed a container of another app", "handle", h, "network.app_id", props[propAppID])
@@ -180,6 +209,9 @@ func (l *Locator) byInstance(ctx context.Context, req *wire.CaptureRequest, log 
 			continue
 		}
 		if lc.matches(req.Index, req.ProcessType) {
+			if matched == nil {
+				matchedProps = props
+			}
 			matched = append(matched, h)
 		} else {
 			others = append(others, lc.String())
@@ -187,7 +219,7 @@ func (l *Locator) byInstance(ctx context.Context, req *wire.CaptureRequest, log 
 	}
 	switch len(matched) {
 	case 1:
-		return matched[0], nil
+		return matched[0], matchedProps, nil
 	case 0:
 		msg := fmt.Sprintf("no container of app %s instance %d on this cell", req.AppGUID, req.Index)
 		var detail []string
@@ -201,10 +233,10 @@ func (l *Locator) byInstance(ctx context.Context, req *wire.CaptureRequest, log 
 		if len(detail) > 0 {
 			msg += " (" + strings.Join(detail, "; ") + ")"
 		}
-		return "", &agent.LocateError{Code: wire.ErrContainerNotFound, Msg: msg}
+		return "", nil, &agent.LocateError{Code: wire.ErrContainerNotFound, Msg: msg}
 	default:
 		log.Warn("several containers claim the same instance", "handles", matched)
-		return "", &agent.LocateError{Code: wire.ErrInternal,
+		return "", nil, &agent.LocateError{Code: wire.ErrInternal,
 			Msg: fmt.Sprintf("%d containers on this cell claim to be app %s instance %d: %s", len(matched), req.AppGUID, req.Index, strings.Join(matched, ", "))}
 	}
 }

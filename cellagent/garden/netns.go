@@ -263,15 +263,9 @@ func (f netnsFinder) find(handle string) (path, source string, err error) {
 	}
 	type candidate struct{ path, source string }
 	for _, root := range f.runcRoots {
-		statePath := filepath.Join(root, handle, "state.json")
-		data, err := readBounded(statePath, maxStateFile)
+		st, statePath, err := readRuncState(root, handle)
 		if err != nil {
 			note(statePath, describe(err))
-			continue
-		}
-		st, err := parseRuncState(data)
-		if err != nil {
-			note(statePath, "unusable: "+err.Error())
 			continue
 		}
 		var candidates []candidate
@@ -307,6 +301,32 @@ func (f netnsFinder) find(handle string) (path, source string, err error) {
 		}
 	}
 	return "", "", &NoNetnsError{Handle: handle, Tried: tried}
+}
+
+// readRuncState reads root/handle/state.json and returns its path too.
+func readRuncState(root, handle string) (runcState, string, error) {
+	statePath := filepath.Join(root, handle, "state.json")
+	data, err := readBounded(statePath, maxStateFile)
+	if err != nil {
+		return runcState{}, statePath, err
+	}
+	st, err := parseRuncState(data)
+	if err != nil {
+		return runcState{}, statePath, fmt.Errorf("unusable: %w", err)
+	}
+	return st, statePath, nil
+}
+
+// initProcess is the container's init process from the first runc root
+// whose state names one.
+func (f netnsFinder) initProcess(handle string) (st runcState, statePath string, ok bool) {
+	for _, root := range f.runcRoots {
+		st, statePath, err := readRuncState(root, handle)
+		if err == nil && st.InitPID > 0 {
+			return st, statePath, true
+		}
+	}
+	return runcState{}, "", false
 }
 
 // describe says briefly what is wrong with a path.

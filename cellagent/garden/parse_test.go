@@ -1,6 +1,7 @@
 package garden
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -158,12 +159,42 @@ var seedProcStats = []any{
 	[]byte("9 () Z"),
 }
 
+// seedProperties are garden's answers to GET /containers/H/properties.
+var seedProperties = []any{
+	[]byte(`{"garden.network.interface":"eth0","garden.network.container-ip":"10.255.0.2"}`),
+	[]byte(`{"kawasaki.container-interface":"wzrmuv7qetsm5-1","kawasaki.host-interface":"wzrmuv7qetsm5-0"}`),
+	[]byte(`{"garden.network.interface":"eth0:1","kawasaki.container-interface":"w/1"}`),
+	[]byte(`{"garden.network.interface":"012345678901234","kawasaki.container-interface":"0123456789012345"}`),
+	[]byte(`null`),
+	[]byte(`{"garden.network.interface":"\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9"}`),
+}
+
 // TestSeedCorpus keeps testdata/fuzz in step with the seeds: run with
 // -update-corpus after changing them.
 func TestSeedCorpus(t *testing.T) {
 	fuzzcorpus.Check(t, "FuzzParseLogConfig", seedLogConfigs...)
 	fuzzcorpus.Check(t, "FuzzParseRuncState", seedStates...)
 	fuzzcorpus.Check(t, "FuzzParseProcStat", seedProcStats...)
+	fuzzcorpus.Check(t, "FuzzContainerInterface", seedProperties...)
+}
+
+func TestContainerInterface(t *testing.T) {
+	for _, tc := range []struct {
+		props map[string]string
+		want  string
+	}{
+		{map[string]string{"garden.network.interface": "eth0", "kawasaki.container-interface": "w1-1"}, "eth0"},
+		{map[string]string{"kawasaki.container-interface": "wzrmuv7qetsm5-1"}, "wzrmuv7qetsm5-1"},
+		{map[string]string{"garden.network.interface": "012345678901234"}, "012345678901234"},
+		{map[string]string{"garden.network.interface": "0123456789012345"}, ""},
+		{map[string]string{"garden.network.interface": "a b", "kawasaki.container-interface": "."}, ""},
+		{map[string]string{"garden.network.interface": "a\x00"}, ""},
+		{nil, ""},
+	} {
+		if got := containerInterface(tc.props); got != tc.want {
+			t.Errorf("containerInterface(%v) = %q, want %q", tc.props, got, tc.want)
+		}
+	}
 }
 
 // FuzzParseLogConfig: log_config comes from garden properties. Parsing
@@ -218,5 +249,30 @@ func FuzzParseProcStat(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, _ = parseProcStat(data)
+	})
+}
+
+// FuzzContainerInterface: the interface name a capture of eth0 opens
+// comes from garden's properties; whatever they hold, the name is one
+// the kernel could have given, or none.
+func FuzzContainerInterface(f *testing.F) {
+	for _, s := range seedProperties {
+		f.Add(s.([]byte))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var props map[string]string
+		if json.Unmarshal(data, &props) != nil {
+			return
+		}
+		name := containerInterface(props)
+		if name == "" {
+			return
+		}
+		if len(name) > 15 || name == "." || name == ".." || strings.ContainsAny(name, "/: \t\n\v\f\r\x00") {
+			t.Fatalf("accepted interface name %q", name)
+		}
+		if name != props[propInterface] && name != props[propKawasakiInterface] {
+			t.Fatalf("%q is in neither property of %v", name, props)
+		}
 	})
 }

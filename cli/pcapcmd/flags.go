@@ -33,6 +33,9 @@ type Options struct {
 	// SkipSSLValidation turns TLS verification off, as `cf api
 	// --skip-ssl-validation` does for the cf CLI.
 	SkipSSLValidation bool
+	// StopTimeout bounds a graceful stop ($PCAP_STOP_TIMEOUT); zero means
+	// DefaultStopTimeout.
+	StopTimeout time.Duration
 }
 
 // flagSpec describes a flag once for the parser and the help texts.
@@ -154,6 +157,13 @@ func Parse(args []string, getenv func(string) string) (Options, error) {
 	}
 	if o.Token == "" {
 		o.Token = getenv("PCAP_TOKEN")
+	}
+	if v := getenv("PCAP_STOP_TIMEOUT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return Options{}, &UsageError{Msg: fmt.Sprintf("PCAP_STOP_TIMEOUT=%q: want a positive duration such as 30s", v)}
+		}
+		o.StopTimeout = d
 	}
 	if o.Output == "" {
 		o.Output = o.App + "." + o.Format

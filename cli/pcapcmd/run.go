@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/cloudfoundry/pcap-server-release/cli/pcapstream"
+	"github.com/cloudfoundry/pcap-server-release/cli/tokenkeeper"
 )
 
 // Session is what the command needs from a cf login.
@@ -52,6 +53,11 @@ type Env struct {
 	// it gives up instead. Cancelling Run's ctx (a second Ctrl-C) aborts at
 	// once, still leaving a valid file.
 	Stop <-chan struct{}
+	// CLIGone, for a cf CLI plugin, is closed when the cf CLI that started
+	// it has exited; it stops the capture as Stop does. Nil when
+	// standalone. Under the cf CLI, Ctrl-C at a terminal ends cf too, so a
+	// second one reaches the shell, not the plugin.
+	CLIGone <-chan struct{}
 }
 
 // Exit codes.
@@ -106,11 +112,11 @@ func run(ctx context.Context, o Options, env Env, p *printer) (int, error) {
 	}
 	// Until the capture runs, a stop means giving up.
 	ctx, abort := context.WithCancel(ctx)
-	stopper := &stopper{abort: abort, out: env.Stderr, printer: p}
+	stopper := newStopper(abort, env.Stderr, p, o.StopTimeout, env.CLIGone != nil)
 	watched := make(chan struct{})
 	go func() {
 		defer close(watched)
-		stopper.watch(ctx, env.Stop)
+		stopper.watch(ctx, env.Stop, env.CLIGone)
 	}()
 	defer func() {
 		abort()
@@ -126,7 +132,19 @@ func run(ctx context.Context, o Options, env Env, p *printer) (int, error) {
 	if resp.StatusCode != http.StatusOK {
 		return ExitError, problemError(resp)
 	}
-	stopper.started(stopRequest{client: client, sess: sess, token: token,
+	// Keep a token fresh for the stop: the cf CLI may be gone by then.
+	tokens := tokenkeeper.New(sess.Token, token, nil)
+	keepCtx, stopKeeping := context.WithCancel(ctx)
+	kept := make(chan struct{})
+	go func() {
+		defer close(kept)
+		tokens.Run(keepCtx)
+	}()
+	defer func() {
+		stopKeeping()
+		<-kept
+	}()
+	stopper.started(stopRequest{client: client, tokens: tokens,
 		url: stopURL(reqURL, resp.Header.Get("Pcap-Capture-Id"), o.Process)})
 
 	out, closeOut, err := openOutput(o, env.Stdout)
@@ -158,11 +176,15 @@ func run(ctx context.Context, o Options, env Env, p *printer) (int, error) {
 	}
 	p.clearProgress()
 	why, cut, advice := streamCut(resp, body, requested)
-	cut = cut && ctx.Err() == nil // a second Ctrl-C cut it, not the way
+	cut = cut && ctx.Err() == nil // a second Ctrl-C or the stop's bound cut it, not the way
 	if cut {
 		copyErr = cutError(why)
 	}
 	code, err := summarize(ctx, o, env, copier.Progress(), copier.InterfaceDrops(), resp.Trailer, copyErr, time.Since(start))
+	if stopper.stopTimedOut() && code == ExitOK {
+		// The file is valid, but the capture did not end as asked.
+		code = ExitError
+	}
 	if cut && err == nil {
 		err = advice
 	}
@@ -315,6 +337,9 @@ func problemError(resp *http.Response) error {
 // refused capture leaves nothing behind.
 func openOutput(o Options, stdout io.Writer) (io.Writer, func() error, error) {
 	if o.Output == "-" {
+		if f, ok := stdout.(*os.File); ok {
+			growPipe(f)
+		}
 		return stdout, func() error { return nil }, nil
 	}
 	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL

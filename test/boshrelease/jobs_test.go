@@ -36,7 +36,7 @@ func agentProperties(p *testPKI) map[string]any {
 			"resolve_interval":   "45s",
 			"keepalive_interval": "7s",
 		},
-		"garden":              map[string]any{"network": "tcp", "address": "127.0.0.1:7777"},
+		"garden":              map[string]any{"network": "tcp", "address": "127.0.0.1:7777", "container_owner_name": "cell-executor"},
 		"container_netns_dir": "/custom/container-netns",
 		"runc_roots":          []any{"/custom/runc"},
 		"limits": map[string]any{
@@ -438,6 +438,7 @@ func TestBadValuesFailPreStart(t *testing.T) {
 		{"pcap-server-api", "cloud_controller.url", "http://api.sys.example.com", "cloud_controller.url"},
 		{"pcap-server", "limits.read_timeout", "5s", "limits.read_timeout 5s is outside 1ms..1s"},
 		{"pcap-server", "garden.network", "udp", `garden.network "udp"`},
+		{"pcap-server", "garden.container_owner_name", "", "garden.container_owner_name: empty"},
 		{"pcap-server", "cell_ips", []any{"cell-1"}, `cell_ips: "cell-1" is not an IP address`},
 	}
 	full := map[string]map[string]any{"pcap-server": agentProperties(p), "pcap-server-api": apiProperties(p)}

@@ -241,17 +241,25 @@ func TestContainerGoneEndsCapture(t *testing.T) {
 			a.send(t, "gone", 5)
 			got := readPackets(t, resp, 5)
 			netnstest.IP(t, "-n", a.pair.App.Name, "link", "del", "eth0")
-			r := finish(t, resp)
-			if reason := r.trailer.Get("Pcap-End-Reason"); reason != "container_gone" {
-				t.Fatalf("end reason %q", reason)
-			}
-			if err := os.WriteFile(r.file, append(got, r.body...), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			if rows := tshark(t, r.file, "udp.payload"); len(rows) != 5 {
-				t.Fatalf("%d packets", len(rows))
-			}
+			finishContainerGone(t, resp, got, 5)
 		})
+	}
+}
+
+// finishContainerGone reads the rest of a capture whose first bytes, got,
+// were read already, and checks that it ended container_gone with the
+// want datagrams in the file.
+func finishContainerGone(t *testing.T, resp *http.Response, got []byte, want int) {
+	t.Helper()
+	r := finish(t, resp)
+	if reason := r.trailer.Get("Pcap-End-Reason"); reason != "container_gone" {
+		t.Fatalf("end reason %q, want container_gone", reason)
+	}
+	if err := os.WriteFile(r.file, append(got, r.body...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if rows := tshark(t, r.file, "udp.payload"); len(rows) != want {
+		t.Fatalf("%d packets, want the %d sent before the end", len(rows), want)
 	}
 }
 

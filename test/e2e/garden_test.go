@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/cloudfoundry/pcap-server-release/cellagent/agentconfig"
 	"github.com/cloudfoundry/pcap-server-release/test/fakecc"
 	"github.com/cloudfoundry/pcap-server-release/test/fakegarden"
+	"github.com/cloudfoundry/pcap-server-release/test/netnstest"
 )
 
 // cell plays a Diego cell: a fake garden, and runc state pointing each
@@ -31,6 +33,13 @@ func newCell(t *testing.T) *cell {
 // namespace where garden's runc would: <root>/<handle>/state.json.
 func (c *cell) add(t *testing.T, a *app, appGUID string, index int) string {
 	t.Helper()
+	return c.addWithInit(t, a, appGUID, index, 0)
+}
+
+// addWithInit is add with initPID as the container's init process in
+// runc's state (0: none).
+func (c *cell) addWithInit(t *testing.T, a *app, appGUID string, index, initPID int) string {
+	t.Helper()
 	handle := c.garden.AddAppContainer(fakegarden.AppContainer{AppGUID: appGUID, AppName: "app-" + appGUID[:4], Index: index})
 	dir := filepath.Join(c.runcRoot, handle)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -38,7 +47,7 @@ func (c *cell) add(t *testing.T, a *app, appGUID string, index int) string {
 	}
 	state, _ := json.Marshal(map[string]any{
 		"id":               handle,
-		"init_process_pid": 0,
+		"init_process_pid": initPID,
 		"namespace_paths":  map[string]string{"NEWNET": a.pair.App.Path()},
 	})
 	if err := os.WriteFile(filepath.Join(dir, "state.json"), state, 0o600); err != nil {
@@ -51,7 +60,7 @@ func (c *cell) add(t *testing.T, a *app, appGUID string, index int) string {
 func (c *cell) agentConfig(p *pki, api *apiProc, cellIP string) agentconfig.Config {
 	cfg := agentConfig(p, api, cellIP, nil)
 	cfg.Dev = nil
-	cfg.Garden = agentconfig.Garden{Network: c.garden.Network, Address: c.garden.Address}
+	cfg.Garden.Network, cfg.Garden.Address = c.garden.Network, c.garden.Address
 	cfg.ContainerNetnsDir = c.netnsDir
 	cfg.RuncRoots = []string{c.runcRoot}
 	return cfg
@@ -165,4 +174,40 @@ func TestGardenErrorsReachTheUser(t *testing.T) {
 		t.Errorf("garden down: %d %s", r.status, r.body)
 	}
 	t.Logf("garden down: %s", r.body)
+}
+
+// The container ends, but its interface lives on: garden's own
+// networking keeps the veth while the capture's socket holds the
+// namespace. The agent sees the end through the container's init
+// process and ends the capture container_gone, with every packet
+// captured before.
+func TestGardenContainerEndSeenWhileItsInterfaceLives(t *testing.T) {
+	f := newFoundation(t)
+	p := newPKI(t)
+	a := newApp(t)
+	initProc := exec.Command("ip", "netns", "exec", a.pair.App.Name, "sleep", "600")
+	if err := initProc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = initProc.Process.Kill(); _ = initProc.Wait() })
+	c := newCell(t)
+	h := c.addWithInit(t, a, f.app.GUID, 0, initProc.Process.Pid)
+	f.running(fakecc.ProcessInstance{Index: 0, State: fakecc.StateRunning, Host: "127.0.0.1", InstanceGUID: h})
+	api := startAPI(t, p, nil, f.cfMode)
+	startAgentProcessWith(t, api, c.agentConfig(p, api, "127.0.0.1"))
+
+	resp := startCaptureAs(t, api, f.app.GUID, f.uaa.UserToken(f.developer), url.Values{"filter": {"udp"}, "duration": {"5m"}})
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	a.send(t, "before-the-end", 5)
+	got := readPackets(t, resp, 5)
+	// Sent just before the end, so still in libpcap's ring: drained.
+	a.send(t, "last", 3)
+	if err := initProc.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	finishContainerGone(t, resp, got, 8)
+	// The interface was there all along.
+	netnstest.IP(t, "-n", a.pair.App.Name, "link", "show", "eth0")
 }

@@ -73,6 +73,9 @@ type AppContainer struct {
 	// Workload is network.container_workload: app (default), task or
 	// staging.
 	Workload string
+	// Owner is executor:owner, the rep's container_owner_name (default
+	// executor).
+	Owner string
 }
 
 // Garden is a fake garden server: a real HTTP/1.1 server on a unix socket
@@ -194,6 +197,14 @@ func (g *Garden) AddContainer(handle string, properties map[string]string) {
 // AddAppContainer adds the container of one app instance with Diego's
 // properties and returns its handle.
 func (g *Garden) AddAppContainer(c AppContainer) string {
+	c = c.WithDefaults()
+	g.AddContainer(c.Handle, DiegoProperties(c))
+	return c.Handle
+}
+
+// WithDefaults fills in what c leaves empty: a random handle, process
+// type web, workload app, owner executor.
+func (c AppContainer) WithDefaults() AppContainer {
 	if c.Handle == "" {
 		c.Handle = InstanceGUID()
 	}
@@ -203,8 +214,10 @@ func (g *Garden) AddAppContainer(c AppContainer) string {
 	if c.Workload == "" {
 		c.Workload = "app"
 	}
-	g.AddContainer(c.Handle, DiegoProperties(c))
-	return c.Handle
+	if c.Owner == "" {
+		c.Owner = "executor"
+	}
+	return c
 }
 
 // DiegoProperties are the properties of c's container as Diego's
@@ -230,20 +243,20 @@ func DiegoProperties(c AppContainer) map[string]string {
 		"tags":        tags,
 	})
 	return map[string]string{
-		"executor:owner":                  "executor",
-		"log_config":                      string(logConfig),
-		"network.app_id":                  c.AppGUID,
-		"network.space_id":                c.SpaceGUID,
-		"network.org_id":                  c.OrgGUID,
-		"network.policy_group_id":         c.AppGUID,
-		"network.ports":                   "8080",
-		"network.container_workload":      c.Workload,
-		"garden.state":                    "created",
-		"garden.network.container-ip":     "10.255.0." + strconv.Itoa(2+c.Index%250),
-		"garden.network.host-ip":          "255.255.255.255",
-		"garden.network.external-ip":      "10.0.16.5",
-		"garden.network.mapped-ports":     "[]",
-		"garden.network.interface-prefix": "s-",
+		"executor:owner":              c.Owner,
+		"log_config":                  string(logConfig),
+		"network.app_id":              c.AppGUID,
+		"network.space_id":            c.SpaceGUID,
+		"network.org_id":              c.OrgGUID,
+		"network.policy_group_id":     c.AppGUID,
+		"network.ports":               "8080",
+		"network.container_workload":  c.Workload,
+		"garden.state":                "created",
+		"garden.network.container-ip": "10.255.0." + strconv.Itoa(2+c.Index%250),
+		"garden.network.host-ip":      "255.255.255.255",
+		"garden.network.external-ip":  "10.0.16.5",
+		"garden.network.mapped-ports": "[]",
+		"garden.network.interface":    "eth0", // the external networker's answer
 	}
 }
 
@@ -336,12 +349,13 @@ func (g *Garden) intercept(mux *http.ServeMux) http.Handler {
 	})
 }
 
-// gardenError is garden's error body; all four keys are always sent.
+// gardenError is garden's error body; all five keys are always sent.
 type gardenError struct {
 	Type      string
 	Message   string
 	Handle    string
 	ProcessID string
+	Binary    string
 }
 
 func writeGardenError(w http.ResponseWriter, status int, typ, message, handle string) {
@@ -406,9 +420,7 @@ type gardenContainerInfo struct {
 	MappedPorts   []gardenPortMapping
 }
 
-// containerProps answers garden's not-found error unless the handle of
-// the request names a container.
-func (g *Garden) containerProps(w http.ResponseWriter, r *http.Request) (string, map[string]string, bool) {
+func (g *Garden) serveInfo(w http.ResponseWriter, r *http.Request) {
 	handle := r.PathValue("handle")
 	g.mu.Lock()
 	props, ok := g.containers[handle]
@@ -416,13 +428,6 @@ func (g *Garden) containerProps(w http.ResponseWriter, r *http.Request) (string,
 	g.mu.Unlock()
 	if !ok {
 		writeGardenNotFound(w, handle)
-	}
-	return handle, props, ok
-}
-
-func (g *Garden) serveInfo(w http.ResponseWriter, r *http.Request) {
-	handle, props, ok := g.containerProps(w, r)
-	if !ok {
 		return
 	}
 	info := gardenContainerInfo{
@@ -442,10 +447,12 @@ func (g *Garden) serveInfo(w http.ResponseWriter, r *http.Request) {
 	fakeserver.WriteJSON(w, http.StatusOK, info)
 }
 
+// serveProperties answers as garden does: 200 and null for a handle it
+// does not know (its property manager has no key space for it), not the
+// 404 of its other container routes.
 func (g *Garden) serveProperties(w http.ResponseWriter, r *http.Request) {
-	_, props, ok := g.containerProps(w, r)
-	if !ok {
-		return
-	}
-	fakeserver.WriteJSON(w, http.StatusOK, props)
+	g.mu.Lock()
+	props := maps.Clone(g.containers[r.PathValue("handle")])
+	g.mu.Unlock()
+	fakeserver.WriteJSON(w, http.StatusOK, props) // a nil map is null
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,7 +51,7 @@ func gardenGet(t *testing.T, c *http.Client, rawPath string, v any) int {
 }
 
 type gardenErrorBody struct {
-	Type, Message, Handle, ProcessID *string
+	Type, Message, Handle, ProcessID, Binary *string
 }
 
 func TestGardenDiegoContainerShapes(t *testing.T) {
@@ -182,14 +183,22 @@ func TestListFilters(t *testing.T) {
 func TestGardenErrors(t *testing.T) {
 	g := fakegarden.New(t)
 	c := gardenClient(t, g)
-	for _, route := range []string{"/properties", "/info"} {
-		var e gardenErrorBody
-		if status := gardenGet(t, c, "/containers/nope"+route, &e); status != 404 {
-			t.Errorf("%s of a missing container: %d", route, status)
-		}
-		if e.Type == nil || *e.Type != fakegarden.ContainerNotFound || *e.Message != "unknown handle: nope" || *e.Handle != "nope" || e.ProcessID == nil {
-			t.Errorf("%s error body = %+v", route, e)
-		}
+	var e gardenErrorBody
+	if status := gardenGet(t, c, "/containers/nope/info", &e); status != 404 {
+		t.Errorf("info of a missing container: %d", status)
+	}
+	if e.Type == nil || *e.Type != fakegarden.ContainerNotFound || *e.Message != "unknown handle: nope" || *e.Handle != "nope" || e.ProcessID == nil || e.Binary == nil {
+		t.Errorf("info error body = %+v", e)
+	}
+	// Real garden's properties route knows no error for it: 200 null.
+	resp, err := c.Get("http://api/containers/nope/properties")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || strings.TrimSpace(string(body)) != "null" {
+		t.Errorf("properties of a missing container: %d %q", resp.StatusCode, body)
 	}
 	if status := gardenGet(t, c, "/containers/x/run", nil); status != 404 {
 		t.Errorf("unknown route: %d", status)

@@ -56,10 +56,11 @@ func (ca *CA) Client() *http.Client {
 	}
 }
 
-// ServerTLS is the server side of a fake: a certificate for loopback signed
-// by ca.
-func (ca *CA) ServerTLS(name string) (*tls.Config, error) {
-	cert, err := ca.Issue(name, "127.0.0.1", "::1", "localhost")
+// ServerTLS is the server side of a fake: a certificate for loopback, and
+// for the names given (a client that resolves them through a hosts file of
+// its own), signed by ca.
+func (ca *CA) ServerTLS(name string, names ...string) (*tls.Config, error) {
+	cert, err := ca.Issue(name, append([]string{"127.0.0.1", "::1", "localhost"}, names...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -91,6 +91,8 @@ type UAA struct {
 	keys        []*SigningKey // served, in order
 	signing     *SigningKey   // default key for new tokens
 	clients     map[string]string
+	users       map[string]string    // user id -> password, for the password grant
+	validity    time.Duration        // of access tokens from the token endpoint
 	refresh     map[string]tokenSpec // refresh token -> what it was minted from
 	unavailable int
 	requests    map[string]int
@@ -118,6 +120,8 @@ func New(tb testing.TB) *UAA {
 		keys:     []*SigningKey{key},
 		signing:  key,
 		clients:  map[string]string{"cf": ""},
+		users:    map[string]string{},
+		validity: accessTokenValidity,
 		refresh:  map[string]tokenSpec{},
 		requests: map[string]int{},
 	}
@@ -179,6 +183,23 @@ func (u *UAA) AddClient(id, secret string) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.clients[id] = secret
+}
+
+// AddUser lets userID (also its user name) log in with password through
+// the password grant, as `cf auth` and `cf login` do.
+func (u *UAA) AddUser(userID, password string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.users[userID] = password
+}
+
+// SetAccessTokenValidity sets how long the access tokens the token
+// endpoint issues from now on live (an hour by default; UAA's cf client
+// has 20 minutes), for tests about expiry.
+func (u *UAA) SetAccessTokenValidity(d time.Duration) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.validity = d
 }
 
 // SetUnavailable makes every endpoint answer status (for example 503) with
@@ -294,7 +315,8 @@ func (u *UAA) serveOpenIDConfig(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// serveToken implements the refresh_token grant the cf CLI uses.
+// serveToken implements the grants the cf CLI uses: password (cf auth,
+// cf login) and refresh_token (its refresh of an expiring token).
 func (u *UAA) serveToken(w http.ResponseWriter, r *http.Request) {
 	clientID, secret, ok := r.BasicAuth()
 	u.mu.Lock()
@@ -309,27 +331,47 @@ func (u *UAA) serveToken(w http.ResponseWriter, r *http.Request) {
 		fakeserver.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": err.Error()})
 		return
 	}
-	if gt := r.PostForm.Get("grant_type"); gt != "refresh_token" {
+	var spec tokenSpec
+	var refreshToken string
+	switch gt := r.PostForm.Get("grant_type"); gt {
+	case "refresh_token":
+		refreshToken = r.PostForm.Get("refresh_token")
+		u.mu.Lock()
+		s, found := u.refresh[refreshToken]
+		u.mu.Unlock()
+		switch {
+		case !found || s.clientID != clientID:
+			fakeserver.WriteJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_token", "error_description": "The token expired, was revoked, or the token ID is incorrect."})
+			return
+		case !s.expiry.After(time.Now()):
+			fakeserver.WriteJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_token", "error_description": "Invalid refresh token (expired): " + s.jti})
+			return
+		}
+		spec = s
+	case "password":
+		user := r.PostForm.Get("username")
+		u.mu.Lock()
+		password, found := u.users[user]
+		u.mu.Unlock()
+		if !found || user == "" || password != r.PostForm.Get("password") {
+			fakeserver.WriteJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized", "error_description": "Bad credentials"})
+			return
+		}
+		spec = u.userSpec(user)
+		spec.clientID = clientID
+		refreshToken = u.rememberRefresh(spec)
+	default:
 		fakeserver.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "unsupported_grant_type", "error_description": "Unsupported grant type: " + gt})
 		return
 	}
-	refreshToken := r.PostForm.Get("refresh_token")
 	u.mu.Lock()
-	spec, found := u.refresh[refreshToken]
+	validity := u.validity
 	u.mu.Unlock()
-	switch {
-	case !found || spec.clientID != clientID:
-		fakeserver.WriteJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_token", "error_description": "The token expired, was revoked, or the token ID is incorrect."})
-		return
-	case !spec.expiry.After(time.Now()):
-		fakeserver.WriteJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_token", "error_description": "Invalid refresh token (expired): " + spec.jti})
-		return
-	}
 	now := time.Now()
 	access := tokenSpec{
 		userID: spec.userID, userName: spec.userName, email: spec.email, origin: spec.origin,
 		clientID: spec.clientID, grantType: spec.grantType, scopes: spec.scopes,
-		issuer: u.Issuer, issuedAt: now, expiry: now.Add(accessTokenValidity),
+		issuer: u.Issuer, issuedAt: now, expiry: now.Add(validity),
 		jti: randomHex(16), key: u.SigningKey(),
 	}
 	raw, err := access.sign()
@@ -343,7 +385,7 @@ func (u *UAA) serveToken(w http.ResponseWriter, r *http.Request) {
 		"token_type":    "bearer",
 		"id_token":      nil,
 		"refresh_token": refreshToken,
-		"expires_in":    int(accessTokenValidity.Seconds()) - 1,
+		"expires_in":    int(validity.Seconds()) - 1,
 		"scope":         strings.Join(access.scopes, " "),
 		"jti":           access.jti,
 	})
@@ -440,7 +482,12 @@ func (u *UAA) ClientToken(clientID string, opts ...TokenOption) string {
 // with the same user, client and scopes.
 func (u *UAA) RefreshToken(userID string, opts ...TokenOption) string {
 	u.tb.Helper()
-	s := u.userSpec(userID)
+	return u.rememberRefresh(u.userSpec(userID), opts...)
+}
+
+// rememberRefresh mints the refresh token of spec (jti ending "-r", valid
+// for 30 days unless opts say otherwise) and remembers what it stands for.
+func (u *UAA) rememberRefresh(s tokenSpec, opts ...TokenOption) string {
 	s.jti += "-r"
 	s.expiry = s.issuedAt.Add(30 * 24 * time.Hour)
 	for _, o := range opts {
@@ -448,7 +495,8 @@ func (u *UAA) RefreshToken(userID string, opts ...TokenOption) string {
 	}
 	raw, err := s.sign()
 	if err != nil {
-		u.tb.Fatalf("fake UAA: %v", err)
+		u.tb.Errorf("fake UAA: %v", err)
+		return ""
 	}
 	u.mu.Lock()
 	u.refresh[raw] = s

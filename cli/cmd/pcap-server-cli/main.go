@@ -18,14 +18,20 @@ import (
 	"github.com/cloudfoundry/pcap-server-release/cli/cfconfig"
 	"github.com/cloudfoundry/pcap-server-release/cli/cfplugin"
 	"github.com/cloudfoundry/pcap-server-release/cli/cfsession"
+	"github.com/cloudfoundry/pcap-server-release/cli/cftrace"
 	"github.com/cloudfoundry/pcap-server-release/cli/pcapcmd"
 )
 
 func main() {
 	// The first SIGINT or SIGTERM stops the capture gracefully; the second
-	// aborts it. Either way the file stays valid.
+	// aborts it. Either way the file stays valid. So does a SIGHUP (the
+	// terminal went away, or the cf CLI leading its session died), unless
+	// it is ignored (nohup).
 	signals := make(chan os.Signal, 2)
 	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	if !signal.Ignored(syscall.SIGHUP) {
+		signal.Notify(signals, syscall.SIGHUP)
+	}
 	ctx, abort := context.WithCancel(context.Background())
 	stop := make(chan struct{})
 	go func() {
@@ -57,13 +63,43 @@ func runPlugin(ctx context.Context, conn *cfplugin.Connection, args []string, st
 	if err != nil || o == nil {
 		return err
 	}
+	if err := refuseTraceOnStdout(*o); err != nil {
+		return err
+	}
 	sess := cfsession.Plugin{Conn: conn}
 	if o.Token == "" {
 		if err := sess.Check(ctx); err != nil {
 			return err
 		}
 	}
-	return capture(ctx, *o, sess, stop)
+	// The cf CLI dies on Ctrl-C and on kill; the capture then stops as
+	// after Ctrl-C, with a token kept fresh while cf lived.
+	watchCtx, stopWatching := context.WithCancel(ctx)
+	defer stopWatching()
+	return capture(ctx, *o, sess, stop, conn.WatchCLI(watchCtx))
+}
+
+// refuseTraceOnStdout refuses -o - while the cf CLI writes its HTTP trace
+// to the stdout it shares with the plugin.
+func refuseTraceOnStdout(o pcapcmd.Options) error {
+	if o.Output != "-" {
+		return nil
+	}
+	var path, trace string
+	if p, err := cfconfig.Path(os.Getenv); err == nil {
+		path = p
+		if data, err := os.ReadFile(p); err == nil {
+			if cfg, err := cfconfig.Parse(data); err == nil {
+				trace = cfg.Trace
+			}
+		}
+	}
+	if on, why := cftrace.ToStdout(os.Getenv, path, trace, cftrace.ParentArgs()); on {
+		return &cfplugin.ExitError{Code: pcapcmd.ExitUsage, Err: fmt.Errorf(
+			"pcap: -o - writes the capture to stdout, but %s: the capture would be corrupt. "+
+				"Write it to a file with -o FILE, or %s", why.Cause, why.Fix)}
+	}
+	return nil
 }
 
 // runStandalone is `pcap-server-cli pcap ...`.
@@ -86,14 +122,14 @@ func runStandalone(ctx context.Context, args []string, stop <-chan struct{}) err
 				return err
 			}
 		}
-		return capture(ctx, *o, nil, stop)
+		return capture(ctx, *o, nil, stop, nil)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	store, err := cfconfig.LoadDefault(cfconfig.Options{Logger: log})
 	if err != nil {
 		return err
 	}
-	return capture(ctx, *o, cfsession.Standalone{Store: store}, stop)
+	return capture(ctx, *o, cfsession.Standalone{Store: store}, stop, nil)
 }
 
 // apiURLFromCfTarget derives the API URL from the cf CLI's target alone,
@@ -134,7 +170,8 @@ type skipper interface {
 	SkipSSLValidation(ctx context.Context) (bool, error)
 }
 
-func capture(ctx context.Context, o pcapcmd.Options, sess pcapcmd.Session, stop <-chan struct{}) error {
+// capture runs the command; cliGone is nil when standalone.
+func capture(ctx context.Context, o pcapcmd.Options, sess pcapcmd.Session, stop, cliGone <-chan struct{}) error {
 	insecure := o.SkipSSLValidation
 	// cf's --skip-ssl-validation covers the foundation's own domain: the
 	// derived API URL, not one the user names.
@@ -152,6 +189,7 @@ func capture(ctx context.Context, o pcapcmd.Options, sess pcapcmd.Session, stop 
 		Session:        sess,
 		TLSInsecure:    insecure,
 		Stop:           stop,
+		CLIGone:        cliGone,
 	})
 	if code != pcapcmd.ExitOK {
 		return &cfplugin.ExitError{Code: code}
