@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,9 +34,13 @@ type Options struct {
 	NetnsPath string
 	// AllowHost permits NetnsPath to be the agent's own namespace.
 	AllowHost bool
-	Device    string
-	Filter    string
-	Snaplen   int
+	// Host captures in the namespace of the calling thread, the agent's
+	// own (a BOSH VM's host capture), instead of NetnsPath, which must
+	// then be empty.
+	Host    bool
+	Device  string
+	Filter  string
+	Snaplen int
 	// RingBytes is the kernel ring size (libpcap's buffer size).
 	RingBytes int
 	// ReadTimeout is libpcap's packet buffer timeout: a ring block is
@@ -130,8 +135,11 @@ func OpenDevices(o Options, devices []string) (caps []*Capture, errs []error) {
 	if o.ReadTimeout <= 0 {
 		return failAll(&OpenError{Code: wire.ErrInternal, Msg: "read timeout must be positive"})
 	}
+	if o.Host == (o.NetnsPath != "") {
+		return failAll(&OpenError{Code: wire.ErrInternal, Msg: "a capture is of the host or of a network namespace path, and of one of them"})
+	}
 	handles := make([]*pcap.Handle, len(devices))
-	err := nsenter.Do(o.NetnsPath, o.AllowHost, func() error {
+	err := inNamespace(o, func() error {
 		for k, dev := range devices {
 			od := o
 			od.Device = dev
@@ -161,6 +169,21 @@ func OpenDevices(o Options, devices []string) (caps []*Capture, errs []error) {
 		caps[k], errs[k] = newCapture(od, h)
 	}
 	return caps, errs
+}
+
+// inNamespace runs fn in the namespace the capture is of: the path's,
+// entered on a thread of its own, or for the host the calling thread's.
+// A thread that is not locked into another namespace is in the agent's
+// own (nsenter switches back or lets the thread die), and the thread
+// stays locked while fn creates libpcap's sockets and forks the filter
+// compiler, which inherits the thread's namespace.
+func inNamespace(o Options, fn func() error) error {
+	if o.Host {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		return fn()
+	}
+	return nsenter.Do(o.NetnsPath, o.AllowHost, fn)
 }
 
 // newCapture reads an activated handle; it closes the handle if it

@@ -34,7 +34,7 @@ func TestOutputToAPipeGrowsThePipe(t *testing.T) {
 	if got := pipeSizeOf(t, w); got >= pipeSize {
 		t.Skipf("pipes here already hold %d bytes: nothing to grow", got)
 	}
-	out, closeOut, err := openOutput(Options{Output: "-"}, w)
+	out, closeOut, err := openOutput("-", false, w)
 	if err != nil {
 		t.Fatal(err)
 	}

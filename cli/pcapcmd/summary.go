@@ -34,7 +34,7 @@ var endText = map[string]struct {
 
 // summarize prints the summary line and picks the exit code. ifDrops are
 // the drops the pcapng statistics blocks reported by interface.
-func summarize(ctx context.Context, o Options, env Env, prog pcapstream.Progress, ifDrops []pcapstream.InterfaceDrops, trailer http.Header, copyErr error, elapsed time.Duration) (int, error) {
+func summarize(ctx context.Context, c Capture, env Env, prog pcapstream.Progress, ifDrops []pcapstream.InterfaceDrops, trailer http.Header, copyErr error, elapsed time.Duration) (int, error) {
 	reason := trailer.Get("Pcap-End-Reason")
 	var why string
 	code := ExitOK
@@ -71,7 +71,7 @@ func summarize(ctx context.Context, o Options, env Env, prog pcapstream.Progress
 	} else if prog.Dropped > 0 {
 		dropped = strconv.FormatUint(prog.Dropped, 10)
 	}
-	if len(o.Devices) > 1 && len(ifDrops) > 0 {
+	if c.Devices > 1 && len(ifDrops) > 0 {
 		// Which device lost them: the capture of lo may drop while eth0's
 		// does not.
 		details = append(details, interfaceDrops(ifDrops))
@@ -80,7 +80,7 @@ func summarize(ctx context.Context, o Options, env Env, prog pcapstream.Progress
 		dropped += " (" + strings.Join(details, "; ") + ")"
 	}
 	fmt.Fprintf(env.Stderr, "%d packets, %s written to %s in %s; dropped: %s; ended: %s\n",
-		prog.Packets, humanBytes(prog.Bytes), displayName(o.Output), elapsed.Round(time.Second), dropped, why)
+		prog.Packets, humanBytes(prog.Bytes), displayName(c.Output), elapsed.Round(time.Second), dropped, why)
 	return code, nil
 }
 

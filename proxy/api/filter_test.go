@@ -27,12 +27,12 @@ func (admin) Authenticate(context.Context, string) (*Identity, error) {
 // countingResolver counts the captures that got past parameter checks.
 type countingResolver struct{ calls atomic.Int32 }
 
-func (r *countingResolver) Resolve(context.Context, *Identity, string, string, []int) (App, []capture.Target, error) {
+func (r *countingResolver) Resolve(context.Context, *Identity, string, string, []int) (App, []capture.AppInstance, error) {
 	r.calls.Add(1)
 	return App{}, nil, problem.New(http.StatusNotFound, "no such app")
 }
 
-func (r *countingResolver) ResolveForStop(ctx context.Context, id *Identity, appGUID, process string) (App, []capture.Target, error) {
+func (r *countingResolver) ResolveForStop(ctx context.Context, id *Identity, appGUID, process string) (App, []capture.AppInstance, error) {
 	return r.Resolve(ctx, id, appGUID, process, nil)
 }
 

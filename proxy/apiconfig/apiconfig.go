@@ -34,6 +34,28 @@ type Config struct {
 	AuditLog string `yaml:"audit_log"`
 	CLIDir   string `yaml:"cli_dir"`
 	Dev      *Dev   `yaml:"dev"`
+	// Bosh turns on the captures of BOSH VMs; nil: their endpoints do not
+	// exist and no director is contacted.
+	Bosh *Bosh `yaml:"bosh"`
+}
+
+// Bosh is the BOSH director whose deployments' VMs operators capture.
+type Bosh struct {
+	// DirectorURL is https://DIRECTOR:25555.
+	DirectorURL string `yaml:"director_url"`
+	// CA is the director's CA; empty trusts the system roots.
+	CA  string  `yaml:"ca"`
+	UAA BoshUAA `yaml:"uaa"`
+}
+
+// BoshUAA is the director's UAA, whose tokens operators send.
+type BoshUAA struct {
+	// Issuer defaults to the director's /info user_authentication
+	// options.url + /oauth/token, read over a verified connection.
+	Issuer string `yaml:"issuer"`
+	// CA is the UAA's CA; empty means bosh.ca and the system roots (in
+	// bosh-deployment the director and its UAA share one CA).
+	CA string `yaml:"ca"`
 }
 
 type Listen struct {
@@ -207,12 +229,16 @@ func (c *Config) Validate() error {
 	switch {
 	case c.Dev != nil && c.CloudController != nil:
 		p.Addf("dev and cloud_controller are both set: dev mode replaces the Cloud Controller and UAA, use one or the other")
+	case c.Dev == nil && c.CloudController == nil && c.Bosh == nil:
+		p.Addf("cloud_controller.url is required (or dev, for a local trial, or bosh alone, for an API that captures only BOSH VMs)")
 	case c.Dev == nil && c.CloudController == nil:
-		p.Addf("cloud_controller.url is required (or dev, for a local trial)")
 	case c.Dev != nil:
 		c.validateDev(&p)
 	default:
 		c.validateCF(&p)
+	}
+	if c.Bosh != nil {
+		c.validateBosh(&p)
 	}
 	switch c.Authorization.Mode {
 	case ModeSpaceDeveloper, ModeAdminOnly:
@@ -301,6 +327,26 @@ func (c *Config) validateCF(p *configfile.Problems) {
 	}
 	if c.UAA.CA != "" {
 		p.RequireFile("uaa.ca", c.UAA.CA)
+	}
+}
+
+func (c *Config) validateBosh(p *configfile.Problems) {
+	b := c.Bosh
+	// https only: the director names the UAA whose keys the API trusts,
+	// which must never be learnt over a connection that is not verified.
+	if u, err := url.Parse(b.DirectorURL); err != nil || u.Scheme != "https" || u.Host == "" {
+		p.Addf("bosh.director_url %q must be an https URL such as https://DIRECTOR:25555", b.DirectorURL)
+	}
+	if b.CA != "" {
+		p.RequireFile("bosh.ca", b.CA)
+	}
+	if b.UAA.Issuer != "" {
+		if u, err := url.Parse(b.UAA.Issuer); err != nil || u.Scheme != "https" || u.Host == "" {
+			p.Addf("bosh.uaa.issuer %q must be an https URL such as https://DIRECTOR:8443/oauth/token", b.UAA.Issuer)
+		}
+	}
+	if b.UAA.CA != "" {
+		p.RequireFile("bosh.uaa.ca", b.UAA.CA)
 	}
 }
 

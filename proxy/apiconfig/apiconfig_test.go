@@ -120,6 +120,33 @@ cloud_controller: {url: "https://api.sys.example.com", skip_tls_verify: true}
 	}
 }
 
+// bosh alone serves only the captures of BOSH VMs; its URLs are https,
+// its files readable.
+func TestBosh(t *testing.T) {
+	dir := writeFiles(t, "c", "k", "ca", "director-ca")
+	base := `
+tunnel: {tls: {certificate: ` + dir + `/c, private_key: ` + dir + `/k, client_ca: ` + dir + `/ca}}
+`
+	c, err := load(t, base+`
+bosh: {director_url: "https://10.0.0.6:25555", ca: `+dir+`/director-ca}
+`)
+	if err != nil || c.Bosh.DirectorURL != "https://10.0.0.6:25555" || c.Bosh.CA != dir+"/director-ca" || c.CloudController != nil || c.Dev != nil {
+		t.Fatalf("%+v, %v", c, err)
+	}
+	_, err = load(t, base+`
+bosh: {director_url: "http://10.0.0.6:25555", ca: /nonexistent/ca, uaa: {issuer: "http://10.0.0.6:8443/oauth/token", ca: /nonexistent/uaa-ca}}
+`)
+	for _, want := range []string{`bosh.director_url "http://10.0.0.6:25555" must be an https URL`, "bosh.ca: open /nonexistent/ca",
+		`bosh.uaa.issuer "http://10.0.0.6:8443/oauth/token" must be an https URL`, "bosh.uaa.ca: open /nonexistent/uaa-ca"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in %v", want, err)
+		}
+	}
+	if _, err := load(t, base); err == nil || !strings.Contains(err.Error(), "or bosh alone") {
+		t.Errorf("neither cloud_controller, dev nor bosh: %v", err)
+	}
+}
+
 // authorization.follow_ssh_policy is on unless set to false, also when
 // the authorization block names only the mode.
 func TestFollowSSHPolicyDefaultsToTrue(t *testing.T) {

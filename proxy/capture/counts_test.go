@@ -59,7 +59,7 @@ func TestFrozenAgentsCountsAreMarkedUnknown(t *testing.T) {
 		t.Fatalf("drops %+v: want the frozen agent's last counters plus the other's final ones", res.Dropped)
 	}
 	unknown := res.CountsUnknown()
-	if len(unknown) != 1 || unknown[0].Index != 0 || unknown[0].Message != "its agent did not answer the stop within 200ms" {
+	if len(unknown) != 1 || unknown[0].Instance != "0" || unknown[0].Message != "its agent did not answer the stop within 200ms" {
 		t.Fatalf("counts unknown: %v", unknown)
 	}
 	if got := FormatInstanceErrors(unknown); got != "0: its agent did not answer the stop within 200ms" {

@@ -38,11 +38,12 @@ type Result struct {
 
 // InstanceResult is one instance's end.
 type InstanceResult struct {
-	Index   int
-	Reason  wire.EndReason
-	Message string
-	Stats   wire.Stats
-	APIDrop uint64
+	// Instance is the target's Instance().
+	Instance string
+	Reason   wire.EndReason
+	Message  string
+	Stats    wire.Stats
+	APIDrop  uint64
 	// CountsUnknown, when set, says why the agent's final counters never
 	// arrived: Stats are then the last ones it sent, and its drops may be
 	// more.
@@ -55,7 +56,7 @@ func (r Result) CountsUnknown() []*InstanceError {
 	var out []*InstanceError
 	for _, ir := range r.Instances {
 		if ir.CountsUnknown != "" {
-			out = append(out, &InstanceError{Index: ir.Index, Message: ir.CountsUnknown})
+			out = append(out, &InstanceError{Instance: ir.Instance, Message: ir.CountsUnknown})
 		}
 	}
 	return out
@@ -154,40 +155,16 @@ func (r *run) open() error {
 	return err
 }
 
-// interfaceName names a source's pcapng interface: APP/INDEX, and the
-// device after it when the capture has several.
+// interfaceName names a source's pcapng interface: the target's name for
+// the device.
 func (r *run) interfaceName(src *source) string {
-	name := fmt.Sprintf("%s/%d", appLabel(src.inst.target), src.inst.target.Index)
-	if len(r.req.Devices) > 1 {
-		name += "/" + src.device
-	}
-	return name
+	return src.inst.target.InterfaceName(src.device, len(r.req.Devices) > 1)
 }
 
 // interfaceDescription says what a source is, for Wireshark's interface
 // list and frame.interface_description.
 func interfaceDescription(src *source) string {
-	t := src.inst.target
-	parts := []string{"app " + appLabel(t)}
-	if t.AppName != "" {
-		parts[0] += " (" + t.AppGUID + ")"
-	}
-	parts = append(parts, fmt.Sprintf("instance %d", t.Index))
-	if t.ProcessType != "" {
-		parts = append(parts, "process "+t.ProcessType)
-	}
-	parts = append(parts, "cell "+t.CellIP.String(), "device "+src.device)
-	if c := src.inst.started.Container; c != "" {
-		parts = append(parts, "container "+clip(c))
-	}
-	return strings.Join(parts, ", ")
-}
-
-func appLabel(t Target) string {
-	if t.AppName != "" {
-		return t.AppName
-	}
-	return t.AppGUID
+	return src.inst.target.InterfaceDescription(src.device, src.inst.started)
 }
 
 // report counts what reached the client since the last report.
@@ -369,7 +346,7 @@ func (r *run) decide(reason wire.EndReason) {
 		// the loop must go on meanwhile. close waits for these too.
 		r.readers.Go(func() {
 			if err := inst.w.WriteMessage(&wire.Stop{Reason: reason}); err != nil {
-				r.log.Debug("send stop", "index", inst.target.Index, "error", err)
+				r.log.Debug("send stop", "instance", inst.target.Instance(), "error", err)
 			}
 		})
 	}
@@ -425,7 +402,7 @@ func (r *run) read(i int) {
 			return
 		default:
 			if typ.Known() {
-				r.log.Warn("unexpected frame from agent", "index", inst.target.Index, "type", typ)
+				r.log.Warn("unexpected frame from agent", "instance", inst.target.Instance(), "type", typ)
 			} else {
 				r.log.Debug("skipping unknown frame", "type", typ)
 			}
@@ -519,7 +496,7 @@ func (r *run) instanceEnded(inst *instance, end *wire.End, err error) {
 		// reached only the agents it could.
 		r.stoppedByAgent.Store(true)
 	}
-	log := r.log.With("index", inst.target.Index, "reason", reason)
+	log := r.log.With("instance", inst.target.Instance(), "reason", reason)
 	if err != nil && !errors.Is(err, io.EOF) {
 		log.Info("instance stream ended", "error", err)
 	} else {
@@ -564,7 +541,7 @@ func (r *run) result() Result {
 		}
 		inst.mu.Lock()
 		inst.countsUnknown = r.whyCountsUnknown(inst)
-		ir := InstanceResult{Index: inst.target.Index, Reason: inst.reasonLocked(), Stats: inst.stats, APIDrop: apiDrop,
+		ir := InstanceResult{Instance: inst.target.Instance(), Reason: inst.reasonLocked(), Stats: inst.stats, APIDrop: apiDrop,
 			CountsUnknown: inst.countsUnknown}
 		switch {
 		case inst.end != nil:
@@ -667,7 +644,7 @@ func FormatInstanceErrors(errs []*InstanceError) string {
 		// A header value cannot hold line breaks; libpcap messages have none,
 		// but agents are not trusted to keep it so.
 		msg := strings.NewReplacer("\r", " ", "\n", " ", ";", ",").Replace(e.Message)
-		parts[i] = fmt.Sprintf("%d: %s", e.Index, msg)
+		parts[i] = fmt.Sprintf("%s: %s", e.Instance, msg)
 	}
 	return strings.Join(parts, "; ")
 }

@@ -40,7 +40,7 @@ func startAPIBinary(t testing.TB, p *pki, targets []apiconfig.DevTarget, mutate 
 	t.Helper()
 	cfg := apiTestConfig(t, p, targets, mutate)
 	a := &apiBin{audit: cfg.AuditLog, logs: &syncBuffer{}}
-	a.cmd = exec.Command(binary(t, "pcap-server-api"), "-config", writeYAML(t, "api.yml", cfg))
+	a.cmd = exec.Command(binary(t, "pcap-server-api"), "-config", writeYAML(t, t.TempDir(), "api.yml", cfg))
 	a.cmd.Stdout = a.logs
 	stderr, err := a.cmd.StderrPipe()
 	if err != nil {

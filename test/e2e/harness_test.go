@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-	"gopkg.in/yaml.v3"
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/agentconfig"
 	"github.com/cloudfoundry/pcap-server-release/cellagent/bpfcompile"
@@ -65,8 +64,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// binary builds (once) and returns the path of pcap-server, pcap-server-api
-// or pcap-server-cli.
+// binary builds (once) and returns the path of pcap-server,
+// pcap-server-cli or pcap-server-api.
 func binary(t testing.TB, name string) string {
 	t.Helper()
 	bins.once.Do(func() {
@@ -76,8 +75,7 @@ func binary(t testing.TB, name string) string {
 			return
 		}
 		bins.dir = dir
-		out, err := exec.Command("go", "build", "-o", dir+"/", "../../cellagent/cmd/pcap-server", "../../proxy/cmd/pcap-server-api",
-			"../../cli/cmd/pcap-server-cli").CombinedOutput()
+		out, err := exec.Command("go", "build", "-o", dir+"/", "../../cellagent/cmd/pcap-server", "../../cli/cmd/pcap-server-cli", "../../proxy/cmd/pcap-server-api").CombinedOutput()
 		if err != nil {
 			bins.err = fmt.Sprintf("go build: %v\n%s", err, out)
 		}
@@ -270,7 +268,7 @@ func startAgentProcess(t testing.TB, p *pki, api *apiProc, cellIP string, netns 
 func startAgentProcessWith(t testing.TB, api *apiProc, cfg agentconfig.Config) *exec.Cmd {
 	t.Helper()
 	cellIP := cfg.CellIPs[0]
-	cmd := exec.Command(binary(t, "pcap-server"), "-config", writeYAML(t, "agent.yml", cfg))
+	cmd := exec.Command(binary(t, "pcap-server"), "-config", writeYAML(t, t.TempDir(), "agent.yml", cfg))
 	cmd.Stdout, cmd.Stderr = t.Output(), t.Output()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -281,21 +279,6 @@ func startAgentProcessWith(t testing.TB, api *apiProc, cfg agentconfig.Config) *
 	})
 	waitAgent(t, api, cellIP)
 	return cmd
-}
-
-// writeYAML writes a binary's configuration as its file and returns its
-// path.
-func writeYAML(t testing.TB, name string, cfg any) string {
-	t.Helper()
-	data, err := yaml.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 func waitAgent(t testing.TB, api *apiProc, cellIP string) {

@@ -103,9 +103,9 @@ func TestMetricsFollowACapture(t *testing.T) {
 	}{
 		{apiM, "pcap_api_agent_sessions", nil, 1},
 		{apiM, "pcap_api_agent_handshakes_total", map[string]string{"result": "accepted"}, 1},
-		{apiM, "pcap_api_capture_requests_total", map[string]string{"code": "200"}, 1},
-		{apiM, "pcap_api_capture_requests_total", map[string]string{"code": "400"}, 1},
-		{apiM, "pcap_api_captures_total", map[string]string{"reason": "packets"}, 1},
+		{apiM, "pcap_api_capture_requests_total", map[string]string{"code": "200", "target": "app"}, 1},
+		{apiM, "pcap_api_capture_requests_total", map[string]string{"code": "400", "target": "app"}, 1},
+		{apiM, "pcap_api_captures_total", map[string]string{"reason": "packets", "target": "app"}, 1},
 		{apiM, "pcap_api_captures_active", nil, 0},
 		{apiM, "pcap_api_streamed_packets_total", nil, n},
 		{apiM, "pcap_api_streamed_bytes_total", nil, float64(len(r.body))},
@@ -130,7 +130,7 @@ func TestMetricsFollowACapture(t *testing.T) {
 	}
 	// Labels are bounded: only these names, and no app GUID, cell address
 	// or token anywhere.
-	allowed := map[string]bool{"result": true, "code": true, "reason": true, "upstream": true, "endpoint": true, "version": true, "goversion": true, "le": true, "quantile": true, "cause": true}
+	allowed := map[string]bool{"result": true, "code": true, "reason": true, "target": true, "upstream": true, "endpoint": true, "version": true, "goversion": true, "le": true, "quantile": true, "cause": true}
 	for _, scraped := range [][]byte{apiM, agentM} {
 		for _, bad := range []string{appGUID, "127.0.0.1", devToken} {
 			if strings.Contains(string(scraped), bad) {

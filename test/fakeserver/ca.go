@@ -3,7 +3,9 @@ package fakeserver
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"time"
 
 	"github.com/cloudfoundry/pcap-server-release/test/testpki"
@@ -65,4 +67,18 @@ func (ca *CA) ServerTLS(name string, names ...string) (*tls.Config, error) {
 		return nil, err
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// StartTLS serves h over TLS with cfg on l, or on a new loopback port when
+// l is nil (a fake's ServeOn option passes a listener opened in another
+// network namespace).
+func StartTLS(h http.Handler, cfg *tls.Config, l net.Listener) *httptest.Server {
+	srv := httptest.NewUnstartedServer(h)
+	if l != nil {
+		_ = srv.Listener.Close()
+		srv.Listener = l
+	}
+	srv.TLS = cfg
+	srv.StartTLS()
+	return srv
 }

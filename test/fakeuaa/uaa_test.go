@@ -324,3 +324,51 @@ func postToken(t *testing.T, u *fakeuaa.UAA, client, secret string, form url.Val
 	}
 	return resp.StatusCode, body
 }
+
+// The client_credentials grant gives the client a token of its own, its
+// authorities as scopes, its id and their resources as audience, and no
+// refresh token.
+func TestClientCredentialsGrant(t *testing.T) {
+	u := fakeuaa.New(t, fakeuaa.DirectorUAA())
+	u.AddClient("ops", "s3cret", fakeuaa.ScopeBoshAdmin)
+	status, body := postToken(t, u, "ops", "s3cret", url.Values{"grant_type": {"client_credentials"}})
+	if status != http.StatusOK || body["refresh_token"] != nil || body["scope"] != "bosh.admin" {
+		t.Fatalf("client_credentials = %d %v", status, body)
+	}
+	_, claims := decodeJWT(t, body["access_token"].(string), &u.SigningKey().Private.PublicKey)
+	if claims["grant_type"] != "client_credentials" || claims["client_id"] != "ops" || claims["user_id"] != nil ||
+		!slices.Equal(stringClaims(claims["aud"]), []string{"ops", "bosh"}) {
+		t.Errorf("claims %v", claims)
+	}
+	if status, body = postToken(t, u, "ops", "wrong", url.Values{"grant_type": {"client_credentials"}}); status != http.StatusUnauthorized {
+		t.Errorf("bad secret = %d %v", status, body)
+	}
+}
+
+// As the director's UAA the fake knows bosh_cli and takes its tokens
+// whatever their audience, as the director does; another UAA's are not
+// among them.
+func TestDirectorUAA(t *testing.T) {
+	u := fakeuaa.New(t, fakeuaa.DirectorUAA())
+	refresh := u.RefreshToken("ops-user", fakeuaa.ClientID(fakeuaa.BoshCLIClient), fakeuaa.Scopes("openid", fakeuaa.ScopeBoshAdmin))
+	status, body := postToken(t, u, fakeuaa.BoshCLIClient, "", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh}})
+	if status != http.StatusOK {
+		t.Fatalf("bosh_cli refresh = %d %v", status, body)
+	}
+	for name, c := range map[string]struct {
+		token string
+		ok    bool
+	}{
+		"bosh_cli user": {body["access_token"].(string), true},
+		"team admin":    {u.ClientToken("ci", fakeuaa.Scopes(fakeuaa.BoshTeamAdmin("dev"))), true},
+		"any audience":  {u.UserToken("user-1"), true},
+		"another UAA's": {fakeuaa.New(t).UserToken("user-1"), false},
+	} {
+		if _, err := u.AccessClaims(c.token); (err == nil) != c.ok {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := fakeuaa.New(t).AccessClaims(u.UserToken("ops-user", fakeuaa.ClientID(fakeuaa.BoshCLIClient), fakeuaa.Scopes(fakeuaa.ScopeBoshAdmin))); err == nil {
+		t.Error("a Cloud Foundry UAA took another UAA's token")
+	}
+}

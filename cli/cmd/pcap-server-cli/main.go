@@ -1,5 +1,6 @@
 // Command pcap-server-cli captures the traffic of a Cloud Foundry app: as
-// the cf CLI plugin `cf pcap`, or on its own with the same options.
+// the cf CLI plugin `cf pcap`, or on its own with the same options; and,
+// for operators, of BOSH VMs (`pcap-server-cli bosh`).
 package main
 
 import (
@@ -15,6 +16,8 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/cloudfoundry/pcap-server-release/cli/boshcmd"
+	"github.com/cloudfoundry/pcap-server-release/cli/boshconfig"
 	"github.com/cloudfoundry/pcap-server-release/cli/cfconfig"
 	"github.com/cloudfoundry/pcap-server-release/cli/cfplugin"
 	"github.com/cloudfoundry/pcap-server-release/cli/cfsession"
@@ -102,13 +105,20 @@ func refuseTraceOnStdout(o pcapcmd.Options) error {
 	return nil
 }
 
-// runStandalone is `pcap-server-cli pcap ...`.
+// runStandalone is `pcap-server-cli pcap ...` or `pcap-server-cli bosh ...`.
 func runStandalone(ctx context.Context, args []string, stop <-chan struct{}) error {
+	if len(args) > 0 && args[0] == "bosh" {
+		return runBosh(ctx, args[1:], stop)
+	}
 	if len(args) == 0 || args[0] != "pcap" && args[0] != "tcpdump" {
 		fmt.Fprintln(os.Stderr, "pcap-server-cli is a cf CLI plugin: install it with `cf install-plugin pcap-server-cli` and run `cf pcap APP`.")
 		fmt.Fprintln(os.Stderr, "It also runs on its own with the same options, using the cf CLI's login (~/.cf/config.json or $CF_HOME/.cf/config.json):")
 		fmt.Fprintln(os.Stderr)
 		pcapcmd.Usage(os.Stderr, "pcap-server-cli")
+		fmt.Fprintln(os.Stderr)
+		fmt.Fprintln(os.Stderr, "Operators capture the VMs of BOSH deployments with `pcap-server-cli bosh`, using the bosh CLI's login:")
+		fmt.Fprintln(os.Stderr)
+		boshcmd.Usage(os.Stderr, "pcap-server-cli")
 		return &cfplugin.ExitError{Code: pcapcmd.ExitUsage}
 	}
 	o, err := parse(args[1:], os.Stdout)
@@ -130,6 +140,48 @@ func runStandalone(ctx context.Context, args []string, stop <-chan struct{}) err
 		return err
 	}
 	return capture(ctx, *o, cfsession.Standalone{Store: store}, stop, nil)
+}
+
+// runBosh is `pcap-server-cli bosh ...`: VMs of a BOSH deployment, with
+// the bosh CLI's login.
+func runBosh(ctx context.Context, args []string, stop <-chan struct{}) error {
+	o, err := boshcmd.Parse(args, os.Getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		boshcmd.Usage(os.Stdout, "pcap-server-cli")
+		return nil
+	}
+	var ue *pcapcmd.UsageError
+	if errors.As(err, &ue) {
+		return &cfplugin.ExitError{Code: pcapcmd.ExitUsage, Err: fmt.Errorf("bosh: %v (see pcap-server-cli bosh --help)", err)}
+	}
+	if err != nil {
+		return err
+	}
+	path, err := boshconfig.Path(os.Getenv)
+	if err != nil {
+		return err
+	}
+	sess, err := boshconfig.Open(boshconfig.Options{
+		Path:         path,
+		Environment:  o.Environment,
+		CACert:       os.Getenv("BOSH_CA_CERT"),
+		Client:       os.Getenv("BOSH_CLIENT"),
+		ClientSecret: os.Getenv("BOSH_CLIENT_SECRET"),
+		Logger:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		return fmt.Errorf("bosh: %w", err)
+	}
+	code := boshcmd.Run(ctx, o, sess, pcapcmd.Env{
+		Stdout:         os.Stdout,
+		Stderr:         os.Stderr,
+		StderrTerminal: isTerminal(os.Stderr),
+		Stop:           stop,
+	})
+	if code != pcapcmd.ExitOK {
+		return &cfplugin.ExitError{Code: code}
+	}
+	return nil
 }
 
 // apiURLFromCfTarget derives the API URL from the cf CLI's target alone,
