@@ -191,6 +191,7 @@ func stream(ctx context.Context, c Capture, tokens Tokens, env Env, p *printer) 
 		<-watched
 	}()
 	client := newClient(env)
+	requested := time.Now()
 	resp, token, err := get(ctx, client, c.URL, tokens)
 	if err != nil {
 		return ExitError, err
@@ -225,7 +226,8 @@ func stream(ctx context.Context, c Capture, tokens Tokens, env Env, p *printer) 
 		fmt.Fprintf(env.Stderr, "Not captured: %s\n", msg)
 	}
 
-	copier := pcapstream.NewCopier(out, resp.Body)
+	body := &bodyReader{r: resp.Body}
+	copier := pcapstream.NewCopier(out, body)
 	stopProgress := func() {}
 	if env.StderrTerminal {
 		stopProgress = p.startProgress(copier, start)
@@ -240,10 +242,18 @@ func stream(ctx context.Context, c Capture, tokens Tokens, env Env, p *printer) 
 		copyErr = err
 	}
 	p.clearProgress()
+	why, cut, advice := streamCut(resp, body, requested)
+	cut = cut && ctx.Err() == nil // a second Ctrl-C or the stop's bound cut it, not the way
+	if cut {
+		copyErr = cutError(why)
+	}
 	code, err := summarize(ctx, c, env, copier.Progress(), copier.InterfaceDrops(), resp.Trailer, copyErr, time.Since(start))
 	if stopper.stopTimedOut() && code == ExitOK {
 		// The file is valid, but the capture did not end as asked.
 		code = ExitError
+	}
+	if cut && err == nil {
+		err = advice
 	}
 	return code, err
 }

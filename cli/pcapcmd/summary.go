@@ -41,6 +41,9 @@ func summarize(ctx context.Context, c Capture, env Env, prog pcapstream.Progress
 	switch {
 	case ctx.Err() != nil:
 		why = "stopped (interrupted)"
+	case errors.As(copyErr, new(cutError)):
+		why = copyErr.Error()
+		code = ExitError
 	case copyErr != nil && !errors.Is(copyErr, io.EOF):
 		why = fmt.Sprintf("the stream broke: %v", copyErr)
 		code = ExitError
@@ -60,10 +63,11 @@ func summarize(ctx context.Context, c Capture, env Env, prog pcapstream.Progress
 	dropped := "?"
 	var details []string
 	if d := trailer.Get("Pcap-Dropped"); d != "" {
-		dropped = d
+		dropped = dropTotal(d)
 		if detail := trailer.Get("Pcap-Dropped-Detail"); detail != "" {
 			details = append(details, detail)
 		}
+		details = append(details, unknownCounts(trailer.Get("Pcap-Counts-Unknown"))...)
 	} else if prog.Dropped > 0 {
 		dropped = strconv.FormatUint(prog.Dropped, 10)
 	}

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/cloudfoundry/pcap-server-release/proxy/apimetrics"
-	"github.com/cloudfoundry/pcap-server-release/proxy/audit"
 	"github.com/cloudfoundry/pcap-server-release/proxy/capture"
 	"github.com/cloudfoundry/pcap-server-release/proxy/problem"
 	"github.com/cloudfoundry/pcap-server-release/wire"
@@ -64,7 +63,8 @@ func (s *Server) handleBoshStop(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	captureID, deployment := r.PathValue("capture_id"), r.PathValue("deployment")
 	st := &stopCall{s: s, w: w, captureID: captureID, what: "deployment " + deployment,
-		rec: audit.Record{Event: "stop_refused", CaptureID: captureID, Target: apimetrics.TargetBosh, Deployment: deployment, Remote: r.RemoteAddr}}
+		rec: newAuditRecord("stop_refused", r, captureID)}
+	st.rec.Target, st.rec.Deployment = apimetrics.TargetBosh, deployment
 	id, err := s.opts.Bosh.Authenticate(ctx, r.Header.Get("Authorization"))
 	if err != nil {
 		st.refuse(problem.From(err))

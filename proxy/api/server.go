@@ -73,6 +73,7 @@ type BoshAccess interface {
 // Options configure the server.
 type Options struct {
 	Limits       apiconfig.Limits
+	Stream       apiconfig.Stream
 	DrainTimeout time.Duration
 	// Bosh serves /v1/bosh/; nil: those endpoints do not exist (404) and
 	// no director is ever contacted.
@@ -114,6 +115,9 @@ func New(opts Options, auth Authenticator, resolver Resolver, agents *tunnel.Reg
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Stream.WriteTimeout <= 0 {
+		opts.Stream.WriteTimeout = apiconfig.Default().Stream.WriteTimeout
 	}
 	return &Server{
 		opts:     opts,
@@ -223,7 +227,7 @@ func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request) {
 }
 
 // trailers are announced before the body and set after it.
-var trailers = []string{"Pcap-End-Reason", "Pcap-Packets", "Pcap-Bytes", "Pcap-Dropped", "Pcap-Dropped-Detail"}
+var trailers = []string{"Pcap-End-Reason", "Pcap-Packets", "Pcap-Bytes", "Pcap-Dropped", "Pcap-Dropped-Detail", "Pcap-Counts-Unknown"}
 
 // call is one capture request on its way: its id, log, audit record and
 // the target kind for the metrics, the same for apps and VMs.
@@ -240,8 +244,9 @@ type call struct {
 func (s *Server) newCall(w http.ResponseWriter, r *http.Request, kind string) *call {
 	c := &call{s: s, w: w, arrival: time.Now(), kind: kind, id: newCaptureID()}
 	w.Header().Set("Pcap-Capture-Id", c.id)
-	c.log = s.log.With("capture_id", c.id)
-	c.rec = audit.Record{Event: "refused", CaptureID: c.id, Target: kind, Remote: r.RemoteAddr}
+	c.rec = newAuditRecord("refused", r, c.id)
+	c.rec.Target = kind
+	c.log = s.log.With("capture_id", c.id, "vcap_request_id", c.rec.VcapRequestID)
 	return c
 }
 
@@ -318,6 +323,7 @@ func (c *call) stream(r *http.Request, id *Identity, params captureParams, targe
 	sess, failed := capture.Start(ctx, captureAgents{s.agents}, req, capture.Options{
 		PerAgentLimit: s.opts.Limits.CapturesPerAgent,
 		BufferBytes:   int(s.opts.Limits.BufferBytes),
+		StatsInterval: s.opts.Stream.StatsInterval.D(),
 		Logger:        s.log,
 		Metrics:       s.opts.Metrics,
 	})
@@ -354,13 +360,21 @@ func (c *call) stream(r *http.Request, id *Identity, params captureParams, targe
 	log.Info("capture started", append(logFields, "target", c.kind, "instances", names, "user_id", id.UserID,
 		"user_name", id.UserName, "client_id", id.ClientID, "devices", params.devices, "filter", params.filter, "format", params.format)...)
 
-	rc := http.NewResponseController(w)
-	res := sess.Run(ctx, &deadlineWriter{w: w, rc: rc}, rc.Flush, run.stop)
+	cw := &clientWriter{w: w, rc: http.NewResponseController(w), timeout: s.opts.Stream.WriteTimeout.D()}
+	res := sess.Run(ctx, cw, cw.Flush, run.stop)
 
 	h.Set("Pcap-End-Reason", string(res.Reason))
 	h.Set("Pcap-Packets", strconv.FormatUint(res.Packets, 10))
 	h.Set("Pcap-Bytes", strconv.FormatInt(res.Bytes, 10))
-	h.Set("Pcap-Dropped", strconv.FormatUint(res.Dropped.Total(), 10))
+	dropped := strconv.FormatUint(res.Dropped.Total(), 10)
+	if unknown := res.CountsUnknown(); len(unknown) > 0 {
+		// Never a plain number that is not the whole truth: a reader
+		// that expects one fails rather than believe it.
+		dropped = ">=" + dropped
+		c.rec.CountsUnknown = capture.FormatInstanceErrors(unknown)
+		h.Set("Pcap-Counts-Unknown", c.rec.CountsUnknown)
+	}
+	h.Set("Pcap-Dropped", dropped)
 	h.Set("Pcap-Dropped-Detail", res.Dropped.DropDetail())
 
 	s.opts.Metrics.CaptureEnded(c.kind, res.Reason, time.Since(start))
@@ -372,7 +386,7 @@ func (c *call) stream(r *http.Request, id *Identity, params captureParams, targe
 	s.writeAudit(rec)
 	log.Info("capture ended", "reason", res.Reason, "packets", res.Packets, "bytes", res.Bytes,
 		"dropped_kernel", res.Dropped.Kernel, "dropped_agent", res.Dropped.Agent, "dropped_api", res.Dropped.API,
-		"duration_seconds", rec.Duration)
+		"counts_unknown", rec.CountsUnknown, "duration_seconds", rec.Duration)
 }
 
 // instancesOf lists targets for the audit trail: an app's instance
@@ -418,19 +432,35 @@ func (c captureAgents) Lookup(ip netip.Addr) (capture.Agent, bool) {
 	return a, true
 }
 
-// clientWriteTimeout ends a capture whose client stopped reading.
-const clientWriteTimeout = time.Minute
-
-// deadlineWriter gives every write to the client a deadline, so that a
-// client that stops reading cannot hold a capture open forever.
-type deadlineWriter struct {
-	w  http.ResponseWriter
-	rc *http.ResponseController
+// clientWriter gives every write and flush to the client a deadline, so
+// that a client that stops reading cannot hold a capture open forever,
+// and clears it afterwards: Go's HTTP/2 server resets a stream whose write
+// deadline passes even while nothing is being written, and over HTTP/1.1
+// a deadline left behind fails the trailers, so a deadline that outlived
+// its write would cut a capture that is merely quiet.
+type clientWriter struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
 }
 
-func (d *deadlineWriter) Write(p []byte) (int, error) {
-	_ = d.rc.SetWriteDeadline(time.Now().Add(clientWriteTimeout))
-	return d.w.Write(p)
+func (c *clientWriter) Write(p []byte) (n int, err error) {
+	c.within(func() error {
+		n, err = c.w.Write(p)
+		return err
+	})
+	return n, err
+}
+
+// Flush pushes what was written to the client; over HTTP/2 that is when
+// the bytes wait for the client's flow control window.
+func (c *clientWriter) Flush() error { return c.within(c.rc.Flush) }
+
+func (c *clientWriter) within(op func() error) error {
+	_ = c.rc.SetWriteDeadline(time.Now().Add(c.timeout))
+	err := op()
+	_ = c.rc.SetWriteDeadline(time.Time{})
+	return err
 }
 
 // admit counts a capture against the per-user and total limits.
@@ -512,6 +542,35 @@ func (s *Server) writeProblem(w http.ResponseWriter, p *problem.Error) {
 		s.log.Warn("request failed", "status", p.Status, "detail", p.Detail, "error", p.Err)
 	}
 	problem.Write(w, p)
+}
+
+// newAuditRecord starts the audit line of a request with where it came
+// from. Behind the gorouter the connection is the gorouter's own, so the
+// headers it adds say more: X-Forwarded-For (what the client claimed,
+// then the address the gorouter saw) and X-Vcap-Request-Id, the id of
+// the gorouter's access log line. Both are recorded as sent, clipped.
+func newAuditRecord(event string, r *http.Request, captureID string) audit.Record {
+	return audit.Record{
+		Event:         event,
+		CaptureID:     captureID,
+		Remote:        r.RemoteAddr,
+		ForwardedFor:  headerValue(r.Header, "X-Forwarded-For"),
+		VcapRequestID: headerValue(r.Header, "X-Vcap-Request-Id"),
+	}
+}
+
+// maxAuditHeader bounds a header's value in an audit line: the client
+// chooses it.
+const maxAuditHeader = 512
+
+// headerValue joins a header's values as one, the way proxies that
+// append to it read it.
+func headerValue(h http.Header, name string) string {
+	v := strings.Join(h.Values(name), ", ")
+	if len(v) > maxAuditHeader {
+		v = strings.ToValidUTF8(v[:maxAuditHeader], "") + "..."
+	}
+	return v
 }
 
 func (s *Server) writeAudit(r audit.Record) {

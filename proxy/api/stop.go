@@ -30,7 +30,8 @@ func (s *Server) handleStop(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	captureID, appGUID := r.PathValue("capture_id"), r.PathValue("app_guid")
 	st := &stopCall{s: s, w: w, captureID: captureID, what: "app " + appGUID,
-		rec: audit.Record{Event: "stop_refused", CaptureID: captureID, Target: apimetrics.TargetApp, AppGUID: appGUID, Remote: r.RemoteAddr}}
+		rec: newAuditRecord("stop_refused", r, captureID)}
+	st.rec.Target, st.rec.AppGUID = apimetrics.TargetApp, appGUID
 	id, err := s.auth.Authenticate(ctx, r.Header.Get("Authorization"))
 	if err != nil {
 		st.refuse(problem.From(err))

@@ -28,6 +28,7 @@ type Config struct {
 	UAA             UAA                 `yaml:"uaa"`
 	Authorization   Authorization       `yaml:"authorization"`
 	Limits          Limits              `yaml:"limits"`
+	Stream          Stream              `yaml:"stream"`
 	DrainTimeout    configfile.Duration `yaml:"drain_timeout"`
 	// AuditLog is a file path; empty means stderr.
 	AuditLog string `yaml:"audit_log"`
@@ -123,6 +124,24 @@ type Limits struct {
 	BufferBytes configfile.ByteSize `yaml:"buffer_bytes"`
 }
 
+// Stream is how the API keeps a capture's response alive and bounded
+// while it streams.
+type Stream struct {
+	// WriteTimeout is how long one write to the client may take before
+	// the client counts as gone (client_gone). It bounds a client that
+	// stopped reading; it never ends a capture that is merely quiet.
+	WriteTimeout configfile.Duration `yaml:"write_timeout"`
+	// StatsInterval is how often a pcapng stream gets interface
+	// statistics, packets or not, so that a quiet capture still sends
+	// bytes through load balancers that cut idle connections.
+	StatsInterval configfile.Duration `yaml:"stats_interval"`
+}
+
+// MaxStatsInterval keeps a quiet pcapng stream busier than the idle
+// timeout of the load balancers in front of gorouters: AWS ELB's default
+// is 60 s.
+const MaxStatsInterval = 30 * time.Second
+
 // Dev replaces UAA and the Cloud Controller by a fixed token and targets.
 type Dev struct {
 	Token   string      `yaml:"token"`
@@ -157,6 +176,10 @@ func Default() Config {
 			MaxBytes:         2 << 30,
 			MaxSnaplen:       65535,
 			BufferBytes:      16 << 20,
+		},
+		Stream: Stream{
+			WriteTimeout:  configfile.Duration(time.Minute),
+			StatsInterval: configfile.Duration(5 * time.Second),
 		},
 		DrainTimeout: configfile.Duration(30 * time.Second),
 	}
@@ -246,6 +269,12 @@ func (c *Config) Validate() error {
 	}
 	if l.BufferBytes < 1<<20 {
 		p.Addf("limits.buffer_bytes %s is below 1MiB", l.BufferBytes)
+	}
+	if c.Stream.WriteTimeout.D() <= 0 {
+		p.Addf("stream.write_timeout must be positive")
+	}
+	if d := c.Stream.StatsInterval.D(); d < 10*time.Millisecond || d > MaxStatsInterval {
+		p.Addf("stream.stats_interval %s is outside 10ms..%s: a quiet pcapng capture must send something more often than a load balancer's idle timeout (60s on AWS ELB)", d, MaxStatsInterval)
 	}
 	if c.DrainTimeout.D() < 0 {
 		p.Addf("drain_timeout is negative")

@@ -39,7 +39,8 @@ dev: {token: a-long-enough-token, targets: [{app_guid: 6a3c, index: 0, cell_ip: 
 		t.Fatal(err)
 	}
 	if c.Listen.Address != "0.0.0.0:8080" || c.Tunnel.Address != "0.0.0.0:9494" || c.Limits.MaxDuration.D() != 15*time.Minute ||
-		c.Limits.MaxBytes != 2<<30 || c.Limits.CapturesPerUser != 3 || c.Authorization.Mode != ModeSpaceDeveloper || c.DrainTimeout.D() != 30*time.Second {
+		c.Limits.MaxBytes != 2<<30 || c.Limits.CapturesPerUser != 3 || c.Authorization.Mode != ModeSpaceDeveloper || c.DrainTimeout.D() != 30*time.Second ||
+		c.Stream.WriteTimeout.D() != time.Minute || c.Stream.StatsInterval.D() != 5*time.Second {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
 }
@@ -52,6 +53,7 @@ cloud_controller: {url: "http://api.example.com"}
 dev: {token: short}
 authorization: {mode: everyone}
 limits: {captures_per_user: 0, max_duration: 1m, default_duration: 5m, max_snaplen: 300000}
+stream: {write_timeout: 0s, stats_interval: 45s}
 metrics: {ca_cert: /nonexistent/ca}
 `)
 	if err == nil {
@@ -68,6 +70,8 @@ metrics: {ca_cert: /nonexistent/ca}
 		"limits.captures_per_user must be at least 1",
 		"limits.default_duration 5m0s must be positive and at most limits.max_duration 1m0s",
 		"limits.max_snaplen 300000",
+		"stream.write_timeout must be positive",
+		"stream.stats_interval 45s is outside 10ms..30s",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)

@@ -23,6 +23,12 @@ type Record struct {
 	UserName string `json:"user_name,omitempty"`
 	ClientID string `json:"client_id,omitempty"`
 	Remote   string `json:"remote_addr,omitempty"`
+	// ForwardedFor and VcapRequestID are the X-Forwarded-For and
+	// X-Vcap-Request-Id headers the gorouter adds: where the request came
+	// from beyond the gorouter, and the id of its access log line. Always
+	// present, empty for a request that did not pass a gorouter.
+	ForwardedFor  string `json:"forwarded_for"`
+	VcapRequestID string `json:"vcap_request_id"`
 
 	// Target is what was captured: "app" (an app's containers) or "bosh"
 	// (VMs of a BOSH deployment).
@@ -43,6 +49,9 @@ type Record struct {
 	Packets   uint64     `json:"packets,omitempty"`
 	Dropped   uint64     `json:"dropped,omitempty"`
 	EndReason string     `json:"end_reason,omitempty"`
+	// CountsUnknown names the instances whose final counters never
+	// arrived, and why: Dropped is then a lower bound.
+	CountsUnknown string `json:"counts_unknown,omitempty"`
 
 	// For refused requests: the HTTP status and why.
 	Status int    `json:"status,omitempty"`

@@ -44,6 +44,22 @@ type InstanceResult struct {
 	Message  string
 	Stats    wire.Stats
 	APIDrop  uint64
+	// CountsUnknown, when set, says why the agent's final counters never
+	// arrived: Stats are then the last ones it sent, and its drops may be
+	// more.
+	CountsUnknown string
+}
+
+// CountsUnknown lists the instances whose final counters never arrived,
+// with why: the totals are then a lower bound.
+func (r Result) CountsUnknown() []*InstanceError {
+	var out []*InstanceError
+	for _, ir := range r.Instances {
+		if ir.CountsUnknown != "" {
+			out = append(out, &InstanceError{Instance: ir.Instance, Message: ir.CountsUnknown})
+		}
+	}
+	return out
 }
 
 // Started describes the running instances, in the order of their pcapng
@@ -105,6 +121,8 @@ type run struct {
 	// request that reached it through another API replica.
 	stoppedByAgent atomic.Bool
 	endMu          sync.Mutex
+	// stopTimedOut: the agents did not all end within the stop timeout.
+	stopTimedOut bool
 }
 
 // writeChunk is how much encoded output is sent in one write.
@@ -202,7 +220,8 @@ func (r *run) loop(ctx context.Context, stop <-chan wire.EndReason) {
 				r.report()
 			}
 		case <-stopDeadline:
-			r.log.Warn("agents did not end in time after stop", "timeout", stopTimeout.String())
+			r.log.Warn("agents did not end in time after stop", "timeout", r.opts.StopTimeout.String())
+			r.stopTimedOut = true
 			// What arrived still goes out, in order, without waiting for
 			// the agents that do not end.
 			r.inbox.takeInto(r.merge)
@@ -214,7 +233,7 @@ func (r *run) loop(ctx context.Context, stop <-chan wire.EndReason) {
 			r.decide(wire.EndRequested)
 		}
 		if r.stopping && stopDeadline == nil {
-			t := time.NewTimer(stopTimeout)
+			t := time.NewTimer(r.opts.StopTimeout)
 			defer t.Stop()
 			stopDeadline = t.C
 		}
@@ -376,6 +395,9 @@ func (r *run) read(i int) {
 				r.updateStats(inst, st)
 				continue
 			}
+			inst.mu.Lock()
+			inst.final = true
+			inst.mu.Unlock()
 			r.instanceEnded(inst, m.(*wire.End), nil)
 			return
 		default:
@@ -518,7 +540,9 @@ func (r *run) result() Result {
 			apiDrop += r.sources[id].apiDrop.Load()
 		}
 		inst.mu.Lock()
-		ir := InstanceResult{Instance: inst.target.Instance(), Reason: inst.reasonLocked(), Stats: inst.stats, APIDrop: apiDrop}
+		inst.countsUnknown = r.whyCountsUnknown(inst)
+		ir := InstanceResult{Instance: inst.target.Instance(), Reason: inst.reasonLocked(), Stats: inst.stats, APIDrop: apiDrop,
+			CountsUnknown: inst.countsUnknown}
 		switch {
 		case inst.end != nil:
 			ir.Message = inst.end.Message
@@ -544,6 +568,24 @@ func (r *run) result() Result {
 	return res
 }
 
+// whyCountsUnknown says why the instance's final counters are missing,
+// or "" when its End brought them. inst.mu is held.
+func (r *run) whyCountsUnknown(inst *instance) string {
+	switch {
+	case inst.final:
+		return ""
+	case inst.end != nil:
+		return "its stream from the agent broke off: " + inst.end.Message
+	case inst.err != nil && !errors.Is(inst.err, io.EOF):
+		return "the connection to its agent broke before the agent sent them: " + clip(inst.err.Error())
+	case inst.err != nil:
+		return "its agent closed the stream without sending them"
+	case r.stopTimedOut:
+		return fmt.Sprintf("its agent did not answer the stop within %s", r.opts.StopTimeout)
+	}
+	return "the capture ended before its agent sent them"
+}
+
 // statsRound is the size of one round of interface statistics: what
 // writeInterfaceStats adds to the file. Packets leave room for the last
 // round, so that max_bytes holds with it.
@@ -560,17 +602,28 @@ func (r *run) statsRound() int64 {
 func (r *run) writeInterfaceStats(now time.Time) {
 	before := r.out.pending()
 	defer func() { r.planned += int64(r.out.pending() - before) }()
+	// A comment is beyond the room kept for statistics: it goes only
+	// where max_bytes still holds with it.
+	withComments := r.req.MaxBytes == 0 || r.planned+r.statsRound()+int64(len(r.sources))*maxCommentCost <= r.req.MaxBytes
 	for _, src := range r.sources {
 		src.inst.mu.Lock()
 		st := src.counters(src.inst.stats)
+		unknown := src.inst.countsUnknown
 		src.inst.mu.Unlock()
 		apiDrop := src.apiDrop.Load()
+		var comment string
+		if unknown != "" && withComments {
+			// Wireshark shows the comment beside the counters: they are
+			// what was known, not what happened.
+			comment = clipTo("final counts unknown, drops are at least these: "+unknown, maxComment-len("..."))
+		}
 		err := r.out.appendStats(src.id, ifaceStats{
 			// The agent's counters may lag behind the API's drops.
 			delivered: delta(st.Packets, apiDrop),
 			dropped:   st.KernelDropped + st.InterfaceDropped + st.AgentDropped + apiDrop,
 			start:     r.start,
 			end:       now,
+			comment:   comment,
 		})
 		if err != nil {
 			r.clientGone(err)

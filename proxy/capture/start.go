@@ -77,15 +77,18 @@ type Options struct {
 	// StatsInterval is how often a pcapng stream gets interface
 	// statistics; 0 means every 5 seconds.
 	StatsInterval time.Duration
+	// StopTimeout bounds the wait for agents to drain and end after a
+	// stop; 0 means 15 seconds.
+	StopTimeout time.Duration
 }
 
 const (
 	// startTimeout bounds the wait for an agent's Started or Error: it
 	// includes the container lookup on the cell.
 	startTimeout = 15 * time.Second
-	// stopTimeout bounds the wait for agents to drain and end after Stop:
-	// a full agent queue must get through a slow tunnel.
-	stopTimeout = 15 * time.Second
+	// defaultStopTimeout bounds the wait for agents to drain and end after
+	// Stop: a full agent queue must get through a slow tunnel.
+	defaultStopTimeout = 15 * time.Second
 	// holdTime is how long a packet may wait for the other instances'
 	// packets to be ordered with: several agent read timeouts.
 	holdTime = 250 * time.Millisecond
@@ -133,6 +136,12 @@ type instance struct {
 	end   *wire.End // nil until the agent sent End
 	err   error     // why the stream broke, if it did
 	endAt time.Time
+	// final says stats are the agent's final counters, from its End;
+	// otherwise they are the last periodic ones, a lower bound.
+	final bool
+	// countsUnknown says why the final counters are missing, once the
+	// capture has ended without them.
+	countsUnknown string
 }
 
 // source is one device of a running instance: the merger orders each on
@@ -169,6 +178,9 @@ func Start(ctx context.Context, agents Agents, req Request, opts Options) (*Sess
 	log = log.With("capture_id", req.CaptureID)
 	if opts.StatsInterval <= 0 {
 		opts.StatsInterval = 5 * time.Second
+	}
+	if opts.StopTimeout <= 0 {
+		opts.StopTimeout = defaultStopTimeout
 	}
 	if len(req.Devices) == 0 {
 		req.Devices = []string{"eth0"}
@@ -400,8 +412,13 @@ func clip(s string) string {
 		}
 		return r
 	}, s)
-	if len(s) > maxAgentMessage {
-		s = strings.ToValidUTF8(s[:maxAgentMessage], "") + "..."
+	return clipTo(s, maxAgentMessage)
+}
+
+// clipTo keeps at most n bytes of s, and says "..." where it cut.
+func clipTo(s string, n int) string {
+	if len(s) > n {
+		s = strings.ToValidUTF8(s[:n], "") + "..."
 	}
 	return s
 }

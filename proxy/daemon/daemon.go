@@ -119,6 +119,7 @@ func New(ctx context.Context, cfg *apiconfig.Config, logOut io.Writer) (_ *Daemo
 	}
 	d.srv = api.New(api.Options{
 		Limits:       cfg.Limits,
+		Stream:       cfg.Stream,
 		DrainTimeout: cfg.DrainTimeout.D(),
 		CLIDir:       cfg.CLIDir,
 		Logger:       d.log,

@@ -92,6 +92,7 @@ func apiProperties(p *testPKI) map[string]any {
 			"max_duration": "1h", "default_duration": "10m", "max_bytes": "4GiB",
 			"max_snaplen": 9000, "buffer_bytes": "32MiB",
 		},
+		"stream":        map[string]any{"write_timeout": "2m", "stats_interval": "20s"},
 		"drain_timeout": "45s",
 		"audit_log":     "/var/vcap/sys/log/pcap-server-api/captures.log",
 	}

@@ -95,7 +95,9 @@ func newBoshWorld(t *testing.T, n int) *boshWorld {
 	return w
 }
 
-func writeYAML(t *testing.T, dir, name string, v any) string {
+// writeYAML writes v as the YAML file dir/name (a binary's configuration)
+// and returns its path.
+func writeYAML(t testing.TB, dir, name string, v any) string {
 	t.Helper()
 	data, err := yaml.Marshal(v)
 	if err != nil {
