@@ -101,7 +101,14 @@ type Limits struct {
 	MaxCaptures int                 `yaml:"max_captures"`
 	BufferBytes configfile.ByteSize `yaml:"buffer_bytes"`
 	ReadTimeout configfile.Duration `yaml:"read_timeout"`
+	// GOMAXPROCS bounds the cores the agent's Go code runs on at once:
+	// Go's default, every core, would let a burst of captures take a
+	// many-core cell's CPU from its apps.
+	GOMAXPROCS int `yaml:"gomaxprocs"`
 }
+
+// MaxGOMAXPROCS is the most limits.gomaxprocs may say.
+const MaxGOMAXPROCS = 256
 
 // Metrics is the Prometheus listener: the same keys in both binaries.
 type Metrics = metricsserver.Config
@@ -128,6 +135,7 @@ func Default() Config {
 			MaxCaptures: 5,
 			BufferBytes: 8 << 20,
 			ReadTimeout: configfile.Duration(50 * time.Millisecond),
+			GOMAXPROCS:  2,
 		},
 		Metrics: Metrics{Address: "127.0.0.1:9496"},
 	}
@@ -239,6 +247,9 @@ func (c *Config) Validate() error {
 	}
 	if d := c.Limits.ReadTimeout.D(); d < time.Millisecond || d > time.Second {
 		p.Addf("limits.read_timeout %s is outside 1ms..1s", d)
+	}
+	if n := c.Limits.GOMAXPROCS; n < 1 || n > MaxGOMAXPROCS {
+		p.Addf("limits.gomaxprocs %d is outside 1..%d", n, MaxGOMAXPROCS)
 	}
 	if c.Metrics.Address != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Address); err != nil {

@@ -36,7 +36,7 @@ api:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Limits.BufferBytes != 8<<20 || c.Limits.ReadTimeout.D() != 50*time.Millisecond || c.Limits.MaxCaptures != 5 ||
+	if c.Limits.BufferBytes != 8<<20 || c.Limits.ReadTimeout.D() != 50*time.Millisecond || c.Limits.MaxCaptures != 5 || c.Limits.GOMAXPROCS != 2 ||
 		c.Garden.Address != "/var/vcap/data/garden/garden.sock" || c.Garden.ContainerOwnerName != "executor" || c.API.TLS.ServerName != "pcap-server-api.service.cf.internal" ||
 		c.ContainerNetnsDir != "/var/vcap/data/garden-cni/container-netns" || len(c.RuncRoots) != 2 || c.HostCaptureEnabled() || c.Bosh != nil ||
 		c.Metrics.Address != "127.0.0.1:9496" || c.Metrics.MutualTLS().Enabled() {
@@ -99,7 +99,7 @@ id: x
 cell_ips: [cell-1]
 api: {addresses: [no-port], resolve_interval: 10ms}
 garden: {network: udp}
-limits: {buffer_bytes: 100KiB, read_timeout: 5s, max_captures: 0}
+limits: {buffer_bytes: 100KiB, read_timeout: 5s, max_captures: 0, gomaxprocs: 0}
 metrics: {cert: /nonexistent/cert, key: /nonexistent/key}
 dev: {netns: {"no-index": /run/netns/x}}
 `)
@@ -115,6 +115,7 @@ dev: {netns: {"no-index": /run/netns/x}}
 		"limits.max_captures must be at least 1",
 		"limits.buffer_bytes 100KiB is outside 1MiB..1GiB",
 		"limits.read_timeout 5s is outside 1ms..1s",
+		"limits.gomaxprocs 0 is outside 1..256",
 		"metrics.ca_cert, metrics.cert, metrics.key go together: set all of them or none (given: metrics.cert, metrics.key)",
 	} {
 		if !strings.Contains(err.Error(), want) {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/agent"
 	"github.com/cloudfoundry/pcap-server-release/cellagent/agentconfig"
@@ -131,7 +132,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}
 	d.log.Info("starting", "version", buildinfo.Version(), "id", d.cfg.ID, "cell_ips", d.cfg.CellIPs, "api", d.cfg.API.Addresses,
-		"host_capture", d.cfg.HostCaptureEnabled())
+		"host_capture", d.cfg.HostCaptureEnabled(), "gomaxprocs", runtime.GOMAXPROCS(0))
 	if d.cfg.HostCaptureEnabled() && d.cfg.Bosh == nil {
 		d.log.Warn("host capture is on, but the agent has no BOSH identity (bosh.deployment and bosh.id): the API cannot take it for a VM of the director's")
 	}

@@ -44,6 +44,7 @@ func agentProperties(p *testPKI) map[string]any {
 			"max_captures": 9,
 			"buffer_bytes": 16777216, // a plain number works as well as "16MiB"
 			"read_timeout": "20ms",
+			"gomaxprocs":   3,
 		},
 		"metrics": map[string]any{
 			"address": "127.0.0.1:19496",
@@ -479,6 +480,7 @@ func TestBadValuesFailPreStart(t *testing.T) {
 		{"pcap-server-api", "cloud_controller.url", "http://api.sys.example.com", "cloud_controller.url"},
 		{"pcap-server", "limits.read_timeout", "5s", "limits.read_timeout 5s is outside 1ms..1s"},
 		{"pcap-server", "garden.network", "udp", `garden.network "udp"`},
+		{"pcap-server", "limits.gomaxprocs", 0, "limits.gomaxprocs 0 is outside 1..256"},
 		{"pcap-server", "garden.container_owner_name", "", "garden.container_owner_name: empty"},
 		{"pcap-server", "cell_ips", []any{"cell-1"}, `cell_ips: "cell-1" is not an IP address`},
 	}
