@@ -2,15 +2,19 @@
 # make bench-e2e: the whole capture path (agent -> mTLS tunnel -> API ->
 # CLI, each its own process) against tcpdump -w on the same traffic, in
 # network namespaces made for the run: UDP rate steps (a paced sender;
-# trafgen for flat out), one iperf3 TCP run, idle CPU and latency. The
+# trafgen for flat out), iperf3 TCP runs (paced and unpaced, with CPU per
+# captured byte of every process), idle CPU and latency. The
 # markdown report goes to stdout, progress to stderr. A benchmark, not a
 # test: numbers from a shared machine are noisy, compare the two paths
 # within one run. Everything it starts or creates is removed at the end,
 # also on Ctrl-C or failure.
 #
-# Settings (environment): RATES (100k,250k,400k,max), STEP (8s), MARGIN
-# (4s), TCP (8s, 0 skips), IDLE (10s, 0 skips), LATENCY (10s, 0 skips),
-# RING (MiB, the kernel ring of both paths; default: the agent's default).
+# Settings (environment): RATES (100k,250k,400k,max; none skips the UDP
+# steps), STEP (8s), MARGIN (4s), TCP (8s per run, 0 skips), TCP_RATES
+# (1G,2G,3G,max: iperf3's -b, max unpaced), IDLE (10s, 0 skips), LATENCY
+# (10s, 0 skips), RING (MiB, the kernel ring of both paths; default: the
+# agent's default), PROFILE (a directory: perf profiles of every process
+# during the unpaced TCP step; installs linux-perf).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +24,11 @@ if [ "$(id -u)" != 0 ]; then
 fi
 scripts/install-deps.sh
 missing=()
-for p in netsniff-ng iperf3; do
+wanted=(netsniff-ng iperf3)
+if [ -n "${PROFILE:-}" ]; then
+	wanted+=(linux-perf)
+fi
+for p in "${wanted[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -53,4 +61,4 @@ go build -o "$work/bin/" ./proxy/cmd/pcap-server-api ./cellagent/cmd/pcap-server
 code="$(git describe --always --dirty 2>/dev/null || echo unknown) ($(git rev-parse --abbrev-ref HEAD 2>/dev/null || echo '?'))"
 "$work/bin/pcap-bench-e2e" -bin "$work/bin" -work "$work" -out "$out" -app-ns "$app_ns" -peer-ns "$peer_ns" -code "$code" \
 	-rates "${RATES:-100k,250k,400k,max}" -step "${STEP:-8s}" -margin "${MARGIN:-4s}" \
-	-tcp "${TCP:-8s}" -idle "${IDLE:-10s}" -latency "${LATENCY:-10s}" ${RING:+-ring "$RING"}
+	-tcp "${TCP:-8s}" -tcp-rates "${TCP_RATES:-1G,2G,3G,max}" ${PROFILE:+-profile "$(realpath -m "$PROFILE")"} -idle "${IDLE:-10s}" -latency "${LATENCY:-10s}" ${RING:+-ring "$RING"}

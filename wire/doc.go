@@ -73,6 +73,29 @@
 //     that reason. An API sends stop streams only to agents that
 //     negotiated version 2.
 //
+//   - Host captures (version 3) capture the VM the agent runs on rather
+//     than a container: BOSH VMs of any deployment, for operators. The
+//     agent's Hello carries the VM's BOSH identity in bosh (deployment,
+//     instance_group, id, index, az: the job spec's values) and says in
+//     host_capture whether its operator enabled host capture. A host
+//     CaptureRequest has target "host" and names the VM in bosh; it names
+//     no app (app_guid, instance_guid and process_type empty, index 0).
+//     The agent answers as for a container, with these differences: it
+//     refuses with Error code host_capture_disabled unless host capture
+//     is enabled, with wrong_instance unless bosh.id (and deployment) is
+//     its own identity's, and otherwise opens the devices in its own
+//     network namespace, the VM's, with the same filter compiler, limits
+//     and queues as for containers. Started.container is empty. The
+//     API decides which agent gets a host request: the one registered
+//     under one of the director's IPs of the instance whose hello names
+//     that instance's id; an API sends host requests only to agents that
+//     negotiated version 3 (an older agent would read one as an app
+//     capture without an app, and refuse it as a bad request).
+//
+//     A StopCapture of a host capture has target "host" and the
+//     deployment instead of app_guid; the agent stops the capture's host
+//     streams whose VM is of that deployment.
+//
 // # Frames
 //
 // All integers are big-endian.
@@ -143,9 +166,26 @@
 // normal backoff (an operator is expected to finish the rolling upgrade).
 // A newer API therefore keeps older agents working for as long as it still
 // speaks their version, and vice versa. Both sides send only frames of the
-// chosen version afterwards. This package speaks versions 1 and 2;
+// chosen version afterwards. This package speaks versions 1 to 3;
 // version 2 adds stop streams (StopCapture, StopResult),
 // CaptureRequest.owner, and captures of several devices
 // (CaptureRequest.devices, Started.devices, Stats.devices, DevicePackets
-// frames). Version 2 was first released with all of these.
+// frames). Version 2 was first released with all of these. Version 3 adds
+// host captures: Hello.bosh and Hello.host_capture,
+// CaptureRequest.target and CaptureRequest.bosh, StopCapture.target and
+// StopCapture.deployment, and the Error codes host_capture_disabled and
+// wrong_instance. Its fields are ignored by older peers, which is why
+// the API checks the version before it sends a host request: an older
+// agent keeps capturing apps, and an older API never asks for a host.
+//
+// The fields of version 3, in JSON:
+//
+//	Hello.bosh                 {"deployment": "cf", "instance_group": "router",
+//	                            "id": "6a3c...", "index": 0, "az": "z1"}; absent
+//	                            when the agent's config has no bosh section
+//	Hello.host_capture         true when host_capture.enabled is set
+//	CaptureRequest.target      "host" for the VM itself; "" or "app" for a container
+//	CaptureRequest.bosh        the VM a host capture is for, as in Hello.bosh
+//	StopCapture.target         "host" to stop a host capture
+//	StopCapture.deployment     the deployment of the host capture to stop
 package wire

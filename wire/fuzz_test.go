@@ -67,13 +67,21 @@ func FuzzReader(f *testing.F) {
 				if err == nil && m.Type() != fr.Type {
 					t.Fatalf("decoded %s from a %s frame", m.Type(), fr.Type)
 				}
-				if req, ok := m.(*CaptureRequest); ok {
-					if req.Validate() == nil && len(req.DeviceList()) > MaxDevices {
+				if req, ok := m.(*CaptureRequest); ok && req.Validate() == nil {
+					if len(req.DeviceList()) > MaxDevices {
 						t.Fatalf("%d devices accepted", len(req.DeviceList()))
 					}
+					// A valid host request names a valid VM and no app; a
+					// valid app request names no VM.
+					if req.Host() && (req.Bosh == nil || req.Bosh.Validate() != nil || req.AppGUID != "") {
+						t.Fatalf("host request %+v accepted", req)
+					}
+					if !req.Host() && req.Bosh != nil {
+						t.Fatalf("app request naming VM %+v accepted", req.Bosh)
+					}
 				}
-				if h, ok := m.(*Hello); ok {
-					_ = ValidateHello(h)
+				if h, ok := m.(*Hello); ok && ValidateHello(h) == nil && h.Bosh != nil && h.Bosh.Validate() != nil {
+					t.Fatalf("hello with an invalid BOSH identity %+v accepted", h.Bosh)
 				}
 			}
 		}

@@ -29,6 +29,16 @@ type Hello struct {
 	RunID       string   `json:"run_id,omitempty"`
 	CellIPs     []string `json:"cell_ips"`
 	MaxCaptures int      `json:"max_captures"`
+	// Bosh is the VM's BOSH identity from the agent's job spec (version
+	// 3): the API sends a host capture of a director's instance only to
+	// the agent whose connection comes from that instance's IP and whose
+	// Bosh.ID is that instance's id. Absent: the agent cannot be asked
+	// for host captures.
+	Bosh *BoshInstance `json:"bosh,omitempty"`
+	// HostCapture says the agent's operator enabled host capture (version
+	// 3). Informational: the agent refuses host requests itself when it
+	// is off.
+	HostCapture bool `json:"host_capture,omitempty"`
 }
 
 // Welcome accepts a Hello (API → agent).
@@ -62,9 +72,18 @@ const (
 	RefusedDuplicate RefusalReason = "duplicate"
 )
 
-// CaptureRequest starts a capture of one container (API → agent).
+// CaptureRequest starts a capture of one container, or of the VM itself
+// (API → agent).
 type CaptureRequest struct {
 	CaptureID string `json:"capture_id"`
+	// Target is what to capture (version 3): an app's container (empty
+	// or TargetApp) or the VM itself (TargetHost, with Bosh). Older
+	// agents ignore the field, so an API sends host requests only to
+	// agents of version 3.
+	Target TargetKind `json:"target,omitempty"`
+	// Bosh names the VM of a host capture: the agent refuses the request
+	// unless it is this agent's own identity.
+	Bosh *BoshInstance `json:"bosh,omitempty"`
 	// The container: by InstanceGUID (the garden handle) when the Cloud
 	// Controller reported it, otherwise by app GUID, process type and index.
 	AppGUID      string `json:"app_guid"`
@@ -114,9 +133,10 @@ func (r *CaptureRequest) Validate() error {
 	if err := ValidateDevices(r.DeviceList()); err != nil {
 		return err
 	}
+	if err := r.validateTarget(); err != nil {
+		return err
+	}
 	switch {
-	case r.AppGUID == "" && r.InstanceGUID == "":
-		return errors.New("capture request names no container: app_guid and instance_guid are empty")
 	case r.Index < 0:
 		return fmt.Errorf("instance index %d is negative", r.Index)
 	case r.Snaplen < 1 || r.Snaplen > MaxSnaplen:
@@ -201,6 +221,9 @@ const (
 	ErrLimit             ErrorCode = "limit"               // the agent runs its maximum of captures
 	ErrDraining          ErrorCode = "draining"            // the agent is shutting down
 	ErrInternal          ErrorCode = "internal"            // anything else; the message says what
+	// Version 3, host captures only.
+	ErrHostCaptureDisabled ErrorCode = "host_capture_disabled" // the operator has not enabled host capture on this VM
+	ErrWrongInstance       ErrorCode = "wrong_instance"        // the request names another VM than this agent's
 )
 
 // Stats are cumulative counters of one capture (agent → API), sent
@@ -248,6 +271,11 @@ type Stop struct {
 type StopCapture struct {
 	CaptureID string `json:"capture_id"`
 	AppGUID   string `json:"app_guid"`
+	// Target and Deployment (version 3) stop a host capture: the agent
+	// stops the capture's streams of that deployment's VM instead of an
+	// app's. AppGUID is then empty.
+	Target     TargetKind `json:"target,omitempty"`
+	Deployment string     `json:"deployment,omitempty"`
 	// Requester is the subject of the token that asks; Admin says it
 	// carries the admin scope. The API has verified both.
 	Requester string `json:"requester"`
@@ -452,11 +480,17 @@ func Expect[T any, PT interface {
 // Versions this package speaks. Version 2 adds stop streams
 // (StopCapture, StopResult), CaptureRequest.Owner, and captures of several
 // devices (CaptureRequest.Devices, Started.Devices, Stats.Devices,
-// DevicePackets frames).
+// DevicePackets frames). Version 3 adds the VM's BOSH identity
+// (Hello.Bosh, Hello.HostCapture) and host captures
+// (CaptureRequest.Target and Bosh, StopCapture.Target and Deployment, the
+// error codes host_capture_disabled and wrong_instance).
 const (
 	MinVersion = 1
-	MaxVersion = 2
+	MaxVersion = 3
 )
+
+// HostVersion is the first version with host captures.
+const HostVersion = 3
 
 // Negotiate picks the highest version in both ranges. It fails when the
 // ranges do not overlap or a range is empty.
@@ -484,6 +518,11 @@ func ValidateHello(h *Hello) error {
 	for _, ip := range h.CellIPs {
 		if _, err := netip.ParseAddr(ip); err != nil {
 			return fmt.Errorf("cell_ips: %w", err)
+		}
+	}
+	if h.Bosh != nil {
+		if err := h.Bosh.Validate(); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -30,6 +30,13 @@ func allMessages() []Message {
 		&Started{LinkType: 1, Snaplen: 65535, Device: "eth0", Container: "handle", Devices: []DeviceStart{
 			{Device: "eth0", LinkType: 1}, {Device: "nosuch0", Error: &Error{Code: ErrNoSuchDevice, Message: "no such device"}}}},
 		&Stats{Counters: Counters{Packets: 3, Bytes: 300, KernelDropped: 1}, Devices: []Counters{{Packets: 1, Bytes: 100}, {Packets: 2, Bytes: 200, KernelDropped: 1}}},
+		// Version 3: a BOSH VM's identity and a capture of the VM itself.
+		&Hello{MinVersion: 1, MaxVersion: 3, AgentID: "6a3c-router", AgentVersion: "1.3.0", RunID: "run-2", CellIPs: []string{"10.0.1.5"}, MaxCaptures: 5,
+			Bosh: &BoshInstance{Deployment: "cf", InstanceGroup: "router", ID: "6a3c-router", Index: 1, AZ: "z2"}, HostCapture: true},
+		&CaptureRequest{CaptureID: "c3", Target: TargetHost, Bosh: &BoshInstance{Deployment: "cf", InstanceGroup: "router", ID: "6a3c-router", Index: 1, AZ: "z2"},
+			Devices: []string{"eth0", "lo"}, Device: "eth0", Filter: "tcp port 443", Snaplen: 65535, Owner: "admin"},
+		&Error{Code: ErrHostCaptureDisabled, Message: "host capture is not enabled on this VM"},
+		&StopCapture{CaptureID: "c3", Target: TargetHost, Deployment: "cf", Requester: "admin", Admin: true},
 	}
 }
 
@@ -251,10 +258,11 @@ func TestNegotiate(t *testing.T) {
 		ok             bool
 	}{
 		{1, 1, 1, true}, // an agent of version 1 keeps working
-		{1, 2, 2, true},
-		{1, 7, 2, true}, // a newer agent that still speaks 2
-		{2, 7, 2, true},
-		{3, 7, 0, false},
+		{1, 2, 2, true}, // an agent of version 2 keeps working
+		{1, 3, 3, true},
+		{1, 7, 3, true}, // a newer agent that still speaks 3
+		{2, 7, 3, true},
+		{4, 7, 0, false},
 		{0, 1, 0, false},
 		{3, 2, 0, false},
 	}
@@ -307,6 +315,42 @@ func TestCaptureRequestValidate(t *testing.T) {
 	}
 }
 
+func TestCaptureRequestValidateHost(t *testing.T) {
+	vm := BoshInstance{Deployment: "cf", InstanceGroup: "router", ID: "6a3c", Index: 0, AZ: "z1"}
+	good := CaptureRequest{Target: TargetHost, Bosh: &vm, Device: "eth0", Snaplen: 65535}
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if !good.Host() {
+		t.Fatal("a host request is not Host()")
+	}
+	bad := map[string]func(*CaptureRequest){
+		"no instance":      func(r *CaptureRequest) { r.Bosh = nil },
+		"names an app":     func(r *CaptureRequest) { r.AppGUID = "app" },
+		"names a handle":   func(r *CaptureRequest) { r.InstanceGUID = "h" },
+		"names a process":  func(r *CaptureRequest) { r.ProcessType = "web" },
+		"unknown target":   func(r *CaptureRequest) { r.Target = "vm" },
+		"no deployment":    func(r *CaptureRequest) { b := vm; b.Deployment = ""; r.Bosh = &b },
+		"no group":         func(r *CaptureRequest) { b := vm; b.InstanceGroup = ""; r.Bosh = &b },
+		"no id":            func(r *CaptureRequest) { b := vm; b.ID = ""; r.Bosh = &b },
+		"negative index":   func(r *CaptureRequest) { b := vm; b.Index = -1; r.Bosh = &b },
+		"slash in a group": func(r *CaptureRequest) { b := vm; b.InstanceGroup = "router/0"; r.Bosh = &b },
+		"long id":          func(r *CaptureRequest) { b := vm; b.ID = strings.Repeat("a", 129); r.Bosh = &b },
+		"control in az":    func(r *CaptureRequest) { b := vm; b.AZ = "z1\n"; r.Bosh = &b },
+	}
+	for name, mutate := range bad {
+		r := good
+		mutate(&r)
+		if err := r.Validate(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	app := CaptureRequest{AppGUID: "a", Device: "eth0", Snaplen: 65535, Bosh: &vm}
+	if err := app.Validate(); err == nil {
+		t.Error("an app request naming a BOSH instance: accepted")
+	}
+}
+
 func TestValidateHello(t *testing.T) {
 	good := Hello{MinVersion: 1, MaxVersion: 1, AgentID: "a", CellIPs: []string{"10.0.0.1"}}
 	if err := ValidateHello(&good); err != nil {
@@ -316,6 +360,7 @@ func TestValidateHello(t *testing.T) {
 		"no id":  {AgentID: "", CellIPs: []string{"10.0.0.1"}},
 		"no ips": {AgentID: "a"},
 		"bad ip": {AgentID: "a", CellIPs: []string{"cell-1"}},
+		"bad vm": {AgentID: "a", CellIPs: []string{"10.0.0.1"}, Bosh: &BoshInstance{Deployment: "cf", ID: "x"}},
 	} {
 		if err := ValidateHello(&h); err == nil {
 			t.Errorf("%s: accepted", name)

@@ -90,10 +90,15 @@ type Options struct {
 	// once.
 	RingBytes   int
 	ReadTimeout time.Duration
-	AllowHost   bool
-	Locator     Locator
-	Logger      *slog.Logger
-	Metrics     *agentmetrics.Metrics
+	// HostCapture lets API requests capture the VM itself (target host),
+	// on the devices of the agent's own network namespace, and lets a
+	// container's namespace be the agent's own (dev mode).
+	HostCapture bool
+	// Bosh is the VM's identity; a host request must name it.
+	Bosh    *wire.BoshInstance
+	Locator Locator
+	Logger  *slog.Logger
+	Metrics *agentmetrics.Metrics
 }
 
 const (
@@ -117,10 +122,21 @@ type Agent struct {
 	running map[string][]*runningCapture
 }
 
-// runningCapture is one capture stream, as a stop request sees it.
+// runningCapture is one capture stream, as a stop request sees it:
+// of an app, or of this VM (host) in a deployment.
 type runningCapture struct {
 	appGUID, owner string
+	host           bool
+	deployment     string
 	d              *devices
+}
+
+// matches reports whether a stop request is about this stream's target.
+func (rc *runningCapture) matches(req *wire.StopCapture) bool {
+	if req.Target == wire.TargetHost {
+		return rc.host && rc.deployment == req.Deployment
+	}
+	return !rc.host && rc.appGUID == req.AppGUID
 }
 
 // New returns an agent.
@@ -157,7 +173,7 @@ func (a *Agent) ServeStream(ctx context.Context, stream net.Conn) {
 		a.serveCapture(ctx, stream, r, w, m)
 	case *wire.StopCapture:
 		res := a.stop(m)
-		a.log.Info("stop requested", "capture_id", m.CaptureID, "app_guid", m.AppGUID, "requester", m.Requester,
+		a.log.Info("stop requested", "capture_id", m.CaptureID, "app_guid", m.AppGUID, "target", m.Target, "deployment", m.Deployment, "requester", m.Requester,
 			"admin", m.Admin, "outcome", res.Outcome, "streams", res.Streams)
 		if err := w.WriteMessage(res); err != nil {
 			a.log.Warn("answer stop request", "capture_id", m.CaptureID, "error", err)
@@ -173,7 +189,7 @@ func (a *Agent) stop(req *wire.StopCapture) *wire.StopResult {
 	a.mu.Lock()
 	var found []*runningCapture
 	for _, rc := range a.running[req.CaptureID] {
-		if rc.appGUID == req.AppGUID {
+		if rc.matches(req) {
 			found = append(found, rc)
 		}
 	}
@@ -211,6 +227,9 @@ func (a *Agent) register(id string, rc *runningCapture) (unregister func()) {
 // serveCapture runs one capture to its end.
 func (a *Agent) serveCapture(ctx context.Context, stream net.Conn, r *wire.Reader, w *wire.Writer, req *wire.CaptureRequest) {
 	log := a.log.With("capture_id", req.CaptureID, "app_guid", req.AppGUID, "index", req.Index)
+	if req.Host() && req.Bosh != nil {
+		log = a.log.With("capture_id", req.CaptureID, "target", wire.TargetHost, "bosh_deployment", req.Bosh.Deployment, "bosh_instance", req.Bosh.InstanceGroup+"/"+req.Bosh.ID)
+	}
 
 	d, container, werr := a.start(ctx, req, log)
 	if werr != nil {
@@ -228,7 +247,11 @@ func (a *Agent) serveCapture(ctx context.Context, stream net.Conn, r *wire.Reade
 	defer a.active.Add(-1)
 	// Registered before the API hears of it, so that a stop sent through
 	// another replica right after the response finds it.
-	defer a.register(req.CaptureID, &runningCapture{appGUID: req.AppGUID, owner: req.Owner, d: d})()
+	rc := &runningCapture{appGUID: req.AppGUID, owner: req.Owner, host: req.Host(), d: d}
+	if req.Host() {
+		rc.deployment = req.Bosh.Deployment
+	}
+	defer a.register(req.CaptureID, rc)()
 	started := d.started(req, container.Handle)
 	if err := w.WriteMessage(started); err != nil {
 		d.Start()
@@ -294,6 +317,11 @@ func (a *Agent) start(ctx context.Context, req *wire.CaptureRequest, log *slog.L
 	if err := req.Validate(); err != nil {
 		return nil, Container{}, &wire.Error{Code: wire.ErrBadRequest, Message: err.Error()}
 	}
+	if req.Host() {
+		if werr := a.checkHost(req); werr != nil {
+			return nil, Container{}, werr
+		}
+	}
 	if ctx.Err() != nil {
 		return nil, Container{}, &wire.Error{Code: wire.ErrDraining, Message: "the agent is shutting down"}
 	}
@@ -305,23 +333,17 @@ func (a *Agent) start(ctx context.Context, req *wire.CaptureRequest, log *slog.L
 		a.active.Add(-1)
 		return nil, Container{}, e
 	}
-	lctx, cancel := context.WithTimeout(ctx, requestTimeout)
-	defer cancel()
-	started := time.Now()
-	container, err := a.opts.Locator.Locate(lctx, req)
-	if err != nil {
-		code, msg := wire.ErrInternal, err.Error()
-		var le *LocateError
-		if errors.As(err, &le) {
-			code, msg = le.Code, le.Msg
+	var container Container
+	if !req.Host() {
+		var werr *wire.Error
+		if container, werr = a.locate(ctx, req); werr != nil {
+			return fail(werr)
 		}
-		a.opts.Metrics.Lookup(time.Since(started), code)
-		return fail(&wire.Error{Code: code, Message: msg})
 	}
-	a.opts.Metrics.Lookup(time.Since(started), "")
 	d, werr := openDevices(req, container, capture.Options{
 		NetnsPath:   container.NetnsPath,
-		AllowHost:   a.opts.AllowHost,
+		AllowHost:   a.opts.HostCapture,
+		Host:        req.Host(),
 		Filter:      req.Filter,
 		Snaplen:     req.Snaplen,
 		RingBytes:   a.opts.RingBytes,
@@ -337,6 +359,49 @@ func (a *Agent) start(ctx context.Context, req *wire.CaptureRequest, log *slog.L
 		return fail(werr)
 	}
 	return d, container, nil
+}
+
+// locate finds the container of an app capture.
+func (a *Agent) locate(ctx context.Context, req *wire.CaptureRequest) (Container, *wire.Error) {
+	lctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	started := time.Now()
+	container, err := a.opts.Locator.Locate(lctx, req)
+	if err != nil {
+		code, msg := wire.ErrInternal, err.Error()
+		var le *LocateError
+		if errors.As(err, &le) {
+			code, msg = le.Code, le.Msg
+		}
+		a.opts.Metrics.Lookup(time.Since(started), code)
+		return Container{}, &wire.Error{Code: code, Message: msg}
+	}
+	a.opts.Metrics.Lookup(time.Since(started), "")
+	return container, nil
+}
+
+// checkHost decides whether a host request may capture this VM: the
+// operator enabled host capture, and the request names this VM. The API
+// has matched the VM's identity and address already; the agent checks
+// again, so that a request meant for another VM never captures this one.
+func (a *Agent) checkHost(req *wire.CaptureRequest) *wire.Error {
+	me := a.opts.Bosh
+	switch {
+	case !a.opts.HostCapture:
+		who := "this VM"
+		if me != nil {
+			who = fmt.Sprintf("VM %s (%s) of deployment %s", me.Slug(), me.ID, me.Deployment)
+		}
+		return &wire.Error{Code: wire.ErrHostCaptureDisabled,
+			Message: fmt.Sprintf("host capture is not enabled on %s: the operator sets host_capture.enabled on its pcap-server job", who)}
+	case me == nil:
+		return &wire.Error{Code: wire.ErrWrongInstance,
+			Message: "this agent has no BOSH identity (its config has no bosh section), so it cannot tell that it is the VM asked for"}
+	case req.Bosh.ID != me.ID || req.Bosh.Deployment != me.Deployment:
+		return &wire.Error{Code: wire.ErrWrongInstance,
+			Message: fmt.Sprintf("asked for instance %s of deployment %s, but this agent is instance %s of deployment %s", req.Bosh.ID, req.Bosh.Deployment, me.ID, me.Deployment)}
+	}
+	return nil
 }
 
 // readAPI waits for Stop; the stream's end means the API is gone.

@@ -15,6 +15,7 @@ import (
 	"github.com/cloudfoundry/pcap-server-release/internal/configfile"
 	"github.com/cloudfoundry/pcap-server-release/internal/logging"
 	"github.com/cloudfoundry/pcap-server-release/internal/metricsserver"
+	"github.com/cloudfoundry/pcap-server-release/wire"
 )
 
 // Config mirrors the YAML keys of the contract.
@@ -28,11 +29,48 @@ type Config struct {
 	RuncRoots         []string `yaml:"runc_roots"`
 	Limits            Limits   `yaml:"limits"`
 	Metrics           Metrics  `yaml:"metrics"`
-	// AllowHostCapture lets the agent capture in the cell's own network
-	// namespace. Off unless an operator turns it on.
+	// HostCapture lets the agent capture the VM itself, in its own
+	// network namespace. Off unless an operator turns it on.
+	HostCapture HostCapture `yaml:"host_capture"`
+	// AllowHostCapture is the key host_capture.enabled replaces; true
+	// still turns host capture on (see HostCaptureEnabled).
 	AllowHostCapture bool `yaml:"allow_host_capture"`
-	Dev              *Dev `yaml:"dev"`
+	// Bosh is the VM's BOSH identity from the job spec, which the agent
+	// sends in its hello; without it (or without its deployment or id)
+	// the API cannot match the agent to a director's instance, so the VM
+	// cannot be captured as a host.
+	Bosh *Bosh `yaml:"bosh"`
+	Dev  *Dev  `yaml:"dev"`
 }
+
+type HostCapture struct {
+	Enabled bool `yaml:"enabled"`
+}
+
+// Bosh is the VM's identity as BOSH knows it: spec.deployment, spec.name,
+// spec.id, spec.index and spec.az.
+type Bosh struct {
+	Deployment    string `yaml:"deployment"`
+	InstanceGroup string `yaml:"instance_group"`
+	ID            string `yaml:"id"`
+	Index         int    `yaml:"index"`
+	AZ            string `yaml:"az"`
+}
+
+// Instance is the identity as the protocol carries it; nil without one.
+func (b *Bosh) Instance() *wire.BoshInstance {
+	if b == nil {
+		return nil
+	}
+	return &wire.BoshInstance{Deployment: b.Deployment, InstanceGroup: b.InstanceGroup, ID: b.ID, Index: b.Index, AZ: b.AZ}
+}
+
+// HostCaptureEnabled is whether the agent captures the VM itself when
+// asked: host_capture.enabled, or the older allow_host_capture, which
+// meant the same for the cell's namespace and keeps working (a true in
+// either turns it on, so a config that still renders the old key as false
+// beside the new one does not turn it off).
+func (c *Config) HostCaptureEnabled() bool { return c.HostCapture.Enabled || c.AllowHostCapture }
 
 type API struct {
 	Addresses         []string            `yaml:"addresses"`
@@ -63,7 +101,14 @@ type Limits struct {
 	MaxCaptures int                 `yaml:"max_captures"`
 	BufferBytes configfile.ByteSize `yaml:"buffer_bytes"`
 	ReadTimeout configfile.Duration `yaml:"read_timeout"`
+	// GOMAXPROCS bounds the cores the agent's Go code runs on at once:
+	// Go's default, every core, would let a burst of captures take a
+	// many-core cell's CPU from its apps.
+	GOMAXPROCS int `yaml:"gomaxprocs"`
 }
+
+// MaxGOMAXPROCS is the most limits.gomaxprocs may say.
+const MaxGOMAXPROCS = 256
 
 // Metrics is the Prometheus listener: the same keys in both binaries.
 type Metrics = metricsserver.Config
@@ -90,6 +135,7 @@ func Default() Config {
 			MaxCaptures: 5,
 			BufferBytes: 8 << 20,
 			ReadTimeout: configfile.Duration(50 * time.Millisecond),
+			GOMAXPROCS:  2,
 		},
 		Metrics: Metrics{Address: "127.0.0.1:9496"},
 	}
@@ -109,6 +155,15 @@ func Load(path string) (*Config, error) {
 
 // complete fills in what is derived from the host, then validates.
 func (c *Config) complete() error {
+	if b := c.Bosh; b != nil && (b.Deployment == "" || b.ID == "") {
+		// A template rendered where BOSH gives no deployment or id (a
+		// director's own VM, a trial outside BOSH) names no VM: the agent
+		// still captures apps, and cannot be taken for a VM.
+		c.Bosh = nil
+	}
+	if c.ID == "" && c.Bosh != nil {
+		c.ID = c.Bosh.ID
+	}
 	if c.ID == "" {
 		c.ID, _ = os.Hostname()
 	}
@@ -179,6 +234,11 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	if c.Bosh != nil {
+		if err := c.Bosh.Instance().Validate(); err != nil {
+			p.Addf("%v", err)
+		}
+	}
 	if c.Limits.MaxCaptures < 1 {
 		p.Addf("limits.max_captures must be at least 1")
 	}
@@ -187,6 +247,9 @@ func (c *Config) Validate() error {
 	}
 	if d := c.Limits.ReadTimeout.D(); d < time.Millisecond || d > time.Second {
 		p.Addf("limits.read_timeout %s is outside 1ms..1s", d)
+	}
+	if n := c.Limits.GOMAXPROCS; n < 1 || n > MaxGOMAXPROCS {
+		p.Addf("limits.gomaxprocs %d is outside 1..%d", n, MaxGOMAXPROCS)
 	}
 	if c.Metrics.Address != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Address); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -257,4 +258,72 @@ func TestCompileAllWithinOneWallBudget(t *testing.T) {
 		t.Errorf("took %s, more than the budget of %s for all", took, budget.TotalWall)
 	}
 	t.Logf("after %s: %v", took.Round(time.Millisecond), errs[0])
+}
+
+// A compiler child holds none of the agent's descriptors beyond stdin,
+// stdout and stderr, whether the agent marked them close-on-exec or not:
+// a packet socket that libpcap opened without the flag must not outlive
+// its capture in a child, with its kernel ring. Here the child inherits a
+// pipe outright (as descriptor 3), which only the child's own closing
+// can take from it.
+func TestChildHoldsNoInheritedDescriptor(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	pipe, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", w.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/proc/self/exe", ChildArg)
+	cmd.ExtraFiles = []*os.File{w}
+	// The child waits for its request: it stays alive to be looked at.
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		stdin.Close()
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	// The child closes what it inherited before its Go runtime starts, so
+	// once it runs a second thread the closing is done.
+	proc := fmt.Sprintf("/proc/%d", cmd.Process.Pid)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	for {
+		tasks, err := os.ReadDir(proc + "/task")
+		if err != nil {
+			t.Fatalf("the child ended: %v", err)
+		}
+		if len(tasks) > 1 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the child's Go runtime did not start within 10s")
+		case <-time.After(time.Millisecond): // no event to await from outside
+		}
+	}
+	fds, err := os.ReadDir(proc + "/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []string
+	for _, fd := range fds {
+		link, err := os.Readlink(proc + "/fd/" + fd.Name())
+		if err == nil {
+			held = append(held, fd.Name()+" "+link)
+		}
+		if link == pipe {
+			t.Errorf("the child holds the inherited %s as descriptor %s", pipe, fd.Name())
+		}
+	}
+	t.Logf("the child holds %v", held)
 }

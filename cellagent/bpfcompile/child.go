@@ -2,8 +2,47 @@ package bpfcompile
 
 /*
 #cgo linux LDFLAGS: -lpcap
+#include <errno.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/syscall.h>
 #include <pcap/pcap.h>
+
+#define PCS_CHILD_ARG "compile-bpf-filter"
+
+// pcs_inherited is 1 once a compiler child has closed every descriptor
+// it inherited beyond stdin, stdout and stderr, -errno if it could not,
+// and 0 in any other process.
+static int pcs_inherited;
+
+// pcs_close_inherited runs before the Go runtime starts (a constructor
+// of the executable, called with main's arguments), when the only
+// descriptors are inherited ones: the runtime opens its own (cgroup
+// files, the netpoller) while it starts, and they must stay. Only a
+// process started as a compiler child closes anything.
+__attribute__((constructor)) static void pcs_close_inherited(int argc, char **argv, char **envp) {
+	(void)envp;
+	if (argc < 2 || strcmp(argv[1], PCS_CHILD_ARG) != 0) {
+		return;
+	}
+	if (syscall(SYS_close_range, 3, ~0U, 0) == 0) {
+		pcs_inherited = 1;
+		return;
+	}
+	if (errno != ENOSYS) {
+		pcs_inherited = -errno;
+		return;
+	}
+	// Before Linux 5.9: one by one, up to the descriptor limit.
+	long max = sysconf(_SC_OPEN_MAX);
+	for (long fd = 3; fd < max; fd++) {
+		close((int)fd);
+	}
+	pcs_inherited = 1;
+}
+
+static int pcs_inherited_closed(void) { return pcs_inherited; }
 */
 import "C"
 
@@ -39,11 +78,30 @@ func Main() {
 	if len(os.Args) < 2 || os.Args[1] != ChildArg {
 		return
 	}
-	if err := serveChild(os.Stdin, os.Stdout); err != nil {
+	err := inheritedClosed()
+	if err == nil {
+		err = serveChild(os.Stdin, os.Stdout)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bpf compiler child:", err)
 		os.Exit(1)
 	}
 	os.Exit(0)
+}
+
+// inheritedClosed reports whether this child closed what it inherited
+// from the agent (pcs_close_inherited): another capture's packet socket
+// held here would outlive its capture, with its kernel ring, for as long
+// as the compile runs.
+func inheritedClosed() error {
+	switch st := C.pcs_inherited_closed(); {
+	case st == 1:
+		return nil
+	case st < 0:
+		return fmt.Errorf("close inherited descriptors: %w", syscall.Errno(-st))
+	default:
+		return fmt.Errorf("inherited descriptors not closed: the child argument is %q, not %q", ChildArg, C.PCS_CHILD_ARG)
+	}
 }
 
 func serveChild(in io.Reader, out io.WriteCloser) error {

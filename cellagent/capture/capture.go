@@ -15,14 +15,14 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/gopacket/gopacket/pcap"
-
 	"github.com/cloudfoundry/pcap-server-release/cellagent/bpfcompile"
+	"github.com/cloudfoundry/pcap-server-release/cellagent/libpcap"
 	"github.com/cloudfoundry/pcap-server-release/cellagent/nsenter"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
@@ -33,9 +33,13 @@ type Options struct {
 	NetnsPath string
 	// AllowHost permits NetnsPath to be the agent's own namespace.
 	AllowHost bool
-	Device    string
-	Filter    string
-	Snaplen   int
+	// Host captures in the namespace of the calling thread, the agent's
+	// own (a BOSH VM's host capture), instead of NetnsPath, which must
+	// then be empty.
+	Host    bool
+	Device  string
+	Filter  string
+	Snaplen int
 	// RingBytes is the kernel ring size (libpcap's buffer size).
 	RingBytes int
 	// ReadTimeout is libpcap's packet buffer timeout: a ring block is
@@ -79,8 +83,10 @@ func (e *OpenError) Unwrap() error { return e.Err }
 
 // Capture is a running capture.
 type Capture struct {
-	opts     Options
-	handle   *pcap.Handle
+	opts Options
+	// handle belongs to the reader loop, which closes it; until Start,
+	// to whoever opened it.
+	handle   *libpcap.Handle
 	ring     *ring
 	linkType int
 	// batchCap is every batch's buffer: a flush's worth and one more
@@ -130,8 +136,11 @@ func OpenDevices(o Options, devices []string) (caps []*Capture, errs []error) {
 	if o.ReadTimeout <= 0 {
 		return failAll(&OpenError{Code: wire.ErrInternal, Msg: "read timeout must be positive"})
 	}
-	handles := make([]*pcap.Handle, len(devices))
-	err := nsenter.Do(o.NetnsPath, o.AllowHost, func() error {
+	if o.Host == (o.NetnsPath != "") {
+		return failAll(&OpenError{Code: wire.ErrInternal, Msg: "a capture is of the host or of a network namespace path, and of one of them"})
+	}
+	handles := make([]*libpcap.Handle, len(devices))
+	err := inNamespace(o, func() error {
 		for k, dev := range devices {
 			od := o
 			od.Device = dev
@@ -163,11 +172,26 @@ func OpenDevices(o Options, devices []string) (caps []*Capture, errs []error) {
 	return caps, errs
 }
 
+// inNamespace runs fn in the namespace the capture is of: the path's,
+// entered on a thread of its own, or for the host the calling thread's.
+// A thread that is not locked into another namespace is in the agent's
+// own (nsenter switches back or lets the thread die), and the thread
+// stays locked while fn creates libpcap's sockets and forks the filter
+// compiler, which inherits the thread's namespace.
+func inNamespace(o Options, fn func() error) error {
+	if o.Host {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		return fn()
+	}
+	return nsenter.Do(o.NetnsPath, o.AllowHost, fn)
+}
+
 // newCapture reads an activated handle; it closes the handle if it
 // cannot.
-func newCapture(o Options, h *pcap.Handle) (*Capture, error) {
-	snaplen := min(max(h.SnapLen(), o.Snaplen), wire.MaxSnaplen)
-	r, err := newRing(h, snaplen, o.RingBytes)
+func newCapture(o Options, h *libpcap.Handle) (*Capture, error) {
+	snaplen := min(max(h.Snaplen(), o.Snaplen), wire.MaxSnaplen)
+	r, err := newRing(h, o.RingBytes)
 	if err != nil {
 		h.Close()
 		return nil, &OpenError{Code: wire.ErrInternal, Msg: fmt.Sprintf("read the capture on %s: %v", o.Device, err), Err: err}
@@ -176,7 +200,7 @@ func newCapture(o Options, h *pcap.Handle) (*Capture, error) {
 		opts:     o,
 		handle:   h,
 		ring:     r,
-		linkType: int(h.LinkType()),
+		linkType: h.LinkType(),
 		batchCap: flushBytes + wire.RecordHeaderSize + snaplen,
 		out:      make(chan *wire.Batch, queueSlots),
 		done:     make(chan struct{}),
@@ -191,40 +215,20 @@ func newCapture(o Options, h *pcap.Handle) (*Capture, error) {
 
 // activate runs inside the target namespace: the socket libpcap creates
 // here stays in it. The filter is set afterwards (setFilter).
-func activate(o Options) (*pcap.Handle, error) {
-	inactive, err := pcap.NewInactiveHandle(o.Device)
-	if err != nil {
-		return nil, &OpenError{Code: wire.ErrInternal, Msg: fmt.Sprintf("create capture on %s: %v", o.Device, err), Err: err}
+func activate(o Options) (*libpcap.Handle, error) {
+	h, err := libpcap.Open(libpcap.Config{Device: o.Device, Snaplen: o.Snaplen, BufferBytes: o.RingBytes, Timeout: o.ReadTimeout})
+	if err == nil {
+		return h, nil
 	}
-	defer inactive.CleanUp()
-	for _, set := range []func() error{
-		func() error { return inactive.SetSnapLen(o.Snaplen) },
-		func() error { return inactive.SetPromisc(false) },
-		func() error { return inactive.SetTimeout(o.ReadTimeout) },
-		func() error { return inactive.SetBufferSize(o.RingBytes) },
-		// Immediate mode would force TPACKET_V2 and halve the packet rate.
-		func() error { return inactive.SetImmediateMode(false) },
-	} {
-		if err := set(); err != nil {
-			return nil, &OpenError{Code: wire.ErrInternal, Msg: fmt.Sprintf("configure capture on %s: %v", o.Device, err), Err: err}
-		}
+	var ae *libpcap.ActivateError
+	if !errors.As(err, &ae) {
+		return nil, &OpenError{Code: wire.ErrInternal, Msg: err.Error(), Err: err}
 	}
-	var h *pcap.Handle
-	err = closeOnExec(func() (err error) {
-		h, err = inactive.Activate()
-		return err
-	})
-	if err != nil {
-		if h != nil {
-			h.Close()
-		}
-		code := wire.ErrInternal
-		if msg := err.Error(); strings.Contains(msg, "No Such Device") || strings.Contains(msg, "Interface Not Up") {
-			code = wire.ErrNoSuchDevice
-		}
-		return nil, &OpenError{Code: code, Msg: fmt.Sprintf("open device %s in the container: %v", o.Device, err), Err: err}
+	code := wire.ErrInternal
+	if ae.DeviceUnusable() {
+		code = wire.ErrNoSuchDevice
 	}
-	return h, nil
+	return nil, &OpenError{Code: code, Msg: fmt.Sprintf("open device %s in the container: %s", o.Device, ae.Msg), Err: err}
 }
 
 // LinkType is libpcap's DLT of the capture.
@@ -396,8 +400,8 @@ func (r *reader) pace() {
 		return
 	}
 	deadline := r.burstStart.Add(o.ReadTimeout)
-	enough := max(view.blocks/8, 1)
-	for view.ready() < enough && time.Now().Before(deadline) && !r.stopPending() {
+	enough := max(view.Blocks()/8, 1)
+	for view.Ready() < enough && time.Now().Before(deadline) && !r.stopPending() {
 		r.c.ring.waitHandOver(deadline, r.stopPending)
 	}
 }
@@ -497,15 +501,14 @@ func (r *reader) flush() {
 	}
 }
 
-// sampleStats runs on the reader goroutine only: pcap_stats and
-// pcap_next_ex share libpcap's state.
+// sampleStats reads libpcap's counters into the capture's.
 func (c *Capture) sampleStats() {
 	s, err := c.handle.Stats()
 	if err != nil {
 		return
 	}
-	c.kernelDrop.Store(uint64(s.PacketsDropped))
-	c.ifDrop.Store(uint64(s.PacketsIfDropped))
+	c.kernelDrop.Store(s.Dropped)
+	c.ifDrop.Store(s.IfDropped)
 }
 
 // interfaceGone recognises libpcap's messages for an interface that went

@@ -332,3 +332,39 @@ func TestInterfaceRemovedEndsAsContainerGone(t *testing.T) {
 	}
 	assertDatagrams(t, pkts, 5)
 }
+
+// A host capture opens the devices of the namespace the agent runs in:
+// here the test enters the app's namespace as an agent started there (a
+// BOSH VM's) would be, and the capture, its filter compiled by a child,
+// sees that namespace's eth0.
+func TestHostCapturesTheAgentsOwnNamespace(t *testing.T) {
+	p := netnstest.NewPair(t)
+	o := options(p)
+	o.NetnsPath, o.Host = "", true
+	var c *Capture
+	p.App.Do(t, func() (err error) {
+		c, err = Open(o)
+		return err
+	})
+	c.Start()
+	send(t, p, 5)
+	c.Stop(wire.EndRequested, true)
+	assertDatagrams(t, collect(t, c), 5)
+}
+
+// A capture names the host or a namespace path, never both or neither:
+// an empty path is not taken for the host.
+func TestHostOrPathNotBoth(t *testing.T) {
+	p := netnstest.NewPair(t)
+	for name, o := range map[string]Options{
+		"neither": {Device: "eth0", Snaplen: 100, ReadTimeout: time.Millisecond},
+		"both":    {Host: true, NetnsPath: p.App.Path(), Device: "eth0", Snaplen: 100, ReadTimeout: time.Millisecond},
+	} {
+		c, err := Open(o)
+		var oe *OpenError
+		if c != nil || !errors.As(err, &oe) || oe.Code != wire.ErrInternal {
+			closeCapture(c)
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}

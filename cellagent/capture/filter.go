@@ -9,6 +9,8 @@ import (
 	"github.com/gopacket/gopacket/pcap"
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/bpfcompile"
+	"github.com/cloudfoundry/pcap-server-release/cellagent/libpcap"
+	"github.com/cloudfoundry/pcap-server-release/internal/bpfbound"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
 
@@ -20,7 +22,7 @@ import (
 // lock for the whole process, so a filter that keeps libpcap busy would
 // hold every other capture start on the cell; the child has a budget, one
 // for all devices of the capture.
-func setFilter(o Options, devices []string, handles []*pcap.Handle, errs []error) {
+func setFilter(o Options, devices []string, handles []*libpcap.Handle, errs []error) {
 	if o.Filter == "" {
 		return
 	}
@@ -28,11 +30,11 @@ func setFilter(o Options, devices []string, handles []*pcap.Handle, errs []error
 	var open []int // the index in devices of each target
 	for k, h := range handles {
 		if h != nil {
-			targets = append(targets, bpfcompile.Target{Device: devices[k], LinkType: int(h.LinkType()), Snaplen: o.Snaplen, Netmask: bpfcompile.Netmask(devices[k])})
+			targets = append(targets, bpfcompile.Target{Device: devices[k], LinkType: h.LinkType(), Snaplen: o.Snaplen, Netmask: bpfcompile.Netmask(devices[k])})
 			open = append(open, k)
 		}
 	}
-	programs, compileErrs := o.Compiler.CompileAll(context.Background(), targets, o.Filter)
+	programs, compileErrs := compile(o, targets)
 	for i, k := range open {
 		insns, err := programs[i], compileErrs[i]
 		if err == nil && len(insns) > pcap.MaxBpfInstructions {
@@ -41,13 +43,38 @@ func setFilter(o Options, devices []string, handles []*pcap.Handle, errs []error
 		if err == nil {
 			// libpcap filters in user space whatever reached the ring before
 			// the kernel filter was set, so no unfiltered packet gets through.
-			err = handles[k].SetBPFInstructionFilter(insns)
+			err = handles[k].SetFilter(instructions(insns))
 		}
 		if err != nil {
 			handles[k].Close()
 			handles[k], errs[k] = nil, filterError(o.Filter, devices[k], err)
 		}
 	}
+}
+
+// compile compiles o.Filter for each target, unless it names a host
+// (internal/bpfbound), which the API refuses too but an older API does
+// not: the compile child would resolve the name in the container's
+// network. A filter over the API's bound of operators meets the child's
+// budget instead.
+func compile(o Options, targets []bpfcompile.Target) ([][]pcap.BPFInstruction, []error) {
+	if names := bpfbound.HostNames(o.Filter); len(names) > 0 {
+		errs := make([]error, len(targets))
+		for i := range errs {
+			errs[i] = &bpfcompile.FilterError{Msg: (&bpfbound.HostNameError{Name: names[0]}).Error()}
+		}
+		return make([][]pcap.BPFInstruction, len(targets)), errs
+	}
+	return o.Compiler.CompileAll(context.Background(), targets, o.Filter)
+}
+
+// instructions converts the compiler's program for the handle.
+func instructions(insns []pcap.BPFInstruction) []libpcap.Instruction {
+	out := make([]libpcap.Instruction, len(insns))
+	for i, in := range insns {
+		out[i] = libpcap.Instruction{Code: in.Code, Jt: in.Jt, Jf: in.Jf, K: in.K}
+	}
+	return out
 }
 
 // filterError is the OpenError of a filter that could not be set.

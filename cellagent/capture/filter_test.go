@@ -105,6 +105,19 @@ func TestHostileFilterDoesNotHoldOtherCaptures(t *testing.T) {
 	t.Logf("the other capture started in %s (%s without the hostile filter); the hostile filter: %s", took, alone, oe.Msg)
 }
 
+// The agent refuses host names itself, as the API does (an older API
+// does not): libpcap would resolve them in the container's network.
+func TestHostNameRefusedBeforeCompiling(t *testing.T) {
+	o := options(netnstest.NewPair(t))
+	o.Filter = "udp and host many.example"
+	c, err := Open(o)
+	closeCapture(c)
+	var oe *OpenError
+	if !errors.As(err, &oe) || oe.Code != wire.ErrBadFilter || !strings.Contains(oe.Msg, `host "many.example"`) || !strings.Contains(oe.Msg, "refused") {
+		t.Fatalf("err %v, want a bad filter that refuses the host name", err)
+	}
+}
+
 // A filter the kernel cannot run (more than 4096 BPF instructions) is
 // refused: libpcap would otherwise copy every packet to user space and
 // filter there, on a cell that runs apps.
@@ -198,8 +211,8 @@ func TestCompileChildInheritsNoCapture(t *testing.T) {
 		t.Fatal(err)
 	}
 	// What the capture holds: its packet socket, and libpcap's eventfd
-	// where it keeps one (libpcap 1.10 closes it again when gopacket
-	// makes the handle non-blocking, inside Activate).
+	// where it keeps one (libpcap 1.10 opens none for a handle that is
+	// non-blocking from the start, as the agent's are).
 	held := map[string]bool{}
 	for fd, f := range after {
 		if before[fd] != f && (strings.HasPrefix(f, "socket:") || strings.HasPrefix(f, "eventfd")) {

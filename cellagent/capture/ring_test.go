@@ -26,7 +26,7 @@ func TestWaitSeesABlockHandedOverBefore(t *testing.T) {
 	send(t, p, 1)
 	// The block is handed over one read timeout after its packet.
 	deadline := time.Now().Add(10 * time.Second)
-	for c.ring.view.ready() == 0 {
+	for c.ring.view.Ready() == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("the kernel handed over no block within 10s")
 		}

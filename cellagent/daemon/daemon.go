@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/agent"
 	"github.com/cloudfoundry/pcap-server-release/cellagent/agentconfig"
@@ -80,7 +81,8 @@ func New(cfg *agentconfig.Config, o Options) (*Daemon, error) {
 		MaxCaptures: cfg.Limits.MaxCaptures,
 		RingBytes:   int(cfg.Limits.BufferBytes),
 		ReadTimeout: cfg.Limits.ReadTimeout.D(),
-		AllowHost:   cfg.AllowHostCapture,
+		HostCapture: cfg.HostCaptureEnabled(),
+		Bosh:        cfg.Bosh.Instance(),
 		Locator:     locator,
 		Logger:      log,
 		Metrics:     m,
@@ -95,6 +97,8 @@ func New(cfg *agentconfig.Config, o Options) (*Daemon, error) {
 			AgentVersion: buildinfo.Version(),
 			CellIPs:      cfg.CellIPs,
 			MaxCaptures:  cfg.Limits.MaxCaptures,
+			Bosh:         cfg.Bosh.Instance(),
+			HostCapture:  cfg.HostCaptureEnabled(),
 		},
 		Handle:    d.agent.ServeStream,
 		Logger:    log,
@@ -119,11 +123,22 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.garden != nil {
 		defer d.garden.Close()
 		// Say at once when garden is not there; lookups will retry anyway.
-		if err := d.garden.Ping(ctx); err != nil {
+		// On a VM that is no cell (host capture, no containers) that is
+		// expected.
+		if err := d.garden.Ping(ctx); err != nil && d.cfg.HostCaptureEnabled() {
+			d.log.Info("garden does not answer: no app containers can be captured here, the VM itself can", "error", err)
+		} else if err != nil {
 			d.log.Warn("garden does not answer yet", "error", err)
 		}
 	}
-	d.log.Info("starting", "version", buildinfo.Version(), "id", d.cfg.ID, "cell_ips", d.cfg.CellIPs, "api", d.cfg.API.Addresses)
+	d.log.Info("starting", "version", buildinfo.Version(), "id", d.cfg.ID, "cell_ips", d.cfg.CellIPs, "api", d.cfg.API.Addresses,
+		"host_capture", d.cfg.HostCaptureEnabled(), "gomaxprocs", runtime.GOMAXPROCS(0))
+	if d.cfg.HostCaptureEnabled() && d.cfg.Bosh == nil {
+		d.log.Warn("host capture is on, but the agent has no BOSH identity (bosh.deployment and bosh.id): the API cannot take it for a VM of the director's")
+	}
+	if d.cfg.AllowHostCapture {
+		d.log.Warn("allow_host_capture is deprecated: set host_capture.enabled instead (both turn host capture on)")
+	}
 	metricsCtx, stopMetrics := context.WithCancel(context.Background())
 	metricsErr := make(chan error, 1)
 	go func() { metricsErr <- d.metrics.Serve(metricsCtx) }()

@@ -43,6 +43,8 @@ type Config struct {
 	SSLDisabled           bool               `json:"SSLDisabled"`
 	OrganizationFields    OrganizationFields `json:"OrganizationFields"`
 	SpaceFields           SpaceFields        `json:"SpaceFields"`
+	// Trace is `cf config --trace`: true or false, or a file to trace to.
+	Trace string `json:"Trace"`
 }
 
 // OrganizationFields is the targeted org.

@@ -3,27 +3,24 @@ package cfconfig
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/cloudfoundry/pcap-server-release/cli/atomicfile"
+	"github.com/cloudfoundry/pcap-server-release/cli/uaatoken"
 )
 
 // RefreshMargin: a token expiring sooner than this is refreshed first, as
 // the cf CLI does, so it does not expire on its way to the API.
 const RefreshMargin = time.Minute
-
-// maxUAAResponse bounds how much of a UAA reply is read.
-const maxUAAResponse = 1 << 20
 
 // Options configure Load.
 type Options struct {
@@ -239,16 +236,6 @@ func (s *Store) freshTokenLocked() (string, bool) {
 	return token, expiry.Sub(s.now()) >= RefreshMargin
 }
 
-// tokenReply is UAA's /oauth/token answer, success or error.
-type tokenReply struct {
-	AccessToken      string `json:"access_token"`
-	TokenType        string `json:"token_type"`
-	RefreshToken     string `json:"refresh_token"`
-	ExpiresIn        int64  `json:"expires_in"`
-	Error            string `json:"error"`
-	ErrorDescription string `json:"error_description"`
-}
-
 func (s *Store) refreshLocked(ctx context.Context) (string, error) {
 	cfg := s.cfg
 	form := url.Values{}
@@ -276,7 +263,11 @@ func (s *Store) refreshLocked(ctx context.Context) (string, error) {
 	}
 	tokenURL := strings.TrimRight(base, "/") + "/oauth/token"
 
-	reply, err := s.postToken(ctx, tokenURL, form, cfg.UAAOAuthClient, cfg.UAAOAuthClientSecret)
+	reply, err := uaatoken.Request(ctx, s.uaa, tokenURL, form, cfg.UAAOAuthClient, cfg.UAAOAuthClientSecret)
+	var refused *uaatoken.RefusedError
+	if errors.As(err, &refused) {
+		return "", &RefreshError{StatusCode: refused.StatusCode, Code: refused.Code, Description: refused.Description}
+	}
 	if err != nil {
 		return "", err
 	}
@@ -300,116 +291,21 @@ func (s *Store) refreshLocked(ctx context.Context) (string, error) {
 	return reply.AccessToken, nil
 }
 
-func (s *Store) postToken(ctx context.Context, tokenURL string, form url.Values, client, secret string) (tokenReply, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tokenURL, strings.NewReader(form.Encode()))
-	if err != nil {
-		return tokenReply{}, fmt.Errorf("refresh access token: %w", err)
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Accept", "application/json")
-	req.SetBasicAuth(client, secret)
-
-	resp, err := s.uaa.Do(req)
-	if err != nil {
-		return tokenReply{}, fmt.Errorf("refresh access token at %s: %w", tokenURL, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxUAAResponse))
-	if err != nil {
-		return tokenReply{}, fmt.Errorf("refresh access token at %s: read reply: %w", tokenURL, err)
-	}
-
-	var reply tokenReply
-	jsonErr := json.Unmarshal(body, &reply)
-	switch {
-	case resp.StatusCode == http.StatusOK:
-		if jsonErr != nil {
-			return tokenReply{}, fmt.Errorf("refresh access token at %s: reply: %w", tokenURL, jsonErr)
-		}
-		if reply.AccessToken == "" {
-			return tokenReply{}, fmt.Errorf("refresh access token at %s: reply has no access_token", tokenURL)
-		}
-		return reply, nil
-	case resp.StatusCode >= 400 && resp.StatusCode < 500:
-		refreshErr := &RefreshError{StatusCode: resp.StatusCode}
-		if jsonErr == nil {
-			refreshErr.Code, refreshErr.Description = reply.Error, reply.ErrorDescription
-		}
-		return tokenReply{}, refreshErr
-	}
-	return tokenReply{}, fmt.Errorf("refresh access token at %s: UAA answered %s: %s", tokenURL, resp.Status, snippet(body))
-}
-
-func snippet(body []byte) string {
-	const limit = 200
-	s := strings.TrimSpace(string(body))
-	if len(s) > limit {
-		s = s[:limit] + "..."
-	}
-	return s
-}
-
 // writeBackLocked saves the new tokens, unless the file no longer holds the
 // tokens that were refreshed: then the cf CLI wrote it meanwhile (a login,
 // a refresh of its own) and its content wins.
 func (s *Store) writeBackLocked(oldAccess, oldRefresh string) error {
-	data, err := os.ReadFile(s.path)
-	if err != nil {
-		return fmt.Errorf("read cf config: %w", err)
-	}
-	current, err := Parse(data)
-	if err != nil {
-		return fmt.Errorf("%s: %w", s.path, err)
-	}
-	if current.AccessToken != oldAccess || current.RefreshToken != oldRefresh {
-		s.log.Debug("cf config changed since it was read; not saving the refreshed token", "path", s.path)
-		return nil
-	}
-	updated, err := withTokens(data, s.cfg.AccessToken, s.cfg.RefreshToken)
-	if err != nil {
-		return err
-	}
-	return writeFileAtomic(s.path, updated)
-}
-
-// writeFileAtomic replaces path with data through a temporary file in the
-// same directory, keeping the file's permissions, so that a reader (the cf
-// CLI) sees either the old or the new file. A symlinked config is written
-// where the link points. The temporary name matches the cf CLI's
-// "temp-config*", which the cf CLI cleans up if a crash leaves one behind.
-func writeFileAtomic(path string, data []byte) (err error) {
-	target, err := filepath.EvalSymlinks(path)
-	if err != nil {
-		return fmt.Errorf("resolve %s: %w", path, err)
-	}
-	info, err := os.Stat(target)
-	if err != nil {
-		return fmt.Errorf("stat %s: %w", target, err)
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(target), "temp-config")
-	if err != nil {
-		return fmt.Errorf("create temporary cf config: %w", err)
-	}
-	defer func() {
+	// The temporary name matches the cf CLI's "temp-config*", which the cf
+	// CLI cleans up if a crash leaves one behind.
+	return atomicfile.Update(s.path, "temp-config", func(data []byte) ([]byte, error) {
+		current, err := Parse(data)
 		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
+			return nil, fmt.Errorf("%s: %w", s.path, err)
 		}
-	}()
-	if err := tmp.Chmod(info.Mode().Perm()); err != nil {
-		return fmt.Errorf("chmod %s: %w", tmp.Name(), err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp.Name(), err)
-	}
-	if err := os.Rename(tmp.Name(), target); err != nil {
-		return fmt.Errorf("replace %s: %w", target, err)
-	}
-	return nil
+		if current.AccessToken != oldAccess || current.RefreshToken != oldRefresh {
+			s.log.Debug("cf config changed since it was read; not saving the refreshed token", "path", s.path)
+			return nil, nil
+		}
+		return withTokens(data, s.cfg.AccessToken, s.cfg.RefreshToken)
+	})
 }

@@ -26,6 +26,9 @@ var testPlugin struct {
 }
 
 func TestMain(m *testing.M) {
+	if watchHelper() {
+		return
+	}
 	code := m.Run()
 	if testPlugin.dir != "" {
 		os.RemoveAll(testPlugin.dir)
@@ -217,8 +220,8 @@ func TestBinaryExitCode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.ExitCode != 3 || res.Stderr != "fail requested\n" {
-		t.Errorf("exit %d stderr %q", res.ExitCode, res.Stderr)
+	if res.ExitCode != 3 || res.Stderr != "fail requested\n" || res.CFExitCode() != 1 {
+		t.Errorf("exit %d (cf: %d) stderr %q", res.ExitCode, res.CFExitCode(), res.Stderr)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/rpc"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -25,12 +26,14 @@ const (
 // for concurrent use and survives as long as the cf CLI process does.
 type Connection struct {
 	addr string
+	// parent is the pid of the cf CLI, this process's parent at start.
+	parent int
 }
 
 // NewConnection returns a connection to the cf CLI's RPC server on
 // 127.0.0.1:port.
 func NewConnection(port int) *Connection {
-	return &Connection{addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+	return &Connection{addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), parent: os.Getppid()}
 }
 
 // Addr is the cf CLI's RPC address.

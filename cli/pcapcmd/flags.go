@@ -33,17 +33,20 @@ type Options struct {
 	// SkipSSLValidation turns TLS verification off, as `cf api
 	// --skip-ssl-validation` does for the cf CLI.
 	SkipSSLValidation bool
+	// StopTimeout bounds a graceful stop ($PCAP_STOP_TIMEOUT); zero means
+	// DefaultStopTimeout.
+	StopTimeout time.Duration
 }
 
-// flagSpec describes a flag once for the parser and the help texts.
-type flagSpec struct {
-	long, short, arg, usage string
+// FlagSpec describes a flag once for the parser and the help texts.
+type FlagSpec struct {
+	Long, Short, Arg, Usage string
 }
 
 // Flags lists every option: the cf plugin metadata and the standalone
 // usage are generated from it. -h and -v are not among them: the cf CLI
 // keeps those for itself.
-var Flags = []flagSpec{
+var Flags = []FlagSpec{
 	{"output", "o", "FILE", "write the capture to FILE (- for stdout, to pipe into wireshark -k -i -); default APP.pcap or APP.pcapng"},
 	{"instance", "i", "INDEXES", "instance indexes to capture, comma-separated, or all (default all running instances)"},
 	{"filter", "f", "FILTER", "BPF filter, as for tcpdump, for example 'tcp port 8080'"},
@@ -77,12 +80,7 @@ func Parse(args []string, getenv func(string) string) (Options, error) {
 	fs.SetOutput(io.Discard)
 	var instances string
 	devices := "eth0"
-	str := func(p *string, long, short string) {
-		fs.StringVar(p, long, *p, "")
-		if short != "" {
-			fs.StringVar(p, short, *p, "")
-		}
-	}
+	str := func(p *string, long, short string) { StringFlag(fs, p, long, short) }
 	str(&o.Output, "output", "o")
 	str(&instances, "instance", "i")
 	str(&o.Filter, "filter", "f")
@@ -100,19 +98,9 @@ func Parse(args []string, getenv func(string) string) (Options, error) {
 	str(&o.AppGUID, "app-guid", "")
 	fs.BoolVar(&o.SkipSSLValidation, "skip-ssl-validation", false, "")
 
-	var positional []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return Options{}, err
-			}
-			return Options{}, &UsageError{Msg: err.Error()}
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		positional = append(positional, fs.Arg(0))
-		args = fs.Args()[1:]
+	positional, err := ParseInterleaved(fs, args)
+	if err != nil {
+		return Options{}, err
 	}
 	switch len(positional) {
 	case 0:
@@ -122,20 +110,14 @@ func Parse(args []string, getenv func(string) string) (Options, error) {
 	default:
 		return Options{}, &UsageError{Msg: fmt.Sprintf("one app at a time, got %s", strings.Join(positional, " "))}
 	}
-	var err error
 	if o.Instances, err = parseInstances(instances); err != nil {
 		return Options{}, err
 	}
-	if o.Devices, err = parseDevices(devices); err != nil {
+	if o.Devices, err = ParseDevices(devices); err != nil {
 		return Options{}, err
 	}
-	switch o.Format {
-	case "", "pcap", "pcapng":
-	default:
-		return Options{}, &UsageError{Msg: fmt.Sprintf("--format %q: want pcap or pcapng", o.Format)}
-	}
-	if o.Format == "pcap" && len(o.Devices) > 1 {
-		return Options{}, &UsageError{Msg: "--format pcap holds one device: use pcapng for several"}
+	if err := CheckFormat(o.Format, len(o.Devices)); err != nil {
+		return Options{}, err
 	}
 	if o.Format == "" {
 		o.Format = "pcapng"
@@ -155,10 +137,70 @@ func Parse(args []string, getenv func(string) string) (Options, error) {
 	if o.Token == "" {
 		o.Token = getenv("PCAP_TOKEN")
 	}
+	if o.StopTimeout, err = StopTimeoutFromEnv(getenv); err != nil {
+		return Options{}, err
+	}
 	if o.Output == "" {
 		o.Output = o.App + "." + o.Format
 	}
 	return o, nil
+}
+
+// StringFlag defines --long (and -short, unless empty) on fs, both
+// setting p, whose value is the default.
+func StringFlag(fs *flag.FlagSet, p *string, long, short string) {
+	fs.StringVar(p, long, *p, "")
+	if short != "" {
+		fs.StringVar(p, short, *p, "")
+	}
+}
+
+// StopTimeoutFromEnv reads $PCAP_STOP_TIMEOUT, the bound of a graceful
+// stop; zero when unset.
+func StopTimeoutFromEnv(getenv func(string) string) (time.Duration, error) {
+	v := getenv("PCAP_STOP_TIMEOUT")
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, &UsageError{Msg: fmt.Sprintf("PCAP_STOP_TIMEOUT=%q: want a positive duration such as 30s", v)}
+	}
+	return d, nil
+}
+
+// ParseInterleaved parses flags and positional arguments in any order,
+// as cf users are used to, and returns the positional ones. -h and --help
+// give flag.ErrHelp; other errors are *UsageError.
+func ParseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, &UsageError{Msg: err.Error()}
+		}
+		if fs.NArg() == 0 {
+			return positional, nil
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// CheckFormat checks --format: pcap or pcapng, or empty (the default),
+// and pcapng for several devices.
+func CheckFormat(format string, devices int) error {
+	switch format {
+	case "", "pcap", "pcapng":
+	default:
+		return &UsageError{Msg: fmt.Sprintf("--format %q: want pcap or pcapng", format)}
+	}
+	if format == "pcap" && devices > 1 {
+		return &UsageError{Msg: "--format pcap holds one device: use pcapng for several"}
+	}
+	return nil
 }
 
 func parseInstances(s string) ([]int, error) {
@@ -180,8 +222,8 @@ func parseInstances(s string) ([]int, error) {
 	return out, nil
 }
 
-// parseDevices splits -d eth0,lo into distinct interface names.
-func parseDevices(s string) ([]string, error) {
+// ParseDevices splits eth0,lo into distinct interface names.
+func ParseDevices(s string) ([]string, error) {
 	var out []string
 	for _, d := range strings.Split(s, ",") {
 		d = strings.TrimSpace(d)
@@ -201,14 +243,19 @@ func parseDevices(s string) ([]string, error) {
 // Usage writes the standalone usage.
 func Usage(w io.Writer, prog string) {
 	fmt.Fprintf(w, "Usage: %s pcap APP [options]\n\nCapture the network traffic of a Cloud Foundry app's instances into a pcap file.\n\nOptions:\n", prog)
-	for _, f := range Flags {
-		name := "--" + f.long
-		if f.short != "" {
-			name = "-" + f.short + ", " + name
+	PrintFlags(w, Flags)
+}
+
+// PrintFlags lists flags for a usage text.
+func PrintFlags(w io.Writer, flags []FlagSpec) {
+	for _, f := range flags {
+		name := "--" + f.Long
+		if f.Short != "" {
+			name = "-" + f.Short + ", " + name
 		}
-		if f.arg != "" {
-			name += " " + f.arg
+		if f.Arg != "" {
+			name += " " + f.Arg
 		}
-		fmt.Fprintf(w, "  %-28s %s\n", name, f.usage)
+		fmt.Fprintf(w, "  %-28s %s\n", name, f.Usage)
 	}
 }

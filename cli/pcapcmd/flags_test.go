@@ -41,7 +41,13 @@ func TestParseDefaults(t *testing.T) {
 	if !reflect.DeepEqual(o.Devices, []string{"eth0", "lo"}) || o.Format != "pcapng" || o.Output != "my-app.pcapng" {
 		t.Fatalf("two devices: %+v", o)
 	}
-	o, _ = Parse([]string{"my-app", "--format", "pcap", "--api-url", "http://x"}, func(string) string { return "ignored" })
+	// Flags win over PCAP_API_URL and PCAP_TOKEN (PCAP_STOP_TIMEOUT has no flag).
+	o, _ = Parse([]string{"my-app", "--format", "pcap", "--api-url", "http://x"}, func(k string) string {
+		if k == "PCAP_STOP_TIMEOUT" {
+			return ""
+		}
+		return "ignored"
+	})
 	if o.Format != "pcap" || o.APIURL != "http://x" {
 		t.Fatalf("explicit values: %+v", o)
 	}

@@ -12,11 +12,11 @@ import (
 func PluginMetadata() cfplugin.PluginMetadata {
 	opts := map[string]string{}
 	for _, f := range Flags {
-		desc := f.usage
-		if f.short != "" {
-			desc = "-" + f.short + ": " + desc
+		desc := f.Usage
+		if f.Short != "" {
+			desc = "-" + f.Short + ": " + desc
 		}
-		opts[f.long] = desc
+		opts[f.Long] = desc
 	}
 	return cfplugin.PluginMetadata{
 		Name:           "pcap",

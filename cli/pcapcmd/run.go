@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/cloudfoundry/pcap-server-release/cli/pcapstream"
+	"github.com/cloudfoundry/pcap-server-release/cli/tokenkeeper"
 )
 
 // Session is what the command needs from a cf login.
@@ -52,6 +53,11 @@ type Env struct {
 	// it gives up instead. Cancelling Run's ctx (a second Ctrl-C) aborts at
 	// once, still leaving a valid file.
 	Stop <-chan struct{}
+	// CLIGone, for a cf CLI plugin, is closed when the cf CLI that started
+	// it has exited; it stops the capture as Stop does. Nil when
+	// standalone. Under the cf CLI, Ctrl-C at a terminal ends cf too, so a
+	// second one reaches the shell, not the plugin.
+	CLIGone <-chan struct{}
 }
 
 // Exit codes.
@@ -67,9 +73,14 @@ const (
 func Run(ctx context.Context, o Options, env Env) int {
 	p := &printer{w: env.Stderr}
 	code, err := run(ctx, o, env, p)
+	return report(p, env, "pcap", code, err)
+}
+
+// report prints a failure and passes on the exit code.
+func report(p *printer, env Env, command string, code int, err error) int {
 	if err != nil {
 		p.clearProgress()
-		fmt.Fprintf(env.Stderr, "pcap: %v\n", err)
+		fmt.Fprintf(env.Stderr, "%s: %v\n", command, err)
 	}
 	return code
 }
@@ -79,10 +90,8 @@ func run(ctx context.Context, o Options, env Env, p *printer) (int, error) {
 	if o.Token != "" || sess == nil {
 		sess = staticSession{token: o.Token, apiURL: o.APIURL, inner: sess}
 	}
-	if o.Output != "-" && !o.Force {
-		if _, err := os.Stat(o.Output); err == nil {
-			return ExitError, fmt.Errorf("%s exists: use --force to overwrite it, or -o another file", o.Output)
-		}
+	if err := checkOutput(o.Output, o.Force); err != nil {
+		return ExitError, err
 	}
 	apiURL := o.APIURL
 	if apiURL == "" {
@@ -104,20 +113,86 @@ func run(ctx context.Context, o Options, env Env, p *printer) (int, error) {
 	if err != nil {
 		return ExitError, err
 	}
+	return stream(ctx, Capture{
+		URL:         reqURL,
+		StopURL:     func(captureID string) string { return stopURL(reqURL, captureID, o.Process) },
+		Subject:     "app " + o.App,
+		Output:      o.Output,
+		Force:       o.Force,
+		Devices:     len(o.Devices),
+		StopTimeout: o.StopTimeout,
+	}, sess, env, p)
+}
+
+// Capture is one capture request as the command streams it: the `pcap`
+// command's of an app, the `bosh` command's of VMs.
+type Capture struct {
+	// URL is the GET that streams the capture.
+	URL string
+	// StopURL is the DELETE that stops it, given its Pcap-Capture-Id.
+	StopURL func(captureID string) string
+	// Subject says what is captured, for the first line: "app my-app".
+	Subject string
+	// Output is the file (- for stdout); Force overwrites it.
+	Output string
+	Force  bool
+	// Devices is how many devices each instance captures: with several,
+	// the summary names the interfaces that dropped.
+	Devices int
+	// StopTimeout bounds a graceful stop; zero means DefaultStopTimeout.
+	StopTimeout time.Duration
+}
+
+// Tokens gives the access token for each request, without "bearer ".
+// After a 401 the command asks once more: Renew, when the source has it,
+// or Token again.
+type Tokens interface {
+	Token(ctx context.Context) (string, error)
+}
+
+// Stream runs a capture request (the bosh command's; the pcap command's
+// is Run) and returns the exit code: the same progress, summary, output
+// and Ctrl-C handling for every kind of capture. command prefixes the
+// error message.
+func Stream(ctx context.Context, command string, c Capture, tokens Tokens, env Env) int {
+	p := &printer{w: env.Stderr}
+	code, err := 0, checkOutput(c.Output, c.Force)
+	if err == nil {
+		code, err = stream(ctx, c, tokens, env, p)
+	} else {
+		code = ExitError
+	}
+	return report(p, env, command, code, err)
+}
+
+// checkOutput refuses to start a capture whose file exists, unless
+// forced: better now than after the capture has started.
+func checkOutput(output string, force bool) error {
+	if output == "-" || force {
+		return nil
+	}
+	if _, err := os.Stat(output); err == nil {
+		return fmt.Errorf("%s exists: use --force to overwrite it, or -o another file", output)
+	}
+	return nil
+}
+
+func stream(ctx context.Context, c Capture, tokens Tokens, env Env, p *printer) (int, error) {
 	// Until the capture runs, a stop means giving up.
 	ctx, abort := context.WithCancel(ctx)
-	stopper := &stopper{abort: abort, out: env.Stderr, printer: p}
+	stopper := newStopper(abort, env.Stderr, p, c.StopTimeout, env.CLIGone != nil)
 	watched := make(chan struct{})
 	go func() {
 		defer close(watched)
-		stopper.watch(ctx, env.Stop)
+		stopper.watch(ctx, env.Stop, env.CLIGone)
 	}()
 	defer func() {
 		abort()
 		<-watched
 	}()
 	client := newClient(env)
-	resp, token, err := get(ctx, client, reqURL, sess)
+	requested := time.Now()
+	resp, token, err := get(ctx, client, c.URL, tokens)
 	if err != nil {
 		return ExitError, err
 	}
@@ -125,22 +200,34 @@ func run(ctx context.Context, o Options, env Env, p *printer) (int, error) {
 	if resp.StatusCode != http.StatusOK {
 		return ExitError, problemError(resp)
 	}
-	stopper.started(stopRequest{client: client, sess: sess, token: token,
-		url: stopURL(reqURL, resp.Header.Get("Pcap-Capture-Id"), o.Process)})
+	// Keep a token fresh for the stop: the cf CLI may be gone by then.
+	keeper := tokenkeeper.New(tokens.Token, token, nil)
+	keepCtx, stopKeeping := context.WithCancel(ctx)
+	kept := make(chan struct{})
+	go func() {
+		defer close(kept)
+		keeper.Run(keepCtx)
+	}()
+	defer func() {
+		stopKeeping()
+		<-kept
+	}()
+	stopper.started(stopRequest{client: client, tokens: keeper, url: c.StopURL(resp.Header.Get("Pcap-Capture-Id"))})
 
-	out, closeOut, err := openOutput(o, env.Stdout)
+	out, closeOut, err := openOutput(c.Output, c.Force, env.Stdout)
 	if err != nil {
 		return ExitError, err
 	}
 	start := time.Now()
 	instances := resp.Header.Get("Pcap-Instances")
-	fmt.Fprintf(env.Stderr, "Capturing app %s, instance(s) %s, into %s (capture %s). Press Ctrl-C to stop.\n",
-		o.App, instances, displayName(o.Output), resp.Header.Get("Pcap-Capture-Id"))
+	fmt.Fprintf(env.Stderr, "Capturing %s, instance(s) %s, into %s (capture %s). Press Ctrl-C to stop.\n",
+		c.Subject, instances, displayName(c.Output), resp.Header.Get("Pcap-Capture-Id"))
 	if msg := resp.Header.Get("Pcap-Instance-Errors"); msg != "" {
 		fmt.Fprintf(env.Stderr, "Not captured: %s\n", msg)
 	}
 
-	copier := pcapstream.NewCopier(out, resp.Body)
+	body := &bodyReader{r: resp.Body}
+	copier := pcapstream.NewCopier(out, body)
 	stopProgress := func() {}
 	if env.StderrTerminal {
 		stopProgress = p.startProgress(copier, start)
@@ -155,36 +242,34 @@ func run(ctx context.Context, o Options, env Env, p *printer) (int, error) {
 		copyErr = err
 	}
 	p.clearProgress()
-	return summarize(ctx, o, env, copier.Progress(), copier.InterfaceDrops(), resp.Trailer, copyErr, time.Since(start))
+	why, cut, advice := streamCut(resp, body, requested)
+	cut = cut && ctx.Err() == nil // a second Ctrl-C or the stop's bound cut it, not the way
+	if cut {
+		copyErr = cutError(why)
+	}
+	code, err := summarize(ctx, c, env, copier.Progress(), copier.InterfaceDrops(), resp.Trailer, copyErr, time.Since(start))
+	if stopper.stopTimedOut() && code == ExitOK {
+		// The file is valid, but the capture did not end as asked.
+		code = ExitError
+	}
+	if cut && err == nil {
+		err = advice
+	}
+	return code, err
 }
 
 // captureURL builds GET /v1/apps/{guid}/capture with the query.
 func captureURL(apiURL, guid string, o Options) (string, error) {
-	base, err := url.Parse(strings.TrimRight(apiURL, "/"))
-	if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" {
-		return "", fmt.Errorf("API URL %q is not an http(s) URL", apiURL)
+	base, err := APIBase(apiURL)
+	if err != nil {
+		return "", err
 	}
-	q := url.Values{}
+	q := Query(o.Filter, o.Devices, o.Snaplen, o.Format, o.Duration, o.Count)
 	for _, i := range o.Instances {
 		q.Add("instance", strconv.Itoa(i))
 	}
-	set := func(k, v, def string) {
-		if v != def {
-			q.Set(k, v)
-		}
-	}
-	set("filter", o.Filter, "")
-	if !slices.Equal(o.Devices, []string{"eth0"}) {
-		q["device"] = o.Devices
-	}
-	set("process", o.Process, "web")
-	set("snaplen", strconv.Itoa(o.Snaplen), "65535")
-	set("format", o.Format, "pcap")
-	if o.Duration > 0 {
-		q.Set("duration", o.Duration.String())
-	}
-	if o.Count > 0 {
-		q.Set("packets", strconv.FormatUint(o.Count, 10))
+	if o.Process != "web" {
+		q.Set("process", o.Process)
 	}
 	if guid == "" || strings.ContainsAny(guid, "/?#%") {
 		return "", fmt.Errorf("app GUID %q is not a GUID", guid)
@@ -192,6 +277,40 @@ func captureURL(apiURL, guid string, o Options) (string, error) {
 	base.Path += "/v1/apps/" + guid + "/capture"
 	base.RawQuery = q.Encode()
 	return base.String(), nil
+}
+
+// Query holds the options every capture takes, those that differ from
+// the API's defaults.
+func Query(filter string, devices []string, snaplen int, format string, duration time.Duration, count uint64) url.Values {
+	q := url.Values{}
+	if filter != "" {
+		q.Set("filter", filter)
+	}
+	if !slices.Equal(devices, []string{"eth0"}) {
+		q["device"] = devices
+	}
+	if snaplen != 65535 {
+		q.Set("snaplen", strconv.Itoa(snaplen))
+	}
+	if format != "pcap" {
+		q.Set("format", format)
+	}
+	if duration > 0 {
+		q.Set("duration", duration.String())
+	}
+	if count > 0 {
+		q.Set("packets", strconv.FormatUint(count, 10))
+	}
+	return q
+}
+
+// APIBase checks the API URL and returns it without a trailing slash.
+func APIBase(apiURL string) (*url.URL, error) {
+	base, err := url.Parse(strings.TrimRight(apiURL, "/"))
+	if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" {
+		return nil, fmt.Errorf("API URL %q is not an http(s) URL", apiURL)
+	}
+	return base, nil
 }
 
 func newClient(env Env) *http.Client {
@@ -221,7 +340,7 @@ type renewer interface {
 // get sends the request with a fresh token, and once more with a newer
 // token after a 401: the token may have expired between the two, or been
 // revoked. It returns the token that was sent.
-func get(ctx context.Context, client *http.Client, reqURL string, sess Session) (*http.Response, string, error) {
+func get(ctx context.Context, client *http.Client, reqURL string, sess Tokens) (*http.Response, string, error) {
 	token, err := sess.Token(ctx)
 	if err != nil {
 		return nil, "", err
@@ -302,18 +421,21 @@ func problemError(resp *http.Response) error {
 
 // openOutput opens the file only once the capture has started, so that a
 // refused capture leaves nothing behind.
-func openOutput(o Options, stdout io.Writer) (io.Writer, func() error, error) {
-	if o.Output == "-" {
+func openOutput(output string, force bool, stdout io.Writer) (io.Writer, func() error, error) {
+	if output == "-" {
+		if f, ok := stdout.(*os.File); ok {
+			growPipe(f)
+		}
 		return stdout, func() error { return nil }, nil
 	}
 	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
-	if o.Force {
+	if force {
 		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
 	}
-	f, err := os.OpenFile(o.Output, flags, 0o644)
+	f, err := os.OpenFile(output, flags, 0o644)
 	if err != nil {
 		if errors.Is(err, os.ErrExist) {
-			return nil, nil, fmt.Errorf("%s exists: use --force to overwrite it, or -o another file", o.Output)
+			return nil, nil, fmt.Errorf("%s exists: use --force to overwrite it, or -o another file", output)
 		}
 		return nil, nil, fmt.Errorf("open output: %w", err)
 	}

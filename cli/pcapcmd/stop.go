@@ -9,33 +9,54 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/cloudfoundry/pcap-server-release/cli/tokenkeeper"
 )
 
-// stopper turns the first Ctrl-C into a graceful stop: before the capture
-// runs it gives up; once it runs, it asks the API to stop the capture, so
-// that the cells drain what they captured and the stream ends with its
-// trailers. If the API cannot stop it, the capture is aborted.
+// stopper turns the first Ctrl-C (or the cf CLI's death) into a graceful
+// stop: before the capture runs it gives up; once it runs, it asks the API
+// to stop the capture, so that the cells drain what they captured and the
+// stream ends with its trailers. If the API cannot stop it, or the stream
+// has not ended within the stop timeout, the capture is aborted.
 type stopper struct {
 	abort   func()
 	out     io.Writer
 	printer *printer
+	// timeout bounds a graceful stop, from the signal to the stream's end.
+	timeout time.Duration
+	// underCF: the plugin runs under the cf CLI, which dies on Ctrl-C; a
+	// second Ctrl-C then reaches the shell, not this process.
+	underCF bool
 
 	mu       sync.Mutex
-	req      *stopRequest // set once the capture runs
-	finished bool         // the stream has ended: nothing more to say
+	req      *stopRequest  // set once the capture runs
+	finished chan struct{} // closed when the stream has ended
+	timedOut bool          // the stop did not finish in time: aborted
 }
 
 // stopRequest is what a stop needs: the capture's URL and a token.
 type stopRequest struct {
 	client *http.Client
-	sess   Session
-	token  string // the capture's, should a fresh one not be had
+	tokens *tokenkeeper.Keeper
 	url    string
 }
 
-// stopTimeout bounds the stop request; the capture itself then ends
-// within the API's own stop timeout.
-const stopTimeout = 15 * time.Second
+// DefaultStopTimeout bounds a graceful stop on the client's side. It is
+// longer than the API's own bound on the agents' drain (15 s), so an API
+// that works ends the stream with its trailers first; it catches an API
+// or a network that does not answer at all.
+const DefaultStopTimeout = 20 * time.Second
+
+// tokenTimeout bounds asking the session for a token for the stop: under
+// the cf CLI, cf is usually gone by then, and the kept token does.
+const tokenTimeout = 2 * time.Second
+
+func newStopper(abort func(), out io.Writer, p *printer, timeout time.Duration, underCF bool) *stopper {
+	if timeout <= 0 {
+		timeout = DefaultStopTimeout
+	}
+	return &stopper{abort: abort, out: out, printer: p, timeout: timeout, underCF: underCF, finished: make(chan struct{})}
+}
 
 func (s *stopper) started(r stopRequest) {
 	s.mu.Lock()
@@ -47,15 +68,31 @@ func (s *stopper) started(r stopRequest) {
 func (s *stopper) finish() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.finished = true
+	select {
+	case <-s.finished:
+	default:
+		close(s.finished)
+	}
 }
 
-// watch waits for the first stop signal until ctx ends.
-func (s *stopper) watch(ctx context.Context, stop <-chan struct{}) {
+// stopTimedOut reports whether the capture was aborted because the stop
+// did not finish in time.
+func (s *stopper) stopTimedOut() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.timedOut
+}
+
+// watch waits for the first stop signal, or the cf CLI's death, until ctx
+// ends.
+func (s *stopper) watch(ctx context.Context, stop, cliGone <-chan struct{}) {
+	why := "Stopping the capture"
 	select {
 	case <-ctx.Done():
 		return
 	case <-stop:
+	case <-cliGone:
+		why = "The cf CLI exited: stopping the capture"
 	}
 	s.mu.Lock()
 	req := s.req
@@ -64,15 +101,36 @@ func (s *stopper) watch(ctx context.Context, stop <-chan struct{}) {
 		s.abort()
 		return
 	}
-	s.say("Stopping the capture: the cells send what they captured. Press Ctrl-C again to stop at once.")
-	if err := req.send(ctx); err != nil {
-		s.mu.Lock()
-		finished := s.finished
-		s.mu.Unlock()
-		if finished {
+	deadline := time.Now().Add(s.timeout)
+	again := " Press Ctrl-C again to stop at once."
+	if s.underCF {
+		again = ""
+	}
+	s.say(fmt.Sprintf("%s: the cells send what they captured (waiting at most %s).%s", why, s.timeout, again))
+	sctx, cancel := context.WithDeadline(ctx, deadline)
+	err := req.send(sctx)
+	cancel()
+	if err != nil {
+		select {
+		case <-s.finished:
 			return // the stream ended meanwhile: nothing to stop
+		default:
 		}
 		s.say(fmt.Sprintf("pcap: the API did not stop the capture (%v): stopping at once", err))
+		s.abort()
+		return
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-s.finished:
+	case <-t.C:
+		s.mu.Lock()
+		s.timedOut = true
+		s.mu.Unlock()
+		s.say(fmt.Sprintf("pcap: the stop did not finish within %s: stopping at once. The file holds every "+
+			"packet received so far, but not what the cells still held, and the drop counts are unknown.", s.timeout))
 		s.abort()
 	}
 }
@@ -86,15 +144,10 @@ func (s *stopper) say(msg string) {
 
 // send asks the API to stop the capture; any replica will do.
 func (r *stopRequest) send(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, stopTimeout)
-	defer cancel()
-	token := r.token
-	// The cf CLI may be gone after Ctrl-C: a fresh token is a bonus.
-	tctx, tcancel := context.WithTimeout(ctx, 5*time.Second)
-	if t, err := r.sess.Token(tctx); err == nil {
-		token = t
+	token, err := r.tokens.Token(ctx, tokenTimeout)
+	if err != nil {
+		return err
 	}
-	tcancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, r.url, nil)
 	if err != nil {
 		return err

@@ -24,10 +24,21 @@ import (
 type stubbornAPI struct {
 	deleteStatus int
 	deleted      chan string // the stop's path
+	// stopTokens, if set, receives the stop's token when it arrives.
+	stopTokens chan stopToken
+}
+
+// stopToken is the token a stop carried and when it arrived.
+type stopToken struct {
+	token string
+	at    time.Time
 }
 
 func (a *stubbornAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodDelete {
+		if a.stopTokens != nil {
+			a.stopTokens <- stopToken{strings.TrimPrefix(r.Header.Get("Authorization"), "bearer "), time.Now()}
+		}
 		w.WriteHeader(a.deleteStatus)
 		a.deleted <- r.URL.Path
 		return
@@ -74,16 +85,26 @@ func waitFor(t *testing.T, stderr *syncBuffer, text string) {
 }
 
 func runAgainst(t *testing.T, api *stubbornAPI) (out string, stderr *syncBuffer, stop chan struct{}, abort func(), code <-chan int) {
+	return runWith(t, api, nil)
+}
+
+// runWith starts a capture from api with the test's options, changed by
+// change, and returns once it runs.
+func runWith(t *testing.T, api *stubbornAPI, change func(*Options, *Env)) (out string, stderr *syncBuffer, stop chan struct{}, abort func(), code <-chan int) {
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
 	out = filepath.Join(t.TempDir(), "cap.pcap")
 	o := Options{App: "app", AppGUID: "guid", Token: "t", APIURL: srv.URL, Output: out, Devices: []string{"eth0"}, Snaplen: 65535, Format: "pcap", Process: "web"}
 	stderr = &syncBuffer{}
 	stop = make(chan struct{})
+	env := Env{Stdout: &bytes.Buffer{}, Stderr: stderr, Stop: stop}
+	if change != nil {
+		change(&o, &env)
+	}
 	ctx, abort := context.WithCancel(context.Background())
 	t.Cleanup(abort)
 	done := make(chan int, 1)
-	go func() { done <- Run(ctx, o, Env{Stdout: &bytes.Buffer{}, Stderr: stderr, Stop: stop}) }()
+	go func() { done <- Run(ctx, o, env) }()
 	waitFor(t, stderr, "Capturing app app")
 	return out, stderr, stop, abort, done
 }

@@ -34,13 +34,16 @@ var endText = map[string]struct {
 
 // summarize prints the summary line and picks the exit code. ifDrops are
 // the drops the pcapng statistics blocks reported by interface.
-func summarize(ctx context.Context, o Options, env Env, prog pcapstream.Progress, ifDrops []pcapstream.InterfaceDrops, trailer http.Header, copyErr error, elapsed time.Duration) (int, error) {
+func summarize(ctx context.Context, c Capture, env Env, prog pcapstream.Progress, ifDrops []pcapstream.InterfaceDrops, trailer http.Header, copyErr error, elapsed time.Duration) (int, error) {
 	reason := trailer.Get("Pcap-End-Reason")
 	var why string
 	code := ExitOK
 	switch {
 	case ctx.Err() != nil:
 		why = "stopped (interrupted)"
+	case errors.As(copyErr, new(cutError)):
+		why = copyErr.Error()
+		code = ExitError
 	case copyErr != nil && !errors.Is(copyErr, io.EOF):
 		why = fmt.Sprintf("the stream broke: %v", copyErr)
 		code = ExitError
@@ -60,14 +63,15 @@ func summarize(ctx context.Context, o Options, env Env, prog pcapstream.Progress
 	dropped := "?"
 	var details []string
 	if d := trailer.Get("Pcap-Dropped"); d != "" {
-		dropped = d
+		dropped = dropTotal(d)
 		if detail := trailer.Get("Pcap-Dropped-Detail"); detail != "" {
 			details = append(details, detail)
 		}
+		details = append(details, unknownCounts(trailer.Get("Pcap-Counts-Unknown"))...)
 	} else if prog.Dropped > 0 {
 		dropped = strconv.FormatUint(prog.Dropped, 10)
 	}
-	if len(o.Devices) > 1 && len(ifDrops) > 0 {
+	if c.Devices > 1 && len(ifDrops) > 0 {
 		// Which device lost them: the capture of lo may drop while eth0's
 		// does not.
 		details = append(details, interfaceDrops(ifDrops))
@@ -76,7 +80,7 @@ func summarize(ctx context.Context, o Options, env Env, prog pcapstream.Progress
 		dropped += " (" + strings.Join(details, "; ") + ")"
 	}
 	fmt.Fprintf(env.Stderr, "%d packets, %s written to %s in %s; dropped: %s; ended: %s\n",
-		prog.Packets, humanBytes(prog.Bytes), displayName(o.Output), elapsed.Round(time.Second), dropped, why)
+		prog.Packets, humanBytes(prog.Bytes), displayName(c.Output), elapsed.Round(time.Second), dropped, why)
 	return code, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"crypto/tls"
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // Conn is a client or server TLS connection over a network connection
@@ -20,6 +21,11 @@ import (
 type Conn struct {
 	*tls.Conn
 	held *heldConn
+	// calls is crypto/tls's interlock of Write and Close, redone here
+	// because the network write of a batch happens after tls.Conn.Write
+	// has returned, where crypto/tls no longer sees it: 2 for every
+	// Write in flight, bit 0 once closed.
+	calls atomic.Int32
 }
 
 // Client returns a TLS client over raw whose Writes are batched.
@@ -39,12 +45,44 @@ func Server(raw net.Conn, cfg *tls.Config) *Conn {
 // keep their place in the stream: the TLS connection orders its writes,
 // and they join the held bytes.
 func (c *Conn) Write(p []byte) (int, error) {
+	for {
+		x := c.calls.Load()
+		if x&1 != 0 {
+			return 0, net.ErrClosed
+		}
+		if c.calls.CompareAndSwap(x, x+2) {
+			break
+		}
+	}
+	defer c.calls.Add(-2)
 	c.held.hold()
 	n, err := c.Conn.Write(p)
 	if ferr := c.held.release(); err == nil {
 		err = ferr
 	}
 	return n, err
+}
+
+// Close closes the connection. With a Write in flight it closes the
+// network connection at once, without a close_notify, as crypto/tls does:
+// the Write may be stuck on a peer that reads nothing, and a close_notify
+// would wait behind it for crypto/tls's own 5 s deadline (the agent
+// closes a dead API's session this way before it redials).
+func (c *Conn) Close() error {
+	var x int32
+	for {
+		x = c.calls.Load()
+		if x&1 != 0 {
+			return net.ErrClosed
+		}
+		if c.calls.CompareAndSwap(x, x|1) {
+			break
+		}
+	}
+	if x != 0 {
+		return c.held.Conn.Close()
+	}
+	return c.Conn.Close()
 }
 
 // heldConn passes writes through, except between hold and release, when

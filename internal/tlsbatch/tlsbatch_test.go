@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cloudfoundry/pcap-server-release/test/testpki"
 )
@@ -112,5 +114,50 @@ func TestConcurrentWritesStayWhole(t *testing.T) {
 		if chunk := b[off : off+size]; !bytes.Equal(chunk, bytes.Repeat(chunk[:1], size)) {
 			t.Fatalf("writes interleaved at %d", off)
 		}
+	}
+}
+
+// stallingConn reports when a write reaches the network, and the peer
+// reads nothing: the write stalls.
+type stallingConn struct {
+	net.Conn
+	writing chan struct{}
+	once    sync.Once
+}
+
+func (s *stallingConn) Write(p []byte) (int, error) {
+	s.once.Do(func() { close(s.writing) })
+	return s.Conn.Write(p)
+}
+
+// Close while a batch is stuck in the socket write (the peer reads
+// nothing: a dead API) closes the socket at once, as crypto/tls does when
+// Close meets a Write in flight, instead of queueing a close_notify
+// behind the stuck write and waiting for its own 5 s deadline. The agent
+// closes a dead API's session this way before it reconnects.
+func TestCloseDuringAStalledBatchClosesAtOnce(t *testing.T) {
+	client, _, counted := pair(t)
+	stall := &stallingConn{Conn: counted.Conn, writing: make(chan struct{})}
+	counted.Conn = stall
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := client.Write(make([]byte, 64<<10))
+		wrote <- err
+	}()
+	<-stall.writing
+	closed := make(chan error, 1)
+	go func() { closed <- client.Close() }()
+	// crypto/tls gives its close_notify 5 s: a Close that waits for it
+	// is still blocked well before then.
+	select {
+	case <-closed:
+	case <-time.After(3 * time.Second):
+		t.Fatal("Close still blocked after 3s behind a stalled batch")
+	}
+	if err := <-wrote; err == nil {
+		t.Error("the stalled batch was reported written")
+	}
+	if _, err := client.Write([]byte("after")); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Write after Close: %v, want net.ErrClosed", err)
 	}
 }

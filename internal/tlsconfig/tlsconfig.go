@@ -74,3 +74,23 @@ func MutualClient(certFile, keyFile, caFile, serverName string) (*tls.Config, er
 		ServerName:   serverName,
 	}, nil
 }
+
+// Client verifies servers against the CAs in caFile, or the system roots
+// when caFile is empty: for the API's calls to the Cloud Controller, UAA
+// and the BOSH director.
+func Client(caFile string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile == "" {
+		pool, err := x509.SystemCertPool()
+		if err == nil {
+			cfg.RootCAs = pool
+		}
+		return cfg, nil
+	}
+	pool, err := CAPool(caFile)
+	if err != nil {
+		return nil, err
+	}
+	cfg.RootCAs = pool
+	return cfg, nil
+}

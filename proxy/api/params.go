@@ -18,7 +18,8 @@ import (
 
 // captureParams are the validated query parameters of a capture request.
 type captureParams struct {
-	indices    []int // empty: every running instance
+	indices    []int    // apps: empty means every running instance
+	slugs      []string // BOSH VMs: GROUP, GROUP/INDEX or GROUP/ID, at least one
 	process    string
 	devices    []string
 	filter     string
@@ -34,52 +35,103 @@ const maxInstances = 1000
 var (
 	processPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 	knownParams    = []string{"instance", "process", "device", "filter", "snaplen", "duration", "packets", "format"}
+	// knownBoshParams are an app's without process: a VM runs no process
+	// types.
+	knownBoshParams = []string{"instance", "device", "filter", "snaplen", "duration", "packets", "format"}
+	// BOSH names: deployments, instance groups (letters, digits, - _ .)
+	// and instance ids (UUIDs) or indexes.
+	boshNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+	boshSlugPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}(/[A-Za-z0-9][A-Za-z0-9-]{0,127})?$`)
 )
 
-// parseCaptureParams validates the query against the limits; a duration
-// above the maximum is capped, everything else out of range is a 400 that
-// says what is wrong.
+func badParam(format string, args ...any) error {
+	return problem.New(http.StatusBadRequest, format, args...)
+}
+
+// parseCaptureParams validates the query of an app capture against the
+// limits; a duration above the maximum is capped, everything else out of
+// range is a 400 that says what is wrong.
 func parseCaptureParams(q url.Values, l apiconfig.Limits) (captureParams, error) {
-	bad := func(format string, args ...any) (captureParams, error) {
-		return captureParams{}, problem.New(http.StatusBadRequest, format, args...)
-	}
-	for k := range q {
-		if !slices.Contains(knownParams, k) {
-			return bad("unknown query parameter %q (known: %s)", k, strings.Join(knownParams, ", "))
-		}
-	}
-	for _, k := range knownParams {
-		if k != "instance" && k != "device" && len(q[k]) > 1 {
-			return bad("query parameter %q is given %d times", k, len(q[k]))
-		}
-	}
-	p := captureParams{
-		process:  "web",
-		snaplen:  min(65535, l.MaxSnaplen),
-		duration: l.DefaultDuration.D(),
-		format:   capture.FormatPcap,
+	p, err := parseCommonParams(q, l, knownParams)
+	if err != nil {
+		return captureParams{}, err
 	}
 	seen := map[int]bool{}
 	for _, v := range q["instance"] {
 		for _, s := range strings.Split(v, ",") {
 			i, err := strconv.Atoi(strings.TrimSpace(s))
 			if err != nil || i < 0 || i > 100000 {
-				return bad("instance %q is not an instance index (0, 1, ...)", s)
+				return captureParams{}, badParam("instance %q is not an instance index (0, 1, ...)", s)
 			}
 			if !seen[i] {
 				seen[i] = true
 				p.indices = append(p.indices, i)
 			}
 			if len(p.indices) > maxInstances {
-				return bad("more than %d instances in one capture", maxInstances)
+				return captureParams{}, badParam("more than %d instances in one capture", maxInstances)
 			}
 		}
 	}
+	p.process = "web"
 	if v := q.Get("process"); v != "" {
 		if !processPattern.MatchString(v) {
-			return bad("process %q is not a process type", v)
+			return captureParams{}, badParam("process %q is not a process type", v)
 		}
 		p.process = v
+	}
+	return p, nil
+}
+
+// parseBoshParams validates the query of a capture of BOSH VMs: the
+// instances as the bosh CLI names them (GROUP for all of a group,
+// GROUP/INDEX, GROUP/ID), repeated or comma-separated, at least one, and
+// the rest as for apps.
+func parseBoshParams(q url.Values, l apiconfig.Limits) (captureParams, error) {
+	p, err := parseCommonParams(q, l, knownBoshParams)
+	if err != nil {
+		return captureParams{}, err
+	}
+	for _, v := range q["instance"] {
+		for _, s := range strings.Split(v, ",") {
+			s = strings.TrimSpace(s)
+			if !boshSlugPattern.MatchString(s) {
+				return captureParams{}, badParam("instance %q is not a BOSH instance: want GROUP, GROUP/INDEX or GROUP/ID (router, router/0)", s)
+			}
+			if !slices.Contains(p.slugs, s) {
+				p.slugs = append(p.slugs, s)
+			}
+			if len(p.slugs) > maxInstances {
+				return captureParams{}, badParam("more than %d instances in one capture", maxInstances)
+			}
+		}
+	}
+	if len(p.slugs) == 0 {
+		return captureParams{}, badParam("name the instances to capture: instance=GROUP, GROUP/INDEX or GROUP/ID, repeated or comma-separated (instance=router/0&instance=router/1)")
+	}
+	return p, nil
+}
+
+// parseCommonParams checks that the query has only known parameters and
+// validates what apps and VMs share: devices, filter, snaplen, duration,
+// packets, format.
+func parseCommonParams(q url.Values, l apiconfig.Limits, known []string) (captureParams, error) {
+	bad := func(format string, args ...any) (captureParams, error) {
+		return captureParams{}, badParam(format, args...)
+	}
+	for k := range q {
+		if !slices.Contains(known, k) {
+			return bad("unknown query parameter %q (known: %s)", k, strings.Join(known, ", "))
+		}
+	}
+	for _, k := range known {
+		if k != "instance" && k != "device" && len(q[k]) > 1 {
+			return bad("query parameter %q is given %d times", k, len(q[k]))
+		}
+	}
+	p := captureParams{
+		snaplen:  min(65535, l.MaxSnaplen),
+		duration: l.DefaultDuration.D(),
+		format:   capture.FormatPcap,
 	}
 	for _, v := range q["device"] {
 		if v == "" {

@@ -48,18 +48,36 @@ type App struct {
 // Resolver decides whether the caller may capture the app and finds its
 // instances. Its errors are *problem.Error (403, 404, 409, 502, 503).
 type Resolver interface {
-	Resolve(ctx context.Context, id *Identity, appGUID, process string, indices []int) (App, []capture.Target, error)
+	Resolve(ctx context.Context, id *Identity, appGUID, process string, indices []int) (App, []capture.AppInstance, error)
 	// ResolveForStop decides whether the caller may stop a capture of
 	// the app and finds the running instances whose agents may hold it:
 	// Resolve's rules without those that guard only what a capture
 	// reveals (Cloud Foundry's SSH policy).
-	ResolveForStop(ctx context.Context, id *Identity, appGUID, process string) (App, []capture.Target, error)
+	ResolveForStop(ctx context.Context, id *Identity, appGUID, process string) (App, []capture.AppInstance, error)
+}
+
+// BoshAccess serves the captures of BOSH VMs: it verifies tokens of the
+// director's UAA and decides, with the director, who may capture which
+// VMs. Its errors are *problem.Error.
+type BoshAccess interface {
+	Authenticate(ctx context.Context, authorization string) (*Identity, error)
+	// Resolve checks that id may capture VMs of the deployment and lists
+	// the instances the slugs (GROUP, GROUP/INDEX, GROUP/ID) name, in
+	// the director's order, those without a VM included (Unavailable).
+	Resolve(ctx context.Context, id *Identity, deployment string, slugs []string) ([]capture.VM, error)
+	// IsAdmin reports a scope that covers every deployment: whoever has
+	// it may stop anyone's capture of VMs, and list the agents.
+	IsAdmin(id *Identity) bool
 }
 
 // Options configure the server.
 type Options struct {
 	Limits       apiconfig.Limits
+	Stream       apiconfig.Stream
 	DrainTimeout time.Duration
+	// Bosh serves /v1/bosh/; nil: those endpoints do not exist (404) and
+	// no director is ever contacted.
+	Bosh BoshAccess
 	// CLIDir holds the CLI binaries served under /cli/; empty: none.
 	CLIDir  string
 	Logger  *slog.Logger
@@ -83,17 +101,23 @@ type Server struct {
 	idle     chan struct{} // closed when the last capture ends
 }
 
-// running is a capture in progress.
+// running is a capture in progress. scope is what it is of (appScope,
+// boshScope): a stop must name it too.
 type running struct {
-	subject, appGUID string
-	stop             chan wire.EndReason
+	subject, scope string
+	stop           chan wire.EndReason
 }
 
-// New returns a server; it is not ready until SetReady(true).
+// New returns a server; it is not ready until SetReady(true). auth and
+// resolver serve the captures of apps; nil (an API for BOSH VMs only):
+// those endpoints do not exist.
 func New(opts Options, auth Authenticator, resolver Resolver, agents *tunnel.Registry) *Server {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Stream.WriteTimeout <= 0 {
+		opts.Stream.WriteTimeout = apiconfig.Default().Stream.WriteTimeout
 	}
 	return &Server{
 		opts:     opts,
@@ -112,8 +136,14 @@ func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
 // Handler routes the API.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/apps/{app_guid}/capture", s.handleCapture)
-	mux.HandleFunc("DELETE /v1/apps/{app_guid}/capture/{capture_id}", s.handleStop)
+	if s.auth != nil && s.resolver != nil {
+		mux.HandleFunc("GET /v1/apps/{app_guid}/capture", s.handleCapture)
+		mux.HandleFunc("DELETE /v1/apps/{app_guid}/capture/{capture_id}", s.handleStop)
+	}
+	if s.opts.Bosh != nil {
+		mux.HandleFunc("GET /v1/bosh/deployments/{deployment}/capture", s.handleBoshCapture)
+		mux.HandleFunc("DELETE /v1/bosh/deployments/{deployment}/capture/{capture_id}", s.handleBoshStop)
+	}
 	mux.HandleFunc("GET /v1/agents", s.handleAgents)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -142,29 +172,52 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 
 // agentInfo is one entry of GET /v1/agents.
 type agentInfo struct {
-	ID             string    `json:"id"`
-	CellIPs        []string  `json:"cell_ips"`
-	Version        string    `json:"version"`
-	RemoteAddr     string    `json:"remote_addr"`
-	ConnectedSince time.Time `json:"connected_since"`
-	ActiveCaptures int64     `json:"active_captures"`
-	MaxCaptures    int       `json:"max_captures"`
+	ID             string             `json:"id"`
+	CellIPs        []string           `json:"cell_ips"`
+	Version        string             `json:"version"`
+	RemoteAddr     string             `json:"remote_addr"`
+	ConnectedSince time.Time          `json:"connected_since"`
+	ActiveCaptures int64              `json:"active_captures"`
+	MaxCaptures    int                `json:"max_captures"`
+	Bosh           *wire.BoshInstance `json:"bosh,omitempty"`
+	HostCapture    bool               `json:"host_capture,omitempty"`
+}
+
+// authenticateAdmin verifies the token and reports whether it is an
+// admin's: a Cloud Foundry admin, or where the API serves only BOSH VMs,
+// a director admin.
+func (s *Server) authenticateAdmin(ctx context.Context, authorization string) (bool, string, error) {
+	if s.auth == nil && s.opts.Bosh == nil {
+		return false, "", problem.New(http.StatusNotFound, "this API has no authentication configured")
+	}
+	if s.auth == nil {
+		id, err := s.opts.Bosh.Authenticate(ctx, authorization)
+		if err != nil {
+			return false, "", err
+		}
+		return s.opts.Bosh.IsAdmin(id), "bosh.admin", nil
+	}
+	id, err := s.auth.Authenticate(ctx, authorization)
+	if err != nil {
+		return false, "", err
+	}
+	return id.IsAdmin(), uaa.AdminScope, nil
 }
 
 func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request) {
-	id, err := s.auth.Authenticate(r.Context(), r.Header.Get("Authorization"))
+	admin, scope, err := s.authenticateAdmin(r.Context(), r.Header.Get("Authorization"))
 	if err != nil {
 		s.writeProblem(w, problem.From(err))
 		return
 	}
-	if !id.IsAdmin() {
-		s.writeProblem(w, problem.New(http.StatusForbidden, "listing agents needs the cloud_controller.admin scope"))
+	if !admin {
+		s.writeProblem(w, problem.New(http.StatusForbidden, "listing agents needs the %s scope", scope))
 		return
 	}
 	list := []agentInfo{}
 	for _, a := range s.agents.Agents() {
 		info := agentInfo{ID: a.ID, Version: a.Version, RemoteAddr: a.Remote.String(), ConnectedSince: a.Since.UTC(),
-			ActiveCaptures: a.Active(), MaxCaptures: a.MaxCaptures}
+			ActiveCaptures: a.Active(), MaxCaptures: a.MaxCaptures, Bosh: a.Bosh, HostCapture: a.HostCapture}
 		for _, ip := range a.IPs {
 			info.CellIPs = append(info.CellIPs, ip.String())
 		}
@@ -174,60 +227,94 @@ func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request) {
 }
 
 // trailers are announced before the body and set after it.
-var trailers = []string{"Pcap-End-Reason", "Pcap-Packets", "Pcap-Bytes", "Pcap-Dropped", "Pcap-Dropped-Detail"}
+var trailers = []string{"Pcap-End-Reason", "Pcap-Packets", "Pcap-Bytes", "Pcap-Dropped", "Pcap-Dropped-Detail", "Pcap-Counts-Unknown"}
+
+// call is one capture request on its way: its id, log, audit record and
+// the target kind for the metrics, the same for apps and VMs.
+type call struct {
+	s       *Server
+	w       http.ResponseWriter
+	arrival time.Time
+	kind    string // apimetrics.TargetApp or TargetBosh
+	id      string
+	log     *slog.Logger
+	rec     audit.Record
+}
+
+func (s *Server) newCall(w http.ResponseWriter, r *http.Request, kind string) *call {
+	c := &call{s: s, w: w, arrival: time.Now(), kind: kind, id: newCaptureID()}
+	w.Header().Set("Pcap-Capture-Id", c.id)
+	c.rec = newAuditRecord("refused", r, c.id)
+	c.rec.Target = kind
+	c.log = s.log.With("capture_id", c.id, "vcap_request_id", c.rec.VcapRequestID)
+	return c
+}
+
+// caller records who asks, once the token is verified.
+func (c *call) caller(id *Identity) {
+	c.rec.UserID, c.rec.UserName, c.rec.ClientID = id.UserID, id.UserName, id.ClientID
+}
+
+// refuse answers a request that gets no capture, and audits it.
+func (c *call) refuse(p *problem.Error) {
+	c.s.opts.Metrics.Request(c.kind, p.Status)
+	c.rec.Status, c.rec.Reason = p.Status, p.Detail
+	c.s.writeAudit(c.rec)
+	c.log.Info("capture refused", "status", p.Status, "detail", p.Detail, "error", p.Err)
+	c.s.writeProblem(c.w, p)
+}
 
 func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
-	arrival := time.Now()
 	ctx := r.Context()
-	captureID := newCaptureID()
-	w.Header().Set("Pcap-Capture-Id", captureID)
-	log := s.log.With("capture_id", captureID)
-	rec := audit.Record{Event: "refused", CaptureID: captureID, AppGUID: r.PathValue("app_guid"), Remote: r.RemoteAddr}
-	refuse := func(p *problem.Error) {
-		s.opts.Metrics.Request(p.Status)
-		rec.Status, rec.Reason = p.Status, p.Detail
-		s.writeAudit(rec)
-		log.Info("capture refused", "status", p.Status, "detail", p.Detail, "error", p.Err)
-		s.writeProblem(w, p)
-	}
-
+	c := s.newCall(w, r, apimetrics.TargetApp)
+	c.rec.AppGUID = r.PathValue("app_guid")
 	id, err := s.auth.Authenticate(ctx, r.Header.Get("Authorization"))
 	if err != nil {
-		refuse(problem.From(err))
+		c.refuse(problem.From(err))
 		return
 	}
-	rec.UserID, rec.UserName, rec.ClientID = id.UserID, id.UserName, id.ClientID
+	c.caller(id)
 	params, err := parseCaptureParams(r.URL.Query(), s.opts.Limits)
 	if err != nil {
-		refuse(problem.From(err))
+		c.refuse(problem.From(err))
 		return
 	}
-	rec.Device, rec.Filter, rec.Instances = strings.Join(params.devices, ","), params.filter, params.indices
-	app, targets, err := s.resolver.Resolve(ctx, id, rec.AppGUID, params.process, params.indices)
+	c.rec.Device, c.rec.Filter, c.rec.Instances = strings.Join(params.devices, ","), params.filter, audit.Instances{Indexes: params.indices}
+	app, instances, err := s.resolver.Resolve(ctx, id, c.rec.AppGUID, params.process, params.indices)
 	if err != nil {
-		refuse(problem.From(err))
+		c.refuse(problem.From(err))
 		return
 	}
-	rec.AppName = app.Name
-	rec.Instances = nil
-	for _, t := range targets {
-		rec.Instances = append(rec.Instances, t.Index)
+	c.rec.AppName = app.Name
+	targets := make([]capture.Target, len(instances))
+	for i, t := range instances {
+		targets[i] = t
 	}
-	run, perr := s.admit(captureID, id.Subject(), rec.AppGUID)
+	c.stream(r, id, params, targets, appScope(c.rec.AppGUID), "app_guid", app.GUID, "app_name", app.Name)
+}
+
+// stream runs a capture of targets, whatever their kind: it counts it
+// against the limits, starts every instance, streams the file and writes
+// the trailers, the audit line, the metrics and the logs. logFields say
+// what is captured, for the log line of the start.
+func (c *call) stream(r *http.Request, id *Identity, params captureParams, targets []capture.Target, scope string, logFields ...any) {
+	s, w, ctx, log := c.s, c.w, r.Context(), c.log
+	c.rec.Instances = instancesOf(targets)
+	run, perr := s.admit(c.id, id.Subject(), scope)
 	if perr != nil {
-		refuse(perr)
+		c.refuse(perr)
 		return
 	}
-	defer s.finish(captureID)
+	defer s.finish(c.id)
 
 	req := capture.Request{
-		CaptureID:  captureID,
+		CaptureID:  c.id,
 		Targets:    targets,
 		Devices:    params.devices,
 		Filter:     params.filter,
 		Snaplen:    params.snaplen,
 		Duration:   params.duration,
-		Deadline:   arrival.Add(params.duration - s.stopSlack(params.duration)),
+		Deadline:   c.arrival.Add(params.duration - s.stopSlack(params.duration)),
 		MaxPackets: params.maxPackets,
 		MaxBytes:   int64(s.opts.Limits.MaxBytes),
 		Format:     params.format,
@@ -236,6 +323,7 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 	sess, failed := capture.Start(ctx, captureAgents{s.agents}, req, capture.Options{
 		PerAgentLimit: s.opts.Limits.CapturesPerAgent,
 		BufferBytes:   int(s.opts.Limits.BufferBytes),
+		StatsInterval: s.opts.Stream.StatsInterval.D(),
 		Logger:        s.log,
 		Metrics:       s.opts.Metrics,
 	})
@@ -246,42 +334,51 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 		first := failed[0]
 		detail := first.Message
 		if len(targets) > 1 {
-			detail = fmt.Sprintf("no instance could be captured; instance %d: %s", first.Index, first.Message)
+			detail = fmt.Sprintf("no instance could be captured; instance %s: %s", first.Instance, first.Message)
 		}
-		refuse(problem.New(first.Status, "%s", detail))
+		c.refuse(problem.New(first.Status, "%s", detail))
 		return
 	}
 
-	var indices []string
-	rec.Instances = nil
-	for _, t := range sess.Started() {
-		indices = append(indices, strconv.Itoa(t.Index))
-		rec.Instances = append(rec.Instances, t.Index)
+	started := sess.Started()
+	c.rec.Instances = instancesOf(started)
+	names := make([]string, len(started))
+	for i, t := range started {
+		names[i] = t.Instance()
 	}
 	h := w.Header()
 	h.Set("Content-Type", params.format.ContentType())
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Pcap-Instances", strings.Join(indices, ","))
+	h.Set("Pcap-Instances", strings.Join(names, ","))
 	h.Set("Pcap-Duration", params.duration.String())
 	h.Set("Trailer", strings.Join(trailers, ", "))
 	w.WriteHeader(http.StatusOK)
-	s.opts.Metrics.Request(http.StatusOK)
+	s.opts.Metrics.Request(c.kind, http.StatusOK)
 	s.opts.Metrics.CaptureStarted()
 	start := time.Now()
-	log.Info("capture started", "app_guid", app.GUID, "app_name", app.Name, "instances", indices, "user_id", id.UserID,
-		"user_name", id.UserName, "client_id", id.ClientID, "devices", params.devices, "filter", params.filter, "format", params.format)
+	log.Info("capture started", append(logFields, "target", c.kind, "instances", names, "user_id", id.UserID,
+		"user_name", id.UserName, "client_id", id.ClientID, "devices", params.devices, "filter", params.filter, "format", params.format)...)
 
-	rc := http.NewResponseController(w)
-	res := sess.Run(ctx, &deadlineWriter{w: w, rc: rc}, rc.Flush, run.stop)
+	cw := &clientWriter{w: w, rc: http.NewResponseController(w), timeout: s.opts.Stream.WriteTimeout.D()}
+	res := sess.Run(ctx, cw, cw.Flush, run.stop)
 
 	h.Set("Pcap-End-Reason", string(res.Reason))
 	h.Set("Pcap-Packets", strconv.FormatUint(res.Packets, 10))
 	h.Set("Pcap-Bytes", strconv.FormatInt(res.Bytes, 10))
-	h.Set("Pcap-Dropped", strconv.FormatUint(res.Dropped.Total(), 10))
+	dropped := strconv.FormatUint(res.Dropped.Total(), 10)
+	if unknown := res.CountsUnknown(); len(unknown) > 0 {
+		// Never a plain number that is not the whole truth: a reader
+		// that expects one fails rather than believe it.
+		dropped = ">=" + dropped
+		c.rec.CountsUnknown = capture.FormatInstanceErrors(unknown)
+		h.Set("Pcap-Counts-Unknown", c.rec.CountsUnknown)
+	}
+	h.Set("Pcap-Dropped", dropped)
 	h.Set("Pcap-Dropped-Detail", res.Dropped.DropDetail())
 
-	s.opts.Metrics.CaptureEnded(res.Reason, time.Since(start))
+	s.opts.Metrics.CaptureEnded(c.kind, res.Reason, time.Since(start))
+	rec := c.rec
 	rec.Event = "capture"
 	rec.Start = &start
 	rec.Duration = time.Since(start).Seconds()
@@ -289,8 +386,28 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 	s.writeAudit(rec)
 	log.Info("capture ended", "reason", res.Reason, "packets", res.Packets, "bytes", res.Bytes,
 		"dropped_kernel", res.Dropped.Kernel, "dropped_agent", res.Dropped.Agent, "dropped_api", res.Dropped.API,
-		"duration_seconds", rec.Duration)
+		"counts_unknown", rec.CountsUnknown, "duration_seconds", rec.Duration)
 }
+
+// instancesOf lists targets for the audit trail: an app's instance
+// indexes, a deployment's GROUP/INDEX.
+func instancesOf(targets []capture.Target) audit.Instances {
+	var out audit.Instances
+	for _, t := range targets {
+		switch t := t.(type) {
+		case capture.AppInstance:
+			out.Indexes = append(out.Indexes, t.Index)
+		default:
+			out.Names = append(out.Names, t.Instance())
+		}
+	}
+	return out
+}
+
+// appScope and boshScope name what a capture is of, for stop requests:
+// a stop names the app or deployment along with the capture id.
+func appScope(appGUID string) string     { return "app/" + appGUID }
+func boshScope(deployment string) string { return "bosh/" + deployment }
 
 // stopSlack is how much earlier than its duration a capture at the
 // maximum duration is stopped, so that the agents' drain and the trailers
@@ -315,23 +432,39 @@ func (c captureAgents) Lookup(ip netip.Addr) (capture.Agent, bool) {
 	return a, true
 }
 
-// clientWriteTimeout ends a capture whose client stopped reading.
-const clientWriteTimeout = time.Minute
-
-// deadlineWriter gives every write to the client a deadline, so that a
-// client that stops reading cannot hold a capture open forever.
-type deadlineWriter struct {
-	w  http.ResponseWriter
-	rc *http.ResponseController
+// clientWriter gives every write and flush to the client a deadline, so
+// that a client that stops reading cannot hold a capture open forever,
+// and clears it afterwards: Go's HTTP/2 server resets a stream whose write
+// deadline passes even while nothing is being written, and over HTTP/1.1
+// a deadline left behind fails the trailers, so a deadline that outlived
+// its write would cut a capture that is merely quiet.
+type clientWriter struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
 }
 
-func (d *deadlineWriter) Write(p []byte) (int, error) {
-	_ = d.rc.SetWriteDeadline(time.Now().Add(clientWriteTimeout))
-	return d.w.Write(p)
+func (c *clientWriter) Write(p []byte) (n int, err error) {
+	c.within(func() error {
+		n, err = c.w.Write(p)
+		return err
+	})
+	return n, err
+}
+
+// Flush pushes what was written to the client; over HTTP/2 that is when
+// the bytes wait for the client's flow control window.
+func (c *clientWriter) Flush() error { return c.within(c.rc.Flush) }
+
+func (c *clientWriter) within(op func() error) error {
+	_ = c.rc.SetWriteDeadline(time.Now().Add(c.timeout))
+	err := op()
+	_ = c.rc.SetWriteDeadline(time.Time{})
+	return err
 }
 
 // admit counts a capture against the per-user and total limits.
-func (s *Server) admit(id, subject, appGUID string) (*running, *problem.Error) {
+func (s *Server) admit(id, subject, scope string) (*running, *problem.Error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l := s.opts.Limits
@@ -343,7 +476,7 @@ func (s *Server) admit(id, subject, appGUID string) (*running, *problem.Error) {
 	case s.perUser[subject] >= l.CapturesPerUser:
 		return nil, problem.New(http.StatusTooManyRequests, "you already run %d captures, the maximum per user", l.CapturesPerUser)
 	}
-	r := &running{subject: subject, appGUID: appGUID, stop: make(chan wire.EndReason, 1)}
+	r := &running{subject: subject, scope: scope, stop: make(chan wire.EndReason, 1)}
 	if len(s.running) == 0 {
 		s.idle = make(chan struct{})
 	}
@@ -409,6 +542,35 @@ func (s *Server) writeProblem(w http.ResponseWriter, p *problem.Error) {
 		s.log.Warn("request failed", "status", p.Status, "detail", p.Detail, "error", p.Err)
 	}
 	problem.Write(w, p)
+}
+
+// newAuditRecord starts the audit line of a request with where it came
+// from. Behind the gorouter the connection is the gorouter's own, so the
+// headers it adds say more: X-Forwarded-For (what the client claimed,
+// then the address the gorouter saw) and X-Vcap-Request-Id, the id of
+// the gorouter's access log line. Both are recorded as sent, clipped.
+func newAuditRecord(event string, r *http.Request, captureID string) audit.Record {
+	return audit.Record{
+		Event:         event,
+		CaptureID:     captureID,
+		Remote:        r.RemoteAddr,
+		ForwardedFor:  headerValue(r.Header, "X-Forwarded-For"),
+		VcapRequestID: headerValue(r.Header, "X-Vcap-Request-Id"),
+	}
+}
+
+// maxAuditHeader bounds a header's value in an audit line: the client
+// chooses it.
+const maxAuditHeader = 512
+
+// headerValue joins a header's values as one, the way proxies that
+// append to it read it.
+func headerValue(h http.Header, name string) string {
+	v := strings.Join(h.Values(name), ", ")
+	if len(v) > maxAuditHeader {
+		v = strings.ToValidUTF8(v[:maxAuditHeader], "") + "..."
+	}
+	return v
 }
 
 func (s *Server) writeAudit(r audit.Record) {

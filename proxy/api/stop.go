@@ -1,13 +1,16 @@
 package api
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/netip"
 	"regexp"
 	"slices"
 	"strings"
 
+	"github.com/cloudfoundry/pcap-server-release/proxy/apimetrics"
 	"github.com/cloudfoundry/pcap-server-release/proxy/audit"
 	"github.com/cloudfoundry/pcap-server-release/proxy/capture"
 	"github.com/cloudfoundry/pcap-server-release/proxy/problem"
@@ -26,44 +29,88 @@ var captureIDPattern = regexp.MustCompile(`^[0-9a-f]{16}$`)
 func (s *Server) handleStop(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	captureID, appGUID := r.PathValue("capture_id"), r.PathValue("app_guid")
-	rec := audit.Record{Event: "stop_refused", CaptureID: captureID, AppGUID: appGUID, Remote: r.RemoteAddr}
-	refuse := func(p *problem.Error) {
-		rec.Status, rec.Reason = p.Status, p.Detail
-		s.writeAudit(rec)
-		s.writeProblem(w, p)
-	}
+	st := &stopCall{s: s, w: w, captureID: captureID, what: "app " + appGUID,
+		rec: newAuditRecord("stop_refused", r, captureID)}
+	st.rec.Target, st.rec.AppGUID = apimetrics.TargetApp, appGUID
 	id, err := s.auth.Authenticate(ctx, r.Header.Get("Authorization"))
 	if err != nil {
-		refuse(problem.From(err))
+		st.refuse(problem.From(err))
 		return
 	}
-	rec.UserID, rec.UserName, rec.ClientID = id.UserID, id.UserName, id.ClientID
-	if !captureIDPattern.MatchString(captureID) {
-		refuse(problem.New(http.StatusBadRequest, "capture id %q is not a capture id (the Pcap-Capture-Id header of the capture)", captureID))
+	if !st.checkID(id) {
 		return
 	}
 	process := "web"
 	for k, v := range r.URL.Query() {
 		if k != "process" || len(v) != 1 || !processPattern.MatchString(v[0]) {
-			refuse(problem.New(http.StatusBadRequest, "a stop takes only the query parameter process, once, as a process type"))
+			st.refuse(problem.New(http.StatusBadRequest, "a stop takes only the query parameter process, once, as a process type"))
 			return
 		}
 		process = v[0]
 	}
+	st.run(ctx, id, appScope(appGUID), id.IsAdmin(), func(ctx context.Context) ([]netip.Addr, error) {
+		// Resolving the app also checks that the caller may see it at all
+		// (not the SSH policy: a stop reveals nothing).
+		_, instances, err := s.resolver.ResolveForStop(ctx, id, appGUID, process)
+		var cells []netip.Addr
+		for _, t := range instances {
+			if !slices.Contains(cells, t.CellIP) {
+				cells = append(cells, t.CellIP)
+			}
+		}
+		return cells, err
+	}, wire.StopCapture{CaptureID: captureID, AppGUID: appGUID, Requester: id.Subject(), Admin: id.IsAdmin()},
+		fmt.Sprintf("it has ended, or it captures another process than %q", process))
+}
+
+// stopCall is one stop request on its way, for apps and VMs alike.
+type stopCall struct {
+	s         *Server
+	w         http.ResponseWriter
+	captureID string
+	what      string // "app GUID", "deployment NAME"
+	rec       audit.Record
+}
+
+func (st *stopCall) refuse(p *problem.Error) {
+	st.rec.Status, st.rec.Reason = p.Status, p.Detail
+	st.s.writeAudit(st.rec)
+	st.s.writeProblem(st.w, p)
+}
+
+// checkID records the caller and checks the capture id's form.
+func (st *stopCall) checkID(id *Identity) bool {
+	st.rec.UserID, st.rec.UserName, st.rec.ClientID = id.UserID, id.UserName, id.ClientID
+	if !captureIDPattern.MatchString(st.captureID) {
+		st.refuse(problem.New(http.StatusBadRequest, "capture id %q is not a capture id (the Pcap-Capture-Id header of the capture)", st.captureID))
+		return false
+	}
+	return true
+}
+
+// run stops the capture: here if this replica streams it, otherwise
+// through the agents that cells (resolved with the caller's own
+// authority, which also checks that the caller may see the target) name.
+// notFound says why a capture might not be found.
+func (st *stopCall) run(ctx context.Context, id *Identity, scope string, admin bool, cells func(context.Context) ([]netip.Addr, error), req wire.StopCapture, notFound string) {
+	s, captureID := st.s, st.captureID
 	accepted := func(how string) {
-		rec.Event, rec.Status, rec.Reason = "stop", http.StatusAccepted, how
-		s.writeAudit(rec)
-		s.log.Info("capture stop requested", "capture_id", captureID, "app_guid", appGUID, "user_id", id.UserID, "how", how)
-		writeJSON(w, http.StatusAccepted, map[string]string{"capture_id": captureID, "status": "stopping"})
+		st.rec.Event, st.rec.Status, st.rec.Reason = "stop", http.StatusAccepted, how
+		s.writeAudit(st.rec)
+		s.log.Info("capture stop requested", "capture_id", captureID, "of", st.what, "user_id", id.UserID, "client_id", id.ClientID, "how", how)
+		writeJSON(st.w, http.StatusAccepted, map[string]string{"capture_id": captureID, "status": "stopping"})
+	}
+	forbidden := func() {
+		st.refuse(problem.New(http.StatusForbidden, "capture %s belongs to another user: only its owner or an admin may stop it", captureID))
 	}
 
-	switch found, othersCapture := s.stopLocal(captureID, appGUID, id); {
+	switch found, othersCapture := s.stopLocal(captureID, scope, id.Subject(), admin); {
 	case othersCapture:
-		// Someone else's: say so only to who may see the app at all.
-		if _, _, err := s.resolver.ResolveForStop(ctx, id, appGUID, process); err != nil {
-			refuse(problem.From(err))
+		// Someone else's: say so only to who may see the target at all.
+		if _, err := cells(ctx); err != nil {
+			st.refuse(problem.From(err))
 		} else {
-			refuse(problem.New(http.StatusForbidden, "capture %s belongs to another user: only its owner or an admin may stop it", captureID))
+			forbidden()
 		}
 		return
 	case found:
@@ -71,49 +118,39 @@ func (s *Server) handleStop(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	// Elsewhere: the agents on the app's cells decide. Resolving the app
-	// also checks that the caller may see it at all.
-	_, targets, err := s.resolver.ResolveForStop(ctx, id, appGUID, process)
+	addrs, err := cells(ctx)
 	if err != nil {
-		refuse(problem.From(err))
+		st.refuse(problem.From(err))
 		return
 	}
-	var cells []netip.Addr
-	for _, t := range targets {
-		if !slices.Contains(cells, t.CellIP) {
-			cells = append(cells, t.CellIP)
-		}
-	}
-	out := capture.StopElsewhere(ctx, captureAgents{s.agents}, cells, wire.StopCapture{
-		CaptureID: captureID, AppGUID: appGUID, Requester: id.Subject(), Admin: id.IsAdmin(),
-	})
+	out := capture.StopElsewhere(ctx, captureAgents{s.agents}, addrs, req)
 	switch {
 	case out.Stopping > 0:
 		accepted("through the agents")
 	case out.Forbidden:
-		refuse(problem.New(http.StatusForbidden, "capture %s belongs to another user: only its owner or an admin may stop it", captureID))
+		forbidden()
 	case len(out.Errors) > 0:
 		msgs := make([]string, len(out.Errors))
 		for i, e := range out.Errors {
 			msgs[i] = e.Error()
 		}
-		refuse(problem.Wrap(errors.Join(out.Errors...), http.StatusServiceUnavailable,
-			"capture %s of app %s was not found on the cells that answered; %s", captureID, appGUID, strings.Join(msgs, "; ")))
+		st.refuse(problem.Wrap(errors.Join(out.Errors...), http.StatusServiceUnavailable,
+			"capture %s of %s was not found on the agents that answered; %s", captureID, st.what, strings.Join(msgs, "; ")))
 	default:
-		refuse(problem.New(http.StatusNotFound, "no running capture %s of app %s: it has ended, or it captures another process than %q", captureID, appGUID, process))
+		st.refuse(problem.New(http.StatusNotFound, "no running capture %s of %s: %s", captureID, st.what, notFound))
 	}
 }
 
 // stopLocal stops the capture if this replica streams it and it is the
 // caller's to stop; othersCapture says it runs here for someone else.
-func (s *Server) stopLocal(captureID, appGUID string, id *Identity) (found, othersCapture bool) {
+func (s *Server) stopLocal(captureID, scope, subject string, admin bool) (found, othersCapture bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r, ok := s.running[captureID]
-	if !ok || r.appGUID != appGUID {
+	if !ok || r.scope != scope {
 		return false, false
 	}
-	if r.subject != id.Subject() && !id.IsAdmin() {
+	if r.subject != subject && !admin {
 		return false, true
 	}
 	select {

@@ -28,11 +28,34 @@ type Config struct {
 	UAA             UAA                 `yaml:"uaa"`
 	Authorization   Authorization       `yaml:"authorization"`
 	Limits          Limits              `yaml:"limits"`
+	Stream          Stream              `yaml:"stream"`
 	DrainTimeout    configfile.Duration `yaml:"drain_timeout"`
 	// AuditLog is a file path; empty means stderr.
 	AuditLog string `yaml:"audit_log"`
 	CLIDir   string `yaml:"cli_dir"`
 	Dev      *Dev   `yaml:"dev"`
+	// Bosh turns on the captures of BOSH VMs; nil: their endpoints do not
+	// exist and no director is contacted.
+	Bosh *Bosh `yaml:"bosh"`
+}
+
+// Bosh is the BOSH director whose deployments' VMs operators capture.
+type Bosh struct {
+	// DirectorURL is https://DIRECTOR:25555.
+	DirectorURL string `yaml:"director_url"`
+	// CA is the director's CA; empty trusts the system roots.
+	CA  string  `yaml:"ca"`
+	UAA BoshUAA `yaml:"uaa"`
+}
+
+// BoshUAA is the director's UAA, whose tokens operators send.
+type BoshUAA struct {
+	// Issuer defaults to the director's /info user_authentication
+	// options.url + /oauth/token, read over a verified connection.
+	Issuer string `yaml:"issuer"`
+	// CA is the UAA's CA; empty means bosh.ca and the system roots (in
+	// bosh-deployment the director and its UAA share one CA).
+	CA string `yaml:"ca"`
 }
 
 type Listen struct {
@@ -101,6 +124,24 @@ type Limits struct {
 	BufferBytes configfile.ByteSize `yaml:"buffer_bytes"`
 }
 
+// Stream is how the API keeps a capture's response alive and bounded
+// while it streams.
+type Stream struct {
+	// WriteTimeout is how long one write to the client may take before
+	// the client counts as gone (client_gone). It bounds a client that
+	// stopped reading; it never ends a capture that is merely quiet.
+	WriteTimeout configfile.Duration `yaml:"write_timeout"`
+	// StatsInterval is how often a pcapng stream gets interface
+	// statistics, packets or not, so that a quiet capture still sends
+	// bytes through load balancers that cut idle connections.
+	StatsInterval configfile.Duration `yaml:"stats_interval"`
+}
+
+// MaxStatsInterval keeps a quiet pcapng stream busier than the idle
+// timeout of the load balancers in front of gorouters: AWS ELB's default
+// is 60 s.
+const MaxStatsInterval = 30 * time.Second
+
 // Dev replaces UAA and the Cloud Controller by a fixed token and targets.
 type Dev struct {
 	Token   string      `yaml:"token"`
@@ -135,6 +176,10 @@ func Default() Config {
 			MaxBytes:         2 << 30,
 			MaxSnaplen:       65535,
 			BufferBytes:      16 << 20,
+		},
+		Stream: Stream{
+			WriteTimeout:  configfile.Duration(time.Minute),
+			StatsInterval: configfile.Duration(5 * time.Second),
 		},
 		DrainTimeout: configfile.Duration(30 * time.Second),
 	}
@@ -184,12 +229,16 @@ func (c *Config) Validate() error {
 	switch {
 	case c.Dev != nil && c.CloudController != nil:
 		p.Addf("dev and cloud_controller are both set: dev mode replaces the Cloud Controller and UAA, use one or the other")
+	case c.Dev == nil && c.CloudController == nil && c.Bosh == nil:
+		p.Addf("cloud_controller.url is required (or dev, for a local trial, or bosh alone, for an API that captures only BOSH VMs)")
 	case c.Dev == nil && c.CloudController == nil:
-		p.Addf("cloud_controller.url is required (or dev, for a local trial)")
 	case c.Dev != nil:
 		c.validateDev(&p)
 	default:
 		c.validateCF(&p)
+	}
+	if c.Bosh != nil {
+		c.validateBosh(&p)
 	}
 	switch c.Authorization.Mode {
 	case ModeSpaceDeveloper, ModeAdminOnly:
@@ -220,6 +269,12 @@ func (c *Config) Validate() error {
 	}
 	if l.BufferBytes < 1<<20 {
 		p.Addf("limits.buffer_bytes %s is below 1MiB", l.BufferBytes)
+	}
+	if c.Stream.WriteTimeout.D() <= 0 {
+		p.Addf("stream.write_timeout must be positive")
+	}
+	if d := c.Stream.StatsInterval.D(); d < 10*time.Millisecond || d > MaxStatsInterval {
+		p.Addf("stream.stats_interval %s is outside 10ms..%s: a quiet pcapng capture must send something more often than a load balancer's idle timeout (60s on AWS ELB)", d, MaxStatsInterval)
 	}
 	if c.DrainTimeout.D() < 0 {
 		p.Addf("drain_timeout is negative")
@@ -272,6 +327,26 @@ func (c *Config) validateCF(p *configfile.Problems) {
 	}
 	if c.UAA.CA != "" {
 		p.RequireFile("uaa.ca", c.UAA.CA)
+	}
+}
+
+func (c *Config) validateBosh(p *configfile.Problems) {
+	b := c.Bosh
+	// https only: the director names the UAA whose keys the API trusts,
+	// which must never be learnt over a connection that is not verified.
+	if u, err := url.Parse(b.DirectorURL); err != nil || u.Scheme != "https" || u.Host == "" {
+		p.Addf("bosh.director_url %q must be an https URL such as https://DIRECTOR:25555", b.DirectorURL)
+	}
+	if b.CA != "" {
+		p.RequireFile("bosh.ca", b.CA)
+	}
+	if b.UAA.Issuer != "" {
+		if u, err := url.Parse(b.UAA.Issuer); err != nil || u.Scheme != "https" || u.Host == "" {
+			p.Addf("bosh.uaa.issuer %q must be an https URL such as https://DIRECTOR:8443/oauth/token", b.UAA.Issuer)
+		}
+	}
+	if b.UAA.CA != "" {
+		p.RequireFile("bosh.uaa.ca", b.UAA.CA)
 	}
 }
 

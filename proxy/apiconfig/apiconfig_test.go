@@ -39,7 +39,8 @@ dev: {token: a-long-enough-token, targets: [{app_guid: 6a3c, index: 0, cell_ip: 
 		t.Fatal(err)
 	}
 	if c.Listen.Address != "0.0.0.0:8080" || c.Tunnel.Address != "0.0.0.0:9494" || c.Limits.MaxDuration.D() != 15*time.Minute ||
-		c.Limits.MaxBytes != 2<<30 || c.Limits.CapturesPerUser != 3 || c.Authorization.Mode != ModeSpaceDeveloper || c.DrainTimeout.D() != 30*time.Second {
+		c.Limits.MaxBytes != 2<<30 || c.Limits.CapturesPerUser != 3 || c.Authorization.Mode != ModeSpaceDeveloper || c.DrainTimeout.D() != 30*time.Second ||
+		c.Stream.WriteTimeout.D() != time.Minute || c.Stream.StatsInterval.D() != 5*time.Second {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
 }
@@ -52,6 +53,7 @@ cloud_controller: {url: "http://api.example.com"}
 dev: {token: short}
 authorization: {mode: everyone}
 limits: {captures_per_user: 0, max_duration: 1m, default_duration: 5m, max_snaplen: 300000}
+stream: {write_timeout: 0s, stats_interval: 45s}
 metrics: {ca_cert: /nonexistent/ca}
 `)
 	if err == nil {
@@ -68,6 +70,8 @@ metrics: {ca_cert: /nonexistent/ca}
 		"limits.captures_per_user must be at least 1",
 		"limits.default_duration 5m0s must be positive and at most limits.max_duration 1m0s",
 		"limits.max_snaplen 300000",
+		"stream.write_timeout must be positive",
+		"stream.stats_interval 45s is outside 10ms..30s",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)
@@ -113,6 +117,33 @@ cloud_controller: {url: "https://api.sys.example.com", skip_tls_verify: true}
 	}
 	if _, err := load(t, base+"uaa: {issuer: \"https://uaa.sys.example.com/oauth/token\"}\n"); err != nil {
 		t.Errorf("with uaa.issuer set: %v", err)
+	}
+}
+
+// bosh alone serves only the captures of BOSH VMs; its URLs are https,
+// its files readable.
+func TestBosh(t *testing.T) {
+	dir := writeFiles(t, "c", "k", "ca", "director-ca")
+	base := `
+tunnel: {tls: {certificate: ` + dir + `/c, private_key: ` + dir + `/k, client_ca: ` + dir + `/ca}}
+`
+	c, err := load(t, base+`
+bosh: {director_url: "https://10.0.0.6:25555", ca: `+dir+`/director-ca}
+`)
+	if err != nil || c.Bosh.DirectorURL != "https://10.0.0.6:25555" || c.Bosh.CA != dir+"/director-ca" || c.CloudController != nil || c.Dev != nil {
+		t.Fatalf("%+v, %v", c, err)
+	}
+	_, err = load(t, base+`
+bosh: {director_url: "http://10.0.0.6:25555", ca: /nonexistent/ca, uaa: {issuer: "http://10.0.0.6:8443/oauth/token", ca: /nonexistent/uaa-ca}}
+`)
+	for _, want := range []string{`bosh.director_url "http://10.0.0.6:25555" must be an https URL`, "bosh.ca: open /nonexistent/ca",
+		`bosh.uaa.issuer "http://10.0.0.6:8443/oauth/token" must be an https URL`, "bosh.uaa.ca: open /nonexistent/uaa-ca"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in %v", want, err)
+		}
+	}
+	if _, err := load(t, base); err == nil || !strings.Contains(err.Error(), "or bosh alone") {
+		t.Errorf("neither cloud_controller, dev nor bosh: %v", err)
 	}
 }
 

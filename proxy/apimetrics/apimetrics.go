@@ -33,6 +33,13 @@ type Metrics struct {
 	Draining          prometheus.Gauge
 }
 
+// Target kinds, the target label of the capture metrics: captures of
+// apps' containers and of BOSH VMs.
+const (
+	TargetApp  = "app"
+	TargetBosh = "bosh"
+)
+
 // Drop reasons, as in the Pcap-Dropped-Detail trailer.
 const (
 	DropKernel = "kernel"
@@ -53,16 +60,16 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"result"}),
 		CaptureRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "capture_requests_total",
-			Help: "Capture requests by the HTTP status they were answered with.",
-		}, []string{"code"}),
+			Help: "Capture requests by the HTTP status they were answered with and the target kind (app, bosh).",
+		}, []string{"code", "target"}),
 		CapturesActive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "captures_active",
 			Help: "Captures streaming to clients now.",
 		}),
 		Captures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "captures_total",
-			Help: "Finished captures by end reason.",
-		}, []string{"reason"}),
+			Help: "Finished captures by end reason and target kind (app, bosh).",
+		}, []string{"reason", "target"}),
 		CaptureDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "capture_duration_seconds",
 			Help:    "How long captures streamed.",
@@ -82,7 +89,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"reason"}),
 		UpstreamDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "upstream_request_duration_seconds",
-			Help:    "Requests to the Cloud Controller and UAA, by upstream, endpoint class and result (2xx, 4xx, 5xx, error).",
+			Help:    "Requests to the Cloud Controller, UAA, the BOSH director and its UAA, by upstream, endpoint class and result (2xx, 4xx, 5xx, error).",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"upstream", "endpoint", "result"}),
 		StreamOpenSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -105,15 +112,17 @@ func New(reg prometheus.Registerer) *Metrics {
 	for _, r := range []string{"accepted", "tls_failed", string(wire.RefusedVersion), string(wire.RefusedIdentity), string(wire.RefusedInvalid), string(wire.RefusedDuplicate), "error"} {
 		m.Handshakes.WithLabelValues(r)
 	}
-	for _, r := range []wire.EndReason{wire.EndRequested, wire.EndDuration, wire.EndPackets, wire.EndMaxBytes, wire.EndClientGone,
-		wire.EndAgentLost, wire.EndAgentDraining, wire.EndAPIDraining, wire.EndContainerGone, wire.EndError} {
-		m.Captures.WithLabelValues(string(r))
+	for _, target := range []string{TargetApp, TargetBosh} {
+		for _, r := range []wire.EndReason{wire.EndRequested, wire.EndDuration, wire.EndPackets, wire.EndMaxBytes, wire.EndClientGone,
+			wire.EndAgentLost, wire.EndAgentDraining, wire.EndAPIDraining, wire.EndContainerGone, wire.EndError} {
+			m.Captures.WithLabelValues(string(r), target)
+		}
+		for _, code := range []int{200, 400, 401, 403, 404, 409, 429, 500, 502, 503} {
+			m.CaptureRequests.WithLabelValues(strconv.Itoa(code), target)
+		}
 	}
 	for _, r := range []string{"started", "error"} {
 		m.StreamOpenSeconds.WithLabelValues(r)
-	}
-	for _, code := range []int{200, 400, 401, 403, 404, 409, 429, 500, 502, 503} {
-		m.CaptureRequests.WithLabelValues(strconv.Itoa(code))
 	}
 	return m
 }
@@ -132,10 +141,11 @@ func (m *Metrics) SessionsChanged(delta int) {
 	}
 }
 
-// Request counts a capture request's answer.
-func (m *Metrics) Request(status int) {
+// Request counts a capture request's answer; target is TargetApp or
+// TargetBosh.
+func (m *Metrics) Request(target string, status int) {
 	if m != nil {
-		m.CaptureRequests.WithLabelValues(strconv.Itoa(status)).Inc()
+		m.CaptureRequests.WithLabelValues(strconv.Itoa(status), target).Inc()
 	}
 }
 
@@ -146,10 +156,10 @@ func (m *Metrics) CaptureStarted() {
 	}
 }
 
-func (m *Metrics) CaptureEnded(reason wire.EndReason, d time.Duration) {
+func (m *Metrics) CaptureEnded(target string, reason wire.EndReason, d time.Duration) {
 	if m != nil {
 		m.CapturesActive.Dec()
-		m.Captures.WithLabelValues(string(reason)).Inc()
+		m.Captures.WithLabelValues(string(reason), target).Inc()
 		m.CaptureDuration.Observe(d.Seconds())
 	}
 }
@@ -235,6 +245,12 @@ func EndpointClass(path string) string {
 		return "token_keys"
 	case strings.Contains(path, "openid-configuration"):
 		return "discovery"
+	case path == "/info":
+		return "director_info"
+	case strings.HasSuffix(path, "/instances"):
+		return "director_instances"
+	case path == "/deployments":
+		return "director_deployments"
 	}
 	return "other"
 }

@@ -34,9 +34,10 @@ type replayAgent struct{ stream []byte }
 func (a *replayAgent) Open(context.Context) (net.Conn, error) {
 	return &replayConn{r: bytes.NewReader(a.stream)}, nil
 }
-func (a *replayAgent) TryAcquire(int) bool { return true }
-func (a *replayAgent) Release()            {}
-func (a *replayAgent) Speaks(int) bool     { return true }
+func (a *replayAgent) TryAcquire(int) bool          { return true }
+func (a *replayAgent) Release()                     {}
+func (a *replayAgent) Speaks(int) bool              { return true }
+func (a *replayAgent) Identity() *wire.BoshInstance { return nil }
 
 type replayAgents map[netip.Addr]*replayAgent
 
@@ -131,7 +132,7 @@ func BenchmarkSession(b *testing.B) {
 			ip := netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)})
 			agents[ip] = &replayAgent{stream: recordedStream(b, packets/instances, 60, i, instances)}
 			all += len(agents[ip].stream)
-			targets = append(targets, Target{AppGUID: "g", AppName: "app", Index: i, CellIP: ip})
+			targets = append(targets, AppInstance{AppGUID: "g", AppName: "app", Index: i, CellIP: ip})
 		}
 		for _, format := range []Format{FormatPcap, FormatPcapng} {
 			b.Run(fmt.Sprintf("%s/instances=%d", format, instances), func(b *testing.B) {
@@ -142,7 +143,7 @@ func BenchmarkSession(b *testing.B) {
 		}
 		if instances == 1 {
 			// One instance, two devices: two sources on one stream.
-			devAgents := replayAgents{targets[0].CellIP: &replayAgent{stream: recordedDevicesStream(b, packets/2, 60, 2)}}
+			devAgents := replayAgents{targets[0].(AppInstance).CellIP: &replayAgent{stream: recordedDevicesStream(b, packets/2, 60, 2)}}
 			b.Run("pcapng/instances=1/devices=2", func(b *testing.B) {
 				req := request(targets)
 				req.Devices = []string{"eth0", "eth1"}

@@ -65,8 +65,10 @@ func TestDevicesMergeInTimestampOrder(t *testing.T) {
 			_ = devicePacketsFrame(w, 1, 15, 35)
 			_ = devicePacketsFrame(w, 0, 5, 25, 45, 65)
 		}))
-	for i := range targets {
-		targets[i].ProcessType = "web"
+	for i, tg := range targets {
+		app := tg.(AppInstance)
+		app.ProcessType = "web"
+		targets[i] = app
 	}
 	req := request(targets)
 	req.Devices = []string{"eth0", "lo"}

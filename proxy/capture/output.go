@@ -45,13 +45,14 @@ func ParseFormat(s string) (Format, error) {
 // so whatever cuts the stream after a write, the file is valid.
 //
 // Packet records, the per-packet work, are encoded here directly from the
-// agents' records; gopacket's pcapgo writes the rest (file and section
-// headers, interface descriptions and statistics), where its checks are
-// worth more than its cost.
+// agents' records, and so are interface statistics, whose comment
+// gopacket's writer drops; gopacket's pcapgo writes the rest (file and
+// section headers, interface descriptions), where its checks are worth
+// more than its cost.
 type output struct {
 	format Format
 	buf    appendBuffer
-	ng     *pcapgo.NgWriter // pcapng only
+	ifaces int // pcapng: the interfaces described
 }
 
 // appendBuffer is a byte slice that pcapgo's writers can write to.
@@ -116,7 +117,7 @@ func newPcapngOutput(ifaces []ngInterface) (*output, error) {
 			return nil, fmt.Errorf("pcapng interface %s got id %d, want %d", iface.name, id, i+1)
 		}
 	}
-	o.ng = ng
+	o.ifaces = len(ifaces)
 	return o, ng.Flush()
 }
 
@@ -162,23 +163,52 @@ func (o *output) appendPacket(iface int, rec wire.Record, data []byte) {
 // end of options.
 const isbSize = 24 + 4*12 + 4
 
-// appendStats records a source's counters so far (pcapng only).
+// maxComment bounds an ISB's comment; maxCommentCost is what one adds to
+// the block at most (its option header and padding).
+const (
+	maxComment     = 252
+	maxCommentCost = 4 + maxComment
+)
+
+// appendStats records a source's counters so far (pcapng only), as an
+// Interface Statistics Block encoded here: gopacket's writer leaves the
+// comment out.
 func (o *output) appendStats(iface int, s ifaceStats) error {
-	if o.ng == nil {
+	if o.format != FormatPcapng {
 		return nil
 	}
-	err := o.ng.WriteInterfaceStats(iface, pcapgo.NgInterfaceStatistics{
-		LastUpdate:      s.end,
-		StartTime:       s.start,
-		EndTime:         s.end,
-		PacketsReceived: s.delivered + s.dropped,
-		PacketsDropped:  s.dropped,
-		Comment:         s.comment,
-	})
-	if err != nil {
-		return err
+	if iface < 0 || iface >= o.ifaces {
+		return fmt.Errorf("statistics for interface %d of %d", iface, o.ifaces)
 	}
-	return o.ng.Flush()
+	le := binary.LittleEndian
+	comment := []byte(s.comment)
+	padded := (len(comment) + 3) &^ 3
+	n := uint32(isbSize)
+	if len(comment) > 0 {
+		n += uint32(4 + padded)
+	}
+	// The interfaces' resolution is nanoseconds.
+	ns := func(b []byte, t time.Time) []byte {
+		v := uint64(t.UnixNano())
+		return le.AppendUint32(le.AppendUint32(b, uint32(v>>32)), uint32(v))
+	}
+	b := []byte(o.buf)
+	b = le.AppendUint32(b, 5) // Interface Statistics Block
+	b = le.AppendUint32(b, n)
+	b = le.AppendUint32(b, uint32(iface))
+	b = ns(b, s.end)
+	if len(comment) > 0 {
+		b = le.AppendUint16(le.AppendUint16(b, 1), uint16(len(comment))) // opt_comment
+		b = append(b, comment...)
+		b = append(b, make([]byte, padded-len(comment))...)
+	}
+	b = ns(le.AppendUint16(le.AppendUint16(b, 2), 8), s.start)                            // isb_starttime
+	b = ns(le.AppendUint16(le.AppendUint16(b, 3), 8), s.end)                              // isb_endtime
+	b = le.AppendUint64(le.AppendUint16(le.AppendUint16(b, 4), 8), s.delivered+s.dropped) // isb_ifrecv
+	b = le.AppendUint64(le.AppendUint16(le.AppendUint16(b, 5), 8), s.dropped)             // isb_ifdrop
+	b = le.AppendUint32(b, 0)                                                             // opt_endofopt
+	o.buf = le.AppendUint32(b, n)
+	return nil
 }
 
 // pending is what is encoded and not yet written.

@@ -37,11 +37,28 @@ type Result struct {
 
 // InstanceResult is one instance's end.
 type InstanceResult struct {
-	Index   int
-	Reason  wire.EndReason
-	Message string
-	Stats   wire.Stats
-	APIDrop uint64
+	// Instance is the target's Instance().
+	Instance string
+	Reason   wire.EndReason
+	Message  string
+	Stats    wire.Stats
+	APIDrop  uint64
+	// CountsUnknown, when set, says why the agent's final counters never
+	// arrived: Stats are then the last ones it sent, and its drops may be
+	// more.
+	CountsUnknown string
+}
+
+// CountsUnknown lists the instances whose final counters never arrived,
+// with why: the totals are then a lower bound.
+func (r Result) CountsUnknown() []*InstanceError {
+	var out []*InstanceError
+	for _, ir := range r.Instances {
+		if ir.CountsUnknown != "" {
+			out = append(out, &InstanceError{Instance: ir.Instance, Message: ir.CountsUnknown})
+		}
+	}
+	return out
 }
 
 // Started describes the running instances, in the order of their pcapng
@@ -91,6 +108,8 @@ type run struct {
 	clientLost      bool // the client is gone: nothing more reaches it
 	reason          wire.EndReason
 	stopping        bool
+	// stopTimedOut: the agents did not all end within the stop timeout.
+	stopTimedOut bool
 }
 
 // writeChunk is how much encoded output is sent in one write.
@@ -123,40 +142,16 @@ func (r *run) open() error {
 	return err
 }
 
-// interfaceName names a source's pcapng interface: APP/INDEX, and the
-// device after it when the capture has several.
+// interfaceName names a source's pcapng interface: the target's name for
+// the device.
 func (r *run) interfaceName(src *source) string {
-	name := fmt.Sprintf("%s/%d", appLabel(src.inst.target), src.inst.target.Index)
-	if len(r.req.Devices) > 1 {
-		name += "/" + src.device
-	}
-	return name
+	return src.inst.target.InterfaceName(src.device, len(r.req.Devices) > 1)
 }
 
 // interfaceDescription says what a source is, for Wireshark's interface
 // list and frame.interface_description.
 func interfaceDescription(src *source) string {
-	t := src.inst.target
-	parts := []string{"app " + appLabel(t)}
-	if t.AppName != "" {
-		parts[0] += " (" + t.AppGUID + ")"
-	}
-	parts = append(parts, fmt.Sprintf("instance %d", t.Index))
-	if t.ProcessType != "" {
-		parts = append(parts, "process "+t.ProcessType)
-	}
-	parts = append(parts, "cell "+t.CellIP.String(), "device "+src.device)
-	if c := src.inst.started.Container; c != "" {
-		parts = append(parts, "container "+wire.ClipMessage(c))
-	}
-	return strings.Join(parts, ", ")
-}
-
-func appLabel(t Target) string {
-	if t.AppName != "" {
-		return t.AppName
-	}
-	return t.AppGUID
+	return src.inst.target.InterfaceDescription(src.device, src.inst.started)
 }
 
 // report counts what reached the client since the last report.
@@ -212,7 +207,8 @@ func (r *run) loop(ctx context.Context, stop <-chan wire.EndReason) {
 				r.report()
 			}
 		case <-stopDeadline:
-			r.log.Warn("agents did not end in time after stop", "timeout", stopTimeout.String())
+			r.log.Warn("agents did not end in time after stop", "timeout", r.opts.StopTimeout.String())
+			r.stopTimedOut = true
 			// What arrived still goes out, in order, without waiting for
 			// the agents that do not end.
 			r.inbox.takeInto(r.merge, r.frames.put)
@@ -224,7 +220,7 @@ func (r *run) loop(ctx context.Context, stop <-chan wire.EndReason) {
 			r.decide(wire.EndRequested)
 		}
 		if r.stopping && stopDeadline == nil {
-			t := time.NewTimer(stopTimeout)
+			t := time.NewTimer(r.opts.StopTimeout)
 			defer t.Stop()
 			stopDeadline = t.C
 		}
@@ -337,7 +333,7 @@ func (r *run) decide(reason wire.EndReason) {
 		// the loop must go on meanwhile. close waits for these too.
 		r.readers.Go(func() {
 			if err := inst.w.WriteMessage(&wire.Stop{Reason: reason}); err != nil {
-				r.log.Debug("send stop", "index", inst.target.Index, "error", err)
+				r.log.Debug("send stop", "instance", inst.target.Instance(), "error", err)
 			}
 		})
 	}
@@ -375,6 +371,9 @@ func (s *Session) read(inst *instance) {
 				s.updateStats(inst, st)
 				break
 			}
+			inst.mu.Lock()
+			inst.final = true
+			inst.mu.Unlock()
 			s.instanceEnded(inst, m.(*wire.End), nil)
 			return
 		default:
@@ -382,9 +381,9 @@ func (s *Session) read(inst *instance) {
 			if !warned {
 				warned = true
 				if typ.Known() {
-					s.log.Warn("unexpected frame from agent, skipping it and any more", "index", inst.target.Index, "type", typ)
+					s.log.Warn("unexpected frame from agent, skipping it and any more", "instance", inst.target.Instance(), "type", typ)
 				} else {
-					s.log.Debug("skipping unknown frames", "index", inst.target.Index, "type", typ)
+					s.log.Debug("skipping unknown frames", "instance", inst.target.Instance(), "type", typ)
 				}
 			}
 			err = inst.r.Discard(typ, n, inst.buf)
@@ -512,7 +511,7 @@ func (s *Session) instanceEnded(inst *instance, end *wire.End, err error) {
 		// reached only the agents it could.
 		s.stoppedByAgent.Store(true)
 	}
-	log := s.log.With("index", inst.target.Index, "reason", reason)
+	log := s.log.With("instance", inst.target.Instance(), "reason", reason)
 	if err != nil && !errors.Is(err, io.EOF) {
 		log.Info("instance stream ended", "error", err)
 	} else {
@@ -556,7 +555,9 @@ func (r *run) result() Result {
 			apiDrop += r.sources[id].apiDrop.Load()
 		}
 		inst.mu.Lock()
-		ir := InstanceResult{Index: inst.target.Index, Reason: inst.reasonLocked(), Stats: inst.stats, APIDrop: apiDrop}
+		inst.countsUnknown = r.whyCountsUnknown(inst)
+		ir := InstanceResult{Instance: inst.target.Instance(), Reason: inst.reasonLocked(), Stats: inst.stats, APIDrop: apiDrop,
+			CountsUnknown: inst.countsUnknown}
 		switch {
 		case inst.end != nil:
 			ir.Message = inst.end.Message
@@ -582,6 +583,24 @@ func (r *run) result() Result {
 	return res
 }
 
+// whyCountsUnknown says why the instance's final counters are missing,
+// or "" when its End brought them. inst.mu is held.
+func (r *run) whyCountsUnknown(inst *instance) string {
+	switch {
+	case inst.final:
+		return ""
+	case inst.end != nil:
+		return "its stream from the agent broke off: " + inst.end.Message
+	case inst.err != nil && !errors.Is(inst.err, io.EOF):
+		return "the connection to its agent broke before the agent sent them: " + wire.ClipMessage(inst.err.Error())
+	case inst.err != nil:
+		return "its agent closed the stream without sending them"
+	case r.stopTimedOut:
+		return fmt.Sprintf("its agent did not answer the stop within %s", r.opts.StopTimeout)
+	}
+	return "the capture ended before its agent sent them"
+}
+
 // statsRound is the size of one round of interface statistics: what
 // writeInterfaceStats adds to the file. Packets leave room for the last
 // round, so that max_bytes holds with it.
@@ -598,17 +617,28 @@ func (r *run) statsRound() int64 {
 func (r *run) writeInterfaceStats(now time.Time) {
 	before := r.out.pending()
 	defer func() { r.planned += int64(r.out.pending() - before) }()
+	// A comment is beyond the room kept for statistics: it goes only
+	// where max_bytes still holds with it.
+	withComments := r.req.MaxBytes == 0 || r.planned+r.statsRound()+int64(len(r.sources))*maxCommentCost <= r.req.MaxBytes
 	for _, src := range r.sources {
 		src.inst.mu.Lock()
 		st := src.counters(src.inst.stats)
+		unknown := src.inst.countsUnknown
 		src.inst.mu.Unlock()
 		apiDrop := src.apiDrop.Load()
+		var comment string
+		if unknown != "" && withComments {
+			// Wireshark shows the comment beside the counters: they are
+			// what was known, not what happened.
+			comment = clipTo("final counts unknown, drops are at least these: "+unknown, maxComment-len("..."))
+		}
 		err := r.out.appendStats(src.id, ifaceStats{
 			// The agent's counters may lag behind the API's drops.
 			delivered: delta(st.Packets, apiDrop),
 			dropped:   st.KernelDropped + st.InterfaceDropped + st.AgentDropped + apiDrop,
 			start:     r.start,
 			end:       now,
+			comment:   comment,
 		})
 		if err != nil {
 			r.clientGone(err)
@@ -629,7 +659,15 @@ func FormatInstanceErrors(errs []*InstanceError) string {
 		// A header value cannot hold line breaks; libpcap messages have none,
 		// but agents are not trusted to keep it so.
 		msg := strings.NewReplacer("\r", " ", "\n", " ", ";", ",").Replace(e.Message)
-		parts[i] = fmt.Sprintf("%d: %s", e.Index, msg)
+		parts[i] = fmt.Sprintf("%s: %s", e.Instance, msg)
 	}
 	return strings.Join(parts, "; ")
+}
+
+// clipTo keeps at most n bytes of s, and says "..." where it cut.
+func clipTo(s string, n int) string {
+	if len(s) > n {
+		s = strings.ToValidUTF8(s[:n], "") + "..."
+	}
+	return s
 }

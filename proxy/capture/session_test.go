@@ -37,7 +37,8 @@ type script func(t *testing.T, req *wire.CaptureRequest, r *wire.Reader, w *wire
 type fakeAgent struct {
 	t       *testing.T
 	script  script
-	version int // 0: the newest
+	version int                // 0: the newest
+	bosh    *wire.BoshInstance // the hello's VM identity
 	wg      sync.WaitGroup
 	active  int
 	mu      sync.Mutex
@@ -57,9 +58,10 @@ func (a *fakeAgent) Open(ctx context.Context) (net.Conn, error) {
 	return api, nil
 }
 
-func (a *fakeAgent) TryAcquire(int) bool { a.mu.Lock(); a.active++; a.mu.Unlock(); return true }
-func (a *fakeAgent) Release()            { a.mu.Lock(); a.active--; a.mu.Unlock() }
-func (a *fakeAgent) Speaks(v int) bool   { return a.version == 0 || v <= a.version }
+func (a *fakeAgent) TryAcquire(int) bool          { a.mu.Lock(); a.active++; a.mu.Unlock(); return true }
+func (a *fakeAgent) Release()                     { a.mu.Lock(); a.active--; a.mu.Unlock() }
+func (a *fakeAgent) Speaks(v int) bool            { return a.version == 0 || v <= a.version }
+func (a *fakeAgent) Identity() *wire.BoshInstance { return a.bosh }
 
 type fakeAgents map[netip.Addr]*fakeAgent
 
@@ -77,7 +79,7 @@ func agentsFor(t *testing.T, scripts ...script) (fakeAgents, []Target) {
 	for i, s := range scripts {
 		ip := netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)})
 		agents[ip] = &fakeAgent{t: t, script: s}
-		targets = append(targets, Target{AppGUID: "guid", AppName: "app", Index: i, CellIP: ip})
+		targets = append(targets, AppInstance{AppGUID: "guid", AppName: "app", Index: i, CellIP: ip})
 	}
 	t.Cleanup(func() {
 		for _, a := range agents {
@@ -354,18 +356,18 @@ func TestStartReportsAgentErrorsWithStatus(t *testing.T) {
 		_ = w.WriteMessage(&wire.End{Reason: waitStop(r)})
 	}
 	agents, targets := agentsFor(t, refuse(wire.ErrBadFilter), start, refuse(wire.ErrContainerNotFound), refuse(wire.ErrLimit), refuse(wire.ErrGardenUnavailable))
-	targets = append(targets, Target{Index: 9, CellIP: netip.MustParseAddr("10.9.9.9")})
+	targets = append(targets, AppInstance{Index: 9, CellIP: netip.MustParseAddr("10.9.9.9")})
 	sess, failed := Start(context.Background(), agents, request(targets), Options{BufferBytes: 1 << 20})
-	if sess == nil || len(sess.Started()) != 1 || sess.Started()[0].Index != 1 {
+	if sess == nil || len(sess.Started()) != 1 || sess.Started()[0].Instance() != "1" {
 		t.Fatal("instance 1 should have started")
 	}
-	want := map[int]int{0: http.StatusBadRequest, 2: http.StatusNotFound, 3: http.StatusTooManyRequests, 4: http.StatusBadGateway, 9: http.StatusServiceUnavailable}
+	want := map[string]int{"0": http.StatusBadRequest, "2": http.StatusNotFound, "3": http.StatusTooManyRequests, "4": http.StatusBadGateway, "9": http.StatusServiceUnavailable}
 	if len(failed) != len(want) {
 		t.Fatalf("failed %v", failed)
 	}
 	for _, f := range failed {
-		if want[f.Index] != f.Status {
-			t.Errorf("instance %d: status %d, want %d (%s)", f.Index, f.Status, want[f.Index], f.Message)
+		if want[f.Instance] != f.Status {
+			t.Errorf("instance %s: status %d, want %d (%s)", f.Instance, f.Status, want[f.Instance], f.Message)
 		}
 	}
 	if h := FormatInstanceErrors(failed); !strings.Contains(h, "0: because bad_filter") || !strings.Contains(h, "9: no agent connected for cell 10.9.9.9") {
@@ -500,7 +502,7 @@ func TestPcapRefusesASecondLinkType(t *testing.T) {
 	}
 	agents, targets := agentsFor(t, started(1), started(276))
 	sess, failed := Start(context.Background(), agents, request(targets), Options{BufferBytes: 1 << 20})
-	if len(failed) != 1 || failed[0].Index != 1 || failed[0].Status != http.StatusBadRequest || !strings.Contains(failed[0].Message, "pcapng") {
+	if len(failed) != 1 || failed[0].Instance != "1" || failed[0].Status != http.StatusBadRequest || !strings.Contains(failed[0].Message, "pcapng") {
 		t.Fatalf("failed %v", failed)
 	}
 	stop := make(chan wire.EndReason, 1)
@@ -573,17 +575,27 @@ func TestPcapngCarriesPeriodicStatistics(t *testing.T) {
 		t.Fatalf("%d interface statistics blocks in a 300ms capture with a 20ms interval", isbs)
 	}
 	// Wireshark's reader takes statistics blocks anywhere in the file.
-	file := filepath.Join(t.TempDir(), "stats.pcapng")
-	if err := os.WriteFile(file, out.Bytes(), 0o644); err != nil {
+	if got := tsharkFrames(t, out.Bytes()); got != "1" {
+		t.Fatalf("tshark reads frames %q", got)
+	}
+}
+
+// tsharkFrames has tshark read a capture file and returns the frame
+// numbers it found, one a line; tshark's complaints fail the test.
+func tsharkFrames(t *testing.T, b []byte) string {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "capture.pcapng")
+	if err := os.WriteFile(file, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("tshark", "-r", file, "-T", "fields", "-e", "frame.number")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	got, err := cmd.Output()
-	if err != nil || strings.TrimSpace(string(got)) != "1" || strings.Contains(stderr.String(), "rror") {
+	if err != nil || strings.Contains(stderr.String(), "rror") {
 		t.Fatalf("tshark: %v %q %s", err, got, stderr.String())
 	}
+	return strings.TrimSpace(string(got))
 }
 
 func TestCancelledRequestIsClientGone(t *testing.T) {

@@ -21,17 +21,6 @@ import (
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
 
-// Target is one app instance to capture.
-type Target struct {
-	AppGUID     string
-	AppName     string
-	ProcessType string
-	Index       int
-	// InstanceGUID is the garden handle, when the Cloud Controller says.
-	InstanceGUID string
-	CellIP       netip.Addr
-}
-
 // Request is a capture as the client asked for it, within the limits.
 type Request struct {
 	CaptureID string
@@ -70,6 +59,9 @@ type Agent interface {
 	Release()
 	// Speaks reports whether the session's protocol version is at least v.
 	Speaks(v int) bool
+	// Identity is the VM identity the agent said hello with (version 3);
+	// nil without one.
+	Identity() *wire.BoshInstance
 }
 
 // limitedOpener is an Agent whose capture streams can count against the
@@ -91,15 +83,18 @@ type Options struct {
 	// StatsInterval is how often a pcapng stream gets interface
 	// statistics; 0 means every 5 seconds.
 	StatsInterval time.Duration
+	// StopTimeout bounds the wait for agents to drain and end after a
+	// stop; 0 means 15 seconds.
+	StopTimeout time.Duration
 }
 
 const (
 	// startTimeout bounds the wait for an agent's Started or Error: it
 	// includes the container lookup on the cell.
 	startTimeout = 15 * time.Second
-	// stopTimeout bounds the wait for agents to drain and end after Stop:
-	// a full agent queue must get through a slow tunnel.
-	stopTimeout = 15 * time.Second
+	// defaultStopTimeout bounds the wait for agents to drain and end after
+	// Stop: a full agent queue must get through a slow tunnel.
+	defaultStopTimeout = 15 * time.Second
 	// holdTime is how long a packet may wait for the other instances'
 	// packets to be ordered with: several agent read timeouts.
 	holdTime = 250 * time.Millisecond
@@ -116,12 +111,13 @@ func (r *Request) remaining() time.Duration {
 
 // InstanceError says why one instance could not be captured.
 type InstanceError struct {
-	Index   int
-	Status  int
-	Message string
+	// Instance is the target's Instance(): "2", "router/0".
+	Instance string
+	Status   int
+	Message  string
 }
 
-func (e *InstanceError) Error() string { return fmt.Sprintf("instance %d: %s", e.Index, e.Message) }
+func (e *InstanceError) Error() string { return fmt.Sprintf("instance %s: %s", e.Instance, e.Message) }
 
 // instance is one running stream.
 type instance struct {
@@ -153,6 +149,12 @@ type instance struct {
 	end   *wire.End // nil until the agent sent End
 	err   error     // why the stream broke, if it did
 	endAt time.Time
+	// final says stats are the agent's final counters, from its End;
+	// otherwise they are the last periodic ones, a lower bound.
+	final bool
+	// countsUnknown says why the final counters are missing, once the
+	// capture has ended without them.
+	countsUnknown string
 }
 
 // source is one device of a running instance: the merger orders each on
@@ -234,6 +236,9 @@ func Start(ctx context.Context, agents Agents, req Request, opts Options) (*Sess
 	if opts.StatsInterval <= 0 {
 		opts.StatsInterval = 5 * time.Second
 	}
+	if opts.StopTimeout <= 0 {
+		opts.StopTimeout = defaultStopTimeout
+	}
 	if len(req.Devices) == 0 {
 		req.Devices = []string{"eth0"}
 	}
@@ -242,7 +247,7 @@ func Start(ctx context.Context, agents Agents, req Request, opts Options) (*Sess
 	if len(req.Devices) > 1 && req.Format != FormatPcapng {
 		// Classic pcap cannot tell the devices apart.
 		for i, t := range req.Targets {
-			errs[i] = &InstanceError{Index: t.Index, Status: http.StatusBadRequest, Message: "several devices need format pcapng"}
+			errs[i] = &InstanceError{Instance: t.Instance(), Status: http.StatusBadRequest, Message: "several devices need format pcapng"}
 		}
 		return nil, errs
 	}
@@ -259,19 +264,19 @@ func Start(ctx context.Context, agents Agents, req Request, opts Options) (*Sess
 		switch {
 		case errs[i] != nil:
 			failed = append(failed, errs[i])
-			log.Info("instance not captured", "index", req.Targets[i].Index, "status", errs[i].Status, "error", errs[i].Message)
+			log.Info("instance not captured", "instance", req.Targets[i].Instance(), "status", errs[i].Status, "error", errs[i].Message)
 		case req.Format == FormatPcap && len(s.instances) > 0 && insts[i].started.LinkType != s.instances[0].started.LinkType:
 			// Classic pcap has one link type per file.
 			insts[i].aborted.Store(true)
 			insts[i].abort()
 			s.inbox.discard(insts[i], s.frames.put)
-			failed = append(failed, &InstanceError{Index: req.Targets[i].Index, Status: http.StatusBadRequest,
+			failed = append(failed, &InstanceError{Instance: req.Targets[i].Instance(), Status: http.StatusBadRequest,
 				Message: fmt.Sprintf("link type %d differs from the other instances' %d: use format pcapng", insts[i].started.LinkType, s.instances[0].started.LinkType)})
 		default:
 			s.instances = append(s.instances, insts[i])
 			failed = append(failed, insts[i].deviceErrs...)
 			for _, e := range insts[i].deviceErrs {
-				log.Info("device not captured", "index", e.Index, "status", e.Status, "error", e.Message)
+				log.Info("device not captured", "instance", e.Instance, "status", e.Status, "error", e.Message)
 			}
 		}
 	}
@@ -294,17 +299,18 @@ func Start(ctx context.Context, agents Agents, req Request, opts Options) (*Sess
 func (s *Session) startInstance(ctx context.Context, agents Agents, t Target) (*instance, *InstanceError) {
 	req, opts := &s.req, s.opts
 	fail := func(status int, format string, args ...any) (*instance, *InstanceError) {
-		return nil, &InstanceError{Index: t.Index, Status: status, Message: fmt.Sprintf(format, args...)}
+		return nil, &InstanceError{Instance: t.Instance(), Status: status, Message: fmt.Sprintf(format, args...)}
 	}
-	agent, ok := agents.Lookup(t.CellIP)
-	if !ok {
-		return fail(http.StatusServiceUnavailable, "no agent connected for cell %s", t.CellIP)
+	agent, ierr := t.findAgent(agents)
+	if ierr != nil {
+		return nil, ierr
 	}
+	where := t.Where()
 	if len(req.Devices) > 1 && !agent.Speaks(2) {
-		return fail(http.StatusBadGateway, "the agent on cell %s is too old to capture several devices: capture one device at a time", t.CellIP)
+		return fail(http.StatusBadGateway, "the agent on %s is too old to capture several devices: capture one device at a time", where)
 	}
 	if !agent.TryAcquire(opts.PerAgentLimit) {
-		return fail(http.StatusTooManyRequests, "the agent on cell %s already runs %d captures through this API replica", t.CellIP, opts.PerAgentLimit)
+		return fail(http.StatusTooManyRequests, "the agent on %s already runs %d captures through this API replica", where, opts.PerAgentLimit)
 	}
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
@@ -318,18 +324,14 @@ func (s *Session) startInstance(ctx context.Context, agents Agents, t Target) (*
 	if err != nil {
 		agent.Release()
 		if errors.Is(err, tunnel.ErrAgentDraining) {
-			return fail(http.StatusServiceUnavailable, "the agent on cell %s is shutting down", t.CellIP)
+			return fail(http.StatusServiceUnavailable, "the agent on %s is shutting down", where)
 		}
-		return fail(http.StatusServiceUnavailable, "cannot reach the agent on cell %s: %v", t.CellIP, err)
+		return fail(http.StatusServiceUnavailable, "cannot reach the agent on %s: %v", where, err)
 	}
 	inst := &instance{target: t, agent: agent, stream: stream, r: wire.NewReader(stream), w: wire.NewWriter(stream),
 		buf: make([]byte, readBuffer), devices: req.Devices, tagged: len(req.Devices) > 1}
 	creq := &wire.CaptureRequest{
 		CaptureID:      req.CaptureID,
-		AppGUID:        t.AppGUID,
-		ProcessType:    t.ProcessType,
-		Index:          t.Index,
-		InstanceGUID:   t.InstanceGUID,
 		Device:         req.Devices[0],
 		Filter:         req.Filter,
 		Snaplen:        req.Snaplen,
@@ -337,6 +339,7 @@ func (s *Session) startInstance(ctx context.Context, agents Agents, t Target) (*
 		MaxPackets:     req.MaxPackets,
 		Owner:          req.Owner,
 	}
+	t.fill(creq)
 	if inst.tagged {
 		// Version 1's shape otherwise: an older agent keeps working.
 		creq.Devices = req.Devices
@@ -350,7 +353,7 @@ func (s *Session) startInstance(ctx context.Context, agents Agents, t Target) (*
 	// inst.w keeps its buffer for the capture's life.
 	if err := wire.NewWriter(stream).WriteMessage(creq); err != nil {
 		inst.abort()
-		return fail(http.StatusServiceUnavailable, "cannot reach the agent on cell %s: %v", t.CellIP, err)
+		return fail(http.StatusServiceUnavailable, "cannot reach the agent on %s: %v", where, err)
 	}
 	opened := time.Now()
 	m, err := inst.readAnswer()
@@ -359,9 +362,9 @@ func (s *Session) startInstance(ctx context.Context, agents Agents, t Target) (*
 	if err != nil {
 		inst.abort()
 		if ctx.Err() != nil {
-			return fail(http.StatusServiceUnavailable, "the agent on cell %s did not answer within %s", t.CellIP, startTimeout)
+			return fail(http.StatusServiceUnavailable, "the agent on %s did not answer within %s", where, startTimeout)
 		}
-		return fail(http.StatusBadGateway, "bad answer from the agent on cell %s: %v", t.CellIP, err)
+		return fail(http.StatusBadGateway, "bad answer from the agent on %s: %v", where, err)
 	}
 	if e, ok := m.(*wire.Error); ok {
 		inst.abort()
@@ -370,19 +373,19 @@ func (s *Session) startInstance(ctx context.Context, agents Agents, t Target) (*
 		case wire.ErrBadRequest, wire.ErrBadFilter, wire.ErrNoSuchDevice:
 			return fail(statusOf(e.Code), "%s", msg)
 		}
-		// The rest is about the cell: say which one, for the operator.
-		return fail(statusOf(e.Code), "cell %s: %s", t.CellIP, msg)
+		// The rest is about the cell or VM: say which one, for the operator.
+		return fail(statusOf(e.Code), "%s: %s", where, msg)
 	}
 	// Stop the watch first: once it has fired, the deadline it set stays.
 	if !stopWatch() {
 		inst.abort()
-		return fail(http.StatusServiceUnavailable, "the request ended while the agent on cell %s started", t.CellIP)
+		return fail(http.StatusServiceUnavailable, "the request ended while the agent on %s started", where)
 	}
 	_ = stream.SetDeadline(time.Time{})
 	inst.started = m.(*wire.Started)
 	if err := inst.startDevices(); err != nil {
 		inst.abort()
-		return fail(http.StatusBadGateway, "bad answer from the agent on cell %s: %v", t.CellIP, err)
+		return fail(http.StatusBadGateway, "bad answer from the agent on %s: %v", where, err)
 	}
 	// From now on the agent sends packets: they count against the
 	// budget at once, whatever the other instances take to answer.
@@ -449,7 +452,7 @@ func (i *instance) startDevices() error {
 			return fmt.Errorf("started device %q in place of %s", wire.ClipMessage(ds.Device), i.devices[k])
 		}
 		if ds.Error != nil {
-			i.deviceErrs = append(i.deviceErrs, &InstanceError{Index: i.target.Index, Status: statusOf(ds.Error.Code),
+			i.deviceErrs = append(i.deviceErrs, &InstanceError{Instance: i.target.Instance(), Status: statusOf(ds.Error.Code),
 				Message: fmt.Sprintf("device %s: %s", i.devices[k], wire.ClipMessage(ds.Error.Message))})
 			continue
 		}
@@ -537,9 +540,11 @@ func statusOf(c wire.ErrorCode) int {
 		return http.StatusNotFound
 	case wire.ErrLimit:
 		return http.StatusTooManyRequests
+	case wire.ErrHostCaptureDisabled:
+		return http.StatusForbidden
 	case wire.ErrDraining:
 		return http.StatusServiceUnavailable
-	default: // no_netns, garden_unavailable, internal: the cell cannot do it
+	default: // no_netns, garden_unavailable, wrong_instance, internal: the cell or VM cannot do it
 		return http.StatusBadGateway
 	}
 }
@@ -596,6 +601,15 @@ func StopElsewhere(ctx context.Context, agents Agents, cells []netip.Addr, req w
 	return out
 }
 
+// stopVersion is the protocol version an agent needs to understand req:
+// an older one would take a host capture's stop for an app's.
+func stopVersion(req *wire.StopCapture) int {
+	if req.Target == wire.TargetHost {
+		return wire.HostVersion
+	}
+	return 2
+}
+
 // stopAskTimeout bounds a stop request's round trip to the agents.
 const stopAskTimeout = 10 * time.Second
 
@@ -604,7 +618,7 @@ func askStop(ctx context.Context, agents Agents, cell netip.Addr, req *wire.Stop
 	if !ok {
 		return nil, fmt.Errorf("no agent connected for cell %s", cell)
 	}
-	if !agent.Speaks(2) {
+	if need := stopVersion(req); !agent.Speaks(need) {
 		return nil, fmt.Errorf("the agent on cell %s is too old to stop a capture for another API replica", cell)
 	}
 	stream, err := agent.Open(ctx)

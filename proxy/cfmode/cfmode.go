@@ -6,7 +6,6 @@ package cfmode
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -106,19 +105,11 @@ func discover(ctx context.Context, cc *cloudcontroller.Client, log *slog.Logger)
 
 // clientTLS trusts caFile (in addition to nothing else) or the system roots.
 func clientTLS(caFile string, skipVerify bool) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: skipVerify}
-	if caFile != "" {
-		pool, err := tlsconfig.CAPool(caFile)
-		if err != nil {
-			return nil, err
-		}
-		cfg.RootCAs = pool
-	} else {
-		pool, err := x509.SystemCertPool()
-		if err == nil {
-			cfg.RootCAs = pool
-		}
+	cfg, err := tlsconfig.Client(caFile)
+	if err != nil {
+		return nil, err
 	}
+	cfg.InsecureSkipVerify = skipVerify
 	return cfg, nil
 }
 
@@ -136,30 +127,30 @@ func (a *Access) Authenticate(ctx context.Context, authorization string) (*api.I
 }
 
 // Resolve authorizes the capture and lists the instances to capture.
-func (a *Access) Resolve(ctx context.Context, id *api.Identity, appGUID, process string, indices []int) (api.App, []capture.Target, error) {
+func (a *Access) Resolve(ctx context.Context, id *api.Identity, appGUID, process string, indices []int) (api.App, []capture.AppInstance, error) {
 	return captureTargets(a.resolver.Resolve(ctx, id, appGUID, process, indices))
 }
 
 // ResolveForStop authorizes stopping a capture of the app, which the SSH
 // policy does not govern, and lists the running instances.
-func (a *Access) ResolveForStop(ctx context.Context, id *api.Identity, appGUID, process string) (api.App, []capture.Target, error) {
+func (a *Access) ResolveForStop(ctx context.Context, id *api.Identity, appGUID, process string) (api.App, []capture.AppInstance, error) {
 	return captureTargets(a.resolver.ResolveForStop(ctx, id, appGUID, process))
 }
 
 // captureTargets turns the Cloud Controller's view of the instances into
 // what the capture needs: the cell IP picks the agent.
-func captureTargets(t *cfaccess.Target, err error) (api.App, []capture.Target, error) {
+func captureTargets(t *cfaccess.Target, err error) (api.App, []capture.AppInstance, error) {
 	if err != nil {
 		return api.App{}, nil, err
 	}
-	targets := make([]capture.Target, 0, len(t.Instances))
+	targets := make([]capture.AppInstance, 0, len(t.Instances))
 	for _, in := range t.Instances {
 		ip, err := netip.ParseAddr(in.CellIP)
 		if err != nil {
 			return api.App{}, nil, problem.Wrap(err, http.StatusBadGateway,
 				"the Cloud Controller reports instance %d of app %q on host %q, which is not an IP address", in.Index, t.App.Name, in.CellIP)
 		}
-		targets = append(targets, capture.Target{
+		targets = append(targets, capture.AppInstance{
 			AppGUID:      t.App.GUID,
 			AppName:      t.App.Name,
 			ProcessType:  t.ProcessType,

@@ -9,13 +9,11 @@ package cloudcontroller
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -481,21 +479,7 @@ func (c *Client) fetch(ctx context.Context, token, rawURL, what string) ([]byte,
 // transportProblem explains a failure to get an answer at all. These are
 // 503: the Cloud Controller may be back in a moment.
 func (c *Client) transportProblem(ctx context.Context, err error, what string) *problem.Error {
-	var netErr net.Error
-	var certErr *tls.CertificateVerificationError
-	switch {
-	case errors.Is(ctx.Err(), context.Canceled):
-		return problem.Wrap(err, http.StatusServiceUnavailable, "request cancelled while asking the Cloud Controller for %s", what)
-	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) ||
-		(errors.As(err, &netErr) && netErr.Timeout()):
-		return problem.Wrap(err, http.StatusServiceUnavailable, "Cloud Controller timed out (limit %s) while fetching %s", c.timeout, what)
-	case errors.As(err, &certErr):
-		// A configuration problem, but one only the operator can fix and
-		// that a retry will not: say so rather than "unreachable".
-		return problem.Wrap(err, http.StatusServiceUnavailable, "Cloud Controller unreachable: its TLS certificate is not trusted by pcap-server")
-	default:
-		return problem.Wrap(err, http.StatusServiceUnavailable, "Cloud Controller unreachable while fetching %s", what)
-	}
+	return problem.Unreachable(ctx, err, "Cloud Controller", what, c.timeout)
 }
 
 // logWarnings logs X-Cf-Warnings; they are for operators, not callers.

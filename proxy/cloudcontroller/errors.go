@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"unicode"
 
 	"github.com/cloudfoundry/pcap-server-release/proxy/problem"
 )
@@ -14,20 +13,23 @@ import (
 // change what pcap-server answers. Decisions branch on these, never on the
 // human-readable detail.
 const (
-	codeInvalidAuthToken        = 1000
-	codeNotAuthenticated        = 10002
-	codeNotAuthorized           = 10003
-	codeInsufficientScope       = 10007
-	codeResourceNotFound        = 10010
-	codeRateLimitExceeded       = 10013
-	codeIPRateLimitExceeded     = 10014
-	codeServiceUnavailable      = 10015
-	codeOrgSuspended            = 10017
-	codeUaaUnavailable          = 20004
-	codeStatsUnavailable        = 200002
-	codeInstancesUnavailable    = 220002
-	maxDescribedErrorTextLength = 200
+	codeInvalidAuthToken     = 1000
+	codeNotAuthenticated     = 10002
+	codeNotAuthorized        = 10003
+	codeInsufficientScope    = 10007
+	codeResourceNotFound     = 10010
+	codeRateLimitExceeded    = 10013
+	codeIPRateLimitExceeded  = 10014
+	codeServiceUnavailable   = 10015
+	codeOrgSuspended         = 10017
+	codeUaaUnavailable       = 20004
+	codeStatsUnavailable     = 200002
+	codeInstancesUnavailable = 220002
 )
+
+// maxDescribedErrorTextLength bounds the Cloud Controller's text in a
+// message (clean).
+const maxDescribedErrorTextLength = problem.MaxUpstreamText
 
 // ccError is one entry of {"errors":[...]}.
 type ccError struct {
@@ -120,14 +122,4 @@ func describeAll(errs []ccError) string {
 }
 
 // clean shortens text from a response and replaces what is not printable.
-func clean(s string) string {
-	if len(s) > maxDescribedErrorTextLength {
-		s = s[:maxDescribedErrorTextLength] + "..."
-	}
-	return strings.Map(func(r rune) rune {
-		if r == unicode.ReplacementChar || !unicode.IsPrint(r) {
-			return '?'
-		}
-		return r
-	}, s)
-}
+func clean(s string) string { return problem.Clean(s) }

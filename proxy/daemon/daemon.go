@@ -27,6 +27,7 @@ import (
 	"github.com/cloudfoundry/pcap-server-release/proxy/apiconfig"
 	"github.com/cloudfoundry/pcap-server-release/proxy/apimetrics"
 	"github.com/cloudfoundry/pcap-server-release/proxy/audit"
+	"github.com/cloudfoundry/pcap-server-release/proxy/boshmode"
 	"github.com/cloudfoundry/pcap-server-release/proxy/cfmode"
 	"github.com/cloudfoundry/pcap-server-release/proxy/devmode"
 	"github.com/cloudfoundry/pcap-server-release/proxy/tunnel"
@@ -75,6 +76,14 @@ func New(ctx context.Context, cfg *apiconfig.Config, logOut io.Writer) (_ *Daemo
 	if err != nil {
 		return nil, err
 	}
+	var boshAccess api.BoshAccess
+	if cfg.Bosh != nil {
+		// Contacts nothing yet: the director is found at the first
+		// request for one of its VMs.
+		if boshAccess, err = boshmode.New(d.bg, cfg.Bosh, d.log, m.Transport); err != nil {
+			return nil, err
+		}
+	}
 	tunnelTLS, err := tlsconfig.MutualServer(cfg.Tunnel.TLS.Certificate, cfg.Tunnel.TLS.PrivateKey, cfg.Tunnel.TLS.ClientCA)
 	if err != nil {
 		return nil, fmt.Errorf("tunnel TLS: %w", err)
@@ -110,11 +119,13 @@ func New(ctx context.Context, cfg *apiconfig.Config, logOut io.Writer) (_ *Daemo
 	}
 	d.srv = api.New(api.Options{
 		Limits:       cfg.Limits,
+		Stream:       cfg.Stream,
 		DrainTimeout: cfg.DrainTimeout.D(),
 		CLIDir:       cfg.CLIDir,
 		Logger:       d.log,
 		Audit:        audit.New(auditOut),
 		Metrics:      m,
+		Bosh:         boshAccess,
 	}, auth, resolver, d.tun.Registry)
 	d.httpSrv = &http.Server{
 		Handler:           d.srv.Handler(),
@@ -125,10 +136,14 @@ func New(ctx context.Context, cfg *apiconfig.Config, logOut io.Writer) (_ *Daemo
 	return d, nil
 }
 
-// access picks who authenticates and authorizes captures.
+// access picks who authenticates and authorizes captures of apps; none
+// for an API that captures only BOSH VMs.
 func (d *Daemon) access(ctx context.Context, m *apimetrics.Metrics) (api.Authenticator, api.Resolver, error) {
 	if d.cfg.Dev != nil {
 		return devmode.Auth{Token: d.cfg.Dev.Token}, devmode.Targets(d.cfg.Dev.Targets), nil
+	}
+	if d.cfg.CloudController == nil {
+		return nil, nil, nil
 	}
 	a, err := cfmode.New(ctx, d.bg, d.cfg, d.log, m.Transport)
 	if err != nil {

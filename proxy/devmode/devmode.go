@@ -43,13 +43,13 @@ type Targets []apiconfig.DevTarget
 
 // ResolveForStop finds every configured instance of the app: dev mode has
 // no policy beyond its one token.
-func (ts Targets) ResolveForStop(ctx context.Context, id *api.Identity, appGUID, process string) (api.App, []capture.Target, error) {
+func (ts Targets) ResolveForStop(ctx context.Context, id *api.Identity, appGUID, process string) (api.App, []capture.AppInstance, error) {
 	return ts.Resolve(ctx, id, appGUID, process, nil)
 }
 
-func (ts Targets) Resolve(_ context.Context, _ *api.Identity, appGUID, process string, indices []int) (api.App, []capture.Target, error) {
+func (ts Targets) Resolve(_ context.Context, _ *api.Identity, appGUID, process string, indices []int) (api.App, []capture.AppInstance, error) {
 	var app api.App
-	var all []capture.Target
+	var all []capture.AppInstance
 	for _, t := range ts {
 		proc := t.Process
 		if proc == "" {
@@ -59,7 +59,7 @@ func (ts Targets) Resolve(_ context.Context, _ *api.Identity, appGUID, process s
 			continue
 		}
 		app = api.App{GUID: t.AppGUID, Name: t.AppName}
-		all = append(all, capture.Target{
+		all = append(all, capture.AppInstance{
 			AppGUID:     t.AppGUID,
 			AppName:     t.AppName,
 			ProcessType: proc,
@@ -73,9 +73,9 @@ func (ts Targets) Resolve(_ context.Context, _ *api.Identity, appGUID, process s
 	if len(indices) == 0 {
 		return app, all, nil
 	}
-	var picked []capture.Target
+	var picked []capture.AppInstance
 	for _, i := range indices {
-		j := slices.IndexFunc(all, func(t capture.Target) bool { return t.Index == i })
+		j := slices.IndexFunc(all, func(t capture.AppInstance) bool { return t.Index == i })
 		if j < 0 {
 			return api.App{}, nil, problem.New(http.StatusNotFound, "app %s has no instance %d", appGUID, i)
 		}

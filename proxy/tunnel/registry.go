@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+
+	"github.com/cloudfoundry/pcap-server-release/wire"
 )
 
 // Errors of Agent.Open, for the API to turn into 503s.
@@ -32,6 +34,10 @@ type Agent struct {
 	Remote      netip.AddrPort
 	Since       time.Time
 	MaxCaptures int
+	// Bosh is the VM's BOSH identity from the hello (version 3), nil if
+	// the agent did not send one; HostCapture says host capture is on.
+	Bosh        *wire.BoshInstance
+	HostCapture bool
 
 	sess  *yamux.Session
 	conn  *agentConn
@@ -106,6 +112,9 @@ func (a *Agent) open(ctx context.Context, unread *Unread) (net.Conn, error) {
 		return nil, fmt.Errorf("open stream to agent %s: %w", a.ID, ctx.Err())
 	}
 }
+
+// Identity is the VM identity of the agent's hello, nil without one.
+func (a *Agent) Identity() *wire.BoshInstance { return a.Bosh }
 
 // Speaks reports whether the session's protocol version is at least v.
 func (a *Agent) Speaks(v int) bool { return a.Protocol >= v }

@@ -203,7 +203,11 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, wg *sync.WaitGroup
 	}
 	s.cfg.Metrics.Handshake("accepted")
 	s.cfg.Metrics.SessionsChanged(1)
-	s.log.Info("agent connected", "remote", remote.String(), "agent_id", agent.ID, "cell_ips", agent.IPs, "version", agent.Version)
+	log := []any{"remote", remote.String(), "agent_id", agent.ID, "cell_ips", agent.IPs, "version", agent.Version, "protocol", agent.Protocol}
+	if b := agent.Bosh; b != nil {
+		log = append(log, "bosh_deployment", b.Deployment, "bosh_instance", b.InstanceGroup+"/"+b.ID, "host_capture", agent.HostCapture)
+	}
+	s.log.Info("agent connected", log...)
 	agent.watch = s.watch(agent, ctl)
 	registered <- agent
 }
@@ -325,6 +329,10 @@ func (s *Server) handshake(ctx context.Context, sess *yamux.Session, frames *fra
 		sess:        sess,
 		conn:        ac,
 		gate:        frames,
+	}
+	if version >= wire.HostVersion {
+		// An identity is only as good as the protocol that defines it.
+		agent.Bosh, agent.HostCapture = hello.Bosh, hello.HostCapture
 	}
 	// Registered before the welcome goes out, so that a duplicate is
 	// refused before anything changes for the session that stays.

@@ -85,24 +85,47 @@ func (id Identity) LogValue() slog.Value {
 type Verifier struct {
 	issuer   string
 	keysURL  string
+	audience AudienceRule
 	verifier *oidc.IDTokenVerifier
 }
 
+// AudienceRule is the rule a token's aud must meet: UAA derives aud from the
+// client and the scopes' resources, so a service names what it takes.
+type AudienceRule struct {
+	// Name says what the rule wants, in messages: "cloud_controller".
+	Name string
+	// OK reports whether aud meets the rule.
+	OK func(aud []string) bool
+}
+
+// CloudControllerAudience is the default: tokens meant for the Cloud
+// Controller, as the Cloud Controller takes them.
+var CloudControllerAudience = AudienceRule{Name: Audience, OK: func(aud []string) bool { return slices.Contains(aud, Audience) }}
+
 // Option changes a default of New.
-type Option func(*keySet)
+type Option func(*options)
+
+type options struct {
+	keys     *keySet
+	audience AudienceRule
+}
 
 // KeyRefetchInterval sets the least time between two fetches of UAA's keys
 // after a successful one (DefaultKeyRefetchInterval); 0 fetches for every
 // token with an unknown key id.
-func KeyRefetchInterval(d time.Duration) Option { return func(k *keySet) { k.interval = d } }
+func KeyRefetchInterval(d time.Duration) Option { return func(o *options) { o.keys.interval = d } }
 
 // KeyRetry sets the wait after a failed fetch of UAA's keys: first after
 // one failure, doubling with each further failure up to most
 // (DefaultKeyRetryFirst, DefaultKeyRetryMost). Tokens that would fetch
 // meanwhile get the failure again.
 func KeyRetry(first, most time.Duration) Option {
-	return func(k *keySet) { k.retryFirst, k.retryMost = first, most }
+	return func(o *options) { o.keys.retryFirst, o.keys.retryMost = first, most }
 }
+
+// WithAudience sets the audience rule (CloudControllerAudience by
+// default), for the tokens of another service's UAA.
+func WithAudience(a AudienceRule) Option { return func(o *options) { o.audience = a } }
 
 // New builds a verifier for tokens of issuer (https://uaa.SYS/oauth/token).
 // Keys come from keysURL, by default the issuer's scheme and host plus
@@ -128,16 +151,22 @@ func New(ctx context.Context, issuer, keysURL string, client *http.Client, opts 
 		c.Timeout = defaultKeyFetchTimeout
 		client = &c
 	}
-	keys := &keySet{url: keysURL, client: client, ctx: context.WithoutCancel(ctx), interval: DefaultKeyRefetchInterval,
-		retryFirst: DefaultKeyRetryFirst, retryMost: DefaultKeyRetryMost}
-	for _, o := range opts {
-		o(keys)
+	o := options{
+		keys: &keySet{url: keysURL, client: client, ctx: context.WithoutCancel(ctx), interval: DefaultKeyRefetchInterval,
+			retryFirst: DefaultKeyRetryFirst, retryMost: DefaultKeyRetryMost},
+		audience: CloudControllerAudience,
+	}
+	for _, opt := range opts {
+		opt(&o)
 	}
 	return &Verifier{
-		issuer:  issuer,
-		keysURL: keysURL,
-		verifier: oidc.NewVerifier(issuer, observedKeySet{keys}, &oidc.Config{
-			ClientID:             Audience,
+		issuer:   issuer,
+		keysURL:  keysURL,
+		audience: o.audience,
+		// go-oidc checks one client id; the rule, which may take several
+		// audiences, is checked after it.
+		verifier: oidc.NewVerifier(issuer, observedKeySet{o.keys}, &oidc.Config{
+			SkipClientIDCheck:    true,
 			SupportedSigningAlgs: []string{oidc.RS256},
 		}),
 	}, nil
@@ -171,6 +200,9 @@ func (v *Verifier) Verify(ctx context.Context, authorization string) (*Identity,
 		return nil, v.explain(ctx, err, &seen, tok)
 	}
 
+	if !v.audience.OK(idt.Audience) {
+		return nil, unauthorized("token audience %s does not include %s", printable(strings.Join(idt.Audience, ",")), v.audience.Name)
+	}
 	var c claims
 	if err := idt.Claims(&c); err != nil {
 		return nil, problem.Wrap(err, http.StatusUnauthorized, "token claims are malformed")
@@ -213,9 +245,9 @@ func (v *Verifier) explain(ctx context.Context, err error, seen *verification, t
 	case tok.claims.Issuer != v.issuer:
 		return problem.Wrap(err, http.StatusUnauthorized,
 			"token issuer is %s, expected %q", printable(tok.claims.Issuer), v.issuer)
-	case !slices.Contains(tok.claims.Audience, Audience):
+	case !v.audience.OK(tok.claims.Audience):
 		return problem.Wrap(err, http.StatusUnauthorized,
-			"token audience %s does not include %s", printable(strings.Join(tok.claims.Audience, ",")), Audience)
+			"token audience %s does not include %s", printable(strings.Join(tok.claims.Audience, ",")), v.audience.Name)
 	}
 	var expired *oidc.TokenExpiredError
 	if errors.As(err, &expired) {

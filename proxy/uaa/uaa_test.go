@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -380,4 +381,29 @@ func TestIdentityNeverShowsToken(t *testing.T) {
 			t.Errorf("%s does not name the user: %s", what, s)
 		}
 	}
+}
+
+// Another service's UAA is verified with the same code and that
+// service's audience rule: the rule decides, whatever go-oidc's single
+// client id would have said.
+func TestVerifyWithAudienceRule(t *testing.T) {
+	u := fakeuaa.New(t)
+	rule := uaa.AudienceRule{Name: "bosh_cli or a bosh resource", OK: func(aud []string) bool {
+		return slices.Contains(aud, "bosh_cli") || slices.Contains(aud, "bosh.teams.dev")
+	}}
+	v, err := uaa.New(t.Context(), u.Issuer, "", u.Client(), uaa.WithAudience(rule))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, token := range []string{
+		u.UserToken("ops", fakeuaa.ClientID("bosh_cli"), fakeuaa.Scopes("openid")),
+		u.ClientToken("ci", fakeuaa.Scopes("bosh.teams.dev.admin")),
+	} {
+		if _, err := v.Verify(t.Context(), "bearer "+token); err != nil {
+			t.Errorf("a token for the rule: %v", err)
+		}
+	}
+	cf := u.UserToken("dev")
+	_, err = v.Verify(t.Context(), "bearer "+cf)
+	wantProblem(t, err, cf, 401, "does not include bosh_cli or a bosh resource")
 }

@@ -47,8 +47,52 @@ func TestAddonApplies(t *testing.T) {
 			t.Errorf("%s: %v, %v; want %v", tt.addon, got, err, tt.want)
 		}
 	}
-	if _, err := AddonApplies(manifest, yamlDoc(t, `{name: a, include: {azs: [z1]}}`).(map[string]any), ig); err == nil {
+	if _, err := AddonApplies(manifest, yamlDoc(t, `{name: a, include: {teams: [ops]}}`).(map[string]any), ig); err == nil {
 		t.Error("an unknown placement criterion was not an error")
+	}
+	if _, err := AddonApplies(manifest, yamlDoc(t, `{name: a, include: {deployments: [cf]}}`).(map[string]any), ig); err == nil {
+		t.Error("a deployment add-on with a deployments criterion was not an error")
+	}
+}
+
+// TestRuntimeAddonApplies: the criteria a runtime config's add-on adds,
+// AND across criteria and OR within one, as bosh's documentation has it.
+func TestRuntimeAddonApplies(t *testing.T) {
+	manifest := yamlDoc(t, `{name: cf, stemcells: [{alias: default, os: ubuntu-noble}]}`).(map[string]any)
+	router := yamlDoc(t, `{name: router, stemcell: default, azs: [z1, z2], networks: [{name: default}, {name: edge}],
+  jobs: [{name: gorouter, release: routing}]}`).(map[string]any)
+	errand := yamlDoc(t, `{name: smoke-tests, lifecycle: errand, stemcell: default, azs: [z1], networks: [{name: default}],
+  jobs: [{name: smoke_tests, release: cf-smoke-tests}]}`).(map[string]any)
+	tests := []struct {
+		addon        string
+		router, task bool
+	}{
+		{`{name: a}`, true, true},
+		{`{name: a, include: {deployments: [cf]}}`, true, true},
+		{`{name: a, include: {deployments: [other, cf]}}`, true, true},
+		{`{name: a, include: {deployments: [other]}}`, false, false},
+		{`{name: a, include: {deployments: []}}`, true, true},
+		{`{name: a, include: {deployments: [cf], lifecycle: service}}`, true, false},
+		{`{name: a, include: {lifecycle: errand}}`, false, true},
+		{`{name: a, include: {networks: [edge]}}`, true, false},
+		{`{name: a, include: {azs: [z2]}}`, true, false},
+		{`{name: a, include: {deployments: [cf]}, exclude: {jobs: [{name: gorouter, release: routing}]}}`, false, true},
+		// Exclude's criteria must all match too: only errands of cf.
+		{`{name: a, exclude: {deployments: [cf], lifecycle: errand}}`, true, false},
+		{`{name: a, exclude: {deployments: [other], lifecycle: errand}}`, true, true},
+		{`{name: a, exclude: {}}`, true, true},
+	}
+	for _, tt := range tests {
+		addon := yamlDoc(t, tt.addon).(map[string]any)
+		for _, c := range []struct {
+			ig   map[string]any
+			want bool
+		}{{router, tt.router}, {errand, tt.task}} {
+			got, err := RuntimeAddonApplies(manifest, addon, c.ig)
+			if err != nil || got != c.want {
+				t.Errorf("%s on %v: %v, %v; want %v", tt.addon, c.ig["name"], got, err, c.want)
+			}
+		}
 	}
 }
 

@@ -24,6 +24,7 @@ func agentProperties(p *testPKI) map[string]any {
 	return map[string]any{
 		"log_level":          "debug",
 		"cell_ips":           []any{"10.0.16.5", "10.0.17.5"},
+		"host_capture":       map[string]any{"enabled": true},
 		"allow_host_capture": true,
 		"api": map[string]any{
 			"addresses": []any{"api-a.example:9494", "api-b.example:9595"},
@@ -43,6 +44,7 @@ func agentProperties(p *testPKI) map[string]any {
 			"max_captures": 9,
 			"buffer_bytes": 16777216, // a plain number works as well as "16MiB"
 			"read_timeout": "20ms",
+			"gomaxprocs":   3,
 		},
 		"metrics": map[string]any{
 			"address": "127.0.0.1:19496",
@@ -79,12 +81,18 @@ func apiProperties(p *testPKI) map[string]any {
 		},
 		"cloud_controller": map[string]any{"url": "https://api.sys.example.com", "ca": string(p.cfCA.CertPEM), "skip_tls_verify": true},
 		"uaa":              map[string]any{"issuer": "https://uaa.sys.example.com/oauth/token", "ca": string(p.cfCA.CertPEM)},
-		"authorization":    map[string]any{"mode": "admin_only", "follow_ssh_policy": false},
+		"bosh": map[string]any{
+			"director_url": "https://10.0.0.6:25555",
+			"ca":           string(p.directorCA.CertPEM),
+			"uaa":          map[string]any{"issuer": "https://10.0.0.6:8443/oauth/token", "ca": string(p.directorCA.CertPEM)},
+		},
+		"authorization": map[string]any{"mode": "admin_only", "follow_ssh_policy": false},
 		"limits": map[string]any{
 			"captures_per_user": 4, "captures_per_agent": 6, "captures_total": 300,
 			"max_duration": "1h", "default_duration": "10m", "max_bytes": "4GiB",
 			"max_snaplen": 9000, "buffer_bytes": "32MiB",
 		},
+		"stream":        map[string]any{"write_timeout": "2m", "stats_interval": "20s"},
 		"drain_timeout": "45s",
 		"audit_log":     "/var/vcap/sys/log/pcap-server-api/captures.log",
 	}
@@ -105,6 +113,13 @@ var pairedProperties = map[string]string{
 	"metrics.ca_cert":        "metrics.cert",
 	"metrics.cert":           "metrics.key",
 	"metrics.key":            "metrics.ca_cert",
+}
+
+// enablingProperties turn on a part of the configuration that other
+// properties set: without them those others fail the render, with a
+// message that names them.
+var enablingProperties = map[string]string{
+	"bosh.director_url": "need bosh.director_url",
 }
 
 // requiredProperties are the properties without which a job cannot render.
@@ -279,18 +294,36 @@ func TestJobsRenderTheBinariesConfig(t *testing.T) {
 	}
 }
 
+// TestAgentIdentityComesFromTheInstance: the agent's id, the IPs it claims
+// and its BOSH identity (which the API matches against the director's
+// instance list) are the instance's, also on a director without AZs.
 func TestAgentIdentityComesFromTheInstance(t *testing.T) {
 	p := newTestPKI(t)
 	props := agentProperties(p)
 	delete(props, "cell_ips")
-	r := mustRenderJob(t, "pcap-server", props)
-	config := r.yaml(t, configFile("pcap-server"))
-	inst := testInstance("pcap-server")
-	if config["id"] != inst.ID {
-		t.Errorf("id %v, want the instance id %s", config["id"], inst.ID)
+	noAZ := testInstance("pcap-server")
+	noAZ.AZ, noAZ.Index = "", 0
+	for _, inst := range []Instance{testInstance("pcap-server"), noAZ} {
+		r, err := renderJobOn(t, "pcap-server", props, inst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkAgentIdentity(t, r.yaml(t, configFile("pcap-server")), inst, true)
 	}
-	if ips := config["cell_ips"]; !reflect.DeepEqual(ips, []any{inst.IP}) {
-		t.Errorf("cell_ips %v, want [%s]", ips, inst.IP)
+}
+
+// checkAgentIdentity checks what a rendered agent config says of its VM.
+func checkAgentIdentity(t *testing.T, config map[string]any, inst Instance, hostCapture bool) {
+	t.Helper()
+	if config["id"] != inst.ID || !reflect.DeepEqual(config["cell_ips"], []any{inst.IP}) {
+		t.Errorf("id %v, cell_ips %v; want the instance's %s, [%s]", config["id"], config["cell_ips"], inst.ID, inst.IP)
+	}
+	want := map[string]any{"deployment": inst.Deployment, "instance_group": inst.Name, "id": inst.ID, "index": inst.Index, "az": inst.AZ}
+	if got := config["bosh"]; !reflect.DeepEqual(normalize(got), normalize(want)) {
+		t.Errorf("bosh = %v, want the instance's %v", got, want)
+	}
+	if got := config["host_capture"]; !reflect.DeepEqual(got, map[string]any{"enabled": hostCapture}) {
+		t.Errorf("host_capture = %v, want enabled: %v", got, hostCapture)
 	}
 }
 
@@ -330,7 +363,11 @@ func TestJobDefaultsAreTheBinariesDefaults(t *testing.T) {
 
 	t.Run("pcap-server", func(t *testing.T) {
 		r := mustRenderJob(t, "pcap-server", minimalProperties(t, "pcap-server", agentProperties(p)))
-		got, err := agentconfig.Load(r.path(configFile("pcap-server")))
+		// The bosh section is the instance's, not a default
+		// (TestAgentIdentityComesFromTheInstance): only the rest is compared.
+		rendered := r.yaml(t, configFile("pcap-server"))
+		delete(rendered, "bosh")
+		got, err := agentconfig.Load(writeYAML(t, "pcap-server.yml", rendered))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -393,6 +430,12 @@ func TestRequiredProperties(t *testing.T) {
 					}
 					return
 				}
+				if want, ok := enablingProperties[name]; ok {
+					if err == nil || !strings.Contains(err.Error(), want) {
+						t.Fatalf("rendered without %s: %v; want an error saying %q", name, err, want)
+					}
+					return
+				}
 				if other, ok := pairedProperties[name]; ok {
 					if err == nil || !strings.Contains(err.Error(), "go together") || !strings.Contains(err.Error(), other) {
 						t.Fatalf("rendered %s without %s: %v", other, name, err)
@@ -437,6 +480,7 @@ func TestBadValuesFailPreStart(t *testing.T) {
 		{"pcap-server-api", "cloud_controller.url", "http://api.sys.example.com", "cloud_controller.url"},
 		{"pcap-server", "limits.read_timeout", "5s", "limits.read_timeout 5s is outside 1ms..1s"},
 		{"pcap-server", "garden.network", "udp", `garden.network "udp"`},
+		{"pcap-server", "limits.gomaxprocs", 0, "limits.gomaxprocs 0 is outside 1..256"},
 		{"pcap-server", "garden.container_owner_name", "", "garden.container_owner_name: empty"},
 		{"pcap-server", "cell_ips", []any{"cell-1"}, `cell_ips: "cell-1" is not an IP address`},
 	}

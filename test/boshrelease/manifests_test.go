@@ -351,8 +351,9 @@ func TestOpsFileFailsLoudly(t *testing.T) {
 }
 
 // TestAPILocationOpsFile: with another deployment name and network for the
-// API, pcap-server.yml (deployed with them) and the cells' alias (with the
-// location ops file and the same values) agree.
+// API, pcap-server.yml (deployed with them) and the agents' alias (the
+// cells' and the runtime config's, with the location ops file and the same
+// values) agree.
 func TestAPILocationOpsFile(t *testing.T) {
 	root := repoRoot(t)
 	vars := []string{"-v", "pcap_server_deployment_name=capture", "-v", "pcap_server_network_name=services"}
@@ -365,6 +366,17 @@ func TestAPILocationOpsFile(t *testing.T) {
 	_, job := agentAddon(t, cf)
 	if got, want := agentAliases(t, job), wantAgentAlias(t, pcap); !reflect.DeepEqual(got, want) || !strings.Contains(fmt.Sprint(got), ".services.capture.bosh") {
 		t.Errorf("the cells' dns/aliases.json = %v, want %v", got, want)
+	}
+	// The same ops file, the same values, for the runtime config's agents.
+	rc := runtimeConfigInt(t, []string{"cf"}, append([]string{"-o", filepath.Join(root, locationOps)}, vars...)...)
+	_, job = agentAddon(t, rc)
+	if got, want := agentAliases(t, job), wantAgentAlias(t, pcap); !reflect.DeepEqual(got, want) {
+		t.Errorf("the runtime config's dns/aliases.json = %v, want %v", got, want)
+	}
+	// Operators who reach the API directly find its VMs under their new names.
+	listen := asMap(t, named(t, pcap["variables"], "pcap_api_listen_tls", "variable")["options"], "pcap_api_listen_tls")
+	if want := "*.pcap-server-api.services.capture.bosh"; !slices.Contains(asList(listen["alternative_names"]), any(want)) {
+		t.Errorf("pcap_api_listen_tls names %v, want %s among them", listen["alternative_names"], want)
 	}
 }
 
@@ -547,12 +559,17 @@ type deployments struct {
 	cf, pcap, vars              map[string]any
 	agentProps                  map[string]any // the add-on's pcap-server job
 	apiIG, apiJob, registrarJob map[string]any
+	credhub                     *credhub // what the director generated for them
 }
 
-func interpolatedDeployments(t *testing.T) deployments {
+// interpolatedDeployments deploys cf with our ops file and then cfOps,
+// and pcap-server.yml with pcapArgs (ops files and variables for bosh int).
+func interpolatedDeployments(t *testing.T, cfOps []string, pcapArgs ...string) deployments {
 	t.Helper()
-	d := deployments{cf: cfWithPcap(t), pcap: pcapInt(t), vars: loadManifest(t, varsTemplate)}
+	ops := append([]string{filepath.Join(repoRoot(t), opsFile)}, cfOps...)
+	d := deployments{cf: cfInt(t, ops...), pcap: pcapInt(t, pcapArgs...), vars: loadManifest(t, varsTemplate)}
 	ch := newCredhub(t)
+	d.credhub = ch
 	// What the cf deployment has in CredHub already, which vars-template.yml refers to.
 	ch.generate("cf", []any{
 		map[string]any{"name": "nats_ca", "type": "certificate", "options": map[string]any{"is_ca": true, "common_name": "nats"}},
@@ -611,7 +628,7 @@ func interpolatedDeployments(t *testing.T) deployments {
 // CA the ops file adds to router.ca_certs, for the route's
 // server_cert_domain_san.
 func TestDeploymentsConnect(t *testing.T) {
-	d := interpolatedDeployments(t)
+	d := interpolatedDeployments(t, nil)
 	cf, pcap, vars, apiIG, apiJob, registrar := d.cf, d.pcap, d.vars, d.apiIG, d.apiJob, d.registrarJob
 	if !hasJob(apiIG, "bpm", "bpm") || !hasJob(apiIG, "route_registrar", "routing") || !hasJob(apiIG, "bosh-dns-aliases", "bosh-dns-aliases") {
 		t.Errorf("the API instance group lacks bpm, route_registrar or bosh-dns-aliases: %v", apiIG["jobs"])
@@ -626,27 +643,12 @@ func TestDeploymentsConnect(t *testing.T) {
 		}
 	}
 
-	// The tunnel handshake, agent to API, as the daemons set it up.
-	agentCfg := agent.yaml(t, configFile("pcap-server"))
-	apiCfg := api.yaml(t, configFile("pcap-server-api"))
-	at := func(doc map[string]any, key string) string {
-		v, ok := lookupDotted(doc, key)
-		if !ok {
-			t.Fatalf("rendered config lacks %s", key)
-		}
-		return fmt.Sprint(v)
-	}
-	serverTLS, err := tlsconfig.MutualServer(at(apiCfg, "tunnel.tls.certificate"), at(apiCfg, "tunnel.tls.private_key"), at(apiCfg, "tunnel.tls.client_ca"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	clientTLS, err := tlsconfig.MutualClient(at(agentCfg, "api.tls.certificate"), at(agentCfg, "api.tls.private_key"), at(agentCfg, "api.tls.ca"), at(agentCfg, "api.tls.server_name"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := handshake(t, serverTLS, clientTLS); err != nil {
+	if err := tunnelHandshake(t, agent, api); err != nil {
 		t.Errorf("agent to API tunnel handshake with the manifests' certificates: %v", err)
 	}
+	agentCfg := agent.yaml(t, configFile("pcap-server"))
+	apiCfg := api.yaml(t, configFile("pcap-server-api"))
+	at := func(doc map[string]any, key string) string { return configValue(t, doc, key) }
 
 	// prom_scraper on a cell, with its client certificate from the cf
 	// manifest, scrapes the agent's metrics as prom_scraper_config.yml says.
@@ -731,6 +733,35 @@ func TestDeploymentsConnect(t *testing.T) {
 	}
 }
 
+// tunnelHandshake runs the tunnel's TLS handshake between a rendered agent
+// and a rendered API, with their certificate files, as the daemons set it up.
+func tunnelHandshake(t *testing.T, agent, api renderedJob) error {
+	t.Helper()
+	agentCfg := agent.yaml(t, configFile("pcap-server"))
+	apiCfg := api.yaml(t, configFile("pcap-server-api"))
+	serverTLS, err := tlsconfig.MutualServer(configValue(t, apiCfg, "tunnel.tls.certificate"),
+		configValue(t, apiCfg, "tunnel.tls.private_key"), configValue(t, apiCfg, "tunnel.tls.client_ca"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientTLS, err := tlsconfig.MutualClient(configValue(t, agentCfg, "api.tls.certificate"), configValue(t, agentCfg, "api.tls.private_key"),
+		configValue(t, agentCfg, "api.tls.ca"), configValue(t, agentCfg, "api.tls.server_name"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return handshake(t, serverTLS, clientTLS)
+}
+
+// configValue is a rendered configuration's value at a dotted key.
+func configValue(t *testing.T, doc map[string]any, key string) string {
+	t.Helper()
+	v, ok := lookupDotted(doc, key)
+	if !ok {
+		t.Fatalf("rendered config lacks %s", key)
+	}
+	return fmt.Sprint(v)
+}
+
 // handshake runs a TLS handshake between the two configurations over a
 // loopback TCP connection (whose buffers let the server's alert go out
 // while the client, done with its part under TLS 1.3, no longer reads).
@@ -795,18 +826,49 @@ func TestReleaseNameIsTheOneManifestsUse(t *testing.T) {
 	}
 }
 
-// TestRenderedDeploymentsTunnel runs the API and an agent, both from
-// configurations rendered out of the two manifests (with loopback
-// addresses in place of the VMs'), and sees the agent's tunnel come up:
-// the certificates, server name and CAs of the manifests work together in
-// the real binaries.
+// TestRenderedDeploymentsTunnel runs the API and two agents, all from
+// configurations rendered out of the manifests (with loopback addresses in
+// place of the VMs'): a cell's, from the cf deployment's add-on, and a
+// router's, from the runtime config, with a certificate of its own. Both
+// tunnels come up: the certificates, server name and CAs of the manifests
+// work together in the real binaries.
 func TestRenderedDeploymentsTunnel(t *testing.T) {
-	d := interpolatedDeployments(t)
+	d := interpolatedDeployments(t, nil)
+	api, ctx := startRenderedAPI(t, d)
+	wantID := "pcap-server-api/" + testInstance("pcap-server-api").ID
+	for _, agent := range []struct {
+		props map[string]any
+		inst  Instance
+	}{
+		{d.agentProps, testInstance("pcap-server")},
+		{hostAgentProperties(t, d), routerInstance},
+	} {
+		if line := api.tunnelUp(t, ctx, agent.props, agent.inst); !strings.Contains(line, `"api_id":"`+wantID+`"`) {
+			t.Errorf("agent on %s: %s\nwant the tunnel up to API %s", agent.inst.Name, line, wantID)
+		}
+	}
+}
+
+// renderedAPI is pcap-server-api running from the API job rendered out of
+// pcap-server.yml, on loopback addresses.
+type renderedAPI struct {
+	*runningAPI
+	tunnelPort string
+	listen     string // host:port of the HTTPS listener
+}
+
+// startRenderedAPI starts the API; the context it returns bounds the
+// test's waits and ends the API's process with the test.
+func startRenderedAPI(t *testing.T, d deployments) (*renderedAPI, context.Context) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), deadline(t))
+	t.Cleanup(cancel)
 	tunnel := freeAddress(t)
 	_, tunnelPort, _ := net.SplitHostPort(tunnel)
+	listen := freeAddress(t)
 	apiProps := asMap(t, d.apiJob["properties"], "pcap-server-api properties")
 	for key, value := range map[string]any{
-		"listen.address":  freeAddress(t),
+		"listen.address":  listen,
 		"tunnel.address":  tunnel,
 		"metrics.address": freeAddress(t),
 		"log_level":       "info",
@@ -815,28 +877,35 @@ func TestRenderedDeploymentsTunnel(t *testing.T) {
 	} {
 		apiProps = setDotted(apiProps, key, value)
 	}
-	agentProps := d.agentProps
+	job := mustRenderJob(t, "pcap-server-api", apiProps)
+	api := startAPI(t, ctx, binary(t, "pcap-server-api"), job.path(configFile("pcap-server-api")))
+	t.Cleanup(func() {
+		_ = api.cmd.Process.Signal(syscall.SIGTERM)
+		<-api.exited
+	})
+	return &renderedAPI{runningAPI: api, tunnelPort: tunnelPort, listen: listen}, ctx
+}
+
+// tunnelUp runs the agent job rendered with props for inst, pointed at
+// the API, and returns its log line that says the tunnel is up; the agent
+// stops when the test ends.
+func (a *renderedAPI) tunnelUp(t *testing.T, ctx context.Context, props map[string]any, inst Instance) string {
+	t.Helper()
 	for key, value := range map[string]any{
 		// The manifest's DNS name, resolved here to loopback; the server
 		// name checked stays the manifest's.
-		"api.addresses":   []any{"localhost:" + tunnelPort},
+		"api.addresses":   []any{"localhost:" + a.tunnelPort},
 		"cell_ips":        []any{"127.0.0.1"},
 		"metrics.address": freeAddress(t),
 		"garden.address":  filepath.Join(t.TempDir(), "garden.sock"),
 	} {
-		agentProps = setDotted(agentProps, key, value)
+		props = setDotted(props, key, value)
 	}
-	apiJob := mustRenderJob(t, "pcap-server-api", apiProps)
-	agentJob := mustRenderJob(t, "pcap-server", agentProps)
-
-	ctx, cancel := context.WithTimeout(context.Background(), deadline(t))
-	defer cancel()
-	api := startAPI(t, ctx, binary(t, "pcap-server-api"), apiJob.path(configFile("pcap-server-api")))
-	defer func() {
-		_ = api.cmd.Process.Signal(syscall.SIGTERM)
-		<-api.exited
-	}()
-	agent := exec.CommandContext(ctx, binary(t, "pcap-server"), "-config", agentJob.path(configFile("pcap-server")))
+	job, err := renderJobOn(t, "pcap-server", props, inst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := exec.CommandContext(ctx, binary(t, "pcap-server"), "-config", job.path(configFile("pcap-server")))
 	agentLog, err := agent.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -865,18 +934,16 @@ func TestRenderedDeploymentsTunnel(t *testing.T) {
 		}
 		_ = agent.Wait()
 	}()
-	defer func() {
+	t.Cleanup(func() {
 		_ = agent.Process.Signal(syscall.SIGTERM)
 		<-agentDone
-	}()
+	})
 
 	select {
 	case line := <-up:
-		wantID := "pcap-server-api/" + testInstance("pcap-server-api").ID
-		if !strings.Contains(line, `"api_id":"`+wantID+`"`) {
-			t.Errorf("agent: %s\nwant the tunnel up to API %s", line, wantID)
-		}
+		return line
 	case <-ctx.Done():
-		t.Fatalf("no tunnel within %s; API log:\n%s", deadline(t), api.logText())
+		t.Fatalf("no tunnel within %s; API log:\n%s", deadline(t), a.logText())
+		return ""
 	}
 }

@@ -73,7 +73,8 @@ var built struct {
 	err  error
 }
 
-// binary returns the path of pcap-server-api, pcap-server or fakedaemon.
+// binary returns the path of pcap-server-api, pcap-server,
+// pcap-server-cli or fakedaemon.
 func binary(t *testing.T, name string) string {
 	t.Helper()
 	root := repoRoot(t)
@@ -83,7 +84,7 @@ func binary(t *testing.T, name string) string {
 			return
 		}
 		cmd := exec.Command(gobin, "build", "-o", built.dir+string(filepath.Separator),
-			"./proxy/cmd/pcap-server-api", "./cellagent/cmd/pcap-server", "./test/boshrelease/testdata/fakedaemon")
+			"./proxy/cmd/pcap-server-api", "./cellagent/cmd/pcap-server", "./cli/cmd/pcap-server-cli", "./test/boshrelease/testdata/fakedaemon")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			built.err = fmt.Errorf("go build: %w: %s", err, out)
@@ -105,6 +106,7 @@ type testPKI struct {
 	scraperCA             *testpki.CA   // cf-deployment's metric_scraper_ca
 	agentMetrics          *testpki.Leaf // pcap_server_metrics_tls
 	apiMetrics            *testpki.Leaf
+	directorCA            *testpki.CA // the BOSH director's and its UAA's
 }
 
 func newTestPKI(t testing.TB) *testPKI {
@@ -134,6 +136,8 @@ func newTestPKI(t testing.TB) *testPKI {
 	p.agentMetrics, err = p.scraperCA.Server("agent_metrics.example")
 	must(err)
 	p.apiMetrics, err = p.scraperCA.Server("api_metrics.example")
+	must(err)
+	p.directorCA, err = testpki.NewCA("default_ca")
 	must(err)
 	return &p
 }

@@ -31,10 +31,10 @@ type foundation struct {
 	otherSpace string
 }
 
-func newFoundation(t *testing.T) *foundation {
+func newFoundation(t *testing.T, opts ...fakecc.Option) *foundation {
 	t.Helper()
 	f := &foundation{uaa: fakeuaa.New(t), developer: "dev-user", auditor: "auditor-user", otherSpace: "prod-dev-user"}
-	f.cc = fakecc.New(t, f.uaa)
+	f.cc = fakecc.New(t, f.uaa, opts...)
 	org := f.cc.AddOrg("org")
 	f.space = f.cc.AddSpace(org.GUID, "dev")
 	f.other = f.cc.AddSpace(org.GUID, "prod")

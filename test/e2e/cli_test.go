@@ -58,21 +58,7 @@ func TestCLICtrlCInTerminalLeavesValidFile(t *testing.T) {
 	api, a := setup(t)
 	out := filepath.Join(t.TempDir(), "cap.pcap")
 	cmd := cliCmd(t, api, "-o", out, "-f", "udp", "--duration", "1m")
-	tty, err := pty.Start(cmd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tty.Close()
-	lines := make(chan string, 100)
-	var screen bytes.Buffer
-	go func() {
-		sc := bufio.NewScanner(io.TeeReader(tty, &screen))
-		sc.Split(scanLinesOrCR)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
+	tty, lines, screen := startInTerminal(t, cmd)
 	waitLine(t, lines, regexp.MustCompile(`^Capturing app my-app`))
 	a.send(t, "ctrl-c", 25)
 	// The progress line shows the packets as they arrive.
@@ -202,6 +188,30 @@ func clean(b []byte) []byte { return escapes.ReplaceAll(bytes.Clone(b), nil) }
 func cliStandalone(t *testing.T, args ...string) *exec.Cmd {
 	t.Helper()
 	return exec.Command(binary(t, "pcap-server-cli"), args...)
+}
+
+// startInTerminal starts cmd in a pseudo-terminal, as a user runs the CLI,
+// and returns the terminal (closed when the test ends), what appears on it
+// line by line (each redraw of the progress line a line of its own; the
+// channel closes when the terminal does) and as a whole.
+func startInTerminal(t *testing.T, cmd *exec.Cmd) (*os.File, <-chan string, *syncBuffer) {
+	t.Helper()
+	tty, err := pty.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tty.Close() })
+	lines := make(chan string, 100)
+	screen := &syncBuffer{}
+	go func() {
+		sc := bufio.NewScanner(io.TeeReader(tty, screen))
+		sc.Split(scanLinesOrCR)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	return tty, lines, screen
 }
 
 // startWatchingStderr starts cmd and returns its stderr line by line (the

@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-	"gopkg.in/yaml.v3"
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/agentconfig"
 	"github.com/cloudfoundry/pcap-server-release/cellagent/bpfcompile"
@@ -157,30 +156,9 @@ func (a *apiProc) stop() error {
 	return a.err
 }
 
-// apiConfig is a dev-mode API on loopback ports for targets.
-func apiConfig(t testing.TB, p *pki, targets []apiconfig.DevTarget) apiconfig.Config {
-	cfg := apiconfig.Default()
-	cfg.ID = "pcap-server-api/e2e"
-	cfg.LogLevel = "debug"
-	cfg.Listen.Address = "127.0.0.1:0"
-	cfg.Tunnel.Address = "127.0.0.1:0"
-	cfg.Tunnel.TLS = apiconfig.TunnelTLS{Certificate: p.apiCert, PrivateKey: p.apiKey, ClientCA: p.ca}
-	cfg.Tunnel.KeepaliveInterval = configfile.Duration(time.Second)
-	cfg.Metrics.Address = "127.0.0.1:0"
-	cfg.AuditLog = filepath.Join(t.TempDir(), "audit.log")
-	cfg.Dev = &apiconfig.Dev{Token: devToken, Targets: targets}
-	return cfg
-}
-
 func startAPI(t testing.TB, p *pki, targets []apiconfig.DevTarget, mutate func(*apiconfig.Config)) *apiProc {
 	t.Helper()
-	cfg := apiConfig(t, p, targets)
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	cfg := apiTestConfig(t, p, targets, mutate)
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &syncBuffer{}
 	d, err := apidaemon.New(ctx, &cfg, io.MultiWriter(t.Output(), logs))
@@ -202,6 +180,29 @@ func startAPI(t testing.TB, p *pki, targets []apiconfig.DevTarget, mutate func(*
 		}
 	})
 	return a
+}
+
+// apiTestConfig is an API's configuration on loopback ports, in dev mode
+// with targets, changed by mutate and valid.
+func apiTestConfig(t testing.TB, p *pki, targets []apiconfig.DevTarget, mutate func(*apiconfig.Config)) apiconfig.Config {
+	t.Helper()
+	cfg := apiconfig.Default()
+	cfg.ID = "pcap-server-api/e2e"
+	cfg.LogLevel = "debug"
+	cfg.Listen.Address = "127.0.0.1:0"
+	cfg.Tunnel.Address = "127.0.0.1:0"
+	cfg.Tunnel.TLS = apiconfig.TunnelTLS{Certificate: p.apiCert, PrivateKey: p.apiKey, ClientCA: p.ca}
+	cfg.Tunnel.KeepaliveInterval = configfile.Duration(time.Second)
+	cfg.Metrics.Address = "127.0.0.1:0"
+	cfg.AuditLog = filepath.Join(t.TempDir(), "audit.log")
+	cfg.Dev = &apiconfig.Dev{Token: devToken, Targets: targets}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
 func agentConfig(p *pki, api *apiProc, cellIP string, netns map[string]string) agentconfig.Config {
@@ -232,6 +233,15 @@ type agentProc struct {
 
 func startAgentWith(t testing.TB, api *apiProc, cfg agentconfig.Config) *agentProc {
 	t.Helper()
+	a := runAgent(t, cfg)
+	waitAgent(t, api, cfg.CellIPs[0])
+	return a
+}
+
+// runAgent runs an agent in-process without waiting for an API to
+// register it.
+func runAgent(t testing.TB, cfg agentconfig.Config) *agentProc {
+	t.Helper()
 	cellIP := cfg.CellIPs[0]
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -246,7 +256,6 @@ func startAgentWith(t testing.TB, api *apiProc, cfg agentconfig.Config) *agentPr
 	var once sync.Once
 	stop := func() { once.Do(func() { cancel(); <-done }) }
 	t.Cleanup(stop)
-	waitAgent(t, api, cellIP)
 	return &agentProc{d: d, stop: stop}
 }
 
@@ -259,15 +268,7 @@ func startAgentProcess(t testing.TB, p *pki, api *apiProc, cellIP string, netns 
 func startAgentProcessWith(t testing.TB, api *apiProc, cfg agentconfig.Config) *exec.Cmd {
 	t.Helper()
 	cellIP := cfg.CellIPs[0]
-	data, err := yaml.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "agent.yml")
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(binary(t, "pcap-server"), "-config", path)
+	cmd := exec.Command(binary(t, "pcap-server"), "-config", writeYAML(t, t.TempDir(), "agent.yml", cfg))
 	cmd.Stdout, cmd.Stderr = t.Output(), t.Output()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -315,8 +316,14 @@ func startCapture(t testing.TB, api *apiProc, query url.Values) *http.Response {
 	return resp
 }
 
-// finish reads the rest of the body (bounded in time) and writes it out.
+// finish reads the rest of the body (for at most 60 s) and writes it out.
 func finish(t testing.TB, resp *http.Response) *captureResp {
+	t.Helper()
+	return finishWithin(t, resp, time.Minute)
+}
+
+// finishWithin is finish for captures that may take longer.
+func finishWithin(t testing.TB, resp *http.Response, limit time.Duration) *captureResp {
 	t.Helper()
 	type result struct {
 		body []byte
@@ -330,9 +337,9 @@ func finish(t testing.TB, resp *http.Response) *captureResp {
 	var r result
 	select {
 	case r = <-ch:
-	case <-time.After(60 * time.Second):
+	case <-time.After(limit):
 		resp.Body.Close()
-		t.Fatal("capture did not end within 60s")
+		t.Fatalf("capture did not end within %s", limit)
 	}
 	if r.err != nil && !errors.Is(r.err, io.ErrUnexpectedEOF) {
 		t.Logf("reading the body: %v", r.err)

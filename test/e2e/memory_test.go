@@ -320,10 +320,11 @@ type apiProcess struct {
 
 func startAPIProcess(t *testing.T, p *pki, targets []apiconfig.DevTarget, mutate func(*apiconfig.Config)) *apiProcess {
 	t.Helper()
-	cfg := apiConfig(t, p, targets)
-	cfg.ID = "pcap-server-api/memory"
-	cfg.LogLevel = "info"
-	mutate(&cfg)
+	cfg := apiTestConfig(t, p, targets, func(cfg *apiconfig.Config) {
+		cfg.ID = "pcap-server-api/memory"
+		cfg.LogLevel = "info"
+		mutate(cfg)
+	})
 	data, err := yaml.Marshal(&cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -3,9 +3,11 @@ package e2e
 import (
 	"bytes"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -103,9 +105,9 @@ func TestMetricsFollowACapture(t *testing.T) {
 	}{
 		{apiM, "pcap_api_agent_sessions", nil, 1},
 		{apiM, "pcap_api_agent_handshakes_total", map[string]string{"result": "accepted"}, 1},
-		{apiM, "pcap_api_capture_requests_total", map[string]string{"code": "200"}, 1},
-		{apiM, "pcap_api_capture_requests_total", map[string]string{"code": "400"}, 1},
-		{apiM, "pcap_api_captures_total", map[string]string{"reason": "packets"}, 1},
+		{apiM, "pcap_api_capture_requests_total", map[string]string{"code": "200", "target": "app"}, 1},
+		{apiM, "pcap_api_capture_requests_total", map[string]string{"code": "400", "target": "app"}, 1},
+		{apiM, "pcap_api_captures_total", map[string]string{"reason": "packets", "target": "app"}, 1},
 		{apiM, "pcap_api_captures_active", nil, 0},
 		{apiM, "pcap_api_streamed_packets_total", nil, n},
 		{apiM, "pcap_api_streamed_bytes_total", nil, float64(len(r.body))},
@@ -130,7 +132,7 @@ func TestMetricsFollowACapture(t *testing.T) {
 	}
 	// Labels are bounded: only these names, and no app GUID, cell address
 	// or token anywhere.
-	allowed := map[string]bool{"result": true, "code": true, "reason": true, "upstream": true, "endpoint": true, "version": true, "goversion": true, "le": true, "quantile": true, "cause": true}
+	allowed := map[string]bool{"result": true, "code": true, "reason": true, "target": true, "upstream": true, "endpoint": true, "version": true, "goversion": true, "le": true, "quantile": true, "cause": true}
 	for _, scraped := range [][]byte{apiM, agentM} {
 		for _, bad := range []string{appGUID, "127.0.0.1", devToken} {
 			if strings.Contains(string(scraped), bad) {
@@ -151,5 +153,30 @@ func TestMetricsFollowACapture(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// The agent binary runs its Go code on limits.gomaxprocs cores, whatever
+// the VM has: Go's runtime says so in its own metric.
+func TestAgentAppliesGOMAXPROCS(t *testing.T) {
+	netnstest.RequireRoot(t)
+	p := newPKI(t)
+	api := startAPI(t, p, oneInstance("127.0.0.1"), nil)
+	cfg := agentConfig(p, api, "127.0.0.1", nil)
+	// 1 differs from Go's default on any machine of two cores or more.
+	if runtime.NumCPU() < 2 {
+		t.Fatalf("%d CPU: the test needs two to tell the setting from Go's default", runtime.NumCPU())
+	}
+	cfg.Limits.GOMAXPROCS = 1
+	// The binary's metrics listener, on a port chosen here to find it.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Metrics.Address = l.Addr().String()
+	l.Close()
+	startAgentProcessWith(t, api, cfg)
+	if got := metricValue(t, scrape(t, cfg.Metrics.Address), "go_sched_gomaxprocs_threads", nil); got != 1 {
+		t.Fatalf("the agent runs with GOMAXPROCS %v, want limits.gomaxprocs 1", got)
 	}
 }

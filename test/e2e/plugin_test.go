@@ -51,17 +51,35 @@ func newCFWorld(t *testing.T, state func(*foundation) fakecf.State) *cfWorld {
 	return w
 }
 
+// loggedIn is the developer's login, whose token the fake cf CLI hands
+// out as the real one does: cached, refreshed at UAA when it has less than
+// a minute left.
 func loggedIn(f *foundation) fakecf.State {
 	return fakecf.State{
-		APIEndpoint:  f.cc.URL,
-		LoggedIn:     true,
-		SpaceGUID:    f.space.GUID,
-		SpaceName:    f.space.Name,
-		OrgName:      "org",
-		Username:     f.developer,
-		UserGUID:     f.developer,
-		AccessTokens: []string{f.uaa.UserToken(f.developer)},
+		APIEndpoint: f.cc.URL,
+		LoggedIn:    true,
+		SpaceGUID:   f.space.GUID,
+		SpaceName:   f.space.Name,
+		OrgName:     "org",
+		Username:    f.developer,
+		UserGUID:    f.developer,
+		Login: &fakecf.Login{
+			AccessToken:  f.uaa.UserToken(f.developer),
+			RefreshToken: f.uaa.RefreshToken(f.developer),
+			TokenURL:     f.uaa.URL + "/oauth/token",
+			HTTPClient:   f.uaa.Client(),
+		},
 	}
+}
+
+// scripted is the developer's login with tokens handed out in this order
+// whatever their expiry: not what the real cf CLI does, but a way to put
+// an expired token exactly where a test wants it.
+func scripted(f *foundation, tokens ...string) fakecf.State {
+	s := loggedIn(f)
+	s.Login = nil
+	s.AccessTokens = tokens
+	return s
 }
 
 // runPlugin runs `cf tcpdump ARGS...`, sending datagrams once the capture
@@ -149,9 +167,7 @@ func runWithPackets(ctx context.Context, t *testing.T, w *cfWorld, out string) (
 // 401, the plugin asks the cf CLI for a fresh token once and goes on.
 func TestPluginRetriesOnceWithAFreshToken(t *testing.T) {
 	w := newCFWorld(t, func(f *foundation) fakecf.State {
-		s := loggedIn(f)
-		s.AccessTokens = []string{f.uaa.UserToken(f.developer), f.uaa.UserToken(f.developer, fakeuaa.Expired()), f.uaa.UserToken(f.developer)}
-		return s
+		return scripted(f, f.uaa.UserToken(f.developer), f.uaa.UserToken(f.developer, fakeuaa.Expired()), f.uaa.UserToken(f.developer))
 	})
 	out := filepath.Join(t.TempDir(), "x.pcap")
 	stderr, code := w.runPlugin(t, 3, appName, "-i", "0", "-f", "udp", "-c", "3", "-o", out)
@@ -172,9 +188,7 @@ func TestPluginRetriesTheCloudControllerOnceWithAFreshToken(t *testing.T) {
 	good := w.f.uaa.UserToken(w.f.developer)
 
 	t.Run("fresh token accepted", func(t *testing.T) {
-		s := loggedIn(w.f)
-		s.AccessTokens = []string{expired, good}
-		w.cf.SetState(s)
+		w.cf.SetState(scripted(w.f, expired, good))
 		w.cf.ResetCalls()
 		before := w.f.cc.Requests(fakecc.ListApps)
 		out := filepath.Join(t.TempDir(), "x.pcap")
@@ -193,9 +207,7 @@ func TestPluginRetriesTheCloudControllerOnceWithAFreshToken(t *testing.T) {
 		}
 	})
 	t.Run("rejected twice", func(t *testing.T) {
-		s := loggedIn(w.f)
-		s.AccessTokens = []string{expired, expired, good}
-		w.cf.SetState(s)
+		w.cf.SetState(scripted(w.f, expired, expired, good))
 		w.cf.ResetCalls()
 		before := w.f.cc.Requests(fakecc.ListApps)
 		stderr, code := w.runPlugin(t, 0, appName, "-o", filepath.Join(t.TempDir(), "x.pcap"))
@@ -209,6 +221,50 @@ func TestPluginRetriesTheCloudControllerOnceWithAFreshToken(t *testing.T) {
 			t.Errorf("AccessToken called %d times, want 2", n)
 		}
 	})
+}
+
+// Bug (issue 16, 3): the capture's token expired during the capture, the
+// cf CLI died on Ctrl-C, and the stop, sent with the expired token, was
+// refused: the capture was aborted without trailers. The plugin keeps its
+// token fresh through the cf CLI while cf lives and stops with that.
+func TestPluginStopsWithAKeptTokenAfterCfDied(t *testing.T) {
+	const lifetime = 4 * time.Second
+	w := newCFWorld(t, func(f *foundation) fakecf.State {
+		f.uaa.SetAccessTokenValidity(lifetime)
+		s := loggedIn(f)
+		s.Login.AccessToken = f.uaa.UserToken(f.developer, fakeuaa.ExpiresAt(time.Now().Add(lifetime)))
+		return s
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := w.cf.InstallPlugin(ctx, w.bin); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "kept.pcap")
+	cmd := w.cf.Command(ctx, w.bin, "pcap", appName, "-i", "0", "-f", "udp", "--duration", "1m", "-o", out)
+	lines, stderr := startWatchingStderr(t, cmd)
+	waitLine(t, lines, regexp.MustCompile(`^Capturing app`))
+	w.app.send(t, "kept", 5)
+	// Let the token the capture started with expire; then cf dies, as on
+	// Ctrl-C, and the plugin gets its SIGINT.
+	time.Sleep(lifetime)
+	w.cf.Close()
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	summary := waitLine(t, lines, regexp.MustCompile(`packets, .* written to`))
+	if code := exitCode(waitCmd(t, cmd)); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, stderr.String())
+	}
+	if !strings.Contains(summary, "ended: stopped on request") || !strings.Contains(summary, "dropped: 0 (kernel=0 agent=0 api=0)") {
+		t.Fatalf("summary %q:\n%s", summary, stderr.String())
+	}
+	if rows := tshark(t, out, "udp.payload"); len(rows) != 5 {
+		t.Fatalf("%d packets in the file", len(rows))
+	}
+	if n := w.cf.Refreshes(); n < 2 {
+		t.Fatalf("the cf CLI refreshed %d tokens: the plugin did not keep its token fresh", n)
+	}
 }
 
 func TestPluginErrors(t *testing.T) {

@@ -32,6 +32,8 @@ const (
 	ListRoles       = "GET /v3/roles"
 	GetProcessStats = "GET /v3/apps/{guid}/processes/{type}/stats"
 	GetSSHEnabled   = "GET /v3/apps/{guid}/ssh_enabled"
+	ListOrgs        = "GET /v3/organizations"
+	ListSpaces      = "GET /v3/spaces"
 	// AnyEndpoint as an Inject key applies to every request.
 	AnyEndpoint = ""
 )
@@ -175,15 +177,33 @@ type CloudController struct {
 	requests  map[string]int
 }
 
+// Option changes how New sets the fake up.
+type Option func(*options)
+
+type options struct {
+	names []string
+}
+
+// ServerNames puts names (such as api.sys.example.test) into the server's
+// certificate beside loopback, for clients like the cf CLI that reach the
+// Cloud Controller by name through a hosts file of their own.
+func ServerNames(names ...string) Option {
+	return func(o *options) { o.names = append(o.names, names...) }
+}
+
 // New starts a fake Cloud Controller that accepts the tokens
 // uaa mints. It stops when the test ends.
-func New(tb testing.TB, uaa *fakeuaa.UAA) *CloudController {
+func New(tb testing.TB, uaa *fakeuaa.UAA, opts ...Option) *CloudController {
 	tb.Helper()
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	ca, err := fakeserver.NewCA("fake Cloud Controller CA")
 	if err != nil {
 		tb.Fatalf("fake Cloud Controller: %v", err)
 	}
-	tlsCfg, err := ca.ServerTLS("api")
+	tlsCfg, err := ca.ServerTLS("api", o.names...)
 	if err != nil {
 		tb.Fatalf("fake Cloud Controller: %v", err)
 	}
@@ -205,6 +225,8 @@ func New(tb testing.TB, uaa *fakeuaa.UAA) *CloudController {
 	mux.HandleFunc(ListRoles, cc.authenticated(cc.serveRoles))
 	mux.HandleFunc(GetProcessStats, cc.authenticated(cc.appResource(nil, cc.serveProcessStats)))
 	mux.HandleFunc(GetSSHEnabled, cc.authenticated(cc.appResource(nil, cc.serveSSHEnabled)))
+	mux.HandleFunc(ListOrgs, cc.authenticated(cc.serveOrgs))
+	mux.HandleFunc(ListSpaces, cc.authenticated(cc.serveSpaces))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeCCError(w, http.StatusNotFound, Error{10000, "CF-NotFound", "Unknown request"})
 	})
@@ -572,6 +594,56 @@ func (cc *CloudController) serveApps(w http.ResponseWriter, r *http.Request, c c
 	})
 }
 
+// serveOrgs lists the orgs the caller may see, as `cf target -o ORG`
+// asks: names, page and per_page.
+func (cc *CloudController) serveOrgs(w http.ResponseWriter, r *http.Request, c caller) {
+	if !checkQuery(w, r, "names", "guids", "page", "per_page", "order_by") {
+		return
+	}
+	q := r.URL.Query()
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	var matched []Org
+	for _, o := range cc.orgs {
+		if cc.canSeeOrg(c, o.GUID) && filterMatches(q, "names", o.Name) && filterMatches(q, "guids", o.GUID) {
+			matched = append(matched, o)
+		}
+	}
+	paginateByAge(cc, w, r, matched, func(o Org) string { return o.GUID }, cc.orgJSON)
+}
+
+// serveSpaces lists the spaces the caller may see, as `cf target -s SPACE`
+// asks: names, organization_guids, page and per_page.
+func (cc *CloudController) serveSpaces(w http.ResponseWriter, r *http.Request, c caller) {
+	if !checkQuery(w, r, "names", "guids", "organization_guids", "page", "per_page", "order_by", "include") {
+		return
+	}
+	q := r.URL.Query()
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	var matched []Space
+	for _, s := range cc.spaces {
+		if cc.canSeeSpace(c, s.GUID) && filterMatches(q, "names", s.Name) && filterMatches(q, "guids", s.GUID) &&
+			filterMatches(q, "organization_guids", s.OrgGUID) {
+			matched = append(matched, s)
+		}
+	}
+	paginateByAge(cc, w, r, matched, func(s Space) string { return s.GUID }, cc.spaceJSON)
+}
+
+// paginateByAge writes a page of resources kept in a map, in creation
+// order as the Cloud Controller lists them by default. Callers hold cc.mu.
+func paginateByAge[T any](cc *CloudController, w http.ResponseWriter, r *http.Request, items []T, guid func(T) string, render func(T) map[string]any) {
+	slices.SortFunc(items, func(a, b T) int { return cc.created[guid(a)].Compare(cc.created[guid(b)]) })
+	paginate(cc, w, r, items, func(page []T) map[string]any {
+		res := make([]any, len(page))
+		for i, item := range page {
+			res[i] = render(item)
+		}
+		return map[string]any{"resources": res}
+	})
+}
+
 func (cc *CloudController) serveRoles(w http.ResponseWriter, r *http.Request, c caller) {
 	if !checkQuery(w, r, "guids", "types", "space_guids", "organization_guids", "user_guids", "page", "per_page", "order_by") {
 		return
@@ -716,15 +788,46 @@ func (cc *CloudController) includeSpaces(r *http.Request, apps []App) map[string
 			continue
 		}
 		seen = append(seen, s.GUID)
-		ts := cc.created[s.GUID].Format(time.RFC3339)
-		spaces = append(spaces, map[string]any{
-			"guid": s.GUID, "created_at": ts, "updated_at": ts, "name": s.Name,
-			"relationships": map[string]any{"organization": map[string]any{"data": map[string]string{"guid": s.OrgGUID}}},
-			"metadata":      map[string]any{"labels": map[string]string{}, "annotations": map[string]string{}},
-			"links":         map[string]any{"self": map[string]string{"href": cc.URL + "/v3/spaces/" + s.GUID}},
-		})
+		spaces = append(spaces, cc.spaceJSON(s))
 	}
 	return map[string]any{"spaces": spaces}
+}
+
+// spaceJSON is the v3 space resource. Callers hold cc.mu.
+func (cc *CloudController) spaceJSON(s Space) map[string]any {
+	ts := cc.created[s.GUID].Format(time.RFC3339)
+	return map[string]any{
+		"guid": s.GUID, "created_at": ts, "updated_at": ts, "name": s.Name,
+		"relationships": map[string]any{
+			"organization": map[string]any{"data": map[string]string{"guid": s.OrgGUID}},
+			"quota":        map[string]any{"data": nil},
+		},
+		"metadata": map[string]any{"labels": map[string]string{}, "annotations": map[string]string{}},
+		"links": map[string]any{
+			"self":         map[string]string{"href": cc.URL + "/v3/spaces/" + s.GUID},
+			"organization": map[string]string{"href": cc.URL + "/v3/organizations/" + s.OrgGUID},
+			"features":     map[string]string{"href": cc.URL + "/v3/spaces/" + s.GUID + "/features"},
+			"apply_manifest": map[string]any{
+				"href": cc.URL + "/v3/spaces/" + s.GUID + "/actions/apply_manifest", "method": "POST"},
+		},
+	}
+}
+
+// orgJSON is the v3 organization resource. Callers hold cc.mu.
+func (cc *CloudController) orgJSON(o Org) map[string]any {
+	ts := cc.created[o.GUID].Format(time.RFC3339)
+	self := cc.URL + "/v3/organizations/" + o.GUID
+	return map[string]any{
+		"guid": o.GUID, "created_at": ts, "updated_at": ts, "name": o.Name, "suspended": false,
+		"relationships": map[string]any{"quota": map[string]any{"data": map[string]string{"guid": "default-quota"}}},
+		"metadata":      map[string]any{"labels": map[string]string{}, "annotations": map[string]string{}},
+		"links": map[string]any{
+			"self":           map[string]string{"href": self},
+			"domains":        map[string]string{"href": self + "/domains"},
+			"default_domain": map[string]string{"href": self + "/domains/default"},
+			"quota":          map[string]string{"href": cc.URL + "/v3/organization_quotas/default-quota"},
+		},
+	}
 }
 
 // roleJSON is the v3 role resource. Callers hold cc.mu.

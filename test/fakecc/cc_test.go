@@ -477,3 +477,75 @@ func TestCloseEndsDelays(t *testing.T) {
 	}
 	<-errc
 }
+
+// `cf target -o ORG -s SPACE` asks for the org and then the space by
+// name, one per page; each caller sees only what its roles reach.
+func TestOrgsAndSpacesAsCfTargetAsks(t *testing.T) {
+	w := newWorld(t)
+	type list struct {
+		Pagination struct {
+			TotalResults int `json:"total_results"`
+		} `json:"pagination"`
+		Resources []struct {
+			GUID          string `json:"guid"`
+			Name          string `json:"name"`
+			Relationships map[string]struct {
+				Data *struct {
+					GUID string `json:"guid"`
+				} `json:"data"`
+			} `json:"relationships"`
+		} `json:"resources"`
+	}
+	var orgs list
+	if status, _ := w.get(t, t.Context(), w.developerToken, "/v3/organizations?names=org&page=1&per_page=1", &orgs); status != http.StatusOK {
+		t.Fatalf("status %d", status)
+	}
+	if len(orgs.Resources) != 1 || orgs.Resources[0].GUID != w.org.GUID || orgs.Resources[0].Name != "org" {
+		t.Fatalf("orgs = %+v", orgs)
+	}
+	var spaces list
+	w.get(t, t.Context(), w.developerToken, "/v3/spaces?names=dev&organization_guids="+w.org.GUID+"&page=1&per_page=1", &spaces)
+	if len(spaces.Resources) != 1 || spaces.Resources[0].GUID != w.space.GUID ||
+		spaces.Resources[0].Relationships["organization"].Data.GUID != w.org.GUID {
+		t.Fatalf("spaces = %+v", spaces)
+	}
+	// The developer of dev sees neither the other org nor its space.
+	w.get(t, t.Context(), w.developerToken, "/v3/organizations?names=other-org", &orgs)
+	w.get(t, t.Context(), w.developerToken, "/v3/spaces?names=prod", &spaces)
+	if len(orgs.Resources) != 0 || len(spaces.Resources) != 0 {
+		t.Fatalf("a stranger's org or space is visible: %+v %+v", orgs, spaces)
+	}
+	// An org manager sees the org's spaces; a global reader sees all.
+	w.get(t, t.Context(), w.orgManagerToken, "/v3/spaces", &spaces)
+	if spaces.Pagination.TotalResults != 1 {
+		t.Errorf("org manager sees %d spaces", spaces.Pagination.TotalResults)
+	}
+	w.get(t, t.Context(), w.readOnlyAdminTok, "/v3/organizations", &orgs)
+	if orgs.Pagination.TotalResults != 2 {
+		t.Errorf("read-only admin sees %d orgs", orgs.Pagination.TotalResults)
+	}
+	var e ccErrors
+	if status, _ := w.get(t, t.Context(), w.developerToken, "/v3/spaces?name=dev", &e); status != http.StatusBadRequest || e.Errors[0].Code != 10005 {
+		t.Errorf("misspelt filter: %d %+v", status, e)
+	}
+	if n := w.cc.Requests(fakecc.ListSpaces); n != 4 {
+		t.Errorf("%d space lists counted, want 4", n)
+	}
+}
+
+// A certificate for the names a cf CLI reaches the fake by.
+func TestServerNames(t *testing.T) {
+	cc := fakecc.New(t, fakeuaa.New(t), fakecc.ServerNames("api.sys.example.test"))
+	tr := &http.Transport{TLSClientConfig: cc.Client().Transport.(*http.Transport).TLSClientConfig.Clone()}
+	tr.TLSClientConfig.ServerName = "api.sys.example.test"
+	resp, err := (&http.Client{Transport: tr}).Get(cc.URL + "/")
+	if err != nil {
+		t.Fatalf("with server name api.sys.example.test: %v", err)
+	}
+	resp.Body.Close()
+	tr.TLSClientConfig.ServerName = "api.other.test"
+	if resp, err := (&http.Client{Transport: tr}).Get(cc.URL + "/"); err == nil {
+		resp.Body.Close()
+		t.Fatal("the certificate holds a name it was not given")
+	}
+}

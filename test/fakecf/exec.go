@@ -21,6 +21,16 @@ type Result struct {
 	ExitCode int
 }
 
+// CFExitCode is what `cf COMMAND` itself would return for this run: the
+// real cf CLI (9) exits 0 when the plugin did, and 1 whatever other
+// status the plugin exited with.
+func (r Result) CFExitCode() int {
+	if r.ExitCode == 0 {
+		return 0
+	}
+	return 1
+}
+
 // waitDelay bounds how long a finished or killed plugin may hold its output
 // pipes open through a child process.
 const waitDelay = 5 * time.Second

@@ -35,9 +35,15 @@ type State struct {
 	OrgName     string
 	Username    string
 	UserGUID    string
+	// Login, when set, makes AccessToken answer as the real cf CLI does:
+	// the cached token until it is within a minute of its expiry, then one
+	// refreshed at UAA. It takes precedence over AccessTokens.
+	Login *Login
 	// AccessTokens are handed out in order, one per AccessToken call; the
 	// last one repeats. Each is sent as TokenType + " " + token, the way
-	// the cf CLI stores it.
+	// the cf CLI stores it. This is a script for protocol tests, not what
+	// a real cf CLI does (see Login): it hands out a new token only when
+	// the old one is about to expire.
 	AccessTokens []string
 	// TokenType defaults to "bearer".
 	TokenType string
@@ -82,6 +88,7 @@ type CLI struct {
 	metadata  *cfplugin.PluginMetadata
 	installed []cfplugin.PluginMetadata
 	env       []string
+	refreshes int
 }
 
 // Options configure Start.
@@ -403,7 +410,8 @@ func parseVersion(v string) ([]int, error) {
 	return nums, nil
 }
 
-// AccessToken hands out the next configured token as "bearer <jwt>".
+// AccessToken hands out the login's token (see Login), or the next
+// scripted one, as "bearer <jwt>".
 func (s *Service) AccessToken(_ string, token *string) error {
 	c := s.cli
 	c.mu.Lock()
@@ -411,6 +419,9 @@ func (s *Service) AccessToken(_ string, token *string) error {
 	c.recordLocked(Call{Conn: s.conn, Method: "AccessToken", Arg: ""})
 	if c.state.AccessTokenError != "" {
 		return errors.New(c.state.AccessTokenError)
+	}
+	if c.state.Login != nil {
+		return c.loginTokenLocked(token)
 	}
 	if len(c.state.AccessTokens) == 0 {
 		// What the cf CLI's refresh does without a refresh token.

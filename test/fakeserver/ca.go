@@ -3,7 +3,9 @@ package fakeserver
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"time"
 
 	"github.com/cloudfoundry/pcap-server-release/test/testpki"
@@ -56,12 +58,27 @@ func (ca *CA) Client() *http.Client {
 	}
 }
 
-// ServerTLS is the server side of a fake: a certificate for loopback signed
-// by ca.
-func (ca *CA) ServerTLS(name string) (*tls.Config, error) {
-	cert, err := ca.Issue(name, "127.0.0.1", "::1", "localhost")
+// ServerTLS is the server side of a fake: a certificate for loopback, and
+// for the names given (a client that resolves them through a hosts file of
+// its own), signed by ca.
+func (ca *CA) ServerTLS(name string, names ...string) (*tls.Config, error) {
+	cert, err := ca.Issue(name, append([]string{"127.0.0.1", "::1", "localhost"}, names...)...)
 	if err != nil {
 		return nil, err
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// StartTLS serves h over TLS with cfg on l, or on a new loopback port when
+// l is nil (a fake's ServeOn option passes a listener opened in another
+// network namespace).
+func StartTLS(h http.Handler, cfg *tls.Config, l net.Listener) *httptest.Server {
+	srv := httptest.NewUnstartedServer(h)
+	if l != nil {
+		_ = srv.Listener.Close()
+		srv.Listener = l
+	}
+	srv.TLS = cfg
+	srv.StartTLS()
+	return srv
 }

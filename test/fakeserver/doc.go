@@ -6,6 +6,7 @@
 // component's JSON.
 //
 // The fakes themselves sit beside this package, one per real thing:
-// fakeuaa (UAA), fakecc (the Cloud Controller), fakegarden (garden), fakecf
-// (the cf CLI that runs plugins).
+// fakeuaa (UAA, Cloud Foundry's or, with an option, the BOSH director's),
+// fakecc (the Cloud Controller), fakebosh (the BOSH director), fakegarden
+// (garden), fakecf (the cf CLI that runs plugins).
 package fakeserver

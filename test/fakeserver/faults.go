@@ -68,3 +68,63 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	_, _ = w.Write(append(body, '\n'))
 }
+
+// Endpoints counts a fake's requests per endpoint (its route pattern) and
+// holds the faults injected for them. A fake embeds it, which gives it
+// Inject, Clear, Requests and TotalRequests.
+type Endpoints[F any] struct {
+	mu       sync.Mutex
+	requests map[string]int
+	faults   map[string]F
+}
+
+// Inject makes endpoint (or the fake's any-endpoint key) answer with f
+// until Clear.
+func (e *Endpoints[F]) Inject(endpoint string, f F) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.faults == nil {
+		e.faults = map[string]F{}
+	}
+	e.faults[endpoint] = f
+}
+
+// Clear removes all injected faults.
+func (e *Endpoints[F]) Clear() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	clear(e.faults)
+}
+
+// Requests is how many requests an endpoint received, refused ones
+// included.
+func (e *Endpoints[F]) Requests(endpoint string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.requests[endpoint]
+}
+
+// TotalRequests is how many requests the fake received on any path.
+func (e *Endpoints[F]) TotalRequests() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, c := range e.requests {
+		n += c
+	}
+	return n
+}
+
+// Lookup counts r and returns the fault injected for its endpoint, or
+// for any.
+func (e *Endpoints[F]) Lookup(mux *http.ServeMux, r *http.Request, any string) (F, bool) {
+	e.mu.Lock()
+	if e.requests == nil {
+		e.requests = map[string]int{}
+	}
+	if e.faults == nil {
+		e.faults = map[string]F{}
+	}
+	e.mu.Unlock()
+	return FaultLookup(&e.mu, mux, r, e.requests, e.faults, any)
+}

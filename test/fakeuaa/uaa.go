@@ -1,8 +1,12 @@
 // Package fakeuaa is a fake UAA: a real HTTPS server on loopback that mints
 // real RS256 JWTs with UAA's claims (scopes, audience derived from them,
 // refresh tokens ending -r), serves their keys on /token_keys and
-// OpenID discovery, and answers the token endpoint's password,
-// client_credentials and refresh_token grants as UAA does.
+// OpenID discovery, and answers the token endpoint's client_credentials
+// and refresh_token grants as UAA does.
+//
+// The same fake is the UAA of Cloud Foundry (the default) and, with the
+// DirectorUAA option, the BOSH director's UAA: the bosh CLI's client
+// bosh_cli, and tokens checked as the director checks them.
 package fakeuaa
 
 import (
@@ -19,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -38,6 +43,30 @@ const (
 	ScopeRead          = "cloud_controller.read"
 	ScopeWrite         = "cloud_controller.write"
 )
+
+// Scopes of the BOSH director's UAA: admin of every deployment, read of
+// every deployment, and the same per director (BoshDirectorAdmin) and per
+// team (BoshTeamAdmin, BoshTeamRead).
+const (
+	ScopeBoshAdmin = "bosh.admin"
+	ScopeBoshRead  = "bosh.read"
+)
+
+// BoshDirectorAdmin is bosh.<director uuid>.admin.
+func BoshDirectorAdmin(uuid string) string { return "bosh." + uuid + ".admin" }
+
+// BoshDirectorRead is bosh.<director uuid>.read.
+func BoshDirectorRead(uuid string) string { return "bosh." + uuid + ".read" }
+
+// BoshTeamAdmin is bosh.teams.<team>.admin.
+func BoshTeamAdmin(team string) string { return "bosh.teams." + team + ".admin" }
+
+// BoshTeamRead is bosh.teams.<team>.read.
+func BoshTeamRead(team string) string { return "bosh.teams." + team + ".read" }
+
+// BoshCLIClient is the OAuth client the bosh CLI logs users in with (no
+// secret).
+const BoshCLIClient = "bosh_cli"
 
 // UAA endpoints as counted by (*UAA).Requests.
 const (
@@ -87,19 +116,70 @@ type UAA struct {
 	tb  testing.TB
 	srv *httptest.Server
 
+	// audience decides whether a token's aud lets it be used with the
+	// service this UAA serves (AccessClaims); audienceName says what it
+	// wants.
+	audience     func(aud []string) bool
+	audienceName string
+
 	mu          sync.Mutex
 	keys        []*SigningKey // served, in order
 	signing     *SigningKey   // default key for new tokens
-	clients     map[string]string
+	clients     map[string]client
+	users       map[string]string    // user id -> password, for the password grant
+	validity    time.Duration        // of access tokens from the token endpoint
 	refresh     map[string]tokenSpec // refresh token -> what it was minted from
 	unavailable int
 	requests    map[string]int
 }
 
+// client is an OAuth client: its secret and, for the client_credentials
+// grant, its authorities (the scopes of its tokens).
+type client struct {
+	secret      string
+	authorities []string
+}
+
+// Option changes the fake at New.
+type Option func(*settings)
+
+type settings struct {
+	listener     net.Listener
+	audience     func([]string) bool
+	audienceName string
+	clients      map[string]client
+}
+
+// ServeOn serves on l (for example a listener opened in another network
+// namespace) instead of a new loopback port. Its address must be
+// 127.0.0.1, which the certificate names.
+func ServeOn(l net.Listener) Option { return func(s *settings) { s.listener = l } }
+
+// DirectorUAA makes the fake the BOSH director's UAA: it knows the bosh
+// CLI's client (bosh_cli, no secret), and AccessClaims checks a token as
+// the director does, whose token decoder (UAAIdentityProvider, a
+// CF::UAA::TokenCoder without audience_ids) checks no audience at all:
+// the scopes decide. (pcap-server-api is stricter; a fake must not be.)
+func DirectorUAA() Option {
+	return func(s *settings) {
+		s.clients[BoshCLIClient] = client{}
+		s.audienceName = "audience (any)"
+		s.audience = func([]string) bool { return true }
+	}
+}
+
 // New starts a fake UAA serving one key, "key-1", and knowing the client
 // "cf" with an empty secret. It stops when the test ends.
-func New(tb testing.TB) *UAA {
+func New(tb testing.TB, opts ...Option) *UAA {
 	tb.Helper()
+	set := settings{
+		audienceName: "cloud_controller",
+		audience:     func(aud []string) bool { return slices.Contains(aud, "cloud_controller") },
+		clients:      map[string]client{"cf": {}},
+	}
+	for _, o := range opts {
+		o(&set)
+	}
 	ca, err := fakeserver.NewCA("fake UAA CA")
 	if err != nil {
 		tb.Fatalf("fake UAA: %v", err)
@@ -113,22 +193,24 @@ func New(tb testing.TB) *UAA {
 		tb.Fatalf("fake UAA: %v", err)
 	}
 	u := &UAA{
-		CA:       ca,
-		tb:       tb,
-		keys:     []*SigningKey{key},
-		signing:  key,
-		clients:  map[string]string{"cf": ""},
-		refresh:  map[string]tokenSpec{},
-		requests: map[string]int{},
+		CA:           ca,
+		tb:           tb,
+		audience:     set.audience,
+		audienceName: set.audienceName,
+		keys:         []*SigningKey{key},
+		signing:      key,
+		clients:      set.clients,
+		users:        map[string]string{},
+		validity:     accessTokenValidity,
+		refresh:      map[string]tokenSpec{},
+		requests:     map[string]int{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc(GetTokenKeys, u.serveTokenKeys)
 	mux.HandleFunc(GetOpenIDConfig, u.serveOpenIDConfig)
 	mux.HandleFunc(GetTokenOpenIDConfig, u.serveOpenIDConfig)
 	mux.HandleFunc(PostToken, u.serveToken)
-	u.srv = httptest.NewUnstartedServer(u.count(mux))
-	u.srv.TLS = tlsCfg
-	u.srv.StartTLS()
+	u.srv = fakeserver.StartTLS(u.count(mux), tlsCfg, set.listener)
 	u.URL = u.srv.URL
 	u.Issuer = u.URL + "/oauth/token"
 	tb.Cleanup(u.Close)
@@ -174,11 +256,29 @@ func (u *UAA) RemoveKey(kid string) {
 	u.keys = slices.DeleteFunc(u.keys, func(k *SigningKey) bool { return k.ID == kid })
 }
 
-// AddClient registers an OAuth client for the refresh_token grant.
-func (u *UAA) AddClient(id, secret string) {
+// AddClient registers an OAuth client for the refresh_token grant, and
+// for the client_credentials grant with these authorities as its scopes.
+func (u *UAA) AddClient(id, secret string, authorities ...string) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.clients[id] = secret
+	u.clients[id] = client{secret: secret, authorities: slices.Clone(authorities)}
+}
+
+// AddUser lets userID (also its user name) log in with password through
+// the password grant, as `cf auth` and `cf login` do.
+func (u *UAA) AddUser(userID, password string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.users[userID] = password
+}
+
+// SetAccessTokenValidity sets how long the access tokens the token
+// endpoint issues from now on live (an hour by default; UAA's cf client
+// has 20 minutes), for tests about expiry.
+func (u *UAA) SetAccessTokenValidity(d time.Duration) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.validity = d
 }
 
 // SetUnavailable makes every endpoint answer status (for example 503) with
@@ -294,13 +394,16 @@ func (u *UAA) serveOpenIDConfig(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// serveToken implements the refresh_token grant the cf CLI uses.
+// serveToken implements the grants the cf CLI uses, password (cf auth,
+// cf login) and refresh_token (its refresh of an expiring token), which
+// the bosh CLI's refresh uses too, and the client_credentials grant of
+// BOSH_CLIENT.
 func (u *UAA) serveToken(w http.ResponseWriter, r *http.Request) {
 	clientID, secret, ok := r.BasicAuth()
 	u.mu.Lock()
-	want, known := u.clients[clientID]
+	c, known := u.clients[clientID]
 	u.mu.Unlock()
-	if !ok || !known || secret != want {
+	if !ok || !known || secret != c.secret {
 		w.Header().Set("WWW-Authenticate", `Basic realm="UAA/client", error="unauthorized", error_description="Bad credentials"`)
 		fakeserver.WriteJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized", "error_description": "Bad credentials"})
 		return
@@ -309,27 +412,51 @@ func (u *UAA) serveToken(w http.ResponseWriter, r *http.Request) {
 		fakeserver.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": err.Error()})
 		return
 	}
-	if gt := r.PostForm.Get("grant_type"); gt != "refresh_token" {
+	var spec tokenSpec
+	var refreshToken string
+	switch gt := r.PostForm.Get("grant_type"); gt {
+	case "client_credentials":
+		// A token for the client itself, its authorities as scopes, and
+		// no refresh token, as UAA answers it.
+		spec = tokenSpec{clientID: clientID, grantType: gt, scopes: slices.Clone(c.authorities)}
+	case "refresh_token":
+		refreshToken = r.PostForm.Get("refresh_token")
+		u.mu.Lock()
+		s, found := u.refresh[refreshToken]
+		u.mu.Unlock()
+		switch {
+		case !found || s.clientID != clientID:
+			fakeserver.WriteJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_token", "error_description": "The token expired, was revoked, or the token ID is incorrect."})
+			return
+		case !s.expiry.After(time.Now()):
+			fakeserver.WriteJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_token", "error_description": "Invalid refresh token (expired): " + s.jti})
+			return
+		}
+		spec = s
+	case "password":
+		user := r.PostForm.Get("username")
+		u.mu.Lock()
+		password, found := u.users[user]
+		u.mu.Unlock()
+		if !found || user == "" || password != r.PostForm.Get("password") {
+			fakeserver.WriteJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized", "error_description": "Bad credentials"})
+			return
+		}
+		spec = u.userSpec(user)
+		spec.clientID = clientID
+		refreshToken = u.rememberRefresh(spec)
+	default:
 		fakeserver.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "unsupported_grant_type", "error_description": "Unsupported grant type: " + gt})
 		return
 	}
-	refreshToken := r.PostForm.Get("refresh_token")
 	u.mu.Lock()
-	spec, found := u.refresh[refreshToken]
+	validity := u.validity
 	u.mu.Unlock()
-	switch {
-	case !found || spec.clientID != clientID:
-		fakeserver.WriteJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_token", "error_description": "The token expired, was revoked, or the token ID is incorrect."})
-		return
-	case !spec.expiry.After(time.Now()):
-		fakeserver.WriteJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_token", "error_description": "Invalid refresh token (expired): " + spec.jti})
-		return
-	}
 	now := time.Now()
 	access := tokenSpec{
 		userID: spec.userID, userName: spec.userName, email: spec.email, origin: spec.origin,
 		clientID: spec.clientID, grantType: spec.grantType, scopes: spec.scopes,
-		issuer: u.Issuer, issuedAt: now, expiry: now.Add(accessTokenValidity),
+		issuer: u.Issuer, issuedAt: now, expiry: now.Add(validity),
 		jti: randomHex(16), key: u.SigningKey(),
 	}
 	raw, err := access.sign()
@@ -337,16 +464,18 @@ func (u *UAA) serveToken(w http.ResponseWriter, r *http.Request) {
 		fakeserver.WriteJSON(w, http.StatusInternalServerError, map[string]string{"error": "server_error", "error_description": err.Error()})
 		return
 	}
+	body := map[string]any{
+		"access_token": raw,
+		"token_type":   "bearer",
+		"expires_in":   int(validity.Seconds()) - 1,
+		"scope":        strings.Join(access.scopes, " "),
+		"jti":          access.jti,
+	}
+	if refreshToken != "" {
+		body["id_token"], body["refresh_token"] = nil, refreshToken
+	}
 	w.Header().Set("Cache-Control", "no-store")
-	fakeserver.WriteJSON(w, http.StatusOK, map[string]any{
-		"access_token":  raw,
-		"token_type":    "bearer",
-		"id_token":      nil,
-		"refresh_token": refreshToken,
-		"expires_in":    int(accessTokenValidity.Seconds()) - 1,
-		"scope":         strings.Join(access.scopes, " "),
-		"jti":           access.jti,
-	})
+	fakeserver.WriteJSON(w, http.StatusOK, body)
 }
 
 // TokenOption changes a token before it is signed.
@@ -440,7 +569,12 @@ func (u *UAA) ClientToken(clientID string, opts ...TokenOption) string {
 // with the same user, client and scopes.
 func (u *UAA) RefreshToken(userID string, opts ...TokenOption) string {
 	u.tb.Helper()
-	s := u.userSpec(userID)
+	return u.rememberRefresh(u.userSpec(userID), opts...)
+}
+
+// rememberRefresh mints the refresh token of spec (jti ending "-r", valid
+// for 30 days unless opts say otherwise) and remembers what it stands for.
+func (u *UAA) rememberRefresh(s tokenSpec, opts ...TokenOption) string {
 	s.jti += "-r"
 	s.expiry = s.issuedAt.Add(30 * 24 * time.Hour)
 	for _, o := range opts {
@@ -448,7 +582,8 @@ func (u *UAA) RefreshToken(userID string, opts ...TokenOption) string {
 	}
 	raw, err := s.sign()
 	if err != nil {
-		u.tb.Fatalf("fake UAA: %v", err)
+		u.tb.Errorf("fake UAA: %v", err)
+		return ""
 	}
 	u.mu.Lock()
 	u.refresh[raw] = s
@@ -575,9 +710,10 @@ func signJWT(key *rsa.PrivateKey, header, claims map[string]any) (string, error)
 	return input + "." + base64.RawURLEncoding.EncodeToString(sig), nil
 }
 
-// AccessClaims checks a bearer token the way the Cloud Controller does and
-// returns its claims: RS256 signed by a key UAA serves, this issuer,
-// audience cloud_controller, not expired, not a refresh token.
+// AccessClaims checks a bearer token the way the Cloud Controller (or,
+// with DirectorUAA, the BOSH director) does and returns its claims: RS256
+// signed by a key UAA serves, this issuer, an audience the service takes,
+// not expired, not a refresh token.
 func (u *UAA) AccessClaims(raw string) (map[string]any, error) {
 	parts := strings.Split(raw, ".")
 	if len(parts) != 3 {
@@ -621,8 +757,8 @@ func (u *UAA) AccessClaims(raw string) (map[string]any, error) {
 	if jti, _ := claims["jti"].(string); strings.HasSuffix(jti, "-r") {
 		return nil, errors.New("refresh token")
 	}
-	if !slices.Contains(ClaimStrings(claims["aud"]), "cloud_controller") {
-		return nil, errors.New("audience")
+	if !u.audience(ClaimStrings(claims["aud"])) {
+		return nil, fmt.Errorf("audience %v names no %s", ClaimStrings(claims["aud"]), u.audienceName)
 	}
 	exp, ok := claims["exp"].(json.Number)
 	if !ok {

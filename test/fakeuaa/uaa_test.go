@@ -230,20 +230,7 @@ func TestRefreshGrant(t *testing.T) {
 	refresh := u.RefreshToken("user-1", fakeuaa.Scopes("openid", fakeuaa.ScopeRead))
 
 	post := func(client, secret, token string) (int, map[string]any) {
-		form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {token}, "scope": {""}}
-		req, _ := http.NewRequest(http.MethodPost, u.URL+"/oauth/token", strings.NewReader(form.Encode()))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.SetBasicAuth(client, secret)
-		resp, err := u.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var body map[string]any
-		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, body
+		return postToken(t, u, client, secret, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {token}, "scope": {""}})
 	}
 
 	status, body := post("cf", "", refresh)
@@ -283,5 +270,105 @@ func TestUAAUnavailable(t *testing.T) {
 	u.SetUnavailable(0)
 	if resp := getJSON(t, u.Client(), u.TokenKeysURL(), nil); resp.StatusCode != http.StatusOK {
 		t.Errorf("status after recovery = %d", resp.StatusCode)
+	}
+}
+
+// cf auth USER PASS: the password grant to the cf client (Basic "cf:"),
+// answered with an access token of the set validity and a refresh token
+// the refresh grant accepts.
+func TestPasswordGrant(t *testing.T) {
+	u := fakeuaa.New(t)
+	u.AddUser("dev-user", "s3cret")
+	u.SetAccessTokenValidity(30 * time.Second)
+	post := func(form url.Values) (int, map[string]any) { return postToken(t, u, "cf", "", form) }
+	status, body := post(url.Values{"grant_type": {"password"}, "username": {"dev-user"}, "password": {"s3cret"}})
+	if status != http.StatusOK || body["token_type"] != "bearer" || body["expires_in"] != float64(29) {
+		t.Fatalf("login = %d %v", status, body)
+	}
+	_, claims := decodeJWT(t, body["access_token"].(string), &u.SigningKey().Private.PublicKey)
+	if claims["user_name"] != "dev-user" || claims["grant_type"] != "password" || claims["client_id"] != "cf" {
+		t.Errorf("claims = %v", claims)
+	}
+	if exp := time.Unix(int64(claims["exp"].(float64)), 0); time.Until(exp) > 31*time.Second {
+		t.Errorf("token expires at %v, want within 30s", exp)
+	}
+	refresh := body["refresh_token"].(string)
+	if status, body = post(url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh}, "scope": {""}}); status != http.StatusOK {
+		t.Fatalf("refresh of the login's token = %d %v", status, body)
+	}
+	for _, bad := range []url.Values{
+		{"grant_type": {"password"}, "username": {"dev-user"}, "password": {"wrong"}},
+		{"grant_type": {"password"}, "username": {"nobody"}, "password": {""}},
+	} {
+		if status, body = post(bad); status != http.StatusUnauthorized || body["error"] != "unauthorized" {
+			t.Errorf("%v = %d %v", bad, status, body)
+		}
+	}
+}
+
+// postToken posts form to the token endpoint as client and decodes the
+// answer.
+func postToken(t *testing.T, u *fakeuaa.UAA, client, secret string, form url.Values) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, u.URL+"/oauth/token", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(client, secret)
+	resp, err := u.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, body
+}
+
+// The client_credentials grant gives the client a token of its own, its
+// authorities as scopes, its id and their resources as audience, and no
+// refresh token.
+func TestClientCredentialsGrant(t *testing.T) {
+	u := fakeuaa.New(t, fakeuaa.DirectorUAA())
+	u.AddClient("ops", "s3cret", fakeuaa.ScopeBoshAdmin)
+	status, body := postToken(t, u, "ops", "s3cret", url.Values{"grant_type": {"client_credentials"}})
+	if status != http.StatusOK || body["refresh_token"] != nil || body["scope"] != "bosh.admin" {
+		t.Fatalf("client_credentials = %d %v", status, body)
+	}
+	_, claims := decodeJWT(t, body["access_token"].(string), &u.SigningKey().Private.PublicKey)
+	if claims["grant_type"] != "client_credentials" || claims["client_id"] != "ops" || claims["user_id"] != nil ||
+		!slices.Equal(stringClaims(claims["aud"]), []string{"ops", "bosh"}) {
+		t.Errorf("claims %v", claims)
+	}
+	if status, body = postToken(t, u, "ops", "wrong", url.Values{"grant_type": {"client_credentials"}}); status != http.StatusUnauthorized {
+		t.Errorf("bad secret = %d %v", status, body)
+	}
+}
+
+// As the director's UAA the fake knows bosh_cli and takes its tokens
+// whatever their audience, as the director does; another UAA's are not
+// among them.
+func TestDirectorUAA(t *testing.T) {
+	u := fakeuaa.New(t, fakeuaa.DirectorUAA())
+	refresh := u.RefreshToken("ops-user", fakeuaa.ClientID(fakeuaa.BoshCLIClient), fakeuaa.Scopes("openid", fakeuaa.ScopeBoshAdmin))
+	status, body := postToken(t, u, fakeuaa.BoshCLIClient, "", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh}})
+	if status != http.StatusOK {
+		t.Fatalf("bosh_cli refresh = %d %v", status, body)
+	}
+	for name, c := range map[string]struct {
+		token string
+		ok    bool
+	}{
+		"bosh_cli user": {body["access_token"].(string), true},
+		"team admin":    {u.ClientToken("ci", fakeuaa.Scopes(fakeuaa.BoshTeamAdmin("dev"))), true},
+		"any audience":  {u.UserToken("user-1"), true},
+		"another UAA's": {fakeuaa.New(t).UserToken("user-1"), false},
+	} {
+		if _, err := u.AccessClaims(c.token); (err == nil) != c.ok {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := fakeuaa.New(t).AccessClaims(u.UserToken("ops-user", fakeuaa.ClientID(fakeuaa.BoshCLIClient), fakeuaa.Scopes(fakeuaa.ScopeBoshAdmin))); err == nil {
+		t.Error("a Cloud Foundry UAA took another UAA's token")
 	}
 }

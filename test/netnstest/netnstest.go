@@ -8,6 +8,7 @@ package netnstest
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -131,4 +132,44 @@ func (n *Namespace) ListenUDP(t testing.TB, addr netip.AddrPort) *net.UDPConn {
 	})
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// Star is a hub namespace joined to each of several VM namespaces by a
+// veth: VM i (from 1) has eth0 with VMIP(i), the hub the other end, vmN,
+// with HubIP(i), each pair its own /24 of 198.18.0.0/15. It stands in for
+// a network of BOSH VMs: each VM's namespace is its host, whose devices a
+// host capture opens, and the hub is where the API and the director live.
+type Star struct {
+	Hub *Namespace
+	VMs []*Namespace
+}
+
+// HubIP is the hub's address towards VM i; VMIP is VM i's.
+func HubIP(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, byte(i), 1}) }
+func VMIP(i int) netip.Addr  { return netip.AddrFrom4([4]byte{198, 18, byte(i), 2}) }
+
+// NewStar creates the hub and n VMs (at most 250), removed at cleanup.
+func NewStar(t testing.TB, n int) *Star {
+	t.Helper()
+	if n < 1 || n > 250 {
+		t.Fatalf("a star of %d VMs", n)
+	}
+	s := &Star{Hub: NewNamespace(t)}
+	for i := 1; i <= n; i++ {
+		vm := NewNamespace(t)
+		hubSide := fmt.Sprintf("vm%d", i)
+		IP(t, "-n", vm.Name, "link", "add", "eth0", "type", "veth", "peer", "name", hubSide, "netns", s.Hub.Name)
+		IP(t, "-n", vm.Name, "addr", "add", VMIP(i).String()+"/24", "dev", "eth0")
+		IP(t, "-n", s.Hub.Name, "addr", "add", HubIP(i).String()+"/24", "dev", hubSide)
+		IP(t, "-n", vm.Name, "link", "set", "eth0", "up")
+		IP(t, "-n", s.Hub.Name, "link", "set", hubSide, "up")
+		s.VMs = append(s.VMs, vm)
+	}
+	return s
+}
+
+// Command is name with args run inside the namespace (ip netns exec
+// keeps the environment the command is given).
+func (n *Namespace) Command(name string, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
 }

@@ -3,9 +3,11 @@
 package testpki
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -63,6 +65,21 @@ func (ca *CA) Issue(commonName string, names []string, usages ...x509.ExtKeyUsag
 	if err != nil {
 		return nil, fmt.Errorf("generate key: %w", err)
 	}
+	return ca.issue(key, commonName, names, usages)
+}
+
+// ServerRSA issues a server-auth certificate with an RSA key, for servers
+// that offer only RSA cipher suites (the gorouter's default
+// configuration does, for its own certificate and its backends').
+func (ca *CA) ServerRSA(names ...string) (*Leaf, error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, fmt.Errorf("generate RSA key: %w", err)
+	}
+	return ca.issue(key, names[0], names, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth})
+}
+
+func (ca *CA) issue(key crypto.Signer, commonName string, names []string, usages []x509.ExtKeyUsage) (*Leaf, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: commonName},
@@ -78,7 +95,7 @@ func (ca *CA) Issue(commonName string, names []string, usages ...x509.ExtKeyUsag
 			tmpl.DNSNames = append(tmpl.DNSNames, n)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
 	if err != nil {
 		return nil, fmt.Errorf("issue certificate for %s: %w", commonName, err)
 	}

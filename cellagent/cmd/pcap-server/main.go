@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"io"
+	"runtime"
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/agentconfig"
 	"github.com/cloudfoundry/pcap-server-release/cellagent/bpfcompile"
@@ -20,6 +21,9 @@ func main() {
 		DefaultConfig: "/var/vcap/jobs/pcap-server/config/pcap-server.yml",
 		Load:          agentconfig.Load,
 		Serve: func(ctx context.Context, cfg *agentconfig.Config, logOut io.Writer) error {
+			// The cell's cores are the apps': the agent takes at most
+			// this many, however many the VM has.
+			runtime.GOMAXPROCS(cfg.Limits.GOMAXPROCS)
 			d, err := daemon.New(cfg, daemon.Options{LogOutput: logOut})
 			if err != nil {
 				return err

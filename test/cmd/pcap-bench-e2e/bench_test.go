@@ -200,3 +200,51 @@ func TestWaitForSeesLinesBeforeAndAfterTheCall(t *testing.T) {
 		t.Fatalf("waitFor after the end: %v", err)
 	}
 }
+
+func TestParseTCPRates(t *testing.T) {
+	got, err := parseTCPRates("1G, 2.5G,500M,max")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []tcpRate{{"1G", "1G"}, {"2.5G", "2.5G"}, {"500M", "500M"}, {"max", ""}}
+	if len(got) != len(want) {
+		t.Fatalf("%v", got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("rate %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	if got, err := parseTCPRates("none"); err != nil || len(got) != 0 {
+		t.Errorf("none = %v, %v", got, err)
+	}
+	for _, bad := range []string{"", "fast", "0G", "-1G", "1GG", "1Gbit"} {
+		if _, err := parseTCPRates(bad); err == nil || !strings.Contains(err.Error(), "max") {
+			t.Errorf("parseTCPRates(%q): %v", bad, err)
+		}
+	}
+}
+
+func TestTCPReportComparesEachProcessPerByteWithTcpdump(t *testing.T) {
+	td := tcpRun{path: "tcpdump", count: pcapCount{bytes: 1e9}, cap: captured{cpu: []processCPU{{"tcpdump", 1.5}}}}
+	wp := tcpRun{path: "whole path", count: pcapCount{bytes: 5e8}, cap: captured{dropped: 3, drops: "kernel=0 agent=3 api=0",
+		cpu: []processCPU{{"agent", 1}, {"API", 0.5}, {"CLI", 0.25}}}}
+	paced := tcpStep{rate: tcpRate{"1G", "1G"}, runs: []tcpRun{td, wp}}
+	unpaced := tcpStep{rate: tcpRate{"max", ""}, runs: []tcpRun{{path: "no capture"}, td, wp}}
+	var out bytes.Buffer
+	report{cfg: config{tcp: 8 * time.Second}, tcp: []tcpStep{paced, unpaced}}.printTCP(&out)
+	text := out.String()
+	for _, want := range []string{
+		// 1.5 s over 1e9 bytes is 1.5 ns/byte; the agent's 1 s over 5e8 is 2 ns, 1.33×.
+		"| max       | 1.50    | 2.00 (1.33×) | 1.00 (0.67×) | 0.50 (0.33×) | 3.50 (2.33×) |",
+		"- Budget, agent CPU per captured byte at most 1.5× tcpdump's (unpaced): 1.33×: met.",
+		"- Budget, CLI CPU per captured byte at most 0.5× tcpdump's (unpaced): 0.33×: met.",
+		"- Budget, whole path CPU per captured byte at most 3.0× tcpdump's (unpaced): 2.33×: met.",
+		"-b 1G 0.500",
+		"rates where only the whole path reported drops: 1G: not met.",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("report lacks %q:\n%s", want, text)
+		}
+	}
+}

@@ -22,6 +22,8 @@ type capture interface {
 	start(ctx context.Context, filter, out string, stdout *os.File, traffic time.Duration) error
 	// finish waits for the capture to end and says what it cost.
 	finish(ctx context.Context) (captured, error)
+	// processes are the capture's processes, once it runs.
+	processes() []namedPID
 }
 
 // captured is what a capture says about itself.
@@ -86,6 +88,11 @@ func (c *tcpdumpCapture) start(ctx context.Context, filter, out string, stdout *
 		return err
 	}
 	return nil
+}
+
+func (c *tcpdumpCapture) processes() []namedPID {
+	// ip netns exec execs tcpdump: the same process.
+	return []namedPID{{"tcpdump", c.p.pid()}}
 }
 
 var tcpdumpDropped = regexp.MustCompile(`^(\d+) packets? dropped by kernel`)
@@ -158,6 +165,10 @@ func (c *pathCapture) start(ctx context.Context, filter, out string, stdout *os.
 	}
 	c.capturing = l.at
 	return nil
+}
+
+func (c *pathCapture) processes() []namedPID {
+	return []namedPID{{"agent", c.b.agent.pid()}, {"API", c.b.api.pid()}, {"CLI", c.p.pid()}}
 }
 
 var (

@@ -33,8 +33,50 @@ type config struct {
 	rates              []rate
 	step, margin       time.Duration
 	tcp, idle, latency time.Duration
+	tcpRates           []tcpRate
 	latencyPPS         int
-	ringMiB            int // kernel ring of both paths
+	ringMiB            int    // kernel ring of both paths
+	profile            string // directory for perf profiles of the unpaced TCP step; empty: none
+}
+
+// tcpRate is one TCP step: iperf3's -b (a bit rate it paces to), or
+// unpaced (max).
+type tcpRate struct {
+	label   string
+	bitrate string // iperf3 -b; empty: as fast as it goes
+}
+
+func parseTCPRates(s string) ([]tcpRate, error) {
+	return parseSteps(s, tcpRate{label: "max"}, func(f string) (tcpRate, error) {
+		num := strings.TrimRight(f, "KMG")
+		v, err := strconv.ParseFloat(num, 64)
+		if err != nil || v <= 0 || len(f)-len(num) > 1 {
+			return tcpRate{}, fmt.Errorf("TCP rate %q: want iperf3's -b like 500M, 1G or 2.5G, or max, or none", f)
+		}
+		return tcpRate{label: f, bitrate: f}, nil
+	})
+}
+
+// parseSteps reads a comma-separated list of steps: max is maxStep,
+// anything else is parse's, and none alone is no step.
+func parseSteps[T any](s string, maxStep T, parse func(string) (T, error)) ([]T, error) {
+	if strings.TrimSpace(s) == "none" {
+		return nil, nil
+	}
+	var steps []T
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "max" {
+			steps = append(steps, maxStep)
+			continue
+		}
+		step, err := parse(f)
+		if err != nil {
+			return nil, err
+		}
+		steps = append(steps, step)
+	}
+	return steps, nil
 }
 
 // rate is one step: packets per second, 0 for as fast as the generator
@@ -45,13 +87,7 @@ type rate struct {
 }
 
 func parseRates(s string) ([]rate, error) {
-	var rates []rate
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "max" {
-			rates = append(rates, rate{label: "max", pps: 0})
-			continue
-		}
+	return parseSteps(s, rate{label: "max", pps: 0}, func(f string) (rate, error) {
 		mult := 1.0
 		num := f
 		switch {
@@ -62,11 +98,10 @@ func parseRates(s string) ([]rate, error) {
 		}
 		v, err := strconv.ParseFloat(num, 64)
 		if err != nil || v*mult < 1 {
-			return nil, fmt.Errorf("rate %q: want packets per second like 100k, 1.5M or 5000, or max", f)
+			return rate{}, fmt.Errorf("rate %q: want packets per second like 100k, 1.5M or 5000, or max", f)
 		}
-		rates = append(rates, rate{label: f, pps: int(v * mult)})
-	}
-	return rates, nil
+		return rate{label: f, pps: int(v * mult)}, nil
+	})
 }
 
 func parseFlags(args []string) (config, error) {
@@ -78,10 +113,12 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.code, "code", "", "which code this is (git describe), printed in the report")
 	fs.StringVar(&c.appNS, "app-ns", fmt.Sprintf("pcapbench-app-%d", os.Getpid()), "name of the app's network namespace to create")
 	fs.StringVar(&c.peerNS, "peer-ns", fmt.Sprintf("pcapbench-peer-%d", os.Getpid()), "name of the traffic generator's network namespace to create")
-	rates := fs.String("rates", "100k,250k,400k,max", "UDP rate steps in packets per second, comma-separated; max: as fast as trafgen goes")
+	rates := fs.String("rates", "100k,250k,400k,max", "UDP rate steps in packets per second, comma-separated; max: as fast as trafgen goes; none: no UDP step")
+	tcpRates := fs.String("tcp-rates", "1G,2G,3G,max", "TCP steps, comma-separated: iperf3's -b (paced), max (unpaced), or none")
+	fs.StringVar(&c.profile, "profile", "", "directory for perf profiles of each process during the unpaced TCP step (needs perf); empty: no profile")
 	fs.DurationVar(&c.step, "step", 8*time.Second, "traffic per rate step and path")
 	fs.DurationVar(&c.margin, "margin", 4*time.Second, "how much longer than the traffic the whole path's capture runs (--duration)")
-	fs.DurationVar(&c.tcp, "tcp", 8*time.Second, "length of each iperf3 TCP run; 0 skips them")
+	fs.DurationVar(&c.tcp, "tcp", 8*time.Second, "length of each iperf3 TCP run; 0 skips them (as -tcp-rates none does)")
 	fs.DurationVar(&c.idle, "idle", 10*time.Second, "window of the idle CPU measurement; 0 skips it")
 	fs.DurationVar(&c.latency, "latency", 10*time.Second, "length of the latency measurement; 0 skips it")
 	fs.IntVar(&c.latencyPPS, "latency-pps", 10, "packet rate of the latency measurement")
@@ -95,6 +132,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	var err error
 	if c.rates, err = parseRates(*rates); err != nil {
+		problems = append(problems, err.Error())
+	}
+	if c.tcpRates, err = parseTCPRates(*tcpRates); err != nil {
 		problems = append(problems, err.Error())
 	}
 	if c.step < time.Second || c.margin < time.Second {
@@ -196,12 +236,22 @@ func run(ctx context.Context, cfg config) error {
 		r.udp = append(r.udp, step)
 	}
 	if cfg.tcp > 0 {
-		for _, c := range []capture{nil, &tcpdumpCapture{b: b}, &pathCapture{b: b}} {
-			res, err := b.tcpRun(ctx, c)
-			if err != nil {
-				return fmt.Errorf("iperf3 with %s: %w", res.path, err)
+		for _, rt := range cfg.tcpRates {
+			step := tcpStep{rate: rt}
+			captures := []capture{&tcpdumpCapture{b: b}, &pathCapture{b: b}}
+			if rt.bitrate == "" {
+				// What iperf3 does alone on this machine, for scale.
+				captures = append([]capture{nil}, captures...)
 			}
-			r.tcp = append(r.tcp, res)
+			for _, c := range captures {
+				res, err := b.tcpRun(ctx, c, rt)
+				if err != nil {
+					return fmt.Errorf("iperf3 -b %s with %s: %w", rt.label, res.path, err)
+				}
+				progress("  iperf3 %.2f Gbit/s; captured %d packets, %.0f MB; dropped %s", res.iperf.bitsPerSecond/1e9, res.count.packets, float64(res.count.bytes)/1e6, orDash(res.cap.drops))
+				step.runs = append(step.runs, res)
+			}
+			r.tcp = append(r.tcp, step)
 		}
 	}
 	if cfg.idle > 0 {

@@ -68,6 +68,23 @@ func (b *bench) udpRun(ctx context.Context, c capture, pps int) (udpRun, error) 
 	return r, err
 }
 
+// tcpStep is one iperf3 rate through both paths (and, unpaced, without
+// a capture first).
+type tcpStep struct {
+	rate tcpRate
+	runs []tcpRun
+}
+
+// run returns the step's run through path, if there is one.
+func (s tcpStep) run(path string) (tcpRun, bool) {
+	for _, r := range s.runs {
+		if r.path == path {
+			return r, true
+		}
+	}
+	return tcpRun{}, false
+}
+
 // tcpRun is one iperf3 run, without a capture (c nil) or through one,
 // whose pcap stream is counted from a pipe: at tens of Gbit/s a file
 // would not fit in memory.
@@ -78,16 +95,25 @@ type tcpRun struct {
 	cap   captured
 }
 
-func (b *bench) tcpRun(ctx context.Context, c capture) (tcpRun, error) {
+// nsPerByte is a process's CPU time per captured byte (packet data, as
+// counted in the file), in ns.
+func (r tcpRun) nsPerByte(seconds float64) float64 {
+	if r.count.bytes == 0 {
+		return 0
+	}
+	return seconds * 1e9 / float64(r.count.bytes)
+}
+
+func (b *bench) tcpRun(ctx context.Context, c capture, rt tcpRate) (tcpRun, error) {
 	r := tcpRun{path: "no capture"}
 	if c == nil {
-		progress("iperf3 TCP, %s, without a capture", b.cfg.tcp)
+		progress("iperf3 TCP %s, %s, without a capture", rt.label, b.cfg.tcp)
 		var err error
-		r.iperf, err = b.runIperf(ctx, b.cfg.tcp)
+		r.iperf, err = b.runIperf(ctx, b.cfg.tcp, rt.bitrate, nil)
 		return r, err
 	}
 	r.path = c.name()
-	progress("iperf3 TCP, %s, through %s", b.cfg.tcp, c.name())
+	progress("iperf3 TCP %s, %s, through %s", rt.label, b.cfg.tcp, c.name())
 	pw, counted, err := readPipe(countPcap)
 	if err != nil {
 		return r, err
@@ -98,11 +124,18 @@ func (b *bench) tcpRun(ctx context.Context, c capture) (tcpRun, error) {
 		_, _ = counted()
 		return r, err
 	}
-	var iperfErr, finishErr, countErr error
-	r.iperf, iperfErr = b.runIperf(ctx, b.cfg.tcp)
+	var prof *profiler
+	if b.cfg.profile != "" && rt.bitrate == "" {
+		prof = &profiler{dir: b.cfg.profile, path: c.name(), procs: c.processes(), window: b.cfg.tcp / 2}
+	}
+	var iperfErr, finishErr, countErr, profErr error
+	r.iperf, iperfErr = b.runIperf(ctx, b.cfg.tcp, rt.bitrate, prof)
 	r.cap, finishErr = c.finish(ctx)
 	r.count, countErr = counted()
-	return r, errors.Join(iperfErr, finishErr, countErr)
+	if prof != nil {
+		profErr = prof.report(ctx)
+	}
+	return r, errors.Join(iperfErr, finishErr, countErr, profErr)
 }
 
 // readPipe runs read on the read end of a new pipe and returns the write

@@ -12,14 +12,22 @@ import (
 // The fast path's targets (issue 9), checked in the report.
 const (
 	targetCPURatio   = 4.0 // whole path's CPU per packet at most this many times tcpdump's
-	targetTCPCapture = 0.8 // whole path's captured TCP bytes at least this share of tcpdump's
+	targetTCPCapture = 0.8 // whole path's captured TCP bytes at least this share of tcpdump's, unpaced
 )
+
+// byteBudgets are each process's CPU per captured byte at full snaplen,
+// at most this many times tcpdump's in the same run (issue 19), checked
+// on the unpaced TCP step.
+var byteBudgets = []struct {
+	process string
+	ratio   float64
+}{{"agent", 1.5}, {"API", 1}, {"CLI", 0.5}, {"whole path", 3}}
 
 type report struct {
 	machine string
 	cfg     config
 	udp     []udpStep
-	tcp     []tcpRun
+	tcp     []tcpStep
 	idle    idleResult
 	latency latencyResult
 }
@@ -59,8 +67,10 @@ func (r report) print(w io.Writer) {
 		"Sent: packets the app's eth0 received; achieved: sent over the generator's run time. "+
 		"CPU: utime+stime per process (/proc/PID/stat for the agent and the API; wait4 for tcpdump and the CLI, which exit) "+
 		"over the packets in the file. A shared, noisy machine: compare the two paths within a run.\n\n", r.cfg.step, r.cfg.ringMiB)
-	r.printUDP(w)
-	r.printTargets(w)
+	if len(r.udp) > 0 {
+		r.printUDP(w)
+		r.printTargets(w)
+	}
 	if len(r.tcp) > 0 {
 		r.printTCP(w)
 	}
@@ -139,46 +149,126 @@ func (r report) printTargets(w io.Writer) {
 	fmt.Fprintf(w, "- Target, lossless wherever tcpdump is: steps where only the whole path lost packets: %s: %s.\n",
 		lossy, metText(len(lossyWhereTcpdumpIsNot) == 0))
 	if ratio, ok := r.tcpRatio(); ok {
-		fmt.Fprintf(w, "- Target, TCP captured bytes at least %.1f× tcpdump's: %.2f×: %s.\n", targetTCPCapture, ratio, metText(ratio >= targetTCPCapture))
+		fmt.Fprintf(w, "- Target, TCP captured bytes at least %.1f× tcpdump's (unpaced): %.2f×: %s.\n", targetTCPCapture, ratio, metText(ratio >= targetTCPCapture))
 	}
+}
+
+// unpacedTCP is the unpaced TCP step, if it ran.
+func (r report) unpacedTCP() (tcpStep, bool) {
+	for _, s := range r.tcp {
+		if s.rate.bitrate == "" {
+			return s, true
+		}
+	}
+	return tcpStep{}, false
+}
+
+// keptShare is the whole path's captured bytes over tcpdump's.
+func (s tcpStep) keptShare() (float64, bool) {
+	td, ok1 := s.run("tcpdump")
+	wp, ok2 := s.run("whole path")
+	if !ok1 || !ok2 || td.count.bytes == 0 {
+		return 0, false
+	}
+	return float64(wp.count.bytes) / float64(td.count.bytes), true
 }
 
 func (r report) tcpRatio() (float64, bool) {
-	var td, wp uint64
-	for _, run := range r.tcp {
-		switch run.path {
-		case "tcpdump":
-			td = run.count.bytes
-		case "whole path":
-			wp = run.count.bytes
-		}
-	}
-	if td == 0 {
+	s, ok := r.unpacedTCP()
+	if !ok {
 		return 0, false
 	}
-	return float64(wp) / float64(td), true
+	return s.keptShare()
 }
 
 func (r report) printTCP(w io.Writer) {
-	fmt.Fprintf(w, "\n### iperf3 TCP, %s, filter `tcp`, snaplen 65535 (captures read from a pipe, not a file: they are gigabytes)\n\n", r.cfg.tcp)
-	t := table{header: []string{"capture", "iperf3 Gbit/s", "iperf3 MB", "captured packets", "captured MB", "captured / iperf3 bytes", "drops reported", "ended"}}
-	for _, run := range r.tcp {
-		captured, share := "-", "-"
-		packets := "-"
-		if run.path != "no capture" {
-			packets = fmt.Sprint(run.count.packets)
-			captured = fmt.Sprintf("%.0f", float64(run.count.bytes)/1e6)
-			if run.iperf.bytes > 0 {
-				share = fmt.Sprintf("%.2f", float64(run.count.bytes)/float64(run.iperf.bytes))
+	fmt.Fprintf(w, "\n### iperf3 TCP, %s per run, filter `tcp`, snaplen 65535 (captures read from a pipe, not a file: they are gigabytes)\n\n", r.cfg.tcp)
+	t := table{header: []string{"iperf3 -b", "capture", "iperf3 Gbit/s", "iperf3 MB", "captured packets", "captured MB", "captured / tcpdump", "drops reported", "ended"}}
+	for _, s := range r.tcp {
+		share, hasShare := s.keptShare()
+		for _, run := range s.runs {
+			captured, kept, packets := "-", "-", "-"
+			if run.path != "no capture" {
+				packets = fmt.Sprint(run.count.packets)
+				captured = fmt.Sprintf("%.0f", float64(run.count.bytes)/1e6)
 			}
+			if run.path == "whole path" && hasShare {
+				kept = fmt.Sprintf("%.3f", share)
+			}
+			t.add(s.rate.label, run.path, fmt.Sprintf("%.2f", run.iperf.bitsPerSecond/1e9), fmt.Sprintf("%.0f", float64(run.iperf.bytes)/1e6),
+				packets, captured, kept, orDash(run.cap.drops), orDash(run.cap.ended))
 		}
-		t.add(run.path, fmt.Sprintf("%.2f", run.iperf.bitsPerSecond/1e9), fmt.Sprintf("%.0f", float64(run.iperf.bytes)/1e6),
-			packets, captured, share, orDash(run.cap.drops), orDash(run.cap.ended))
 	}
 	t.print(w)
-	if ratio, ok := r.tcpRatio(); ok {
-		fmt.Fprintf(w, "\nCaptured bytes, whole path / tcpdump: %.2f.\n", ratio)
+
+	fmt.Fprintf(w, "\nCPU per captured byte (utime+stime over the bytes of packet data in the capture), in ns, and as a multiple of tcpdump's in the same step:\n\n")
+	t = table{header: []string{"iperf3 -b", "tcpdump", "agent", "API", "CLI", "whole path"}}
+	for _, s := range r.tcp {
+		td, ok1 := s.run("tcpdump")
+		wp, ok2 := s.run("whole path")
+		if !ok1 || !ok2 {
+			continue
+		}
+		base := td.nsPerByte(td.cap.cpuTotal())
+		cells := []string{s.rate.label, fmt.Sprintf("%.2f", base)}
+		for _, b := range byteBudgets {
+			ns := wp.nsPerByte(wp.processCPU(b.process))
+			cells = append(cells, fmt.Sprintf("%.2f (%s)", ns, times(ns, base)))
+		}
+		t.add(cells...)
 	}
+	t.print(w)
+	fmt.Fprintln(w)
+
+	if s, ok := r.unpacedTCP(); ok {
+		td, _ := s.run("tcpdump")
+		wp, _ := s.run("whole path")
+		base := td.nsPerByte(td.cap.cpuTotal())
+		for _, b := range byteBudgets {
+			ratio := 0.0
+			if base > 0 {
+				ratio = wp.nsPerByte(wp.processCPU(b.process)) / base
+			}
+			fmt.Fprintf(w, "- Budget, %s CPU per captured byte at most %.1f× tcpdump's (unpaced): %.2f×: %s.\n", b.process, b.ratio, ratio, metText(base > 0 && ratio <= b.ratio))
+		}
+	}
+	var paced, lossy []string
+	for _, s := range r.tcp {
+		td, ok1 := s.run("tcpdump")
+		wp, ok2 := s.run("whole path")
+		if s.rate.bitrate == "" || !ok1 || !ok2 {
+			continue
+		}
+		share, _ := s.keptShare()
+		paced = append(paced, fmt.Sprintf("-b %s %.3f", s.rate.label, share))
+		if td.cap.dropped == 0 && wp.cap.dropped != 0 {
+			lossy = append(lossy, s.rate.label)
+		}
+	}
+	if len(paced) > 0 {
+		lossyText := "none"
+		if len(lossy) > 0 {
+			lossyText = strings.Join(lossy, ", ")
+		}
+		fmt.Fprintf(w, "- Paced TCP, bytes the whole path kept over tcpdump's: %s. Target, lossless wherever tcpdump is: rates where only the whole path reported drops: %s: %s.\n",
+			strings.Join(paced, ", "), lossyText, metText(len(lossy) == 0))
+	}
+}
+
+// processCPU is the CPU seconds of one process of the run, or of all of
+// them for "whole path".
+func (r tcpRun) processCPU(process string) float64 {
+	if process == "whole path" {
+		return r.cap.cpuTotal()
+	}
+	return r.cap.cpuOf(process)
+}
+
+func times(v, base float64) string {
+	if base <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f×", v/base)
 }
 
 func (r report) printIdle(w io.Writer) {

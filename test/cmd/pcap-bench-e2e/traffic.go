@@ -103,8 +103,10 @@ type iperfResult struct {
 }
 
 // runIperf runs one iperf3 TCP test of d: the server in the app namespace,
-// the client in the peer namespace.
-func (b *bench) runIperf(ctx context.Context, d time.Duration) (iperfResult, error) {
+// the client in the peer namespace, paced to bitrate (iperf3's -b) unless
+// it is empty. prof, if set, profiles the capture's processes once the
+// traffic flows.
+func (b *bench) runIperf(ctx context.Context, d time.Duration, bitrate string, prof *profiler) (iperfResult, error) {
 	server, err := startProc(procSpec{name: "iperf3 server", args: []string{
 		"ip", "netns", "exec", b.topo.app, "iperf3", "--server", "--one-off", "--bind", appIP, "--forceflush"}})
 	if err != nil {
@@ -115,10 +117,22 @@ func (b *bench) runIperf(ctx context.Context, d time.Duration) (iperfResult, err
 		return iperfResult{}, err
 	}
 	secs := strconv.Itoa(int(d.Round(time.Second) / time.Second))
-	client, err := startProc(procSpec{name: "iperf3 client", args: []string{
-		"ip", "netns", "exec", b.topo.peer, "iperf3", "--client", appIP, "--time", secs, "--json"}})
+	args := []string{"ip", "netns", "exec", b.topo.peer, "iperf3", "--client", appIP, "--time", secs, "--json"}
+	if bitrate != "" {
+		args = append(args, "--bitrate", bitrate)
+	}
+	client, err := startProc(procSpec{name: "iperf3 client", args: args})
 	if err != nil {
 		return iperfResult{}, err
+	}
+	if prof != nil {
+		// A second in, the connection is at its rate.
+		if err := sleep(ctx, time.Second); err != nil {
+			return iperfResult{}, err
+		}
+		if err := prof.start(); err != nil {
+			return iperfResult{}, err
+		}
 	}
 	if err := client.wait(ctx, d+30*time.Second); err != nil {
 		return iperfResult{}, client.fail("%v", err)
