@@ -191,3 +191,29 @@ func TestDroppedFramesAreCheckedToo(t *testing.T) {
 		t.Fatalf("instance ended %s: %q", i.Reason, i.Message)
 	}
 }
+
+// Stats naming more devices than a capture may have end the instance with
+// error, its packets kept: the API keeps an instance's last Stats, and a
+// control frame of empty devices decoded to thousands of them.
+func TestStatsOfTooManyDevicesEndTheInstance(t *testing.T) {
+	many := `{"devices":[` + strings.TrimSuffix(strings.Repeat("{},", (wire.MaxControlPayload-20)/3), ",") + `]}`
+	agents, targets := agentsFor(t, func(t *testing.T, req *wire.CaptureRequest, r *wire.Reader, w *wire.Writer) {
+		_ = w.WriteMessage(&wire.Started{LinkType: 1, Snaplen: req.Snaplen})
+		_ = packetsFrame(w, 1)
+		_ = w.WriteFrame(wire.TypeStats, []byte(many))
+		_ = packetsFrame(w, 2)
+	})
+	sess, failed := Start(context.Background(), agents, request(targets), Options{BufferBytes: 1 << 20})
+	if len(failed) > 0 {
+		t.Fatal(failed[0])
+	}
+	var out bytes.Buffer
+	res := sess.Run(context.Background(), &out, func() error { return nil }, noStop())
+	if got := readPcap(t, out.Bytes()); !slices.Equal(got, []int64{1}) {
+		t.Fatalf("file holds %v", got)
+	}
+	i := res.Instances[0]
+	if i.Reason != wire.EndError || !strings.Contains(i.Message, "more than 4 devices") || len(i.Stats.Devices) != 0 {
+		t.Fatalf("instance ended %s: %q, %d devices counted", i.Reason, i.Message, len(i.Stats.Devices))
+	}
+}
