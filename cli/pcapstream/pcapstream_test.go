@@ -268,23 +268,29 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// BenchmarkCopy copies a stream of 60-byte packets arriving in 16 KiB
-// reads; the baseline is io.Copy of the same bytes, which knows nothing of
-// records.
-func BenchmarkCopy(b *testing.B) {
-	const packets = 100000
+// benchStream is a pcap stream of n packets, packet i of size(i) bytes.
+func benchStream(b *testing.B, n int, size func(int) int) *bytes.Buffer {
 	var stream bytes.Buffer
 	w := pcapgo.NewWriterNanos(&stream)
 	if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
 		b.Fatal(err)
 	}
-	data := make([]byte, 60)
-	for i := range packets {
-		ci := gopacket.CaptureInfo{Timestamp: time.Unix(1700000000, int64(i)), CaptureLength: 60, Length: 60}
+	for i := range n {
+		data := make([]byte, size(i))
+		ci := gopacket.CaptureInfo{Timestamp: time.Unix(1700000000, int64(i)), CaptureLength: len(data), Length: len(data)}
 		if err := w.WritePacket(ci, data); err != nil {
 			b.Fatal(err)
 		}
 	}
+	return &stream
+}
+
+// BenchmarkCopy copies a stream of 60-byte packets arriving in 16 KiB
+// reads; the baseline is io.Copy of the same bytes, which knows nothing of
+// records.
+func BenchmarkCopy(b *testing.B) {
+	const packets = 100000
+	stream := benchStream(b, packets, func(int) int { return 60 })
 	b.Run("copier", func(b *testing.B) {
 		for b.Loop() {
 			if err := NewCopier(io.Discard, &chunkReader{stream.Bytes(), 16 << 10}).Copy(); err != nil {
@@ -308,19 +314,7 @@ func BenchmarkCopy(b *testing.B) {
 // 256 KiB reads, the API's chunks, into a writer that discards; the
 // baseline is io.Copy with a buffer of the copier's size.
 func BenchmarkCopyBulk(b *testing.B) {
-	const packets = 2000
-	var stream bytes.Buffer
-	w := pcapgo.NewWriterNanos(&stream)
-	if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
-		b.Fatal(err)
-	}
-	for i := range packets {
-		data := make([]byte, 40000+i*13%25000)
-		ci := gopacket.CaptureInfo{Timestamp: time.Unix(1700000000, int64(i)), CaptureLength: len(data), Length: len(data)}
-		if err := w.WritePacket(ci, data); err != nil {
-			b.Fatal(err)
-		}
-	}
+	stream := benchStream(b, 2000, func(i int) int { return 40000 + i*13%25000 })
 	b.Run("copier", func(b *testing.B) {
 		b.SetBytes(int64(stream.Len()))
 		for b.Loop() {
