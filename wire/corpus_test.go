@@ -8,8 +8,8 @@ import (
 )
 
 // seedFrames are the protocol's own frames: one of every message, a packet
-// batch, a device's packet batch, an unknown type and an oversized header,
-// each as a whole stream.
+// batch, a device's packet batch, an unknown type, an oversized header and
+// Stats of too many devices, each as a whole stream.
 func seedFrames() [][]byte {
 	var seeds [][]byte
 	for _, m := range allMessages() {
@@ -28,6 +28,10 @@ func seedFrames() [][]byte {
 	_ = NewWriter(&s).WriteFrame(Type(99), []byte("from the future"))
 	seeds = append(seeds, s.Bytes())
 	seeds = append(seeds, []byte{byte(TypePackets), 0xff, 0xff, 0xff, 0xff})
+	// More devices than a capture may have.
+	var many bytes.Buffer
+	_ = NewWriter(&many).WriteFrame(TypeStats, []byte(`{"devices":[{},{},{},{},{},{}]}`))
+	seeds = append(seeds, many.Bytes())
 	return seeds
 }
 

@@ -80,6 +80,22 @@ func FuzzReader(f *testing.F) {
 						t.Fatalf("app request naming VM %+v accepted", req.Bosh)
 					}
 				}
+				// What the API keeps of an instance stays small.
+				var devices int
+				switch v := m.(type) {
+				case *Stats:
+					devices = len(v.Devices)
+				case *End:
+					devices = len(v.Stats.Devices)
+				case *Started:
+					devices = len(v.Devices)
+					if len(v.Container) > maxContainer {
+						t.Fatalf("container of %d bytes accepted", len(v.Container))
+					}
+				}
+				if devices > MaxDevices {
+					t.Fatalf("%s of %d devices accepted", fr.Type, devices)
+				}
 				if h, ok := m.(*Hello); ok && ValidateHello(h) == nil && h.Bosh != nil && h.Bosh.Validate() != nil {
 					t.Fatalf("hello with an invalid BOSH identity %+v accepted", h.Bosh)
 				}

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -191,6 +192,64 @@ type Started struct {
 	Devices []DeviceStart `json:"devices,omitempty"`
 }
 
+// maxContainer is the longest container a Started may name: a clipped
+// message (see ClipMessage).
+const maxContainer = MaxMessage + len(clipMark)
+
+// UnmarshalJSON decodes a Started, refusing more than MaxDevices devices
+// before decoding them and a container longer than an agent sends: the
+// API keeps an instance's Started for the capture's life.
+func (st *Started) UnmarshalJSON(b []byte) error {
+	type plain Started // without this method
+	var v struct {
+		plain
+		Devices deviceList[DeviceStart] `json:"devices"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	if len(v.Container) > maxContainer {
+		return fmt.Errorf("container of %d bytes, at most %d", len(v.Container), maxContainer)
+	}
+	*st = Started(v.plain)
+	st.Devices = v.Devices
+	return nil
+}
+
+// deviceList is a JSON array of at most MaxDevices elements, one per
+// device. A longer one is refused as soon as its element beyond the
+// maximum begins: a 32 KiB control frame of empty elements would
+// otherwise decode to thousands of them.
+type deviceList[T any] []T
+
+func (l *deviceList[T]) UnmarshalJSON(b []byte) error {
+	d := json.NewDecoder(bytes.NewReader(b))
+	tok, err := d.Token()
+	if err != nil {
+		return err
+	}
+	if tok == nil { // null
+		*l = nil
+		return nil
+	}
+	if tok != json.Delim('[') {
+		return fmt.Errorf("devices: %v, want an array", tok)
+	}
+	var list []T
+	for d.More() {
+		if len(list) == MaxDevices {
+			return fmt.Errorf("more than %d devices", MaxDevices)
+		}
+		var e T
+		if err := d.Decode(&e); err != nil {
+			return fmt.Errorf("device %d: %w", len(list), err)
+		}
+		list = append(list, e)
+	}
+	*l = list
+	return nil
+}
+
 // DeviceStart is how one device of a capture of several started.
 type DeviceStart struct {
 	Device string `json:"device"`
@@ -234,6 +293,22 @@ type Stats struct {
 	// (version 2), in the request's order; Counters are their sums, for
 	// readers of version 1.
 	Devices []Counters `json:"devices,omitempty"`
+}
+
+// UnmarshalJSON decodes Stats, refusing more than MaxDevices devices
+// before decoding them: the API keeps an instance's last Stats.
+func (s *Stats) UnmarshalJSON(b []byte) error {
+	type plain Stats // without this method
+	var v struct {
+		plain
+		Devices deviceList[Counters] `json:"devices"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*s = Stats(v.plain)
+	s.Devices = v.Devices
+	return nil
 }
 
 // Counters are a capture's (or one device's) cumulative counters.
@@ -377,6 +452,9 @@ func isAnswer(t Type) bool {
 // one.
 const MaxMessage = 512
 
+// clipMark ends a clipped message.
+const clipMark = "..."
+
 // ClipMessage makes s fit for a header, a log line or an answer: control
 // characters become spaces, and text beyond MaxMessage bytes is cut at a
 // character boundary and marked with "...". Agents are not trusted to
@@ -389,7 +467,7 @@ func ClipMessage(s string) string {
 		return r
 	}, s)
 	if len(s) > MaxMessage {
-		s = strings.ToValidUTF8(s[:MaxMessage], "") + "..."
+		s = strings.ToValidUTF8(s[:MaxMessage], "") + clipMark
 	}
 	return s
 }

@@ -395,3 +395,52 @@ func TestAnswersFitTheControlFrameLimit(t *testing.T) {
 		t.Fatal("Marshal changed the message it encoded")
 	}
 }
+
+// An agent's Stats, End and Started name at most MaxDevices devices and a
+// container no longer than a clipped message: the API keeps them for the
+// capture's life. A longer list is refused before it is decoded whole.
+func TestMessagesRefuseMoreDevicesThanTheMaximum(t *testing.T) {
+	list := func(n int, elem string) string {
+		return "[" + strings.TrimSuffix(strings.Repeat(elem+",", n), ",") + "]"
+	}
+	for _, c := range []struct {
+		typ     Type
+		payload string
+		err     string // "" if it decodes
+	}{
+		{TypeStats, `{"packets":1,"devices":` + list(MaxDevices, `{"packets":1}`) + `}`, ""},
+		{TypeStats, `{"packets":1,"devices":null}`, ""},
+		{TypeStats, `{"devices":` + list(MaxDevices+1, `{}`) + `}`, "more than 4 devices"},
+		{TypeStats, `{"devices":{}}`, "want an array"},
+		{TypeEnd, `{"reason":"error","stats":{"devices":` + list(MaxDevices+1, `{}`) + `}}`, "more than 4 devices"},
+		{TypeStarted, `{"link_type":1,"devices":` + list(MaxDevices, `{"device":"eth0"}`) + `}`, ""},
+		{TypeStarted, `{"link_type":1,"devices":` + list(MaxDevices+1, `{"device":"eth0"}`) + `}`, "more than 4 devices"},
+		{TypeStarted, `{"link_type":1,"container":"` + strings.Repeat("c", MaxMessage+3) + `"}`, ""},
+		{TypeStarted, `{"link_type":1,"container":"` + strings.Repeat("c", MaxMessage+4) + `"}`, "container of 516 bytes, at most 515"},
+	} {
+		m, err := Decode(Frame{Type: c.typ, Payload: []byte(c.payload)})
+		switch {
+		case c.err == "" && err != nil:
+			t.Errorf("%s %.80s: %v", c.typ, c.payload, err)
+		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+			t.Errorf("%s %.80s: %v, want an error saying %q", c.typ, c.payload, err, c.err)
+		case c.err == "" && c.typ == TypeStats && m.(*Stats).Packets != 1:
+			t.Errorf("%s %.80s decoded to %+v", c.typ, c.payload, m)
+		}
+	}
+
+	// A control frame of empty devices, as large as one may be: refused
+	// without decoding its thousands of them.
+	payload := `{"devices":` + list((MaxControlPayload-20)/3, `{}`) + `}`
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	_, err := Decode(Frame{Type: TypeStats, Payload: []byte(payload)})
+	runtime.ReadMemStats(&after)
+	if err == nil {
+		t.Fatal("a Stats of thousands of devices decoded")
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 64<<10 {
+		t.Fatalf("refusing a Stats of %d bytes allocated %d bytes", len(payload), alloc)
+	}
+}

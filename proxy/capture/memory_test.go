@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -189,5 +190,70 @@ func TestDroppedFramesAreCheckedToo(t *testing.T) {
 	}
 	if i := res.Instances[0]; i.Reason != wire.EndError || !strings.Contains(i.Message, "3 stray bytes at offset 76") {
 		t.Fatalf("instance ended %s: %q", i.Reason, i.Message)
+	}
+}
+
+// Stats naming more devices than a capture may have end the instance with
+// error, its packets kept: the API keeps an instance's last Stats, and a
+// control frame of empty devices decoded to thousands of them.
+func TestStatsOfTooManyDevicesEndTheInstance(t *testing.T) {
+	many := `{"devices":[` + strings.TrimSuffix(strings.Repeat("{},", (wire.MaxControlPayload-20)/3), ",") + `]}`
+	agents, targets := agentsFor(t, func(t *testing.T, req *wire.CaptureRequest, r *wire.Reader, w *wire.Writer) {
+		_ = w.WriteMessage(&wire.Started{LinkType: 1, Snaplen: req.Snaplen})
+		_ = packetsFrame(w, 1)
+		_ = w.WriteFrame(wire.TypeStats, []byte(many))
+		_ = packetsFrame(w, 2)
+	})
+	sess, failed := Start(context.Background(), agents, request(targets), Options{BufferBytes: 1 << 20})
+	if len(failed) > 0 {
+		t.Fatal(failed[0])
+	}
+	var out bytes.Buffer
+	res := sess.Run(context.Background(), &out, func() error { return nil }, noStop())
+	if got := readPcap(t, out.Bytes()); !slices.Equal(got, []int64{1}) {
+		t.Fatalf("file holds %v", got)
+	}
+	i := res.Instances[0]
+	if i.Reason != wire.EndError || !strings.Contains(i.Message, "more than 4 devices") || len(i.Stats.Devices) != 0 {
+		t.Fatalf("instance ended %s: %q, %d devices counted", i.Reason, i.Message, len(i.Stats.Devices))
+	}
+}
+
+// An instance left out for its link type does not hold the capture's end
+// back when its agent freezes: its reader, started at its Started, stops
+// at once.
+func TestAnInstanceLeftOutForItsLinkTypeDoesNotHoldTheEndBack(t *testing.T) {
+	frozen := make(chan struct{})
+	agents, targets := agentsFor(t,
+		func(t *testing.T, req *wire.CaptureRequest, r *wire.Reader, w *wire.Writer) {
+			_ = w.WriteMessage(&wire.Started{LinkType: 1, Snaplen: req.Snaplen})
+			_ = packetsFrame(w, 1)
+			_ = w.WriteMessage(&wire.End{Reason: wire.EndDuration})
+		},
+		func(t *testing.T, req *wire.CaptureRequest, r *wire.Reader, w *wire.Writer) {
+			_ = w.WriteMessage(&wire.Started{LinkType: 101, Snaplen: req.Snaplen})
+			<-frozen // neither sends nor closes
+		})
+	unfreeze := sync.OnceFunc(func() { close(frozen) })
+	defer unfreeze()
+	for _, a := range agents {
+		a.halfClose = true
+	}
+	sess, failed := Start(context.Background(), agents, request(targets), Options{BufferBytes: 1 << 20})
+	if len(failed) != 1 || !strings.Contains(failed[0].Message, "link type 101 differs") {
+		t.Fatalf("failed: %v", failed)
+	}
+	ran := make(chan Result, 1)
+	var out bytes.Buffer
+	go func() { ran <- sess.Run(context.Background(), &out, func() error { return nil }, noStop()) }()
+	select {
+	case res := <-ran:
+		if res.Reason != wire.EndDuration {
+			t.Fatalf("ended %s", res.Reason)
+		}
+	case <-time.After(10 * time.Second): // the stream's close timeout is 30 s
+		unfreeze()
+		<-ran
+		t.Fatal("the capture waited for the reader of the instance it left out")
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"math/bits"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cloudfoundry/pcap-server-release/wire"
@@ -71,28 +70,60 @@ func classSize(class int) int {
 
 // framePool hands out frame buffers within a capture's budget: every
 // buffer counts whole, with its bookkeeping, from the moment it is read
-// into until its last record is written. A frame that does not fit is not
-// read into memory at all.
+// into until its last record is written, and while it waits to be used
+// again. A frame that does not fit is not read into memory at all.
+//
+// Written frames wait in a free list of their class, counted against the
+// budget, and are dropped when a frame of another size needs the room: a
+// sync.Pool per class kept them uncounted until the second collection,
+// and an agent changing its frames' sizes left several classes' worth
+// alive (15 MiB after a full collection for a budget of 8 MiB).
 type framePool struct {
 	budget int64
-	used   atomic.Int64
-	pools  [numClasses]sync.Pool
+
+	mu        sync.Mutex
+	used      int64 // in use and free, with their bookkeeping
+	freeBytes int64 // of which free
+	free      [numClasses][]*frame
 }
 
 func newFramePool(budget int) *framePool {
 	return &framePool{budget: int64(budget)}
 }
 
+// cost is what a frame of class counts against the budget.
+func cost(class int) int64 { return int64(classSize(class)) + frameOverhead }
+
 // get returns a frame whose buf holds n bytes, or nil when the budget has
 // no room for it.
 func (p *framePool) get(n int) *frame {
 	class := classOf(n)
-	cost := int64(classSize(class)) + frameOverhead
-	if p.used.Add(cost) > p.budget {
-		p.used.Add(-cost)
-		return nil
+	c := cost(class)
+	p.mu.Lock()
+	var f *frame
+	if k := len(p.free[class]); k > 0 {
+		f = p.free[class][k-1]
+		p.free[class][k-1] = nil
+		p.free[class] = p.free[class][:k-1]
+		p.freeBytes -= c
+	} else {
+		// Free frames of other sizes give way, the largest first.
+		for cl := numClasses - 1; cl >= 0 && p.used+c > p.budget && p.freeBytes > 0; cl-- {
+			for len(p.free[cl]) > 0 && p.used+c > p.budget {
+				k := len(p.free[cl])
+				p.free[cl][k-1] = nil
+				p.free[cl] = p.free[cl][:k-1]
+				p.used -= cost(cl)
+				p.freeBytes -= cost(cl)
+			}
+		}
+		if p.used+c > p.budget {
+			p.mu.Unlock()
+			return nil
+		}
+		p.used += c
 	}
-	f, _ := p.pools[class].Get().(*frame)
+	p.mu.Unlock()
 	if f == nil {
 		f = &frame{buf: make([]byte, classSize(class)), class: class}
 	}
@@ -101,10 +132,12 @@ func (p *framePool) get(n int) *frame {
 	return f
 }
 
-// put returns a frame to the pool and its memory to the budget.
+// put returns a frame to its free list, to be used again.
 func (p *framePool) put(f *frame) {
-	p.used.Add(-(int64(classSize(f.class)) + frameOverhead))
-	p.pools[f.class].Put(f)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.free[f.class] = append(p.free[f.class], f)
+	p.freeBytes += cost(f.class)
 }
 
 // inbox is where the stream readers hand frames to the writing loop. The

@@ -2,6 +2,7 @@ package capture
 
 import (
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -199,4 +200,33 @@ func TestMergeQueueDoesNotGrowWhileNeverEmpty(t *testing.T) {
 	if q := &m.queues[0]; q.len() > 2 || cap(q.items) > 4096 {
 		t.Fatalf("queue holds %d frames in %d slots", q.len(), cap(q.items))
 	}
+}
+
+// Written frames wait to be used again within the budget: an agent that
+// changes its frames' sizes does not leave several budgets' worth of
+// buffers alive.
+func TestFramePoolKeepsItsFreeFramesWithinTheBudget(t *testing.T) {
+	const budget = 8 << 20
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	p := newFramePool(budget)
+	for _, size := range []int{128 << 10, 160 << 10, 192 << 10, 224 << 10} {
+		var got []*frame
+		for f := p.get(size); f != nil; f = p.get(size) {
+			got = append(got, f)
+		}
+		if len(got) < budget/(size+size/4+frameOverhead) {
+			t.Fatalf("%d frames of %d bytes in a budget of %d", len(got), size, budget)
+		}
+		for _, f := range got {
+			p.put(f)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if live := int64(after.HeapAlloc) - int64(before.HeapAlloc); live > budget+1<<20 {
+		t.Fatalf("%d bytes live after a collection, for a budget of %d", live, budget)
+	}
+	runtime.KeepAlive(p)
 }

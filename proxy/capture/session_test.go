@@ -41,9 +41,12 @@ type fakeAgent struct {
 	script  script
 	version int                // 0: the newest
 	bosh    *wire.BoshInstance // the hello's VM identity
-	wg      sync.WaitGroup
-	active  int
-	mu      sync.Mutex
+	// halfClose: the API closing its end does not end its reads, as with
+	// a yamux stream whose agent never answers the close.
+	halfClose bool
+	wg        sync.WaitGroup
+	active    int
+	mu        sync.Mutex
 }
 
 func (a *fakeAgent) Open(ctx context.Context) (net.Conn, error) {
@@ -57,8 +60,17 @@ func (a *fakeAgent) Open(ctx context.Context) (net.Conn, error) {
 		}
 		a.script(a.t, req, r, w)
 	})
+	if a.halfClose {
+		return halfClosingConn{api}, nil
+	}
 	return api, nil
 }
+
+// halfClosingConn is a connection whose Close leaves reads waiting for
+// the peer or a deadline.
+type halfClosingConn struct{ net.Conn }
+
+func (halfClosingConn) Close() error { return nil }
 
 func (a *fakeAgent) TryAcquire(int) bool          { a.mu.Lock(); a.active++; a.mu.Unlock(); return true }
 func (a *fakeAgent) Release()                     { a.mu.Lock(); a.active--; a.mu.Unlock() }

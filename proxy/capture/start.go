@@ -552,6 +552,10 @@ func statusOf(c wire.ErrorCode) int {
 // abort closes the stream of an instance that will not run.
 func (i *instance) abort() {
 	_ = i.stream.Close()
+	// Closing a stream leaves its reads waiting for the agent's close (up
+	// to yamux's close timeout, 30 s): the reader of an instance that had
+	// started must not keep the capture's end waiting for a frozen agent.
+	_ = i.stream.SetReadDeadline(time.Now())
 	i.agent.Release()
 }
 

@@ -83,7 +83,7 @@ func (a *Agent) open(ctx context.Context, unread *Unread) (net.Conn, error) {
 		var ls *limitedStream
 		var conn net.Conn = s
 		if unread != nil {
-			ls = &limitedStream{Stream: s, unread: unread, keepBuffer: unread.keepBuffer()}
+			ls = newLimitedStream(s, unread)
 			conn = ls
 		}
 		if a.gate != nil {

@@ -71,6 +71,7 @@ type Server struct {
 	log      *slog.Logger
 	mux      *yamux.Config
 	gate     *gate
+	pieces   *pieces
 	Registry *Registry
 }
 
@@ -101,7 +102,7 @@ func NewServer(cfg Config) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, log: log, mux: muxconfig.APIConfig(log), gate: newGate(cfg.MaxHandshakes), Registry: NewRegistry()}
+	return &Server{cfg: cfg, log: log, mux: muxconfig.APIConfig(log), gate: newGate(cfg.MaxHandshakes), pieces: newPieces(), Registry: NewRegistry()}
 }
 
 // Serve accepts connections on ln until ctx is done, then closes every
@@ -150,7 +151,7 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, wg *sync.WaitGroup
 		raw.Close()
 		return
 	}
-	frames := newFrameGate(conn)
+	frames := newFrameGate(conn, s.pieces)
 	sess, err := yamux.Server(frames, s.mux)
 	if err != nil {
 		s.log.Error("start agent session", "remote", remote.String(), "error", err)
