@@ -476,6 +476,17 @@ func TestBusySessionIsNotReplaced(t *testing.T) {
 // so queued agents do not run out of time.
 func TestHandshakesTakeTurns(t *testing.T) {
 	p := newPKI(t)
+	// Each handshake costs cost of (simulated) CPU. A handshake may wait
+	// for one other turn besides its own (it gives its slot back while the
+	// agent answers), so from its turn it needs twice the cost plus the
+	// real work, under the timeout with room for a busy machine; the
+	// agents' turns together last well beyond the timeout, so that a
+	// deadline counted from the connection's arrival would fail the last.
+	const (
+		cost    = 300 * time.Millisecond
+		timeout = 2400 * time.Millisecond
+		agents  = 12
+	)
 	var mu sync.Mutex
 	inFlight, most := 0, 0
 	cfg := p.serverTLS()
@@ -484,20 +495,20 @@ func TestHandshakesTakeTurns(t *testing.T) {
 		inFlight++
 		most = max(most, inFlight)
 		mu.Unlock()
-		time.Sleep(600 * time.Millisecond) // the CPU a handshake costs, exaggerated
+		time.Sleep(cost) // the CPU a handshake costs, exaggerated
 		mu.Lock()
 		inFlight--
 		mu.Unlock()
 		return nil, nil
 	}
-	srv := tunnel.NewServer(tunnel.Config{TLS: cfg, APIID: "api/0", KeepaliveInterval: time.Second, MaxHandshakes: 1, HandshakeTimeout: 1500 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+	srv := tunnel.NewServer(tunnel.Config{TLS: cfg, APIID: "api/0", KeepaliveInterval: time.Second, MaxHandshakes: 1, HandshakeTimeout: timeout, Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
 	addr := serve(t, srv)
 
-	// Three agents at once: 1.8 s of handshakes in all, more than the
+	// The agents at once: 3.6 s of handshakes in all, more than the
 	// timeout, each within it from its turn.
 	var wg sync.WaitGroup
-	errs := make(chan error, 3)
-	for i := range 3 {
+	errs := make(chan error, agents)
+	for i := range agents {
 		ip := fmt.Sprintf("127.0.0.%d", i+1)
 		wg.Go(func() {
 			d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
