@@ -9,8 +9,8 @@ import (
 	"maps"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,8 +18,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/bpfcompile"
-	"github.com/cloudfoundry/pcap-server-release/test/cputime"
 	"github.com/cloudfoundry/pcap-server-release/test/netnstest"
+	"github.com/cloudfoundry/pcap-server-release/test/proctree"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
 
@@ -48,10 +48,13 @@ func openAndClose(o Options) <-chan error {
 // One tenant's filter that takes libpcap half a minute to compile must not
 // hold another tenant's capture start on the same cell: it compiles in a
 // child process with a budget, and ends as a bad filter naming it.
+//
+// Not held means the other capture starts while the hostile compile
+// still runs, however long either takes on a busy machine: the test waits
+// for the compiler child, and gives the hostile compile a wall-clock
+// budget far beyond what a start takes.
 func TestHostileFilterDoesNotHoldOtherCaptures(t *testing.T) {
 	hostile, other := netnstest.NewPair(t), netnstest.NewPair(t)
-	// How long a start takes here without a hostile filter: on a loaded
-	// machine it can take a while by itself.
 	start := time.Now()
 	c, err := Open(options(other))
 	if err != nil {
@@ -62,16 +65,15 @@ func TestHostileFilterDoesNotHoldOtherCaptures(t *testing.T) {
 
 	ho := options(hostile)
 	ho.Filter = hostileFilter()
-	before, err := cputime.Tree(os.Getpid())
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The default CPU budget (2 s) ends the compile on an idle machine;
+	// on a busy one, where the niced child gets a sliver of the CPU, the
+	// wall clock does.
+	ho.Compiler = &bpfcompile.Compiler{Budget: bpfcompile.Budget{Wall: 10 * time.Second, TotalWall: 10 * time.Second}}
 	done := openAndClose(ho)
-	// Compiling: the process tree is busy (here or in a child).
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	if err := cputime.Await(ctx, os.Getpid(), before, 300*time.Millisecond); err != nil {
-		t.Fatal(err)
+	if _, err := proctree.AwaitCommand(ctx, os.Getpid(), bpfcompile.ChildArg); err != nil {
+		t.Fatal(err) // the hostile compile never started
 	}
 
 	start = time.Now()
@@ -80,12 +82,9 @@ func TestHostileFilterDoesNotHoldOtherCaptures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if took > time.Second && took > alone+time.Second {
-		t.Errorf("the other tenant's capture took %s to start while the hostile filter compiled (%s without it)", took, alone)
-	}
 	select {
 	case err := <-done:
-		t.Fatalf("the hostile filter finished (%v) before the other capture had started: nothing was shown", err)
+		t.Fatalf("the hostile filter finished (%v) before the other capture had started: it held the other", err)
 	default:
 	}
 	c.Start()
@@ -95,8 +94,8 @@ func TestHostileFilterDoesNotHoldOtherCaptures(t *testing.T) {
 
 	select {
 	case err = <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the hostile filter's compile was not ended within 30s")
+	case <-time.After(60 * time.Second):
+		t.Fatal("the hostile filter's compile was not ended within 60s")
 	}
 	var oe *OpenError
 	if !errors.As(err, &oe) || oe.Code != wire.ErrBadFilter || !strings.Contains(oe.Msg, "budget") {
@@ -168,29 +167,6 @@ func openFiles(pid string) (map[string]string, error) {
 	return files, nil
 }
 
-// compileChild waits for a filter compiler child of this process to have
-// started (exec'd: before exec a child still holds every descriptor) and
-// returns its pid.
-func compileChild(ctx context.Context) (string, error) {
-	for {
-		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", os.Getpid()))
-		for _, task := range tasks {
-			children, _ := os.ReadFile(task)
-			for _, pid := range strings.Fields(string(children)) {
-				cmdline, _ := os.ReadFile("/proc/" + pid + "/cmdline")
-				if slices.Contains(strings.Split(string(cmdline), "\x00"), bpfcompile.ChildArg) {
-					return pid, nil
-				}
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return "", fmt.Errorf("no compiler child: %w", ctx.Err())
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-}
-
 // A compiler child must not hold other captures' packet sockets (each
 // with its kernel ring) or libpcap's eventfds: closing a capture would not
 // free its socket while a compile runs. libpcap opens them without
@@ -228,10 +204,11 @@ func TestCompileChildInheritsNoCapture(t *testing.T) {
 	done := openAndClose(ho)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	pid, err := compileChild(ctx)
+	child, err := proctree.AwaitCommand(ctx, os.Getpid(), bpfcompile.ChildArg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	pid := strconv.Itoa(child)
 	files, err := openFiles(pid)
 	if err != nil {
 		t.Fatalf("the compiler child ended before its descriptors could be read: %v", err)
