@@ -47,4 +47,9 @@ func TestSeedCorpus(t *testing.T) {
 	fuzzcorpus.Check(t, "FuzzReader", reader...)
 	fuzzcorpus.Check(t, "FuzzDecodePackets", packets...)
 	fuzzcorpus.Check(t, "FuzzDecodeDevicePackets", devicePackets...)
+	var discard []any
+	for _, d := range discardSeeds() {
+		discard = append(discard, d)
+	}
+	fuzzcorpus.Check(t, "FuzzDiscardPackets", discard...)
 }

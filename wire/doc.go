@@ -112,7 +112,12 @@
 //
 // Payloads of control frames (every type except Packets and
 // DevicePackets) are one JSON object. Unknown JSON fields are ignored, so
-// a newer peer may add fields to a message without a version change.
+// a newer peer may add fields to a message without a version change. The
+// control frames an agent sends on a capture stream (Started, Error,
+// Stats, End) are at most MaxControlPayload (32 KiB), their free text
+// (messages, the container) at most MaxMessage (512 bytes, clipped by the
+// sender): the API ends a stream that announces a larger one, without
+// reading it.
 //
 // A Packets payload is a sequence of packet records, no count, no padding:
 //
@@ -145,7 +150,8 @@
 // # Unknown frame types
 //
 // A receiver skips a frame whose type it does not know (its length is in
-// the header, so it can) and logs it once. Senders only send the types of
+// the header, so it can, reading it through a small buffer without
+// holding it) and logs it once. Senders only send the types of
 // the negotiated version; a later revision may add optional frames that
 // older peers can safely ignore. Any change that an older peer cannot
 // ignore needs a new protocol version.

@@ -63,6 +63,11 @@ const (
 	// receiver allocates for one frame, and it is large enough for a batch
 	// of several packets at the largest snaplen.
 	MaxPayload = 1 << 20
+	// MaxControlPayload is the largest control frame an agent sends on a
+	// capture stream (Started, Error, Stats, End): counters, a few names
+	// and messages of at most MaxMessage. It lets the API read each into
+	// a small buffer; a larger one breaks the stream.
+	MaxControlPayload = 32 << 10
 )
 
 // ErrFrameTooLarge is returned for a header announcing more than MaxPayload.

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Message is a control message: every frame type but Packets.
@@ -343,16 +344,79 @@ func (*End) Type() Type            { return TypeEnd }
 func (*StopCapture) Type() Type    { return TypeStopCapture }
 func (*StopResult) Type() Type     { return TypeStopResult }
 
-// Marshal encodes a control message's payload.
+// Marshal encodes a control message's payload. The free text of an
+// agent's answers (messages, the container) is clipped to MaxMessage, so
+// that they fit in MaxControlPayload; m itself is left as it is.
 func Marshal(m Message) ([]byte, error) {
-	p, err := json.Marshal(m)
+	p, err := json.Marshal(clipped(m))
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", m.Type(), err)
 	}
-	if len(p) > MaxPayload {
-		return nil, fmt.Errorf("encode %s: %w: %d bytes", m.Type(), ErrFrameTooLarge, len(p))
+	limit := MaxPayload
+	if isAnswer(m.Type()) {
+		limit = MaxControlPayload
+	}
+	if len(p) > limit {
+		return nil, fmt.Errorf("encode %s: %w: %d bytes, maximum %d", m.Type(), ErrFrameTooLarge, len(p), limit)
 	}
 	return p, nil
+}
+
+// isAnswer reports whether t is a control frame an agent sends on a
+// capture stream, bound by MaxControlPayload.
+func isAnswer(t Type) bool {
+	switch t {
+	case TypeStarted, TypeError, TypeStats, TypeEnd:
+		return true
+	}
+	return false
+}
+
+// MaxMessage is the longest free text (an error's or an end's message,
+// the container) an agent's answer carries; ClipMessage shortens a longer
+// one.
+const MaxMessage = 512
+
+// ClipMessage makes s fit for a header, a log line or an answer: control
+// characters become spaces, and text beyond MaxMessage bytes is cut at a
+// character boundary and marked with "...". Agents are not trusted to
+// keep their texts short; the API clips what it receives too.
+func ClipMessage(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > MaxMessage {
+		s = strings.ToValidUTF8(s[:MaxMessage], "") + "..."
+	}
+	return s
+}
+
+// clipped is m with its free text clipped, a copy where anything changes.
+func clipped(m Message) Message {
+	switch v := m.(type) {
+	case *Error:
+		c := *v
+		c.Message = ClipMessage(c.Message)
+		return &c
+	case *End:
+		c := *v
+		c.Message = ClipMessage(c.Message)
+		return &c
+	case *Started:
+		c := *v
+		c.Container = ClipMessage(c.Container)
+		c.Devices = slices.Clone(c.Devices)
+		for i, d := range c.Devices {
+			if d.Error != nil {
+				c.Devices[i].Error = clipped(d.Error).(*Error)
+			}
+		}
+		return &c
+	}
+	return m
 }
 
 // Decode decodes a control frame into its message. Packets frames and

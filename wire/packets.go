@@ -192,7 +192,13 @@ func DecodeDevicePackets(payload []byte, dst []Packet) (int, []Packet, error) {
 func CountPackets(payload []byte) (int, error) {
 	n := 0
 	for off := 0; off < len(payload); n++ {
-		rec, err := RecordAt(payload, off)
+		rest := len(payload) - off
+		if rest < RecordHeaderSize {
+			return 0, strayBytes(rest, off)
+		}
+		// recordHeader rather than RecordAt: one call per record on the
+		// API's per-packet path.
+		rec, err := recordHeader(payload[off:off+RecordHeaderSize], off, rest)
 		if err != nil {
 			return 0, err
 		}
@@ -218,17 +224,33 @@ func (r Record) Size() int { return RecordHeaderSize + r.CapLen }
 func RecordAt(payload []byte, off int) (Record, error) {
 	rest := payload[off:]
 	if len(rest) < RecordHeaderSize {
-		return Record{}, fmt.Errorf("%w: %d stray bytes at offset %d", ErrMalformedPackets, len(rest), off)
+		return Record{}, strayBytes(len(rest), off)
 	}
-	capLen := binary.BigEndian.Uint32(rest[8:])
-	origLen := binary.BigEndian.Uint32(rest[12:])
+	return recordHeader(rest[:RecordHeaderSize], off, len(rest))
+}
+
+// recordHeader checks the header h of the record at offset off, which
+// has rest bytes from its start to the end of the payload: the checks
+// RecordAt, CountPackets and the streaming check of DiscardPackets share.
+func recordHeader(h []byte, off, rest int) (Record, error) {
+	capLen := binary.BigEndian.Uint32(h[8:])
+	origLen := binary.BigEndian.Uint32(h[12:])
+	if capLen > MaxSnaplen || origLen < capLen || int(capLen) > rest-RecordHeaderSize {
+		return Record{}, badRecord(off, capLen, origLen, rest)
+	}
+	return Record{Timestamp: int64(binary.BigEndian.Uint64(h)), CapLen: int(capLen), Length: int(origLen)}, nil
+}
+
+func strayBytes(n, off int) error {
+	return fmt.Errorf("%w: %d stray bytes at offset %d", ErrMalformedPackets, n, off)
+}
+
+func badRecord(off int, capLen, origLen uint32, rest int) error {
 	switch {
 	case capLen > MaxSnaplen:
-		return Record{}, fmt.Errorf("%w: record at offset %d captures %d bytes, maximum %d", ErrMalformedPackets, off, capLen, MaxSnaplen)
+		return fmt.Errorf("%w: record at offset %d captures %d bytes, maximum %d", ErrMalformedPackets, off, capLen, MaxSnaplen)
 	case origLen < capLen:
-		return Record{}, fmt.Errorf("%w: record at offset %d captures %d bytes of a %d-byte packet", ErrMalformedPackets, off, capLen, origLen)
-	case int(capLen) > len(rest)-RecordHeaderSize:
-		return Record{}, fmt.Errorf("%w: record at offset %d needs %d bytes, %d left", ErrMalformedPackets, off, capLen, len(rest)-RecordHeaderSize)
+		return fmt.Errorf("%w: record at offset %d captures %d bytes of a %d-byte packet", ErrMalformedPackets, off, capLen, origLen)
 	}
-	return Record{Timestamp: int64(binary.BigEndian.Uint64(rest)), CapLen: int(capLen), Length: int(origLen)}, nil
+	return fmt.Errorf("%w: record at offset %d needs %d bytes, %d left", ErrMalformedPackets, off, capLen, rest-RecordHeaderSize)
 }

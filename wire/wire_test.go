@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"reflect"
 	"runtime"
@@ -364,5 +365,33 @@ func TestValidateHello(t *testing.T) {
 		if err := ValidateHello(&h); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// An agent's answers fit in MaxControlPayload whatever texts they carry:
+// the longest messages, of the characters JSON escapes the longest, on
+// every device. The message itself is left as it was.
+func TestAnswersFitTheControlFrameLimit(t *testing.T) {
+	worst := strings.Repeat("<", 100000)
+	started := &Started{LinkType: 1, Snaplen: MaxSnaplen, Device: "eth0", Container: worst}
+	for k := range MaxDevices {
+		started.Devices = append(started.Devices, DeviceStart{Device: fmt.Sprintf("dev%d", k), Error: &Error{Code: ErrGardenUnavailable, Message: worst}})
+	}
+	end := &End{Reason: EndError, Message: "line\n" + worst}
+	for _, m := range []Message{started, &Error{Code: ErrInternal, Message: worst}, end} {
+		p, err := Marshal(m)
+		if err != nil || len(p) > MaxControlPayload {
+			t.Fatalf("%s: %d bytes, %v", m.Type(), len(p), err)
+		}
+		back, err := Decode(Frame{Type: m.Type(), Payload: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e, ok := back.(*End); ok && (len(e.Message) > MaxMessage+3 || strings.Contains(e.Message, "\n")) {
+			t.Fatalf("end message of %d bytes: %.40q", len(e.Message), e.Message)
+		}
+	}
+	if started.Container != worst || started.Devices[0].Error.Message != worst || end.Message != "line\n"+worst {
+		t.Fatal("Marshal changed the message it encoded")
 	}
 }

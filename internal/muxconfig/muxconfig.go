@@ -1,5 +1,7 @@
-// Package muxconfig holds the yamux settings both ends of the tunnel use;
-// they must agree on the window.
+// Package muxconfig holds the yamux settings of both ends of the tunnel.
+// Each end's MaxStreamWindowSize is what it lets its peer send on a stream
+// before reading: the agent's bounds what the API sends it (requests and
+// stops), the API's what an agent may have in flight per capture stream.
 //
 // yamux's own keep-alive is off on both ends: each session has exactly one
 // ping flow, the agent's (which also measures the round trip), and the API
@@ -15,11 +17,22 @@ import (
 	"github.com/hashicorp/yamux"
 )
 
-// StreamWindow is the per-stream receive window. yamux's 256 KiB default
-// caps one stream at window/RTT, far below what a busy TLS capture needs;
-// memory is committed only while a receiver lags, and the API reads
-// every stream promptly.
+// StreamWindow is the agent's per-stream receive window.
 const StreamWindow = 4 << 20
+
+// APIStreamWindow is the API's per-stream receive window: what an agent
+// may send on a stream before the API reads it, and the largest data
+// frame yamux hands the API. It is yamux's minimum, the window every
+// stream starts with: the API reads every capture stream as it arrives,
+// and bounds what all the streams of a capture hold unread together
+// (proxy/tunnel's Unread), so a larger window would only make the frames
+// larger. It caps one stream at 256 KiB per round trip: 2 Gbit/s at 1 ms,
+// more than the API writes to one client.
+const APIStreamWindow = 256 << 10
+
+// StreamCloseTimeout is how long a stream whose peer never answers our
+// close lives on before it is reset, instead of yamux's five minutes.
+const StreamCloseTimeout = 30 * time.Second
 
 // WriteTimeout bounds a frame's wait to be written, and a ping's wait for
 // its answer: a peer that answers no ping within it is gone.
@@ -40,9 +53,7 @@ func Config(logger *slog.Logger) *yamux.Config {
 	c.EnableKeepAlive = false
 	c.ConnectionWriteTimeout = WriteTimeout
 	c.MaxStreamWindowSize = StreamWindow
-	// A stream whose peer never answers our close is reset after this,
-	// instead of yamux's five minutes.
-	c.StreamCloseTimeout = 30 * time.Second
+	c.StreamCloseTimeout = StreamCloseTimeout
 	c.StreamOpenTimeout = 15 * time.Second
 	c.LogOutput = nil
 	if logger == nil {
@@ -57,5 +68,6 @@ func Config(logger *slog.Logger) *yamux.Config {
 func APIConfig(logger *slog.Logger) *yamux.Config {
 	c := Config(logger)
 	c.AcceptBacklog = apiAcceptBacklog
+	c.MaxStreamWindowSize = APIStreamWindow
 	return c
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math"
 	"math/bits"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -106,35 +107,59 @@ func (p *framePool) put(f *frame) {
 	p.pools[f.class].Put(f)
 }
 
-// inbox is where the stream readers hand frames to the writing loop, by
-// source: an instance's device (just the instance when it captures one).
+// inbox is where the stream readers hand frames to the writing loop. The
+// readers run from each instance's Started on, before the session knows
+// which instances it keeps: frames are queued with their source, and the
+// loop finds the source's id (the merger's and pcapng's) when it takes
+// them.
 type inbox struct {
 	mu     sync.Mutex
-	frames [][]*frame
-	ended  []bool
+	frames []sourced
+	ended  []*source
 	wake   chan struct{}
 }
 
-func newInbox(sources int) *inbox {
-	return &inbox{frames: make([][]*frame, sources), ended: make([]bool, sources), wake: make(chan struct{}, 1)}
+// sourced is a frame with its source.
+type sourced struct {
+	src *source
+	f   *frame
+}
+
+func newInbox() *inbox {
+	return &inbox{wake: make(chan struct{}, 1)}
 }
 
 // push delivers a source's frame.
-func (b *inbox) push(src int, f *frame) {
+func (b *inbox) push(src *source, f *frame) {
 	b.mu.Lock()
-	b.frames[src] = append(b.frames[src], f)
+	b.frames = append(b.frames, sourced{src, f})
 	b.mu.Unlock()
 	b.signal()
 }
 
-// end says the sources (an instance's) will deliver nothing more.
-func (b *inbox) end(srcs ...int) {
+// end says the instance's sources will deliver nothing more.
+func (b *inbox) end(inst *instance) {
 	b.mu.Lock()
-	for _, src := range srcs {
-		b.ended[src] = true
+	for _, src := range inst.sources {
+		if src != nil {
+			b.ended = append(b.ended, src)
+		}
 	}
 	b.mu.Unlock()
 	b.signal()
+}
+
+// discard releases the queued frames of an instance the session dropped.
+func (b *inbox) discard(inst *instance, release func(*frame)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.frames = slices.DeleteFunc(b.frames, func(sf sourced) bool {
+		if sf.src.inst == inst {
+			release(sf.f)
+			return true
+		}
+		return false
+	})
 }
 
 func (b *inbox) signal() {
@@ -144,20 +169,27 @@ func (b *inbox) signal() {
 	}
 }
 
-// takeInto moves what arrived into the merger.
-func (b *inbox) takeInto(m *merger) {
+// takeInto moves what arrived into the merger; frames of sources the
+// session does not have (an instance it dropped) go to release.
+func (b *inbox) takeInto(m *merger, release func(*frame)) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for i, fs := range b.frames {
-		for _, f := range fs {
-			m.add(i, f)
+	for _, sf := range b.frames {
+		if sf.src.id < 0 {
+			release(sf.f)
+			continue
 		}
-		clear(fs)
-		b.frames[i] = fs[:0]
-		if b.ended[i] {
-			m.end(i)
+		m.add(sf.src.id, sf.f)
+	}
+	clear(b.frames)
+	b.frames = b.frames[:0]
+	for _, src := range b.ended {
+		if src.id >= 0 {
+			m.end(src.id)
 		}
 	}
+	clear(b.ended)
+	b.ended = b.ended[:0]
 }
 
 // merger orders the queued frames of several sources by timestamp, as

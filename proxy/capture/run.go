@@ -6,12 +6,11 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/gopacket/gopacket/layers"
 
+	"github.com/cloudfoundry/pcap-server-release/internal/muxconfig"
 	"github.com/cloudfoundry/pcap-server-release/proxy/apimetrics"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
@@ -79,8 +78,6 @@ func (s *Session) Started() []Target {
 // closed.
 func (s *Session) Run(ctx context.Context, w io.Writer, flush func() error, stop <-chan wire.EndReason) Result {
 	r := &run{Session: s, cw: &countingWriter{w: w}, flushClient: flush, start: time.Now()}
-	r.frames = newFramePool(s.opts.BufferBytes)
-	r.inbox = newInbox(len(s.sources))
 	r.merge = newMerger(len(s.sources), holdTime)
 	defer r.close()
 	if err := r.open(); err != nil {
@@ -88,9 +85,7 @@ func (s *Session) Run(ctx context.Context, w io.Writer, flush func() error, stop
 		r.decide(wire.EndClientGone)
 		r.writing = false
 	}
-	for i := range s.instances {
-		r.readers.Go(func() { r.read(i) })
-	}
+	// The readers run since each instance started.
 	r.loop(ctx, stop)
 	return r.result()
 }
@@ -101,10 +96,7 @@ type run struct {
 	cw          *countingWriter
 	flushClient func() error
 	out         *output
-	frames      *framePool
-	inbox       *inbox
-	merge       *merger        // the loop's alone
-	readers     sync.WaitGroup // stream readers and stop senders
+	merge       *merger // the loop's alone
 	start       time.Time
 
 	packets uint64
@@ -116,11 +108,6 @@ type run struct {
 	clientLost      bool // the client is gone: nothing more reaches it
 	reason          wire.EndReason
 	stopping        bool
-	lastEnd         wire.EndReason // the instance that ended last
-	// stoppedByAgent is set when an agent ended its stream on a stop
-	// request that reached it through another API replica.
-	stoppedByAgent atomic.Bool
-	endMu          sync.Mutex
 	// stopTimedOut: the agents did not all end within the stop timeout.
 	stopTimedOut bool
 }
@@ -224,7 +211,7 @@ func (r *run) loop(ctx context.Context, stop <-chan wire.EndReason) {
 			r.stopTimedOut = true
 			// What arrived still goes out, in order, without waiting for
 			// the agents that do not end.
-			r.inbox.takeInto(r.merge)
+			r.inbox.takeInto(r.merge, r.frames.put)
 			r.merge.hold = 0
 			r.write(time.Now())
 			return
@@ -237,7 +224,7 @@ func (r *run) loop(ctx context.Context, stop <-chan wire.EndReason) {
 			defer t.Stop()
 			stopDeadline = t.C
 		}
-		r.inbox.takeInto(r.merge)
+		r.inbox.takeInto(r.merge, r.frames.put)
 		if next := r.write(time.Now()); next > 0 {
 			hold.Reset(next)
 		}
@@ -352,60 +339,61 @@ func (r *run) decide(reason wire.EndReason) {
 	}
 }
 
-// read consumes one instance's stream until its End or its failure.
-// Packets frames are read straight into buffers of the capture's budget;
-// a frame that does not fit is read into the instance's scratch buffer,
-// counted and dropped.
-func (r *run) read(i int) {
-	inst := r.instances[i]
-	defer r.inbox.end(inst.sourceIDs()...)
-	var scratch []byte
+// read consumes one instance's stream until its End or its failure,
+// from the instance's Started on. Packets frames are read straight into
+// frames of the capture's budget; a frame the budget has no room for is
+// read through the instance's buffer, checked, counted as dropped and
+// not kept. Control frames are read into the instance's buffer.
+func (s *Session) read(inst *instance) {
+	defer s.inbox.end(inst)
+	defer inst.letGo()
+	warned := false
 	for {
 		typ, n, err := inst.r.NextHeader()
 		if err != nil {
-			r.instanceEnded(inst, nil, err)
+			s.instanceEnded(inst, nil, err)
 			return
 		}
-		if typ == wire.TypePackets || typ == wire.TypeDevicePackets {
-			if err := r.readPackets(inst, typ, n, &scratch); err != nil {
-				// The stream is broken: close it at once, so that the
-				// agent stops capturing for nobody.
-				_ = inst.stream.Close()
-				r.instanceEnded(inst, &wire.End{Reason: wire.EndError, Message: err.Error(), Stats: inst.snapshot()}, nil)
-				return
-			}
-			continue
-		}
-		if cap(scratch) < n {
-			scratch = make([]byte, n)
-		}
-		payload := scratch[:n]
-		if err := inst.r.ReadPayload(typ, payload); err != nil {
-			r.instanceEnded(inst, nil, err)
-			return
-		}
-		switch typ {
-		case wire.TypeStats, wire.TypeEnd:
-			m, err := wire.Decode(wire.Frame{Type: typ, Payload: payload})
+		switch {
+		case typ == wire.TypePackets || typ == wire.TypeDevicePackets:
+			err = s.readPackets(inst, typ, n)
+		case typ == wire.TypeStats || typ == wire.TypeEnd:
+			var payload []byte
+			payload, err = inst.readControl(typ, n)
 			if err != nil {
-				r.instanceEnded(inst, nil, err)
-				return
+				break
+			}
+			var m wire.Message
+			if m, err = wire.Decode(wire.Frame{Type: typ, Payload: payload}); err != nil {
+				break
 			}
 			if st, ok := m.(*wire.Stats); ok {
-				r.updateStats(inst, st)
-				continue
+				s.updateStats(inst, st)
+				break
 			}
 			inst.mu.Lock()
 			inst.final = true
 			inst.mu.Unlock()
-			r.instanceEnded(inst, m.(*wire.End), nil)
+			s.instanceEnded(inst, m.(*wire.End), nil)
 			return
 		default:
-			if typ.Known() {
-				r.log.Warn("unexpected frame from agent", "instance", inst.target.Instance(), "type", typ)
-			} else {
-				r.log.Debug("skipping unknown frame", "type", typ)
+			// Logged once: an agent must not fill the log.
+			if !warned {
+				warned = true
+				if typ.Known() {
+					s.log.Warn("unexpected frame from agent, skipping it and any more", "instance", inst.target.Instance(), "type", typ)
+				} else {
+					s.log.Debug("skipping unknown frames", "instance", inst.target.Instance(), "type", typ)
+				}
 			}
+			err = inst.r.Discard(typ, n, inst.buf)
+		}
+		if err != nil {
+			// The stream is broken: close it at once, so that the
+			// agent stops capturing for nobody.
+			_ = inst.stream.Close()
+			s.instanceEnded(inst, &wire.End{Reason: wire.EndError, Message: err.Error(), Stats: inst.snapshot()}, nil)
+			return
 		}
 	}
 }
@@ -413,40 +401,64 @@ func (r *run) read(i int) {
 // readPackets reads a Packets or DevicePackets payload of n bytes and
 // queues it for its source, or drops it when the capture's buffer is
 // full. Only a malformed payload is an error.
-func (r *run) readPackets(inst *instance, typ wire.Type, n int, scratch *[]byte) error {
-	f := r.frames.get(n)
-	var payload []byte
-	if f != nil {
-		payload = f.buf
-	} else {
-		if cap(*scratch) < n {
-			*scratch = make([]byte, n)
-		}
-		payload = (*scratch)[:n]
+func (s *Session) readPackets(inst *instance, typ wire.Type, n int) error {
+	f := s.frames.get(n)
+	if f == nil {
+		return s.dropPackets(inst, typ, n)
 	}
-	err := inst.r.ReadPayload(typ, payload)
+	err := inst.r.ReadPayload(typ, f.buf)
 	var src *source
 	var off, count int
 	if err == nil {
-		src, off, err = inst.frameSource(typ, payload)
+		src, off, err = inst.frameSource(typ, f.buf)
 	}
 	if err == nil {
-		count, err = wire.CountPackets(payload[off:])
+		count, err = wire.CountPackets(f.buf[off:])
 	}
-	switch {
-	case f == nil && err == nil:
-		src.apiDrop.Add(uint64(count))
-		r.opts.Metrics.Drop(apimetrics.DropAPI, uint64(count))
-		return nil
-	case f == nil:
-		return err
-	case err != nil || count == 0:
-		r.frames.put(f)
+	if err != nil || count == 0 {
+		s.frames.put(f)
 		return err
 	}
 	f.off, f.left, f.arrived = off, count, time.Now()
-	r.inbox.push(src.id, f)
+	s.inbox.push(src, f)
 	return nil
+}
+
+// dropPackets reads a packets frame the budget has no room for through
+// the instance's buffer, checks it as readPackets would, and counts its
+// records as dropped by the API.
+func (s *Session) dropPackets(inst *instance, typ wire.Type, n int) error {
+	if err := inst.checkFrameType(typ); err != nil {
+		return err
+	}
+	dev, count, err := inst.r.DiscardPackets(typ, n, inst.buf)
+	if err != nil {
+		return err
+	}
+	src, err := inst.deviceSource(typ, dev)
+	if err != nil {
+		return err
+	}
+	src.apiDrop.Add(uint64(count))
+	s.opts.Metrics.Drop(apimetrics.DropAPI, uint64(count))
+	return nil
+}
+
+// letGo closes the stream of an instance whose reader is done, having
+// read what it still held: nothing would read it any more, and yamux
+// would keep it until the agent closes its side. What the agent sends
+// afterwards is dropped on arrival (tunnel.Unread). The reads are bounded:
+// an agent that goes on sending cannot keep the reader.
+func (i *instance) letGo() {
+	_ = i.stream.SetReadDeadline(time.Now())
+	for n := 0; n < 2*muxconfig.APIStreamWindow; {
+		k, err := i.stream.Read(i.buf)
+		if err != nil {
+			break
+		}
+		n += k
+	}
+	_ = i.stream.Close()
 }
 
 // snapshot is the instance's counters so far.
@@ -457,13 +469,13 @@ func (i *instance) snapshot() wire.Stats {
 }
 
 // updateStats records an instance's counters and counts the new drops.
-func (r *run) updateStats(inst *instance, st *wire.Stats) {
+func (s *Session) updateStats(inst *instance, st *wire.Stats) {
 	inst.mu.Lock()
 	prev := inst.stats
 	inst.stats = *st
 	inst.mu.Unlock()
-	r.opts.Metrics.Drop(apimetrics.DropKernel, delta(st.KernelDropped+st.InterfaceDropped, prev.KernelDropped+prev.InterfaceDropped))
-	r.opts.Metrics.Drop(apimetrics.DropAgent, delta(st.AgentDropped, prev.AgentDropped))
+	s.opts.Metrics.Drop(apimetrics.DropKernel, delta(st.KernelDropped+st.InterfaceDropped, prev.KernelDropped+prev.InterfaceDropped))
+	s.opts.Metrics.Drop(apimetrics.DropAgent, delta(st.AgentDropped, prev.AgentDropped))
 }
 
 // delta of cumulative counters; a counter that went back (it cannot, but
@@ -475,28 +487,31 @@ func delta(now, before uint64) uint64 {
 	return now - before
 }
 
-func (r *run) instanceEnded(inst *instance, end *wire.End, err error) {
+func (s *Session) instanceEnded(inst *instance, end *wire.End, err error) {
+	if inst.aborted.Load() {
+		return
+	}
 	if end != nil {
 		if !end.Reason.Valid() {
 			end.Reason = wire.EndError
 		}
-		end.Message = clip(end.Message)
-		r.updateStats(inst, &end.Stats)
+		end.Message = wire.ClipMessage(end.Message)
+		s.updateStats(inst, &end.Stats)
 	}
 	inst.mu.Lock()
 	inst.end, inst.err, inst.endAt = end, err, time.Now()
 	reason := inst.reasonLocked()
 	inst.mu.Unlock()
-	r.endMu.Lock()
-	r.lastEnd = reason
-	r.endMu.Unlock()
+	s.endMu.Lock()
+	s.lastEnd = reason
+	s.endMu.Unlock()
 	if reason == wire.EndRequested {
 		// Not asked for by this replica (it would be stopping already):
 		// the owner stopped the capture through another replica, which
 		// reached only the agents it could.
-		r.stoppedByAgent.Store(true)
+		s.stoppedByAgent.Store(true)
 	}
-	log := r.log.With("instance", inst.target.Instance(), "reason", reason)
+	log := s.log.With("instance", inst.target.Instance(), "reason", reason)
 	if err != nil && !errors.Is(err, io.EOF) {
 		log.Info("instance stream ended", "error", err)
 	} else {
@@ -577,7 +592,7 @@ func (r *run) whyCountsUnknown(inst *instance) string {
 	case inst.end != nil:
 		return "its stream from the agent broke off: " + inst.end.Message
 	case inst.err != nil && !errors.Is(inst.err, io.EOF):
-		return "the connection to its agent broke before the agent sent them: " + clip(inst.err.Error())
+		return "the connection to its agent broke before the agent sent them: " + wire.ClipMessage(inst.err.Error())
 	case inst.err != nil:
 		return "its agent closed the stream without sending them"
 	case r.stopTimedOut:
@@ -647,4 +662,12 @@ func FormatInstanceErrors(errs []*InstanceError) string {
 		parts[i] = fmt.Sprintf("%s: %s", e.Instance, msg)
 	}
 	return strings.Join(parts, "; ")
+}
+
+// clipTo keeps at most n bytes of s, and says "..." where it cut.
+func clipTo(s string, n int) string {
+	if len(s) > n {
+		s = strings.ToValidUTF8(s[:n], "") + "..."
+	}
+	return s
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -294,7 +295,7 @@ func TestSessionMemoryStaysWithinItsBuffer(t *testing.T) {
 	}()
 	res := sess.Run(context.Background(), client, func() error { return nil }, noStop())
 	held := int64(<-measured) - int64(before.HeapAlloc)
-	// The budget, plus an instance's scratch frame and the output being
+	// The budget, plus the instance's buffer and the output being
 	// written: a few MiB.
 	if limit := int64(budget + 8<<20); held > limit {
 		t.Fatalf("the API held %d MiB for the capture, budget %d MiB", held>>20, budget>>20)
@@ -619,12 +620,13 @@ func TestCancelledRequestIsClientGone(t *testing.T) {
 func TestAgentReasonsAndMessagesAreChecked(t *testing.T) {
 	agents, targets := agentsFor(t, func(t *testing.T, req *wire.CaptureRequest, r *wire.Reader, w *wire.Writer) {
 		_ = w.WriteMessage(&wire.Started{LinkType: 1, Snaplen: req.Snaplen})
-		_ = w.WriteMessage(&wire.End{Reason: "bogus\nreason", Message: strings.Repeat("x\n", 100000)})
+		// Written raw: the wire package would clip the message itself.
+		_ = w.WriteFrame(wire.TypeEnd, fmt.Appendf(nil, `{"reason":"bogus\nreason","message":%q}`, strings.Repeat("x\n", 5000)))
 	})
 	m, _ := newMetrics()
 	sess, _ := Start(context.Background(), agents, request(targets), Options{BufferBytes: 1 << 20, Metrics: m})
 	res := sess.Run(context.Background(), io.Discard, func() error { return nil }, noStop())
-	if res.Reason != wire.EndError || len(res.Instances[0].Message) > maxAgentMessage+3 || strings.Contains(res.Instances[0].Message, "\n") {
+	if res.Reason != wire.EndError || len(res.Instances[0].Message) > wire.MaxMessage+3 || strings.Contains(res.Instances[0].Message, "\n") {
 		t.Fatalf("reason %q, message of %d bytes", res.Reason, len(res.Instances[0].Message))
 	}
 }

@@ -11,12 +11,11 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode"
 
+	"github.com/cloudfoundry/pcap-server-release/internal/muxconfig"
 	"github.com/cloudfoundry/pcap-server-release/proxy/apimetrics"
 	"github.com/cloudfoundry/pcap-server-release/proxy/tunnel"
 	"github.com/cloudfoundry/pcap-server-release/wire"
@@ -63,6 +62,13 @@ type Agent interface {
 	// Identity is the VM identity the agent said hello with (version 3);
 	// nil without one.
 	Identity() *wire.BoshInstance
+}
+
+// limitedOpener is an Agent whose capture streams can count against the
+// capture's tunnel.Unread (the tunnel's agents do); the streams of other
+// agents are bounded by their transport alone.
+type limitedOpener interface {
+	OpenLimited(ctx context.Context, unread *tunnel.Unread) (net.Conn, error)
 }
 
 // Options are the API's settings for captures.
@@ -121,6 +127,13 @@ type instance struct {
 	r       *wire.Reader
 	w       *wire.Writer
 	started *wire.Started
+	// buf is the instance's one buffer of its own: its reader reads
+	// control frames into it and discards through it the frames the
+	// capture's budget has no room for.
+	buf []byte
+	// aborted is set when the instance is dropped after it started:
+	// its reader then records nothing.
+	aborted atomic.Bool
 	// devices are the devices asked for; tagged says the stream carries
 	// several (DevicePackets frames, per-device counters).
 	devices []string
@@ -147,7 +160,9 @@ type instance struct {
 // source is one device of a running instance: the merger orders each on
 // its own, and pcapng gives each its own interface.
 type source struct {
-	id       int // merger source and pcapng interface id
+	// id is the merger's and pcapng's id of the source, -1 until the
+	// session has it.
+	id       int
 	inst     *instance
 	dev      int // index in the instance's devices
 	device   string
@@ -159,13 +174,55 @@ type source struct {
 
 // Session is a started capture: every instance has answered and at least
 // one has started.
+//
+// What the API holds for a capture is bounded here. Every instance's
+// stream is read from its Started on (not from the response on, which
+// waits for the slowest instance), into frames that count against
+// Options.BufferBytes (framePool); a frame the budget has no room for is
+// read through the instance's small buffer, checked, counted as dropped
+// and never held. What yamux has received for the capture and its readers
+// have not read yet counts against the capture's tunnel.Unread (unreadLimit):
+// yamux would otherwise hold up to a stream window (256 KiB) per
+// instance, whatever the agents; and yamux's buffers are kept between
+// frames by no more streams than fit in a quarter of the budget
+// (keptBuffers). Besides these, each instance holds its buffer
+// (readBuffer), a control frame while it is read (at most
+// wire.MaxControlPayload) and its goroutine.
 type Session struct {
 	req       Request
 	opts      Options
 	log       *slog.Logger
 	instances []*instance
 	sources   []*source // every instance's started devices, in instance and device order
+
+	frames  *framePool
+	unread  *tunnel.Unread
+	inbox   *inbox
+	readers sync.WaitGroup // stream readers and stop senders
+
+	// lastEnd is the reason of the instance that ended last.
+	endMu   sync.Mutex
+	lastEnd wire.EndReason
+	// stoppedByAgent is set when an agent ended its stream on a stop
+	// request that reached it through another API replica.
+	stoppedByAgent atomic.Bool
 }
+
+// readBuffer is the size of an instance's buffer: larger than an honest
+// agent's control frames (a few hundred bytes), small enough to keep per
+// instance.
+const readBuffer = 4 << 10
+
+// unreadLimit is what a capture may have received and not read yet, all
+// its streams together: one stream window. The readers take what arrives
+// within microseconds; the limit matters when they fall behind, and holds
+// the agents back then.
+const unreadLimit = muxconfig.APIStreamWindow
+
+// keptBuffers is how many of a capture's streams keep yamux's receive
+// buffer between frames, which spares an allocation per frame: as many
+// as fit in a quarter of its budget.
+func keptBuffers(bufferBytes int) int { return bufferBytes / 4 / tunnel.MaxBuffer }
 
 // Start asks the agent of every target to start capturing and waits for
 // all of them to answer. It returns the running session, nil if no
@@ -194,13 +251,14 @@ func Start(ctx context.Context, agents Agents, req Request, opts Options) (*Sess
 		}
 		return nil, errs
 	}
+	s := &Session{req: req, opts: opts, log: log, frames: newFramePool(opts.BufferBytes),
+		unread: tunnel.NewUnread(unreadLimit, keptBuffers(opts.BufferBytes)), inbox: newInbox()}
 	var wg sync.WaitGroup
 	for i, t := range req.Targets {
-		wg.Go(func() { insts[i], errs[i] = startInstance(ctx, agents, req, t, opts) })
+		wg.Go(func() { insts[i], errs[i] = s.startInstance(ctx, agents, t) })
 	}
 	wg.Wait()
 
-	s := &Session{req: req, opts: opts, log: log}
 	var failed []*InstanceError
 	for i := range insts {
 		switch {
@@ -209,7 +267,9 @@ func Start(ctx context.Context, agents Agents, req Request, opts Options) (*Sess
 			log.Info("instance not captured", "instance", req.Targets[i].Instance(), "status", errs[i].Status, "error", errs[i].Message)
 		case req.Format == FormatPcap && len(s.instances) > 0 && insts[i].started.LinkType != s.instances[0].started.LinkType:
 			// Classic pcap has one link type per file.
+			insts[i].aborted.Store(true)
 			insts[i].abort()
+			s.inbox.discard(insts[i], s.frames.put)
 			failed = append(failed, &InstanceError{Instance: req.Targets[i].Instance(), Status: http.StatusBadRequest,
 				Message: fmt.Sprintf("link type %d differs from the other instances' %d: use format pcapng", insts[i].started.LinkType, s.instances[0].started.LinkType)})
 		default:
@@ -234,7 +294,10 @@ func Start(ctx context.Context, agents Agents, req Request, opts Options) (*Sess
 	return s, failed
 }
 
-func startInstance(ctx context.Context, agents Agents, req Request, t Target, opts Options) (*instance, *InstanceError) {
+// startInstance opens the stream of one instance and waits for its
+// answer. Once it started, its reader runs.
+func (s *Session) startInstance(ctx context.Context, agents Agents, t Target) (*instance, *InstanceError) {
+	req, opts := &s.req, s.opts
 	fail := func(status int, format string, args ...any) (*instance, *InstanceError) {
 		return nil, &InstanceError{Instance: t.Instance(), Status: status, Message: fmt.Sprintf(format, args...)}
 	}
@@ -251,7 +314,13 @@ func startInstance(ctx context.Context, agents Agents, req Request, t Target, op
 	}
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
-	stream, err := agent.Open(ctx)
+	var stream net.Conn
+	var err error
+	if lo, ok := agent.(limitedOpener); ok {
+		stream, err = lo.OpenLimited(ctx, s.unread)
+	} else {
+		stream, err = agent.Open(ctx)
+	}
 	if err != nil {
 		agent.Release()
 		if errors.Is(err, tunnel.ErrAgentDraining) {
@@ -260,7 +329,7 @@ func startInstance(ctx context.Context, agents Agents, req Request, t Target, op
 		return fail(http.StatusServiceUnavailable, "cannot reach the agent on %s: %v", where, err)
 	}
 	inst := &instance{target: t, agent: agent, stream: stream, r: wire.NewReader(stream), w: wire.NewWriter(stream),
-		devices: req.Devices, tagged: len(req.Devices) > 1}
+		buf: make([]byte, readBuffer), devices: req.Devices, tagged: len(req.Devices) > 1}
 	creq := &wire.CaptureRequest{
 		CaptureID:      req.CaptureID,
 		Device:         req.Devices[0],
@@ -280,20 +349,16 @@ func startInstance(ctx context.Context, agents Agents, req Request, t Target, op
 	_ = stream.SetDeadline(deadline)
 	stopWatch := context.AfterFunc(ctx, func() { _ = stream.SetDeadline(time.Now()) })
 	defer stopWatch()
-	if err := inst.w.WriteMessage(creq); err != nil {
+	// A writer of its own: the request can be large (the filter), and
+	// inst.w keeps its buffer for the capture's life.
+	if err := wire.NewWriter(stream).WriteMessage(creq); err != nil {
 		inst.abort()
 		return fail(http.StatusServiceUnavailable, "cannot reach the agent on %s: %v", where, err)
 	}
 	opened := time.Now()
-	f, err := inst.r.NextKnown(nil)
-	opts.Metrics.StreamOpened(err == nil && f.Type == wire.TypeStarted, time.Since(opened))
-	if err == nil && f.Type != wire.TypeStarted && f.Type != wire.TypeError {
-		err = fmt.Errorf("unexpected %s frame", f.Type)
-	}
-	var m wire.Message
-	if err == nil {
-		m, err = wire.Decode(f)
-	}
+	m, err := inst.readAnswer()
+	_, isStarted := m.(*wire.Started)
+	opts.Metrics.StreamOpened(err == nil && isStarted, time.Since(opened))
 	if err != nil {
 		inst.abort()
 		if ctx.Err() != nil {
@@ -303,7 +368,7 @@ func startInstance(ctx context.Context, agents Agents, req Request, t Target, op
 	}
 	if e, ok := m.(*wire.Error); ok {
 		inst.abort()
-		msg := clip(e.Message)
+		msg := wire.ClipMessage(e.Message)
 		switch e.Code {
 		case wire.ErrBadRequest, wire.ErrBadFilter, wire.ErrNoSuchDevice:
 			return fail(statusOf(e.Code), "%s", msg)
@@ -322,7 +387,53 @@ func startInstance(ctx context.Context, agents Agents, req Request, t Target, op
 		inst.abort()
 		return fail(http.StatusBadGateway, "bad answer from the agent on %s: %v", where, err)
 	}
+	// From now on the agent sends packets: they count against the
+	// budget at once, whatever the other instances take to answer.
+	s.readers.Go(func() { s.read(inst) })
 	return inst, nil
+}
+
+// readAnswer reads the agent's Started or Error, skipping frames of types
+// this version does not know.
+func (i *instance) readAnswer() (wire.Message, error) {
+	for {
+		typ, n, err := i.r.NextHeader()
+		if err != nil {
+			return nil, err
+		}
+		if !typ.Known() {
+			if err := i.r.Discard(typ, n, i.buf); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if typ != wire.TypeStarted && typ != wire.TypeError {
+			return nil, fmt.Errorf("unexpected %s frame", typ)
+		}
+		payload, err := i.readControl(typ, n)
+		if err != nil {
+			return nil, err
+		}
+		return wire.Decode(wire.Frame{Type: typ, Payload: payload})
+	}
+}
+
+// readControl reads the payload of a control frame of n bytes: into the
+// instance's buffer when it fits, else into one of its own, up to
+// wire.MaxControlPayload. The payload is valid until the next read.
+func (i *instance) readControl(typ wire.Type, n int) ([]byte, error) {
+	if n > wire.MaxControlPayload {
+		return nil, fmt.Errorf("%s frame of %d bytes, more than the %d a control frame may have", typ, n, wire.MaxControlPayload)
+	}
+	payload := i.buf
+	if n > len(payload) {
+		payload = make([]byte, n)
+	}
+	payload = payload[:n]
+	if err := i.r.ReadPayload(typ, payload); err != nil {
+		return nil, err
+	}
+	return payload, nil
 }
 
 // startDevices records which devices the agent started, and why the
@@ -330,7 +441,7 @@ func startInstance(ctx context.Context, agents Agents, req Request, t Target, op
 func (i *instance) startDevices() error {
 	st := i.started
 	if !i.tagged {
-		i.sources[0] = &source{inst: i, device: i.devices[0], linkType: st.LinkType}
+		i.sources[0] = &source{id: -1, inst: i, device: i.devices[0], linkType: st.LinkType}
 		return nil
 	}
 	if len(st.Devices) != len(i.devices) {
@@ -338,11 +449,11 @@ func (i *instance) startDevices() error {
 	}
 	for k, ds := range st.Devices {
 		if ds.Device != i.devices[k] {
-			return fmt.Errorf("started device %q in place of %s", clip(ds.Device), i.devices[k])
+			return fmt.Errorf("started device %q in place of %s", wire.ClipMessage(ds.Device), i.devices[k])
 		}
 		if ds.Error != nil {
 			i.deviceErrs = append(i.deviceErrs, &InstanceError{Instance: i.target.Instance(), Status: statusOf(ds.Error.Code),
-				Message: fmt.Sprintf("device %s: %s", i.devices[k], clip(ds.Error.Message))})
+				Message: fmt.Sprintf("device %s: %s", i.devices[k], wire.ClipMessage(ds.Error.Message))})
 			continue
 		}
 		i.sources[k] = &source{inst: i, dev: k, device: i.devices[k], linkType: ds.LinkType}
@@ -368,23 +479,43 @@ func (i *instance) sourceIDs() []int {
 // where its records begin. A frame the stream's shape does not allow is
 // malformed.
 func (i *instance) frameSource(typ wire.Type, payload []byte) (*source, int, error) {
-	if typ == wire.TypePackets {
-		if i.tagged {
-			return nil, 0, fmt.Errorf("%w: a packets frame without a device on a stream of several devices", wire.ErrMalformedPackets)
-		}
-		return i.sources[0], 0, nil
+	if err := i.checkFrameType(typ); err != nil {
+		return nil, 0, err
 	}
-	if !i.tagged {
-		return nil, 0, fmt.Errorf("%w: a device packets frame on a stream of one device", wire.ErrMalformedPackets)
+	if typ == wire.TypePackets {
+		return i.sources[0], 0, nil
 	}
 	k, _, err := wire.DeviceRecords(payload)
 	if err != nil {
 		return nil, 0, err
 	}
-	if k >= len(i.devices) || i.sources[k] == nil {
-		return nil, 0, fmt.Errorf("%w: packets of device index %d, which was not started", wire.ErrMalformedPackets, k)
+	src, err := i.deviceSource(typ, k)
+	return src, wire.DeviceHeaderSize, err
+}
+
+// checkFrameType checks that the stream's shape allows packets frames of
+// type typ: DevicePackets on a stream of several devices, Packets
+// otherwise.
+func (i *instance) checkFrameType(typ wire.Type) error {
+	switch {
+	case typ == wire.TypePackets && i.tagged:
+		return fmt.Errorf("%w: a packets frame without a device on a stream of several devices", wire.ErrMalformedPackets)
+	case typ == wire.TypeDevicePackets && !i.tagged:
+		return fmt.Errorf("%w: a device packets frame on a stream of one device", wire.ErrMalformedPackets)
 	}
-	return i.sources[k], wire.DeviceHeaderSize, nil
+	return nil
+}
+
+// deviceSource is the source of the device with index k in a frame of
+// type typ, which checkFrameType allowed.
+func (i *instance) deviceSource(typ wire.Type, k int) (*source, error) {
+	if typ == wire.TypePackets {
+		return i.sources[0], nil
+	}
+	if k >= len(i.devices) || i.sources[k] == nil {
+		return nil, fmt.Errorf("%w: packets of device index %d, which was not started", wire.ErrMalformedPackets, k)
+	}
+	return i.sources[k], nil
 }
 
 // counters are the source's share of the instance's counters st: its
@@ -398,29 +529,6 @@ func (s *source) counters(st wire.Stats) wire.Counters {
 	}
 	// An agent that does not count per device: the totals only.
 	return wire.Counters{}
-}
-
-// maxAgentMessage bounds what of an agent's message reaches headers, logs
-// and the client: agents are not trusted to keep their texts short.
-const maxAgentMessage = 512
-
-// clip shortens an agent's message and removes control characters.
-func clip(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return ' '
-		}
-		return r
-	}, s)
-	return clipTo(s, maxAgentMessage)
-}
-
-// clipTo keeps at most n bytes of s, and says "..." where it cut.
-func clipTo(s string, n int) string {
-	if len(s) > n {
-		s = strings.ToValidUTF8(s[:n], "") + "..."
-	}
-	return s
 }
 
 // statusOf maps an agent's error code to the HTTP status of the contract.

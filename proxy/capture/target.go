@@ -70,7 +70,7 @@ func (t AppInstance) InterfaceDescription(device string, started *wire.Started) 
 	}
 	parts = append(parts, "cell "+t.CellIP.String(), "device "+device)
 	if c := started.Container; c != "" {
-		parts = append(parts, "container "+clip(c))
+		parts = append(parts, "container "+wire.ClipMessage(c))
 	}
 	return strings.Join(parts, ", ")
 }
@@ -169,7 +169,7 @@ func (t VM) findAgent(agents Agents) (Agent, *InstanceError) {
 			mismatch = t.fail(http.StatusBadGateway, "the agent at %s has no BOSH identity (its job renders no bosh properties), so it cannot be taken for instance %s (%s)", ip, t.Instance(), t.ID)
 		case id.ID != t.ID || id.Deployment != t.Deployment:
 			mismatch = t.fail(http.StatusBadGateway, "identity mismatch: the agent at %s says it is instance %s/%s (%s) of deployment %s, but the director lists %s (%s) of %s there",
-				ip, clip(id.InstanceGroup), clip(strconv.Itoa(id.Index)), clip(id.ID), clip(id.Deployment), t.Instance(), t.ID, t.Deployment)
+				ip, wire.ClipMessage(id.InstanceGroup), wire.ClipMessage(strconv.Itoa(id.Index)), wire.ClipMessage(id.ID), wire.ClipMessage(id.Deployment), t.Instance(), t.ID, t.Deployment)
 		default:
 			return agent, nil
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	agenttunnel "github.com/cloudfoundry/pcap-server-release/cellagent/tunnel"
+	"github.com/cloudfoundry/pcap-server-release/internal/muxconfig"
 	"github.com/cloudfoundry/pcap-server-release/proxy/tunnel"
 	"github.com/cloudfoundry/pcap-server-release/test/testpki"
 	"github.com/cloudfoundry/pcap-server-release/wire"
@@ -18,7 +19,8 @@ import (
 // BenchmarkCaptureStream measures one capture stream's throughput on
 // loopback: the agent sends 128 KiB batches of 1500-byte packets, the API
 // reads and decodes them. "tls" is the baseline of the same frames on a
-// bare TLS connection; "tunnel" adds yamux with the project's settings.
+// bare TLS connection; "tunnel" adds yamux with the project's settings,
+// the stream opened as a capture opens it (its unread bytes bounded).
 func BenchmarkCaptureStream(b *testing.B) {
 	p := benchPKI(b)
 	var batch wire.Batch
@@ -79,7 +81,8 @@ func BenchmarkCaptureStream(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		stream, err := agent.Open(wctx)
+		// As a capture opens its streams: counted against its Unread.
+		stream, err := agent.OpenLimited(wctx, tunnel.NewUnread(muxconfig.APIStreamWindow, 1))
 		if err != nil {
 			b.Fatal(err)
 		}

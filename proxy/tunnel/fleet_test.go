@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -381,8 +382,10 @@ func (th *throttle) addr() string { return th.ln.Addr().String() }
 func TestBusySessionIsNotReplaced(t *testing.T) {
 	p := newPKI(t)
 	a := startAPI(t, p, "api/0", "127.0.0.1:0")
-	// 1 MiB/s; a backlog of 3 MiB is 3 s, more than the probe's 2 s.
-	th := startThrottle(t, a.addr, 1<<20, 3<<20)
+	// 64 KiB/s; a backlog of 192 KiB is 3 s, more than the probe's 2 s,
+	// and within what the API's stream window lets an agent send unread
+	// (muxconfig.APIStreamWindow, 256 KiB).
+	th := startThrottle(t, a.addr, 64<<10, 192<<10)
 	h := hello("cell", "run-1", "127.0.0.1")
 	busy, refused := dialByHand(t, tlsDial(t, p, th.addr(), ""), h)
 	if refused != nil {
@@ -457,7 +460,7 @@ func TestBusySessionIsNotReplaced(t *testing.T) {
 	}
 	// Its capture goes on.
 	var before, now int64
-	for now < before+(256<<10) {
+	for now < before+(64<<10) {
 		select {
 		case now = <-received:
 			if before == 0 {
@@ -474,33 +477,45 @@ func TestBusySessionIsNotReplaced(t *testing.T) {
 // When a fleet reconnects at once, TLS handshakes take turns (a bounded
 // number compute at a time) and each one's deadline counts from its turn,
 // so queued agents do not run out of time.
-func TestHandshakesTakeTurns(t *testing.T) {
-	p := newPKI(t)
-	// Each handshake costs cost of (simulated) CPU. A handshake may wait
-	// for one other turn besides its own (it gives its slot back while the
-	// agent answers), so from its turn it needs twice the cost plus the
-	// real work, under the timeout with room for a busy machine; the
-	// agents' turns together last well beyond the timeout, so that a
-	// deadline counted from the connection's arrival would fail the last.
-	const (
-		cost    = 300 * time.Millisecond
-		timeout = 2400 * time.Millisecond
-		agents  = 12
-	)
+// slowHandshakes is the API's TLS configuration with handshakes that
+// take d each, the CPU a handshake costs exaggerated; most says how many
+// ran at once at most.
+func slowHandshakes(p *pki, d time.Duration) (cfg *tls.Config, most func() int) {
 	var mu sync.Mutex
-	inFlight, most := 0, 0
-	cfg := p.serverTLS()
+	inFlight, peak := 0, 0
+	cfg = p.serverTLS()
 	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
 		mu.Lock()
 		inFlight++
-		most = max(most, inFlight)
+		peak = max(peak, inFlight)
 		mu.Unlock()
-		time.Sleep(cost) // the CPU a handshake costs, exaggerated
+		time.Sleep(d)
 		mu.Lock()
 		inFlight--
 		mu.Unlock()
 		return nil, nil
 	}
+	return cfg, func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return peak
+	}
+}
+
+func TestHandshakesTakeTurns(t *testing.T) {
+	p := newPKI(t)
+	// A handshake gives its slot back while the agent answers and may
+	// then wait for one other turn besides its own, so from its turn it
+	// needs twice the cost plus the real work: under the timeout with
+	// room for a busy machine. The agents' turns together last well
+	// beyond the timeout, so that a deadline counted from the
+	// connection's arrival would fail the last of them.
+	const (
+		cost    = 300 * time.Millisecond
+		timeout = 2400 * time.Millisecond
+		agents  = 12
+	)
+	cfg, most := slowHandshakes(p, cost)
 	srv := tunnel.NewServer(tunnel.Config{TLS: cfg, APIID: "api/0", KeepaliveInterval: time.Second, MaxHandshakes: 1, HandshakeTimeout: timeout, Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
 	addr := serve(t, srv)
 
@@ -534,8 +549,36 @@ func TestHandshakesTakeTurns(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	if most != 1 {
-		t.Errorf("%d handshakes computed at once, want 1", most)
+	if n := most(); n != 1 {
+		t.Errorf("%d handshakes computed at once, want 1", n)
+	}
+}
+
+// By default a reconnect storm leaves a processor free: handshakes take
+// turns in one slot fewer than GOMAXPROCS, so that what the netpoller
+// wakes (/healthz's accept loop) need not wait for a handshake to end.
+func TestHandshakesLeaveAProcessorFree(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	p := newPKI(t)
+	cfg, most := slowHandshakes(p, 300*time.Millisecond)
+	srv := tunnel.NewServer(tunnel.Config{TLS: cfg, APIID: "api/0", KeepaliveInterval: time.Second})
+	addr := serve(t, srv)
+	var wg sync.WaitGroup
+	for i := range 3 {
+		ip := fmt.Sprintf("127.0.0.%d", i+1)
+		wg.Go(func() {
+			d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+			conn, err := tls.DialWithDialer(d, "tcp", addr, p.clientTLS(&p.agent))
+			if err != nil {
+				t.Errorf("%s: %v", ip, err)
+				return
+			}
+			conn.Close()
+		})
+	}
+	wg.Wait()
+	if n := most(); n != 1 {
+		t.Errorf("%d handshakes computed at once with GOMAXPROCS 2, want 1", n)
 	}
 }
 

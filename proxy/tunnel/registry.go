@@ -39,16 +39,32 @@ type Agent struct {
 	Bosh        *wire.BoshInstance
 	HostCapture bool
 
-	sess   *yamux.Session
-	conn   *agentConn
-	watch  *watchdog
+	sess  *yamux.Session
+	conn  *agentConn
+	gate  *frameGate
+	watch *watchdog
+	// openMu makes the streams the API opens take their ids and their
+	// registrations with gate in the same order.
+	openMu sync.Mutex
 	active atomic.Int64
 	// refs is how many IPs the registry holds the agent under (its mu).
 	refs int
 }
 
-// Open opens a capture stream to the agent.
+// Open opens a stream to the agent: a stop stream, or a capture stream
+// whose unread bytes nothing bounds but yamux's window.
 func (a *Agent) Open(ctx context.Context) (net.Conn, error) {
+	return a.open(ctx, nil)
+}
+
+// OpenLimited opens a capture stream whose unread bytes count against
+// unread, the capture's: see Unread. Closing the stream lets it go: what
+// the agent sends on it afterwards is dropped.
+func (a *Agent) OpenLimited(ctx context.Context, unread *Unread) (net.Conn, error) {
+	return a.open(ctx, unread)
+}
+
+func (a *Agent) open(ctx context.Context, unread *Unread) (net.Conn, error) {
 	type result struct {
 		s   net.Conn
 		err error
@@ -57,8 +73,23 @@ func (a *Agent) Open(ctx context.Context) (net.Conn, error) {
 	// not let a request wait on it beyond its context.
 	ch := make(chan result, 1)
 	go func() {
+		a.openMu.Lock()
+		defer a.openMu.Unlock()
 		s, err := a.sess.OpenStream()
-		ch <- result{s, err}
+		if err != nil {
+			ch <- result{nil, err}
+			return
+		}
+		var ls *limitedStream
+		var conn net.Conn = s
+		if unread != nil {
+			ls = &limitedStream{Stream: s, unread: unread, keepBuffer: unread.keepBuffer()}
+			conn = ls
+		}
+		if a.gate != nil {
+			a.gate.register(s.StreamID(), ls)
+		}
+		ch <- result{conn, nil}
 	}()
 	select {
 	case r := <-ch:
