@@ -42,8 +42,8 @@ func AwaitCommand(ctx context.Context, pid int, arg string) (int, error) {
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if found, ok := findCommand(pid, arg); ok {
-			return found, nil
+		if found := WithArg(pid, arg); len(found) > 0 {
+			return found[0], nil
 		}
 		select {
 		case <-ctx.Done():
@@ -53,15 +53,16 @@ func AwaitCommand(ctx context.Context, pid int, arg string) (int, error) {
 	}
 }
 
-func findCommand(pid int, arg string) (int, bool) {
+// WithArg returns the pids of pid's live descendants that have arg among
+// their command line's arguments.
+func WithArg(pid int, arg string) []int {
+	var found []int
 	for _, child := range Children(pid) {
 		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", child))
 		if err == nil && slices.Contains(strings.Split(string(cmdline), "\x00"), arg) {
-			return child, true
+			found = append(found, child)
 		}
-		if found, ok := findCommand(child, arg); ok {
-			return found, true
-		}
+		found = append(found, WithArg(child, arg)...)
 	}
-	return 0, false
+	return found
 }
