@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudfoundry/pcap-server-release/cellagent/bpfcompile"
 	"github.com/cloudfoundry/pcap-server-release/test/netnstest"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
@@ -24,6 +25,11 @@ func options(p *netnstest.Pair) Options {
 		RingBytes:   8 << 20,
 		ReadTimeout: 50 * time.Millisecond,
 		QueueBytes:  8 << 20,
+		// Starting the compiler child (this -race test binary) on a busy
+		// machine can take the default 5 s of wall-clock time by itself:
+		// a benign filter must not fail for it here. The budget's own
+		// tests set theirs; the CPU budget stays the default.
+		Compiler: &bpfcompile.Compiler{Budget: bpfcompile.Budget{Wall: time.Minute, TotalWall: time.Minute}},
 	}
 }
 

@@ -33,6 +33,15 @@ func hostileFilter() string {
 	return strings.Join(parts, "||")
 }
 
+// hostileCompiler is the budget for the hostile filter where a test
+// needs its compile to run for a while: the default CPU budget (2 s) ends
+// it on an idle machine; on a busy one, where the niced child gets a
+// sliver of the CPU, a wall clock far beyond what a capture start takes
+// there.
+func hostileCompiler() *bpfcompile.Compiler {
+	return &bpfcompile.Compiler{Budget: bpfcompile.Budget{Wall: 10 * time.Second, TotalWall: 10 * time.Second}}
+}
+
 // openAndClose opens a capture with o in a goroutine, ends it at once if
 // it opened, and delivers Open's error.
 func openAndClose(o Options) <-chan error {
@@ -65,10 +74,7 @@ func TestHostileFilterDoesNotHoldOtherCaptures(t *testing.T) {
 
 	ho := options(hostile)
 	ho.Filter = hostileFilter()
-	// The default CPU budget (2 s) ends the compile on an idle machine;
-	// on a busy one, where the niced child gets a sliver of the CPU, the
-	// wall clock does.
-	ho.Compiler = &bpfcompile.Compiler{Budget: bpfcompile.Budget{Wall: 10 * time.Second, TotalWall: 10 * time.Second}}
+	ho.Compiler = hostileCompiler()
 	done := openAndClose(ho)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
@@ -201,6 +207,7 @@ func TestCompileChildInheritsNoCapture(t *testing.T) {
 
 	ho := options(netnstest.NewPair(t))
 	ho.Filter = hostileFilter()
+	ho.Compiler = hostileCompiler()
 	done := openAndClose(ho)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
