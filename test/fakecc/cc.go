@@ -177,7 +177,7 @@ type CloudController struct {
 	faults    map[string]Fault
 	requests  map[string]int
 	// counted is closed and replaced whenever a request is counted, to
-	// wake AwaitRequests.
+	// wake WaitRequests.
 	counted chan struct{}
 }
 
@@ -378,10 +378,10 @@ func (cc *CloudController) TotalRequests() int {
 	return n
 }
 
-// AwaitRequests returns once endpoint has received n requests, or ctx's
+// WaitRequests returns once endpoint has received n requests, or ctx's
 // error. A request is counted before any fault delays it: a test can tell
 // that a delayed request has reached the fake.
-func (cc *CloudController) AwaitRequests(ctx context.Context, endpoint string, n int) error {
+func (cc *CloudController) WaitRequests(ctx context.Context, endpoint string, n int) error {
 	for {
 		cc.mu.Lock()
 		got, counted := cc.requests[endpoint], cc.counted

@@ -433,7 +433,7 @@ func TestFaults(t *testing.T) {
 	}()
 	actx, acancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer acancel()
-	if err := w.cc.AwaitRequests(actx, fakecc.GetApp, 4); err != nil {
+	if err := w.cc.WaitRequests(actx, fakecc.GetApp, 4); err != nil {
 		t.Fatalf("the delayed request: %v", err)
 	}
 	// An answer would come within milliseconds of the request; a busy
