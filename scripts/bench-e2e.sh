@@ -11,10 +11,16 @@
 #
 # Settings (environment): RATES (100k,250k,400k,max; none skips the UDP
 # steps), STEP (8s), MARGIN (4s), TCP (8s per run, 0 skips), TCP_RATES
-# (1G,2G,3G,max: iperf3's -b, max unpaced), IDLE (10s, 0 skips), LATENCY
+# (1G,2G,3G,max: iperf3's -b, max unpaced), TCP_OUTPUT (file: the TCP
+# captures write files on tmpfs, freed behind the writers; growing-file:
+# files kept whole until the step ends, gigabytes of memory; pipe: into
+# a pipe), IDLE (10s, 0 skips), LATENCY
 # (10s, 0 skips), RING (MiB, the kernel ring of both paths; default: the
 # agent's default), PROFILE (a directory: perf profiles of every process
-# during the unpaced TCP step; installs linux-perf).
+# during the unpaced TCP step; installs linux-perf), BIN (a directory with
+# pcap-server, pcap-server-api and pcap-server-cli built elsewhere: the
+# benchmark measures those instead of this tree's, so that two builds can
+# be run alternately with one benchmark).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,8 +63,16 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "== building" >&2
-go build -o "$work/bin/" ./proxy/cmd/pcap-server-api ./cellagent/cmd/pcap-server ./cli/cmd/pcap-server-cli ./test/cmd/pcap-bench-e2e
-code="$(git describe --always --dirty 2>/dev/null || echo unknown) ($(git rev-parse --abbrev-ref HEAD 2>/dev/null || echo '?'))"
+if [ -n "${BIN:-}" ]; then
+	go build -o "$work/bin/" ./test/cmd/pcap-bench-e2e
+	for b in pcap-server pcap-server-api pcap-server-cli; do
+		cp "$BIN/$b" "$work/bin/$b"
+	done
+	code="the binaries in $BIN"
+else
+	go build -o "$work/bin/" ./proxy/cmd/pcap-server-api ./cellagent/cmd/pcap-server ./cli/cmd/pcap-server-cli ./test/cmd/pcap-bench-e2e
+	code="$(git describe --always --dirty 2>/dev/null || echo unknown) ($(git rev-parse --abbrev-ref HEAD 2>/dev/null || echo '?'))"
+fi
 "$work/bin/pcap-bench-e2e" -bin "$work/bin" -work "$work" -out "$out" -app-ns "$app_ns" -peer-ns "$peer_ns" -code "$code" \
 	-rates "${RATES:-100k,250k,400k,max}" -step "${STEP:-8s}" -margin "${MARGIN:-4s}" \
-	-tcp "${TCP:-8s}" -tcp-rates "${TCP_RATES:-1G,2G,3G,max}" ${PROFILE:+-profile "$(realpath -m "$PROFILE")"} -idle "${IDLE:-10s}" -latency "${LATENCY:-10s}" ${RING:+-ring "$RING"}
+	-tcp "${TCP:-8s}" -tcp-rates "${TCP_RATES:-1G,2G,3G,max}" -tcp-output "${TCP_OUTPUT:-file}" ${PROFILE:+-profile "$(realpath -m "$PROFILE")"} -idle "${IDLE:-10s}" -latency "${LATENCY:-10s}" ${RING:+-ring "$RING"}

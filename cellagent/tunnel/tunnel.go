@@ -27,6 +27,7 @@ import (
 
 	"github.com/cloudfoundry/pcap-server-release/cellagent/agentmetrics"
 	"github.com/cloudfoundry/pcap-server-release/internal/muxconfig"
+	"github.com/cloudfoundry/pcap-server-release/internal/muxjoin"
 	"github.com/cloudfoundry/pcap-server-release/internal/tlsbatch"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
@@ -310,7 +311,8 @@ func (c *Client) connect(ctx context.Context, addr string) (*yamux.Session, *wir
 		raw.Close()
 		return nil, nil, &connectError{agentmetrics.ReasonTLS, fmt.Errorf("TLS handshake with API %s: %w", addr, err)}
 	}
-	sess, err := yamux.Client(conn, c.mux)
+	// And a frame's header goes out with its body (muxjoin).
+	sess, err := yamux.Client(muxjoin.New(conn), c.mux)
 	if err != nil {
 		conn.Close()
 		return nil, nil, &connectError{agentmetrics.ReasonHandshake, fmt.Errorf("start session with API %s: %w", addr, err)}

@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/yamux"
+
+	"github.com/cloudfoundry/pcap-server-release/internal/muxjoin"
 	"github.com/cloudfoundry/pcap-server-release/test/testpki"
 )
 
@@ -159,5 +162,75 @@ func TestCloseDuringAStalledBatchClosesAtOnce(t *testing.T) {
 	}
 	if _, err := client.Write([]byte("after")); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Write after Close: %v, want net.ErrClosed", err)
+	}
+}
+
+// A yamux stream's data frame through muxjoin reaches the network in one
+// write, header and body (two without muxjoin), and the peer reads exactly
+// what was written; frames without a body (the stream's opening, pings)
+// are not held back.
+func TestAYamuxDataFrameIsOneNetworkWrite(t *testing.T) {
+	for _, join := range []bool{false, true} {
+		client, server, counted := pair(t)
+		cfg := yamux.DefaultConfig()
+		cfg.EnableKeepAlive = false
+		cfg.LogOutput = io.Discard
+		var conn io.ReadWriteCloser = client
+		if join {
+			conn = muxjoin.New(client)
+		}
+		cs, err := yamux.Client(conn, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cs.Close()
+		ss, err := yamux.Server(server, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ss.Close()
+		opened, err := cs.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The open is a header alone: were it held, the accept would
+		// wait forever.
+		if _, err := opened.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		accepted, err := ss.AcceptStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		one := make([]byte, 1)
+		if _, err := io.ReadFull(accepted, one); err != nil || one[0] != 'x' {
+			t.Fatalf("first byte %q, %v", one, err)
+		}
+		if _, err := cs.Ping(); err != nil {
+			t.Fatalf("ping: %v", err)
+		}
+		data := make([]byte, 100<<10)
+		_, _ = rand.Read(data)
+		got := make(chan []byte, 1)
+		go func() {
+			b := make([]byte, len(data))
+			_, _ = io.ReadFull(accepted, b)
+			got <- b
+		}()
+		before := counted.count()
+		if n, err := opened.Write(data); err != nil || n != len(data) {
+			t.Fatalf("wrote %d, %v", n, err)
+		}
+		writes := counted.count() - before
+		if !bytes.Equal(<-got, data) {
+			t.Fatal("the peer read other bytes")
+		}
+		want := 2
+		if join {
+			want = 1
+		}
+		if writes != want {
+			t.Errorf("muxjoin %v: %d network writes for a data frame, want %d", join, writes, want)
+		}
 	}
 }

@@ -163,6 +163,33 @@ func BenchmarkSession(b *testing.B) {
 	}
 }
 
+// BenchmarkSessionBulk is BenchmarkSession at full snaplen: one
+// instance's frames of 8 KiB packets (bulk TCP), in both formats; the
+// baseline (copy) reads the same frames into a buffer.
+//
+//	go test -run '^$' -bench SessionBulk ./proxy/capture
+func BenchmarkSessionBulk(b *testing.B) {
+	const packets, size = 20000, 8192
+	ip := netip.AddrFrom4([4]byte{10, 0, 0, 1})
+	agents := replayAgents{ip: &replayAgent{stream: recordedStream(b, packets, size, 0, 1)}}
+	targets := []Target{AppInstance{AppGUID: "g", AppName: "app", CellIP: ip}}
+	for _, format := range []Format{FormatPcap, FormatPcapng} {
+		b.Run(string(format), func(b *testing.B) {
+			b.SetBytes(packets * size)
+			req := request(targets)
+			req.Format = format
+			benchSession(b, agents, req, packets)
+		})
+	}
+	b.Run("copy", func(b *testing.B) {
+		b.SetBytes(packets * size)
+		buf := make([]byte, 128<<10)
+		for b.Loop() {
+			_, _ = io.CopyBuffer(struct{ io.Writer }{io.Discard}, struct{ io.Reader }{bytes.NewReader(agents[ip].stream)}, buf)
+		}
+	})
+}
+
 // benchSession runs the capture req of agents that send packets in all,
 // and reports the time per packet.
 func benchSession(b *testing.B, agents replayAgents, req Request, packets int) {

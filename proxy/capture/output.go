@@ -151,12 +151,28 @@ func (o *output) appendPacket(iface int, rec wire.Record, data []byte) {
 		o.buf = le.AppendUint32(b, n)
 		return
 	}
-	b = le.AppendUint32(b, uint32(rec.Timestamp/1e9))
-	b = le.AppendUint32(b, uint32(rec.Timestamp%1e9))
-	b = le.AppendUint32(b, uint32(rec.CapLen))
-	b = le.AppendUint32(b, uint32(rec.Length))
-	o.buf = append(b, data...)
+	var h [pcapRecordHeaderSize]byte
+	putPcapRecordHeader(h[:], rec)
+	o.buf = append(append(b, h[:]...), data...)
 }
+
+// pcapRecordHeaderSize is a classic pcap record's header, as long as a
+// wire record's: a frame's records become the file's by rewriting their
+// headers where they are.
+const pcapRecordHeaderSize = wire.RecordHeaderSize
+
+// putPcapRecordHeader writes rec's pcap record header (nanosecond
+// timestamps) into b, which may be rec's own wire header.
+func putPcapRecordHeader(b []byte, rec wire.Record) {
+	le := binary.LittleEndian
+	le.PutUint32(b[0:], uint32(rec.Timestamp/1e9))
+	le.PutUint32(b[4:], uint32(rec.Timestamp%1e9))
+	le.PutUint32(b[8:], uint32(rec.CapLen))
+	le.PutUint32(b[12:], uint32(rec.Length))
+}
+
+// appendRecords appends records already in the file's format.
+func (o *output) appendRecords(b []byte) { o.buf = append(o.buf, b...) }
 
 // isbSize is what appendStats writes: an Interface Statistics Block with
 // its timestamp and four options (start, end, received, dropped) and the

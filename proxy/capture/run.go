@@ -259,36 +259,74 @@ func (r *run) write(now time.Time) time.Duration {
 	return 0
 }
 
-// writeRun encodes the records of one run.
+// writeRun encodes the records of one run. In classic pcap a frame's
+// records become the file's where they are (pcap and wire record headers
+// are both 16 bytes), and go out from the frame in one piece: no copy per
+// record into the output buffer.
 func (r *run) writeRun(run mergeRun) {
 	f := run.f
+	inPlace := r.out.format == FormatPcap
+	start := f.off
 	for f.left > 0 {
 		rec := f.head()
 		if rec.Timestamp > run.until {
-			return
+			break
 		}
 		if r.req.MaxPackets > 0 && r.packets >= r.req.MaxPackets {
 			r.decide(wire.EndPackets)
 			r.writing = false
-			return
+			break
 		}
 		size := r.out.size(rec.CapLen)
 		if r.req.MaxBytes > 0 && r.planned+size+r.statsRound() > r.req.MaxBytes {
 			r.decide(wire.EndMaxBytes)
 			r.writing = false
-			return
+			break
 		}
-		data := f.buf[f.off+wire.RecordHeaderSize : f.off+rec.Size()]
-		r.out.appendPacket(run.src, rec, data)
+		if inPlace {
+			putPcapRecordHeader(f.buf[f.off:], rec)
+		} else {
+			data := f.buf[f.off+wire.RecordHeaderSize : f.off+rec.Size()]
+			r.out.appendPacket(run.src, rec, data)
+		}
 		f.off += rec.Size()
 		f.left--
 		r.planned += size
 		r.packets++
-		if r.out.pending() >= writeChunk {
+		if !inPlace && r.out.pending() >= writeChunk {
 			if err := r.out.writeTo(r.cw); err != nil {
 				r.clientGone(err)
 				return
 			}
+		}
+	}
+	if inPlace && f.off > start {
+		r.writeRecords(f.buf[start:f.off])
+	}
+}
+
+// directWrite is the least a run of records must hold to be written from
+// its frame; a shorter one (instances that take turns packet by packet)
+// joins the output buffer, so that writes stay large.
+const directWrite = 64 << 10
+
+// writeRecords sends records already in the file's format, after what
+// the output buffer holds.
+func (r *run) writeRecords(b []byte) {
+	if len(b) < directWrite {
+		r.out.appendRecords(b)
+		if r.out.pending() < writeChunk {
+			return
+		}
+		b = nil
+	}
+	if err := r.out.writeTo(r.cw); err != nil {
+		r.clientGone(err)
+		return
+	}
+	if len(b) > 0 {
+		if _, err := r.cw.Write(b); err != nil {
+			r.clientGone(err)
 		}
 	}
 }

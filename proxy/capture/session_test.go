@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -628,5 +630,66 @@ func TestAgentReasonsAndMessagesAreChecked(t *testing.T) {
 	res := sess.Run(context.Background(), io.Discard, func() error { return nil }, noStop())
 	if res.Reason != wire.EndError || len(res.Instances[0].Message) > wire.MaxMessage+3 || strings.Contains(res.Instances[0].Message, "\n") {
 		t.Fatalf("reason %q, message of %d bytes", res.Reason, len(res.Instances[0].Message))
+	}
+}
+
+// In classic pcap a long run of one instance's records goes out from its
+// frame, headers rewritten where they are, and short runs (instances
+// taking turns) through the output buffer: either way the file is,
+// byte for byte, what pcapgo writes for the same packets in timestamp
+// order, and what the session reports it wrote.
+func TestPcapRecordsFromTheFrameAreTheFilesRecords(t *testing.T) {
+	var long, alternateA, alternateB []int64
+	for k := range 1200 { // 1200 records of 76 bytes: beyond directWrite
+		long = append(long, 1_000_000+int64(k))
+	}
+	for k := range 40 {
+		alternateA = append(alternateA, 3_000_000+2*int64(k))
+		alternateB = append(alternateB, 3_000_000+2*int64(k)+1)
+	}
+	agents, targets := agentsFor(t,
+		func(t *testing.T, req *wire.CaptureRequest, r *wire.Reader, w *wire.Writer) {
+			_ = w.WriteMessage(&wire.Started{LinkType: 1, Snaplen: req.Snaplen, Device: req.Device})
+			_ = packetsFrame(w, long...)
+			_ = packetsFrame(w, alternateA...)
+			_ = w.WriteMessage(&wire.End{Reason: wire.EndDuration, Stats: wire.Stats{Counters: wire.Counters{Packets: uint64(len(long) + len(alternateA))}}})
+		},
+		func(t *testing.T, req *wire.CaptureRequest, r *wire.Reader, w *wire.Writer) {
+			_ = w.WriteMessage(&wire.Started{LinkType: 1, Snaplen: req.Snaplen, Device: req.Device})
+			_ = packetsFrame(w, 1, 2, 3)
+			_ = packetsFrame(w, alternateB...)
+			_ = packetsFrame(w, 5_000_000, 5_000_001)
+			_ = w.WriteMessage(&wire.End{Reason: wire.EndDuration, Stats: wire.Stats{Counters: wire.Counters{Packets: 3 + uint64(len(alternateB)) + 2}}})
+		})
+	sess, failed := Start(context.Background(), agents, request(targets), Options{BufferBytes: 4 << 20})
+	if sess == nil || len(failed) != 0 {
+		t.Fatalf("start: %v", failed)
+	}
+	var out bytes.Buffer
+	res := sess.Run(context.Background(), &out, func() error { return nil }, noStop())
+
+	all := slices.Concat([]int64{1, 2, 3}, long, alternateA, alternateB, []int64{5_000_000, 5_000_001})
+	slices.Sort(all)
+	var want bytes.Buffer
+	pw := pcapgo.NewWriterNanos(&want)
+	if err := pw.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
+		t.Fatal(err)
+	}
+	for _, ts := range all {
+		ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, ts), CaptureLength: 60, Length: 100}
+		if err := pw.WritePacket(ci, bytes.Repeat([]byte{byte(ts)}, 60)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if res.Packets != uint64(len(all)) || res.Bytes != int64(out.Len()) {
+		t.Errorf("result %+v for %d packets and a file of %d bytes", res, len(all), out.Len())
+	}
+	if !bytes.Equal(out.Bytes(), want.Bytes()) {
+		got := out.Bytes()
+		i := 0
+		for i < min(len(got), len(want.Bytes())) && got[i] == want.Bytes()[i] {
+			i++
+		}
+		t.Fatalf("the file differs from pcapgo's at byte %d of %d (want %d bytes)", i, len(got), want.Len())
 	}
 }

@@ -248,3 +248,65 @@ func TestTCPReportComparesEachProcessPerByteWithTcpdump(t *testing.T) {
 		}
 	}
 }
+
+// TestFollowCountsAGrowingFileAndFreesIt writes a pcap file piece by
+// piece while the follower counts it: every packet is counted, the count
+// ends only once the writer is done, and what was read no longer takes
+// space.
+func TestFollowCountsAGrowingFileAndFreesIt(t *testing.T) {
+	data := pcapBytes(t, 20000, time.Now()) // 24 + 20000*76 bytes, about 1.5 MB
+	path := t.TempDir() + "/tcp.pcap"
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	written := make(chan struct{})
+	ff, err := openFollow(path, written, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ff.f.Close()
+	ff.punchEvery = 64 << 10
+	type result struct {
+		c   pcapCount
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		c, err := countPcap(ff)
+		res <- result{c, err}
+	}()
+	// Pieces that cut records anywhere, the last record last of all.
+	for off := 0; off < len(data); off += 4093 {
+		if _, err := f.Write(data[off:min(off+4093, len(data))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case r := <-res:
+		t.Fatalf("the count ended before the writer did: %+v, %v", r.c, r.err)
+	default:
+	}
+	close(written)
+	r := <-res
+	if r.err != nil || r.c.packets != 20000 || r.c.bytes != 20000*60 {
+		t.Fatalf("counted %+v, %v; want 20000 packets of 60 bytes", r.c, r.err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Size != int64(len(data)) || st.Blocks*512 > int64(len(data))/2 {
+		t.Errorf("file of %d bytes keeps %d bytes allocated after the count: want most of it freed", st.Size, st.Blocks*512)
+	}
+}
+
+func TestFollowWaitsForTheFileAndGivesUpWhenTheWriterEndsWithoutOne(t *testing.T) {
+	written := make(chan struct{})
+	close(written)
+	_, err := openFollow(t.TempDir()+"/never.pcap", written, false)
+	if err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Fatalf("open without a file: %v", err)
+	}
+}

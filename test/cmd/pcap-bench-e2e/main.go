@@ -34,10 +34,21 @@ type config struct {
 	step, margin       time.Duration
 	tcp, idle, latency time.Duration
 	tcpRates           []tcpRate
+	tcpOutput          string // outputFile, outputGrowing or outputPipe: where the TCP steps' captures go
 	latencyPPS         int
 	ringMiB            int    // kernel ring of both paths
 	profile            string // directory for perf profiles of the unpaced TCP step; empty: none
 }
+
+// Where the TCP steps' captures write: a file on tmpfs, as tcpdump -w
+// FILE and pcap-server-cli -o FILE do in use, freed behind the writer or
+// kept whole until the step ends (gigabytes of memory), or a pipe (-w -,
+// -o -).
+const (
+	outputFile    = "file"
+	outputGrowing = "growing-file"
+	outputPipe    = "pipe"
+)
 
 // tcpRate is one TCP step: iperf3's -b (a bit rate it paces to), or
 // unpaced (max).
@@ -115,6 +126,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.peerNS, "peer-ns", fmt.Sprintf("pcapbench-peer-%d", os.Getpid()), "name of the traffic generator's network namespace to create")
 	rates := fs.String("rates", "100k,250k,400k,max", "UDP rate steps in packets per second, comma-separated; max: as fast as trafgen goes; none: no UDP step")
 	tcpRates := fs.String("tcp-rates", "1G,2G,3G,max", "TCP steps, comma-separated: iperf3's -b (paced), max (unpaced), or none")
+	fs.StringVar(&c.tcpOutput, "tcp-output", outputFile, "where the TCP steps' captures write: file (on tmpfs, read and freed behind the writer), growing-file (on tmpfs, kept whole until the step ends: needs memory for the whole capture) or pipe")
 	fs.StringVar(&c.profile, "profile", "", "directory for perf profiles of each process during the unpaced TCP step (needs perf); empty: no profile")
 	fs.DurationVar(&c.step, "step", 8*time.Second, "traffic per rate step and path")
 	fs.DurationVar(&c.margin, "margin", 4*time.Second, "how much longer than the traffic the whole path's capture runs (--duration)")
@@ -136,6 +148,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.tcpRates, err = parseTCPRates(*tcpRates); err != nil {
 		problems = append(problems, err.Error())
+	}
+	if c.tcpOutput != outputFile && c.tcpOutput != outputGrowing && c.tcpOutput != outputPipe {
+		problems = append(problems, fmt.Sprintf("-tcp-output %q: want file, growing-file or pipe", c.tcpOutput))
 	}
 	if c.step < time.Second || c.margin < time.Second {
 		problems = append(problems, "-step and -margin must be at least 1s")

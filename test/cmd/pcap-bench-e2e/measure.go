@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -86,8 +87,9 @@ func (s tcpStep) run(path string) (tcpRun, bool) {
 }
 
 // tcpRun is one iperf3 run, without a capture (c nil) or through one,
-// whose pcap stream is counted from a pipe: at tens of Gbit/s a file
-// would not fit in memory.
+// whose pcap stream is counted as it is written: into a file on tmpfs,
+// read and (unless it is to grow) freed behind the writer, or into a
+// pipe.
 type tcpRun struct {
 	path  string
 	iperf iperfResult
@@ -113,15 +115,9 @@ func (b *bench) tcpRun(ctx context.Context, c capture, rt tcpRate) (tcpRun, erro
 		return r, err
 	}
 	r.path = c.name()
-	progress("iperf3 TCP %s, %s, through %s", rt.label, b.cfg.tcp, c.name())
-	pw, counted, err := readPipe(countPcap)
+	progress("iperf3 TCP %s, %s, through %s into a %s", rt.label, b.cfg.tcp, c.name(), b.cfg.tcpOutput)
+	counted, written, err := b.startTCPCapture(ctx, c)
 	if err != nil {
-		return r, err
-	}
-	err = c.start(ctx, "tcp", "", pw, b.cfg.tcp)
-	pw.Close() // the capture process holds its own end
-	if err != nil {
-		_, _ = counted()
 		return r, err
 	}
 	var prof *profiler
@@ -131,11 +127,51 @@ func (b *bench) tcpRun(ctx context.Context, c capture, rt tcpRate) (tcpRun, erro
 	var iperfErr, finishErr, countErr, profErr error
 	r.iperf, iperfErr = b.runIperf(ctx, b.cfg.tcp, rt.bitrate, prof)
 	r.cap, finishErr = c.finish(ctx)
+	written()
 	r.count, countErr = counted()
 	if prof != nil {
 		profErr = prof.report(ctx)
 	}
 	return r, errors.Join(iperfErr, finishErr, countErr, profErr)
+}
+
+// startTCPCapture starts c writing into the TCP step's output, a file or
+// a pipe, and counts what it writes. Once the capture has finished, the
+// caller calls written, then counted for the count.
+func (b *bench) startTCPCapture(ctx context.Context, c capture) (counted func() (pcapCount, error), written func(), err error) {
+	if b.cfg.tcpOutput == outputPipe {
+		pw, counted, err := readPipe(countPcap)
+		if err != nil {
+			return nil, nil, err
+		}
+		err = c.start(ctx, "tcp", "", pw, b.cfg.tcp)
+		pw.Close() // the capture process holds its own end
+		if err != nil {
+			_, _ = counted()
+			return nil, nil, err
+		}
+		return counted, func() {}, nil
+	}
+	file := filepath.Join(b.cfg.out, "tcp.pcap")
+	if err := c.start(ctx, "tcp", file, nil, b.cfg.tcp); err != nil {
+		os.Remove(file)
+		return nil, nil, err
+	}
+	done := make(chan struct{})
+	type result struct {
+		c   pcapCount
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		c, err := countFollowed(file, done, b.cfg.tcpOutput == outputGrowing)
+		res <- result{c, err}
+	}()
+	counted = func() (pcapCount, error) {
+		r := <-res
+		return r.c, r.err
+	}
+	return counted, sync.OnceFunc(func() { close(done) }), nil
 }
 
 // readPipe runs read on the read end of a new pipe and returns the write

@@ -182,7 +182,14 @@ func (r report) tcpRatio() (float64, bool) {
 }
 
 func (r report) printTCP(w io.Writer) {
-	fmt.Fprintf(w, "\n### iperf3 TCP, %s per run, filter `tcp`, snaplen 65535 (captures read from a pipe, not a file: they are gigabytes)\n\n", r.cfg.tcp)
+	where := "both captures write a file on tmpfs (`tcpdump -w FILE`, `pcap-server-cli -o FILE`), which the benchmark reads and frees behind the writer"
+	switch r.cfg.tcpOutput {
+	case outputPipe:
+		where = "both captures write into a pipe (`-w -`, `-o -`) that the benchmark reads"
+	case outputGrowing:
+		where = "both captures write a file on tmpfs (`tcpdump -w FILE`, `pcap-server-cli -o FILE`) that grows into fresh memory until the step ends"
+	}
+	fmt.Fprintf(w, "\n### iperf3 TCP, %s per run, filter `tcp`, snaplen 65535; %s\n\n", r.cfg.tcp, where)
 	t := table{header: []string{"iperf3 -b", "capture", "iperf3 Gbit/s", "iperf3 MB", "captured packets", "captured MB", "captured / tcpdump", "drops reported", "ended"}}
 	for _, s := range r.tcp {
 		share, hasShare := s.keptShare()
