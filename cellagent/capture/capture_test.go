@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudfoundry/pcap-server-release/cellagent/bpfcompile"
 	"github.com/cloudfoundry/pcap-server-release/test/netnstest"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
@@ -24,6 +25,11 @@ func options(p *netnstest.Pair) Options {
 		RingBytes:   8 << 20,
 		ReadTimeout: 50 * time.Millisecond,
 		QueueBytes:  8 << 20,
+		// Starting the compiler child (this -race test binary) on a busy
+		// machine can take the default 5 s of wall-clock time by itself:
+		// a benign filter must not fail for it here. The budget's own
+		// tests set theirs; the CPU budget stays the default.
+		Compiler: &bpfcompile.Compiler{Budget: bpfcompile.Budget{Wall: time.Minute, TotalWall: time.Minute}},
 	}
 }
 
@@ -241,13 +247,20 @@ func TestSlowConsumerDropsAndCounts(t *testing.T) {
 		}
 	}
 	sendRange(0, 10)
-	// The first ten fill the one batch the queue holds...
+	// The first ten fill the one batch the queue holds, if they share a
+	// ring block; if the sender was descheduled past the read timeout
+	// they came in several blocks, and the batch that went first holds
+	// the queue. Either way each of the ten is queued or dropped.
 	deadline := time.Now().Add(10 * time.Second)
-	for c.Stats().Packets < 10 {
+	for s := c.Stats(); s.Packets+s.AgentDropped < 10; s = c.Stats() {
 		if time.Now().After(deadline) {
-			t.Fatalf("stats %+v: the first 10 datagrams were not queued within 10s", c.Stats())
+			t.Fatalf("stats %+v: the first 10 datagrams were not handled within 10s", s)
 		}
 		time.Sleep(5 * time.Millisecond) // polling counters: nothing to await
+	}
+	queued := c.Stats().Packets
+	if queued == 0 {
+		t.Fatalf("stats %+v: none of the first 10 datagrams was queued", c.Stats())
 	}
 	// ...and the rest find it full.
 	const sent = 50
@@ -255,10 +268,11 @@ func TestSlowConsumerDropsAndCounts(t *testing.T) {
 	c.Stop(wire.EndRequested, true)
 	<-c.Done()
 	s := c.Stats()
-	if s.Packets != 10 || s.AgentDropped != sent-10 || s.KernelDropped != 0 {
-		t.Fatalf("stats %+v, want 10 queued and %d dropped by the agent", s, sent-10)
+	if s.Packets != queued || s.AgentDropped != sent-queued || s.KernelDropped != 0 {
+		t.Fatalf("stats %+v, want %d queued and %d dropped by the agent", s, queued, sent-queued)
 	}
-	assertDatagrams(t, collect(t, c), 10)
+	t.Logf("%d of the first 10 datagrams queued", queued)
+	assertDatagrams(t, collect(t, c), int(queued))
 }
 
 // An idle capture sleeps until the kernel has packets: a few wakeups a

@@ -57,10 +57,12 @@ func TestWhenTheSourceIsAsked(t *testing.T) {
 	}
 }
 
-// source hands out tokens that expire after lifetime, until it is gone,
-// and says on asked each time it is asked.
+// source hands out tokens that expire lifetime after its clock's now,
+// until it is gone, and says on asked each time it is asked (also once
+// gone): -1 for a failed ask.
 type source struct {
 	lifetime time.Duration
+	now      func() time.Time
 	mu       sync.Mutex
 	n        int
 	gone     bool
@@ -71,11 +73,12 @@ func (s *source) token(context.Context) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.gone {
+		s.asked <- -1
 		return "", errors.New("dial cf CLI: connection refused")
 	}
 	s.n++
 	s.asked <- s.n
-	return jwt(time.Now().Add(s.lifetime), s.n), nil
+	return jwt(s.now().Add(s.lifetime), s.n), nil
 }
 
 func (s *source) die() {
@@ -87,34 +90,45 @@ func (s *source) die() {
 // While the source lives, Run renews the token before it expires; once
 // the source is gone, Token gives the renewed one.
 func TestRunRenewsWhileTheSourceLives(t *testing.T) {
-	src := &source{lifetime: 2 * time.Second, asked: make(chan int, 8)}
+	// The clock stands still (on a whole second, as exp counts), so
+	// that no token expires however long a busy machine takes: Run's
+	// timers still run in real time, the minimum interval apart.
+	t0 := time.Unix(time.Now().Unix(), 0)
+	clock := func() time.Time { return t0 }
+	src := &source{lifetime: 2 * time.Second, now: clock, asked: make(chan int, 8)}
 	first, _ := src.token(context.Background())
 	<-src.asked
-	k := New(src.token, first, nil)
+	k := New(src.token, first, clock)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); k.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	select {
-	case n := <-src.asked:
-		if n != 2 {
-			t.Fatalf("asked for token %d", n)
+	asked := func(want int) {
+		t.Helper()
+		select {
+		case n := <-src.asked:
+			if n != want {
+				t.Fatalf("asked for token %d, want %d", n, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the token was not renewed within 10s")
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the token was not renewed within 10s")
 	}
+	asked(2)
 	src.die()
+	// Run asks again only after it has taken token 2 in.
+	asked(-1)
 	got, err := k.Token(context.Background(), time.Second)
-	if err != nil || got == first || !strings.Contains(got, ".") {
-		t.Fatalf("Token after the source died: %q, %v (first %q)", got, err, first)
+	if want := jwt(t0.Add(2*time.Second), 2); err != nil || got != want {
+		t.Fatalf("Token after the source died: %q, %v, want the renewed token (the first: %q)", got, err, first)
 	}
 }
 
 // A held token that expired while the source could not be asked is an
 // error that says so, not a request bound to fail.
 func TestExpiredTokenAndNoSource(t *testing.T) {
-	src := &source{asked: make(chan int, 1)}
+	src := &source{asked: make(chan int, 2)}
 	src.die()
 	k := New(src.token, jwt(time.Now().Add(-time.Second), 1), nil)
 	_, err := k.Token(context.Background(), time.Second)

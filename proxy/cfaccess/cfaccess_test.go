@@ -32,12 +32,12 @@ type foundation struct {
 	otherApp fakecc.App
 }
 
-func newFoundation(t *testing.T, ccTimeout time.Duration) *foundation {
+func newFoundation(t *testing.T) *foundation {
 	t.Helper()
 	f := &foundation{uaa: fakeuaa.New(t)}
 	f.cc = fakecc.New(t, f.uaa)
 	var err error
-	f.client, err = cloudcontroller.New(cloudcontroller.Config{URL: f.cc.URL, HTTPClient: f.cc.Client(), Timeout: ccTimeout})
+	f.client, err = cloudcontroller.New(cloudcontroller.Config{URL: f.cc.URL, HTTPClient: f.cc.Client()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func checkProblem(t *testing.T, err error, status int, parts ...string) {
 }
 
 func TestAuthorizationMatrix(t *testing.T) {
-	f := newFoundation(t, 0)
+	f := newFoundation(t)
 	roles := map[string][2]string{ // user -> role type, space or org
 		"dev":           {fakecc.RoleSpaceDeveloper, f.space.GUID},
 		"prod-dev":      {fakecc.RoleSpaceDeveloper, f.other.GUID},
@@ -191,7 +191,7 @@ func indexes(in []cfaccess.Instance) []int {
 }
 
 func TestAdminStillNeedsTheAppToExist(t *testing.T) {
-	f := newFoundation(t, 0)
+	f := newFoundation(t)
 	_, err := f.resolve(t, "", "bearer "+f.uaa.UserToken("root", fakeuaa.AddScopes(fakeuaa.ScopeAdmin)), "no-such-guid", "", nil)
 	checkProblem(t, err, 404, `app "no-such-guid" not found`)
 	if n := f.cc.Requests(fakecc.ListRoles); n != 0 {
@@ -200,7 +200,7 @@ func TestAdminStillNeedsTheAppToExist(t *testing.T) {
 }
 
 func TestInstanceSelection(t *testing.T) {
-	f := newFoundation(t, 0)
+	f := newFoundation(t)
 	admin := "bearer " + f.uaa.UserToken("root", fakeuaa.AddScopes(fakeuaa.ScopeAdmin))
 	for _, tc := range []struct {
 		name    string
@@ -236,7 +236,7 @@ func TestInstanceSelection(t *testing.T) {
 }
 
 func TestNoRunningInstances(t *testing.T) {
-	f := newFoundation(t, 0)
+	f := newFoundation(t)
 	dev := "bearer " + f.uaa.UserToken("dev")
 	f.cc.AddRole(fakecc.RoleSpaceDeveloper, "dev", f.other.GUID)
 
@@ -256,7 +256,7 @@ func TestNoRunningInstances(t *testing.T) {
 }
 
 func TestOtherProcessTypes(t *testing.T) {
-	f := newFoundation(t, 0)
+	f := newFoundation(t)
 	dev := "bearer " + f.uaa.UserToken("dev")
 	f.cc.AddRole(fakecc.RoleSpaceDeveloper, "dev", f.space.GUID)
 	f.cc.SetInstances(f.app.GUID, "worker", fakecc.ProcessInstance{Index: 0, State: fakecc.StateRunning, Host: "10.0.16.9", InstanceGUID: "w-0"})
@@ -272,12 +272,20 @@ func TestOtherProcessTypes(t *testing.T) {
 
 func TestCloudControllerFailures(t *testing.T) {
 	t.Run("timeout", func(t *testing.T) {
-		f := newFoundation(t, 300*time.Millisecond)
+		// The short timeout is the hung call's only: the foundation's
+		// setup (issuer discovery) keeps the default, which a busy
+		// machine cannot run out of.
+		f := newFoundation(t)
+		short, err := cloudcontroller.New(cloudcontroller.Config{URL: f.cc.URL, HTTPClient: f.cc.Client(), Timeout: 300 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
 		f.cc.AddRole(fakecc.RoleSpaceDeveloper, "dev", f.space.GUID)
 		f.cc.Inject(fakecc.GetApp, fakecc.Fault{Delay: time.Hour})
 		start := time.Now()
-		_, err := f.resolve(t, "", "bearer "+f.uaa.UserToken("dev"), f.app.GUID, "", nil)
-		checkProblem(t, err, 503, "timed out")
+		_, err = f.resolveWith(t, cfaccess.Resolver{CC: short}, "bearer "+f.uaa.UserToken("dev"), f.app.GUID, "", nil)
+		checkProblem(t, err, 503, "timed out (limit 300ms)")
+		// Far below the default timeout (10s): the configured one ended it.
 		if d := time.Since(start); d > 5*time.Second {
 			t.Errorf("took %v with a 300ms Cloud Controller timeout", d)
 		}
@@ -305,7 +313,7 @@ func TestCloudControllerFailures(t *testing.T) {
 		{"ssh_enabled dropped", fakecc.GetSSHEnabled, fakecc.Fault{Drop: true}, 503, "unreachable"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			f := newFoundation(t, 0)
+			f := newFoundation(t)
 			f.cc.AddRole(fakecc.RoleSpaceDeveloper, "dev", f.space.GUID)
 			f.cc.Inject(c.endpoint, c.fault)
 			_, err := f.resolve(t, "", "bearer "+f.uaa.UserToken("dev"), f.app.GUID, "", nil)
@@ -317,7 +325,7 @@ func TestCloudControllerFailures(t *testing.T) {
 // The token the Resolver passes on is the caller's own: CC sees the
 // caller's roles, not pcap-server's.
 func TestCallsTheCloudControllerAsTheCaller(t *testing.T) {
-	f := newFoundation(t, 0)
+	f := newFoundation(t)
 	cc := &recordingCC{CloudController: f.client}
 	id, err := f.verifier.Verify(t.Context(), "bearer "+f.uaa.UserToken("dev"))
 	if err != nil {
@@ -377,7 +385,7 @@ func TestModes(t *testing.T) {
 		t.Error("ParseMode accepted admin-only")
 	}
 
-	f := newFoundation(t, 0)
+	f := newFoundation(t)
 	id, err := f.verifier.Verify(t.Context(), "bearer "+f.uaa.UserToken("root", fakeuaa.AddScopes(fakeuaa.ScopeAdmin)))
 	if err != nil {
 		t.Fatal(err)
@@ -396,7 +404,7 @@ func TestModes(t *testing.T) {
 // role checked, and its reason in the 403. Admins are not bound, and the
 // operator can turn the rule off.
 func TestSSHPolicy(t *testing.T) {
-	f := newFoundation(t, 0)
+	f := newFoundation(t)
 	f.cc.AddRole(fakecc.RoleSpaceDeveloper, "dev", f.space.GUID)
 	f.cc.AddRole(fakecc.RoleSpaceAuditor, "auditor", f.space.GUID)
 	dev := "bearer " + f.uaa.UserToken("dev")
@@ -468,7 +476,7 @@ func TestSSHPolicy(t *testing.T) {
 // Stopping reveals nothing: a capture started before SSH was turned off
 // can still be stopped by its owner.
 func TestStopIsNotBoundBySSHPolicy(t *testing.T) {
-	f := newFoundation(t, 0)
+	f := newFoundation(t)
 	f.cc.AddRole(fakecc.RoleSpaceDeveloper, "dev", f.space.GUID)
 	f.cc.AddRole(fakecc.RoleSpaceAuditor, "auditor", f.space.GUID)
 	f.cc.SetGlobalAllowSSH(false)

@@ -474,22 +474,19 @@ func TestBusySessionIsNotReplaced(t *testing.T) {
 	}
 }
 
-// When a fleet reconnects at once, TLS handshakes take turns (a bounded
-// number compute at a time) and each one's deadline counts from its turn,
-// so queued agents do not run out of time.
 // slowHandshakes is the API's TLS configuration with handshakes that
-// take d each, the CPU a handshake costs exaggerated; most says how many
-// ran at once at most.
-func slowHandshakes(p *pki, d time.Duration) (cfg *tls.Config, most func() int) {
+// each run cost, the CPU a handshake costs exaggerated; most says how
+// many ran at once at most.
+func slowHandshakes(p *pki, cost func(*tls.ClientHelloInfo)) (cfg *tls.Config, most func() int) {
 	var mu sync.Mutex
 	inFlight, peak := 0, 0
 	cfg = p.serverTLS()
-	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		mu.Lock()
 		inFlight++
 		peak = max(peak, inFlight)
 		mu.Unlock()
-		time.Sleep(d)
+		cost(hello)
 		mu.Lock()
 		inFlight--
 		mu.Unlock()
@@ -502,41 +499,86 @@ func slowHandshakes(p *pki, d time.Duration) (cfg *tls.Config, most func() int) 
 	}
 }
 
+// When a fleet reconnects at once, TLS handshakes take turns (a bounded
+// number compute at a time) and each one's deadline counts from its turn,
+// so queued agents do not run out of time.
+//
+// The test holds one handshake in its turn until the queued agents have
+// waited longer than the timeout, then lets them through: how long they
+// waited is set by the test, not by the CPU the machine has to spare, and
+// each has a whole timeout for its own handshake from its turn.
 func TestHandshakesTakeTurns(t *testing.T) {
 	p := newPKI(t)
-	cfg, most := slowHandshakes(p, 600*time.Millisecond)
-	srv := tunnel.NewServer(tunnel.Config{TLS: cfg, APIID: "api/0", KeepaliveInterval: time.Second, MaxHandshakes: 1, HandshakeTimeout: 1500 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+	const timeout = 3 * time.Second
+	held, release := make(chan struct{}), make(chan struct{})
+	cfg, most := slowHandshakes(p, func(hello *tls.ClientHelloInfo) {
+		if hello.Conn.RemoteAddr().(*net.TCPAddr).IP.Equal(net.ParseIP("127.0.0.1")) {
+			close(held)
+			<-release
+		}
+	})
+	srv := tunnel.NewServer(tunnel.Config{TLS: cfg, APIID: "api/0", KeepaliveInterval: time.Second, MaxHandshakes: 1, HandshakeTimeout: timeout, Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
 	addr := serve(t, srv)
 
-	// Three agents at once: 1.8 s of handshakes in all, more than the
-	// timeout, each within it from its turn.
+	connect := func(ip string, connected chan<- struct{}) error {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+		raw, err := d.Dial("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("%s: %w", ip, err)
+		}
+		defer raw.Close()
+		if connected != nil {
+			connected <- struct{}{}
+		}
+		conn := tls.Client(raw, p.clientTLS(&p.agent))
+		if err := conn.Handshake(); err != nil {
+			return fmt.Errorf("%s: %w", ip, err)
+		}
+		ag, refused, err := connectByHand(conn, hello("agent-"+ip, "run", ip))
+		switch {
+		case err != nil:
+			return fmt.Errorf("%s: %w", ip, err)
+		case refused != nil:
+			return fmt.Errorf("%s refused: %s", ip, refused.Message)
+		}
+		ag.sess.Close()
+		return nil
+	}
+	// The first agent takes the only turn and keeps it.
+	first := make(chan error, 1)
+	go func() { first <- connect("127.0.0.1", nil) }()
+	select {
+	case <-held:
+	case err := <-first:
+		t.Fatalf("the first agent's handshake ended (%v) before it computed", err)
+	}
+	// The others queue behind it, longer than the timeout.
+	const queued = 3
 	var wg sync.WaitGroup
-	errs := make(chan error, 3)
-	for i := range 3 {
-		ip := fmt.Sprintf("127.0.0.%d", i+1)
+	errs := make(chan error, queued)
+	connected := make(chan struct{}, queued)
+	for i := range queued {
+		ip := fmt.Sprintf("127.0.0.%d", i+2)
 		wg.Go(func() {
-			d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
-			conn, err := tls.DialWithDialer(d, "tcp", addr, p.clientTLS(&p.agent))
-			if err != nil {
-				errs <- fmt.Errorf("%s: %w", ip, err)
-				return
-			}
-			defer conn.Close()
-			ag, refused, err := connectByHand(conn, hello("agent-"+ip, "run", ip))
-			switch {
-			case err != nil:
-				errs <- fmt.Errorf("%s: %w", ip, err)
-			case refused != nil:
-				errs <- fmt.Errorf("%s refused: %s", ip, refused.Message)
-			default:
-				ag.sess.Close()
+			if err := connect(ip, connected); err != nil {
+				errs <- err
 			}
 		})
 	}
+	for range queued {
+		<-connected
+	}
+	time.Sleep(timeout + timeout/2) // the wait in the queue is what is tested
+	close(release)
+
 	wg.Wait()
 	close(errs)
 	for err := range errs {
-		t.Error(err)
+		t.Errorf("a queued agent: %v", err)
+	}
+	// The first overran its turn by as much: its own deadline cut it.
+	if err := <-first; err == nil {
+		t.Error("the handshake held beyond the timeout in its turn succeeded")
 	}
 	if n := most(); n != 1 {
 		t.Errorf("%d handshakes computed at once, want 1", n)
@@ -549,7 +591,7 @@ func TestHandshakesTakeTurns(t *testing.T) {
 func TestHandshakesLeaveAProcessorFree(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
 	p := newPKI(t)
-	cfg, most := slowHandshakes(p, 300*time.Millisecond)
+	cfg, most := slowHandshakes(p, func(*tls.ClientHelloInfo) { time.Sleep(300 * time.Millisecond) })
 	srv := tunnel.NewServer(tunnel.Config{TLS: cfg, APIID: "api/0", KeepaliveInterval: time.Second})
 	addr := serve(t, srv)
 	var wg sync.WaitGroup
@@ -589,7 +631,11 @@ func serve(t *testing.T, srv *tunnel.Server) string {
 // agent still gets through at once.
 func TestStalledHandshakesHoldNoTurn(t *testing.T) {
 	p := newPKI(t)
-	srv := tunnel.NewServer(tunnel.Config{TLS: p.serverTLS(), APIID: "api/0", KeepaliveInterval: time.Second, MaxHandshakes: 1, HandshakeTimeout: 5 * time.Second})
+	// Held turns would keep the agent waiting until the stalled
+	// connections time out: far longer than a handshake takes even on a
+	// busy machine.
+	const timeout, within = 20 * time.Second, 5 * time.Second
+	srv := tunnel.NewServer(tunnel.Config{TLS: p.serverTLS(), APIID: "api/0", KeepaliveInterval: time.Second, MaxHandshakes: 1, HandshakeTimeout: timeout})
 	addr := serve(t, srv)
 	for i := range 20 {
 		c, err := net.Dial("tcp", addr)
@@ -608,7 +654,7 @@ func TestStalledHandshakesHoldNoTurn(t *testing.T) {
 	if _, refused := dialByHand(t, tlsDial(t, p, addr, ""), hello("cell", "run-1", "127.0.0.1")); refused != nil {
 		t.Fatal(refused)
 	}
-	if d := time.Since(start); d > time.Second {
+	if d := time.Since(start); d > within {
 		t.Errorf("the agent got through after %s", d)
 	}
 }

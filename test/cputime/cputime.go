@@ -1,16 +1,16 @@
 // Package cputime reads how much CPU a process and its live descendants
-// have used, from /proc: tests use it to wait until a process is busy
-// with something (a compile) without knowing which thread or child does it.
+// have used, from /proc: the benchmarks use it to tell what a process
+// cost without knowing which thread or child did the work.
 package cputime
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cloudfoundry/pcap-server-release/test/proctree"
 )
 
 // clockTick is USER_HZ, 100 on every Linux architecture Go supports.
@@ -34,42 +34,10 @@ func Tree(pid int) (time.Duration, error) {
 		return 0, fmt.Errorf("/proc/%d/stat: bad utime or stime", pid)
 	}
 	total := time.Duration(utime+stime) * clockTick
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-	for _, task := range tasks {
-		children, err := os.ReadFile(task)
-		if err != nil {
-			continue // the thread ended
-		}
-		for _, c := range strings.Fields(string(children)) {
-			child, err := strconv.Atoi(c)
-			if err != nil {
-				continue
-			}
-			if d, err := Tree(child); err == nil {
-				total += d
-			}
+	for _, child := range proctree.Children(pid) {
+		if d, err := Tree(child); err == nil {
+			total += d
 		}
 	}
 	return total, nil
-}
-
-// Await returns once pid and its descendants have used busy more CPU than
-// before, polling every 10 ms, or ctx's error.
-func Await(ctx context.Context, pid int, before, busy time.Duration) error {
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	for {
-		used, err := Tree(pid)
-		if err != nil {
-			return err
-		}
-		if used-before >= busy {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("process %d used %s of CPU, not %s: %w", pid, used-before, busy, ctx.Err())
-		case <-t.C:
-		}
-	}
 }

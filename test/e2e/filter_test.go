@@ -10,9 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudfoundry/pcap-server-release/cellagent/bpfcompile"
 	"github.com/cloudfoundry/pcap-server-release/proxy/apiconfig"
-	"github.com/cloudfoundry/pcap-server-release/test/cputime"
 	"github.com/cloudfoundry/pcap-server-release/test/netnstest"
+	"github.com/cloudfoundry/pcap-server-release/test/proctree"
 	"github.com/cloudfoundry/pcap-server-release/wire"
 )
 
@@ -21,6 +22,11 @@ import (
 // agent binary serves both. The hostile request comes straight over the
 // tunnel, as an API replica without the filter bound (an older one) would
 // send it; the other tenant's capture goes through the API.
+//
+// Not held means the other capture starts while the hostile compile still
+// runs: the test waits for the agent's compiler child rather than for it
+// to have used some CPU, which a niced child on a busy machine may not get
+// within its budget (5 s of wall-clock time, the agent's default).
 func TestHostileFilterDoesNotHoldOtherTenants(t *testing.T) {
 	netnstest.RequireRoot(t)
 	p := newPKI(t)
@@ -53,10 +59,6 @@ func TestHostileFilterDoesNotHoldOtherTenants(t *testing.T) {
 	for i := range parts {
 		parts[i] = fmt.Sprintf("port %d", i+1)
 	}
-	before, err := cputime.Tree(agentProc.Process.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
 	stream, err := agent.Open(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -82,8 +84,8 @@ func TestHostileFilterDoesNotHoldOtherTenants(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	if err := cputime.Await(ctx, agentProc.Process.Pid, before, 300*time.Millisecond); err != nil {
-		t.Fatal(err) // the agent never got busy compiling
+	if _, err := proctree.AwaitCommand(ctx, agentProc.Process.Pid, bpfcompile.ChildArg); err != nil {
+		t.Fatal(err) // the agent never started compiling
 	}
 
 	start = time.Now()
@@ -92,12 +94,9 @@ func TestHostileFilterDoesNotHoldOtherTenants(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("the other tenant's capture: status %d", resp.StatusCode)
 	}
-	if took > time.Second && took > alone+time.Second {
-		t.Errorf("the other tenant's capture took %s to start while the hostile filter compiled (%s without it)", took, alone)
-	}
 	select {
 	case a := <-answered:
-		t.Fatalf("the hostile request was answered (%v, %v) before the other capture started: nothing was shown", a.m, a.err)
+		t.Fatalf("the hostile request was answered (%v, %v) before the other capture started (after %s; %s alone): it held the other", a.m, a.err, took, alone)
 	default:
 	}
 	otherApp.send(t, "other", 5)

@@ -7,6 +7,7 @@ package fakecc
 
 import (
 	"cmp"
+	"context"
 	"crypto/rand"
 	"fmt"
 	"net/http"
@@ -175,6 +176,9 @@ type CloudController struct {
 	processes map[string]map[string][]ProcessInstance // app guid -> type -> instances
 	faults    map[string]Fault
 	requests  map[string]int
+	// counted is closed and replaced whenever a request is counted, to
+	// wake WaitRequests.
+	counted chan struct{}
 }
 
 // Option changes how New sets the fake up.
@@ -217,6 +221,7 @@ func New(tb testing.TB, uaa *fakeuaa.UAA, opts ...Option) *CloudController {
 		processes: map[string]map[string][]ProcessInstance{},
 		faults:    map[string]Fault{},
 		requests:  map[string]int{},
+		counted:   make(chan struct{}),
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc(GetRoot, cc.serveRoot)
@@ -373,6 +378,25 @@ func (cc *CloudController) TotalRequests() int {
 	return n
 }
 
+// WaitRequests returns once endpoint has received n requests, or ctx's
+// error. A request is counted before any fault delays it: a test can tell
+// that a delayed request has reached the fake.
+func (cc *CloudController) WaitRequests(ctx context.Context, endpoint string, n int) error {
+	for {
+		cc.mu.Lock()
+		got, counted := cc.requests[endpoint], cc.counted
+		cc.mu.Unlock()
+		if got >= n {
+			return nil
+		}
+		select {
+		case <-counted:
+		case <-ctx.Done():
+			return fmt.Errorf("%s received %d requests, not %d: %w", endpoint, got, n, ctx.Err())
+		}
+	}
+}
+
 // newGUID returns a random UUID and records its creation time. Callers
 // hold cc.mu.
 func (cc *CloudController) newGUID() string {
@@ -391,6 +415,10 @@ func (cc *CloudController) newGUID() string {
 func (cc *CloudController) intercept(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f, ok := fakeserver.FaultLookup(&cc.mu, mux, r, cc.requests, cc.faults, AnyEndpoint)
+		cc.mu.Lock()
+		close(cc.counted)
+		cc.counted = make(chan struct{})
+		cc.mu.Unlock()
 		if !ok {
 			mux.ServeHTTP(w, r)
 			return
