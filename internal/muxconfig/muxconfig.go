@@ -21,14 +21,15 @@ import (
 const StreamWindow = 4 << 20
 
 // APIStreamWindow is the API's per-stream receive window: what an agent
-// may send on a stream before the API reads it, and the largest data
-// frame yamux hands the API. It is yamux's minimum, the window every
-// stream starts with: the API reads every capture stream as it arrives,
-// and bounds what all the streams of a capture hold unread together
-// (proxy/tunnel's Unread), so a larger window would only make the frames
-// larger. It caps one stream at 256 KiB per round trip: 2 Gbit/s at 1 ms,
-// more than the API writes to one client.
-const APIStreamWindow = 256 << 10
+// may send on a stream before the API's reader has taken it. It does not
+// bound the API's memory: the API passes yamux a capture stream's data
+// only as it arrives and fits in what its capture may hold unread
+// (proxy/tunnel's Unread, 256 KiB for all its streams), and holds the
+// rest back in the connection. What the window sets is how often the API
+// sends a window update and the agent's writer waits for one: at yamux's
+// minimum (256 KiB) bulk captures paid for it in wakeups on both sides,
+// about a quarter of the path's CPU per captured byte (docs/PERFORMANCE.md).
+const APIStreamWindow = 1 << 20
 
 // StreamCloseTimeout is how long a stream whose peer never answers our
 // close lives on before it is reset, instead of yamux's five minutes.

@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cloudfoundry/pcap-server-release/internal/muxconfig"
 	"github.com/cloudfoundry/pcap-server-release/proxy/apimetrics"
 	"github.com/cloudfoundry/pcap-server-release/proxy/tunnel"
 	"github.com/cloudfoundry/pcap-server-release/wire"
@@ -214,15 +213,15 @@ type Session struct {
 const readBuffer = 4 << 10
 
 // unreadLimit is what a capture may have received and not read yet, all
-// its streams together: one stream window. The readers take what arrives
-// within microseconds; the limit matters when they fall behind, and holds
-// the agents back then.
-const unreadLimit = muxconfig.APIStreamWindow
+// its streams together: yamux's minimum stream window, whatever the API's
+// window is. The readers take what arrives within microseconds; the limit
+// matters when they fall behind, and holds the agents back then.
+const unreadLimit = 256 << 10
 
 // keptBuffers is how many of a capture's streams keep yamux's receive
 // buffer between frames, which spares an allocation per frame: as many
 // as fit in a quarter of its budget.
-func keptBuffers(bufferBytes int) int { return bufferBytes / 4 / tunnel.MaxBuffer }
+func keptBuffers(bufferBytes int) int { return bufferBytes / 4 / tunnel.MaxBuffer(unreadLimit) }
 
 // Start asks the agent of every target to start capturing and waits for
 // all of them to answer. It returns the running session, nil if no

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	agenttunnel "github.com/cloudfoundry/pcap-server-release/cellagent/tunnel"
-	"github.com/cloudfoundry/pcap-server-release/internal/muxconfig"
 	"github.com/cloudfoundry/pcap-server-release/proxy/tunnel"
 	"github.com/cloudfoundry/pcap-server-release/test/testpki"
 	"github.com/cloudfoundry/pcap-server-release/wire"
@@ -82,7 +81,7 @@ func BenchmarkCaptureStream(b *testing.B) {
 			b.Fatal(err)
 		}
 		// As a capture opens its streams: counted against its Unread.
-		stream, err := agent.OpenLimited(wctx, tunnel.NewUnread(muxconfig.APIStreamWindow, 1))
+		stream, err := agent.OpenLimited(wctx, tunnel.NewUnread(256<<10, 1))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -384,7 +384,7 @@ func TestBusySessionIsNotReplaced(t *testing.T) {
 	a := startAPI(t, p, "api/0", "127.0.0.1:0")
 	// 64 KiB/s; a backlog of 192 KiB is 3 s, more than the probe's 2 s,
 	// and within what the API's stream window lets an agent send unread
-	// (muxconfig.APIStreamWindow, 256 KiB).
+	// (muxconfig.APIStreamWindow, 1 MiB).
 	th := startThrottle(t, a.addr, 64<<10, 192<<10)
 	h := hello("cell", "run-1", "127.0.0.1")
 	busy, refused := dialByHand(t, tlsDial(t, p, th.addr(), ""), h)

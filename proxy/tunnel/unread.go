@@ -51,15 +51,17 @@ type admission struct {
 // also while the stream waits: a capture of hundreds of instances would
 // hold hundreds of them. Given back, a buffer is allocated anew, zeroed,
 // for every frame: on loopback one stream's throughput fell to a quarter.
-// A stream's buffer is at most about MaxBuffer.
+// A stream's buffer is at most about MaxBuffer(limit).
 func NewUnread(limit, keepBuffers int) *Unread {
 	return &Unread{limit: int64(limit), keepBuffers: int32(keepBuffers)}
 }
 
 // MaxBuffer is the most yamux's receive buffer of a stream holds between
-// frames: twice the largest frame (one window) and the slack of its
-// growth.
-const MaxBuffer = 2*muxconfig.APIStreamWindow + 512
+// frames when its capture's Unread admits limit bytes: the buffer holds
+// no more than was admitted and not read (limit, and one piece beyond it
+// when nothing else is held), and grows to twice what it holds, with some
+// slack.
+func MaxBuffer(limit int) int { return 2*(limit+maxPiece) + 512 }
 
 // fits reports whether n more bytes may be admitted: within the limit,
 // or nothing is held (a piece larger than the limit must pass too).
