@@ -181,7 +181,7 @@ type source struct {
 // read through the instance's small buffer, checked, counted as dropped
 // and never held. What yamux has received for the capture and its readers
 // have not read yet counts against the capture's tunnel.Unread (unreadLimit):
-// yamux would otherwise hold up to a stream window (256 KiB) per
+// yamux would otherwise hold up to a stream window (1 MiB) per
 // instance, whatever the agents; and yamux's buffers are kept between
 // frames by no more streams than fit in a quarter of the budget
 // (keptBuffers). Besides these, each instance holds its buffer

@@ -37,8 +37,8 @@ const (
 	memBudget    = 4 << 20
 	// memLimit is what the API process may add to its RSS for the
 	// capture beyond the budget, at its peak (VmHWM): what the capture
-	// holds besides its budget (16 KiB per instance, one stream window
-	// unread), the output, and above all the garbage the collector lets
+	// holds besides its budget (16 KiB per instance, 256 KiB unread
+	// in the tunnel), the output, and above all the garbage the collector lets
 	// pile up until it runs: the heap grows to twice what is live, and
 	// the flood allocates yamux's buffers as fast as the API reads.
 	// Measured: 40-49 MiB (docs/RELIABILITY.md); before, over 1 GiB.
