@@ -131,29 +131,23 @@ func (o *output) size(n int) int64 {
 	return 16 + int64(n)
 }
 
-// appendPacket encodes one record; iface is the pcapng interface of its
-// source.
+// appendPacket encodes one record as a pcapng Enhanced Packet Block; iface
+// is the pcapng interface of its source. Classic pcap records need no
+// encoding: writeRun rewrites their headers in the frame.
 func (o *output) appendPacket(iface int, rec wire.Record, data []byte) {
 	le := binary.LittleEndian
-	b := []byte(o.buf)
-	if o.format == FormatPcapng {
-		n := uint32(o.size(rec.CapLen))
-		b = le.AppendUint32(b, 6) // Enhanced Packet Block
-		b = le.AppendUint32(b, n)
-		b = le.AppendUint32(b, uint32(iface))
-		// The interfaces' resolution is nanoseconds.
-		b = le.AppendUint32(b, uint32(uint64(rec.Timestamp)>>32))
-		b = le.AppendUint32(b, uint32(rec.Timestamp))
-		b = le.AppendUint32(b, uint32(rec.CapLen))
-		b = le.AppendUint32(b, uint32(rec.Length))
-		b = append(b, data...)
-		b = append(b, make([]byte, (4-rec.CapLen%4)%4)...)
-		o.buf = le.AppendUint32(b, n)
-		return
-	}
-	var h [pcapRecordHeaderSize]byte
-	putPcapRecordHeader(h[:], rec)
-	o.buf = append(append(b, h[:]...), data...)
+	n := uint32(o.size(rec.CapLen))
+	b := le.AppendUint32([]byte(o.buf), 6) // Enhanced Packet Block
+	b = le.AppendUint32(b, n)
+	b = le.AppendUint32(b, uint32(iface))
+	// The interfaces' resolution is nanoseconds.
+	b = le.AppendUint32(b, uint32(uint64(rec.Timestamp)>>32))
+	b = le.AppendUint32(b, uint32(rec.Timestamp))
+	b = le.AppendUint32(b, uint32(rec.CapLen))
+	b = le.AppendUint32(b, uint32(rec.Length))
+	b = append(b, data...)
+	b = append(b, make([]byte, (4-rec.CapLen%4)%4)...)
+	o.buf = le.AppendUint32(b, n)
 }
 
 // pcapRecordHeaderSize is a classic pcap record's header, as long as a

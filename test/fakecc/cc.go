@@ -235,9 +235,7 @@ func New(tb testing.TB, uaa *fakeuaa.UAA, opts ...Option) *CloudController {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeCCError(w, http.StatusNotFound, Error{10000, "CF-NotFound", "Unknown request"})
 	})
-	cc.srv = httptest.NewUnstartedServer(cc.intercept(mux))
-	cc.srv.TLS = tlsCfg
-	cc.srv.StartTLS()
+	cc.srv = fakeserver.StartTLS(cc.intercept(mux), tlsCfg, nil)
 	cc.URL = cc.srv.URL
 	tb.Cleanup(cc.Close)
 	return cc
